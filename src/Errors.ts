@@ -1,0 +1,75 @@
+/**
+ * The errors of skiplock's public API, as tagged types. Database failures stay
+ * `SqlError` from @effect/sql; these name problems with the caller's input or
+ * a job's state, and each message says what is wrong.
+ */
+import { Data } from "effect"
+
+/** The job type is not registered in `job_types`. */
+export class UnknownJobType extends Data.TaggedError("UnknownJobType")<{
+  readonly jobType: string
+  readonly registered: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `unknown job type "${this.jobType}" (registered: ${this.registered.join(", ") || "none"})`
+  }
+}
+
+/** A payload does not match its job type's Schema. */
+export class InvalidPayload extends Data.TaggedError("InvalidPayload")<{
+  readonly jobType: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid payload for job type "${this.jobType}": ${this.reason}`
+  }
+}
+
+/** An enqueue option is outside what the queue accepts (not a UUID, max attempts out of range, …). */
+export class InvalidJobOptions extends Data.TaggedError("InvalidJobOptions")<{
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid job options: ${this.reason}`
+  }
+}
+
+/** No job has this id. */
+export class JobNotFound extends Data.TaggedError("JobNotFound")<{
+  readonly jobId: string
+}> {
+  override get message() {
+    return `no job with id ${this.jobId}`
+  }
+}
+
+/** The job is not in a state that allows the operation. */
+export class InvalidJobState extends Data.TaggedError("InvalidJobState")<{
+  readonly jobId: string
+  readonly status: string
+  readonly operation: string
+  readonly allowed: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `cannot ${this.operation} job ${this.jobId}: it is ${this.status} (allowed: ${this.allowed.join(", ")})`
+  }
+}
+
+/**
+ * A handler fails with this (or with an error its `permanent` predicate
+ * accepts) when retrying cannot help: the job goes to `failed` at once.
+ */
+export class PermanentError extends Data.TaggedError("PermanentError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** A handler ran longer than its timeout; counted as a retryable failure. */
+export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{
+  readonly jobType: string
+  readonly timeoutMillis: number
+}> {
+  override get message() {
+    return `handler for "${this.jobType}" timed out after ${this.timeoutMillis} ms`
+  }
+}

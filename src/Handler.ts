@@ -1,0 +1,46 @@
+/**
+ * A handler is a job definition plus the Effect that runs it. Its error type
+ * says how it can fail and its requirements (R) are provided as layers when
+ * the worker is built, so the types show what is still missing.
+ */
+import { Duration, Effect } from "effect"
+import type { JobContext } from "./JobContext.js"
+import type { JobDefinition } from "./JobDefinition.js"
+
+export interface Handler<Type extends string = string, A = any, E = any, R = any> {
+  readonly definition: JobDefinition<Type, A, any>
+  readonly run: (payload: A, job: JobContext) => Effect.Effect<unknown, E, R>
+  /**
+   * Run inside one database transaction with the job's completion, its
+   * `job_runs` row and its audit entry: its SQL effects happen exactly once.
+   */
+  readonly transactional: boolean
+  /** Errors for which retrying cannot help: the job fails at once. */
+  readonly isPermanent: (error: E) => boolean
+  /** After this long the attempt is interrupted and counts as a retryable failure. */
+  readonly timeout: Duration.Duration
+}
+
+export interface HandlerOptions<A, E, R> {
+  readonly run: (payload: A, job: JobContext) => Effect.Effect<unknown, E, R>
+  readonly transactional?: boolean
+  readonly permanent?: (error: E) => boolean
+  readonly timeout?: Duration.DurationInput
+}
+
+export const DEFAULT_TIMEOUT = Duration.minutes(30)
+
+/** Pairs a job definition with the Effect that runs it. */
+export const make = <Type extends string, A, I, E = never, R = never>(
+  definition: JobDefinition<Type, A, I>,
+  options: HandlerOptions<A, E, R>
+): Handler<Type, A, E, R> => ({
+  definition,
+  run: options.run,
+  transactional: options.transactional ?? false,
+  isPermanent: options.permanent ?? (() => false),
+  timeout: Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
+})
+
+/** The requirements of a list of handlers, as one union: what the worker's layer still needs. */
+export type Requirements<Hs extends ReadonlyArray<Handler>> = Hs[number] extends Handler<any, any, any, infer R> ? R : never

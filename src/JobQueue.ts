@@ -1,0 +1,203 @@
+/**
+ * Enqueueing jobs. Every enqueue checks the payload against its job type's
+ * Schema before it writes, and joins the caller's transaction when there is
+ * one (so a job is enqueued if and only if the caller's work commits).
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Clock, Context, Effect, Layer, ParseResult, Schema } from "effect"
+import { randomUUID } from "node:crypto"
+import { InvalidJobOptions, InvalidPayload, UnknownJobType } from "./Errors.js"
+import type { JobDefinition } from "./JobDefinition.js"
+import { currentTraceParent } from "./internal/tracing.js"
+import { invalidOptionsReason, isJsonObject } from "./internal/validate.js"
+import { sqlErrorText } from "./internal/sqlErrorText.js"
+
+export interface EnqueueOptions {
+  readonly organizationId: string
+  /** The user who asked for the job (a UUID), if any. */
+  readonly createdBy?: string | null
+  /** Not before this time; default: now (the Clock's). */
+  readonly runAt?: Date
+  /** Default 3 (the runbook's rule). */
+  readonly maxAttempts?: number
+  /** Lower runs first; default 0. */
+  readonly priority?: number
+  /** A second enqueue with the same key (per organization) returns the first job. */
+  readonly idempotencyKey?: string
+}
+
+/** The runbook's call shape: `{ organizationId, jobType, payload, createdBy }`. */
+export interface EnqueueInput extends EnqueueOptions {
+  readonly jobType: string
+  readonly payload: unknown
+}
+
+export interface EnqueuedJob {
+  readonly id: string
+  readonly jobType: string
+  readonly organizationId: string
+  readonly status: string
+  readonly runAt: Date
+  readonly createdAt: Date
+  readonly idempotencyKey: string | null
+  readonly traceId: string
+  /** True when the idempotency key matched a job enqueued before: no new job was created. */
+  readonly existing: boolean
+}
+
+export type EnqueueError = UnknownJobType | InvalidPayload | InvalidJobOptions | SqlError
+
+export class JobQueue extends Context.Tag("skiplock/JobQueue")<JobQueue, {
+  /** Enqueues one job; the payload is checked against the job type's Schema when this queue knows it. */
+  readonly enqueue: (input: EnqueueInput) => Effect.Effect<EnqueuedJob, EnqueueError>
+  /** Enqueues many jobs in one statement: all or none. */
+  readonly enqueueMany: (inputs: ReadonlyArray<EnqueueInput>) => Effect.Effect<ReadonlyArray<EnqueuedJob>, EnqueueError>
+}>() {}
+
+/** Enqueues a job of a known definition with a typed payload. */
+export const enqueueJob = <A, I>(
+  definition: JobDefinition<string, A, I>,
+  payload: A,
+  options: EnqueueOptions
+): Effect.Effect<EnqueuedJob, EnqueueError, JobQueue> =>
+  Effect.flatMap(
+    Schema.encode(definition.payload)(payload).pipe(
+      Effect.mapError((error) => new InvalidPayload({ jobType: definition.jobType, reason: formatParseError(error) }))
+    ),
+    (encoded) => Effect.flatMap(JobQueue, (queue) => queue.enqueue({ ...options, jobType: definition.jobType, payload: encoded }))
+  )
+
+/** Enqueues one job through the JobQueue service. */
+export const enqueue = (input: EnqueueInput) => Effect.flatMap(JobQueue, (queue) => queue.enqueue(input))
+
+/** Enqueues many jobs through the JobQueue service. */
+export const enqueueMany = (inputs: ReadonlyArray<EnqueueInput>) => Effect.flatMap(JobQueue, (queue) => queue.enqueueMany(inputs))
+
+export const formatParseError = (error: ParseResult.ParseError): string =>
+  ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s*\n\s*/g, " ")
+
+interface Row {
+  readonly id: string
+  readonly jobType: string
+  readonly organizationId: string
+  readonly status: string
+  readonly runAt: Date
+  readonly createdAt: Date
+  readonly idempotencyKey: string | null
+  readonly traceId: string
+}
+
+/** Makes the queue for the given job definitions (their Schemas check payloads). */
+export const make = (definitions: ReadonlyArray<JobDefinition>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const schemas = new Map(definitions.map((definition) => [definition.jobType, definition.payload]))
+
+    const registeredTypes = sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`.pipe(
+      Effect.map((rows) => rows.map((row) => row.name))
+    )
+
+    // The database rejects unknown types too (inserts by hand); this turns its error into ours.
+    const mapInsertError = (error: SqlError) =>
+      /unknown job type "(.*)"/.exec(sqlErrorText(error)) !== null
+        ? Effect.flatMap(registeredTypes, (registered) =>
+            Effect.fail(new UnknownJobType({ jobType: /unknown job type "(.*)"/.exec(sqlErrorText(error))![1]!, registered }))
+          )
+        : Effect.fail(error)
+
+    const prepare = (input: EnqueueInput, now: number) =>
+      Effect.gen(function* () {
+        const reason = invalidOptionsReason(input)
+        if (reason !== undefined) return yield* new InvalidJobOptions({ reason })
+        if (typeof input.jobType !== "string" || input.jobType.length === 0) {
+          return yield* new UnknownJobType({ jobType: String(input.jobType ?? ""), registered: yield* registeredTypes })
+        }
+        const schema = schemas.get(input.jobType)
+        let payload: unknown = input.payload
+        if (schema !== undefined) {
+          // Decode then encode: validates, and stores the canonical encoded form.
+          payload = yield* Schema.decodeUnknown(schema)(input.payload).pipe(
+            Effect.flatMap(Schema.encode(schema)),
+            Effect.mapError((error) => new InvalidPayload({ jobType: input.jobType, reason: formatParseError(error) }))
+          )
+        }
+        if (!isJsonObject(payload)) {
+          return yield* new InvalidPayload({ jobType: input.jobType, reason: `the payload must be a JSON object, got ${payload === null ? "null" : Array.isArray(payload) ? "an array" : typeof payload}` })
+        }
+        return {
+          // Generated here so that each input can be matched to its row afterwards.
+          id: randomUUID(),
+          organizationId: input.organizationId,
+          jobType: input.jobType,
+          payload: JSON.stringify(payload),
+          priority: input.priority ?? 0,
+          maxAttempts: input.maxAttempts ?? 3,
+          runAt: input.runAt ?? new Date(now),
+          idempotencyKey: input.idempotencyKey ?? null,
+          createdBy: input.createdBy ?? null
+        }
+      })
+
+    const returning = sql`RETURNING id, job_type AS "jobType", organization_id AS "organizationId", status,
+                                    run_at AS "runAt", created_at AS "createdAt",
+                                    idempotency_key AS "idempotencyKey", trace_id AS "traceId"`
+
+    const findByKeys = (keys: ReadonlyArray<{ organizationId: string; idempotencyKey: string }>) =>
+      keys.length === 0
+        ? Effect.succeed([] as ReadonlyArray<Row>)
+        : sql<Row>`
+            SELECT id, job_type AS "jobType", organization_id AS "organizationId", status, run_at AS "runAt",
+                   created_at AS "createdAt", idempotency_key AS "idempotencyKey", trace_id AS "traceId"
+            FROM job_queue j
+            JOIN unnest(${keys.map((k) => k.organizationId)}::uuid[], ${keys.map((k) => k.idempotencyKey)}::text[]) AS k(org, key)
+              ON j.organization_id = k.org AND j.idempotency_key = k.key`
+
+    const enqueueMany = (inputs: ReadonlyArray<EnqueueInput>) =>
+      Effect.gen(function* () {
+        if (inputs.length === 0) return []
+        const now = yield* Clock.currentTimeMillis
+        const rows = yield* Effect.forEach(inputs, (input) => prepare(input, now))
+        const trace = yield* currentTraceParent
+        const at = new Date(now)
+        const inserted = yield* sql<Row>`
+          INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key,
+                                 trace_id, parent_span_id, created_by, created_at, updated_at)
+          SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
+                 coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', '')),
+                 ${trace?.spanId ?? null}::text, r.created_by, ${at}, ${at}
+          FROM unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.organizationId)}::uuid[], ${rows.map((r) => r.jobType)}::text[],
+                      ${rows.map((r) => r.payload)}::jsonb[], ${rows.map((r) => r.priority)}::smallint[],
+                      ${rows.map((r) => r.maxAttempts)}::int[], ${rows.map((r) => r.runAt)}::timestamptz[],
+                      ${rows.map((r) => r.idempotencyKey)}::text[], ${rows.map((r) => r.createdBy)}::uuid[])
+               WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
+          ORDER BY r.ord
+          ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+          ${returning}`.pipe(Effect.catchTag("SqlError", mapInsertError))
+        // A job whose idempotency key matched an earlier job comes back as that job.
+        const byId = new Map(inserted.map((job) => [job.id, job]))
+        const duplicates = rows.filter((row) => !byId.has(row.id))
+        const earlier = yield* findByKeys(duplicates.map((row) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))
+        return rows.map((row): EnqueuedJob => {
+          const job = byId.get(row.id)
+          if (job !== undefined) return { ...job, existing: false }
+          const first = earlier.find((j) => j.organizationId === row.organizationId && j.idempotencyKey === row.idempotencyKey)
+          // Only reachable if the earlier job was deleted between the two statements.
+          if (first === undefined) throw new Error(`job with idempotency key ${row.idempotencyKey} vanished while enqueueing`)
+          return { ...first, existing: true }
+        })
+      }).pipe(Effect.withSpan("JobQueue.enqueueMany", { attributes: { count: inputs.length } }))
+
+    return JobQueue.of({
+      enqueue: (input) =>
+        enqueueMany([input]).pipe(
+          Effect.map((jobs) => jobs[0]!),
+          Effect.withSpan("JobQueue.enqueue", { attributes: { jobType: input.jobType } })
+        ),
+      enqueueMany
+    })
+  })
+
+/** The queue, for the given job definitions. */
+export const layer = (definitions: ReadonlyArray<JobDefinition>) => Layer.effect(JobQueue, make(definitions))
+

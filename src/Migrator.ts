@@ -1,0 +1,139 @@
+/**
+ * Applies the plain numbered `.sql` files of one or more migration sets, in
+ * order, each in its own transaction, and records them in `skiplock_migrations`.
+ * A set is a folder such as `migrations/core`; sets apply in the order given.
+ */
+import { SqlClient } from "@effect/sql"
+import { Data, Effect } from "effect"
+import { createHash } from "node:crypto"
+import { readdirSync, readFileSync } from "node:fs"
+import { basename, dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { sqlErrorText } from "./internal/sqlErrorText.js"
+
+export class MigrationError extends Data.TaggedError("MigrationError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export interface Migration {
+  readonly set: string
+  readonly version: number
+  readonly name: string
+  readonly sql: string
+  readonly checksum: string
+}
+
+/** The repository's `migrations/` folder, wherever the code runs from. */
+export const migrationsRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "migrations")
+
+/** The core runtime's tables and functions. */
+export const coreMigrations = join(migrationsRoot, "core")
+
+const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/
+
+/** Reads a migration set from a folder; file names are `NNNN_name.sql`. */
+export const readMigrationSet = (folder: string): ReadonlyArray<Migration> => {
+  const set = basename(folder)
+  return readdirSync(folder)
+    .filter((file) => file.endsWith(".sql"))
+    .sort()
+    .map((file) => {
+      const match = FILE_PATTERN.exec(file)
+      if (match === null) {
+        throw new Error(`migration file ${join(folder, file)} is not named NNNN_name.sql`)
+      }
+      const sql = readFileSync(join(folder, file), "utf8")
+      return {
+        set,
+        version: Number(match[1]),
+        name: match[2]!,
+        sql,
+        checksum: createHash("sha256").update(sql).digest("hex")
+      }
+    })
+}
+
+const loadSets = (folders: ReadonlyArray<string>) =>
+  Effect.try({
+    try: () => folders.flatMap(readMigrationSet),
+    catch: (cause) => new MigrationError({ message: `cannot read migrations: ${String(cause)}`, cause })
+  })
+
+// Serialises concurrent migrators (two services starting at once).
+const MIGRATION_LOCK_ID = 7_531_001
+
+const ensureLedger = (sql: SqlClient.SqlClient) =>
+  sql`CREATE TABLE IF NOT EXISTS skiplock_migrations (
+        set_name   text NOT NULL,
+        version    integer NOT NULL,
+        name       text NOT NULL,
+        checksum   text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (set_name, version)
+      )`
+
+const appliedVersions = (sql: SqlClient.SqlClient) =>
+  sql<{ setName: string; version: number; checksum: string }>`
+    SELECT set_name AS "setName", version, checksum FROM skiplock_migrations`
+
+const key = (set: string, version: number) => `${set}/${String(version).padStart(4, "0")}`
+
+/** Applies every migration of the given sets that is not applied yet. Returns what it applied. */
+export const migrate = (folders: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const migrations = yield* loadSets(folders)
+    return yield* sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`
+        yield* ensureLedger(sql)
+        const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row]))
+        const done: Array<string> = []
+        for (const migration of migrations) {
+          const previous = applied.get(key(migration.set, migration.version))
+          if (previous !== undefined) {
+            if (previous.checksum !== migration.checksum) {
+              return yield* new MigrationError({
+                message: `migration ${key(migration.set, migration.version)}_${migration.name} was changed after it was applied; add a new migration instead`
+              })
+            }
+            continue
+          }
+          yield* sql.unsafe(migration.sql).raw.pipe(
+            Effect.mapError((cause) =>
+              new MigrationError({
+                message: `migration ${key(migration.set, migration.version)}_${migration.name} failed: ${sqlErrorText(cause)}`,
+                cause
+              })
+            )
+          )
+          yield* sql`INSERT INTO skiplock_migrations (set_name, version, name, checksum)
+                     VALUES (${migration.set}, ${migration.version}, ${migration.name}, ${migration.checksum})`
+          done.push(`${key(migration.set, migration.version)}_${migration.name}`)
+        }
+        return done
+      })
+    )
+  }).pipe(
+    Effect.catchTag("SqlError", (cause) =>
+      Effect.fail(new MigrationError({ message: `cannot apply migrations: ${sqlErrorText(cause)}`, cause }))
+    ),
+    Effect.withSpan("Migrator.migrate")
+  )
+
+/** The migrations of the given sets that are not applied yet (empty when the database is current). */
+export const pending = (folders: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const migrations = yield* loadSets(folders)
+    const [ledger] = yield* sql<{ exists: boolean }>`SELECT to_regclass('skiplock_migrations') IS NOT NULL AS exists`
+    const applied = ledger?.exists ? new Set((yield* appliedVersions(sql)).map((row) => key(row.setName, row.version))) : new Set<string>()
+    return migrations
+      .filter((migration) => !applied.has(key(migration.set, migration.version)))
+      .map((migration) => `${key(migration.set, migration.version)}_${migration.name}`)
+  }).pipe(
+    Effect.catchTag("SqlError", (cause) =>
+      Effect.fail(new MigrationError({ message: `cannot read the migration ledger: ${sqlErrorText(cause)}`, cause }))
+    )
+  )

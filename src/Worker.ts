@@ -1,0 +1,253 @@
+/**
+ * The worker: claims runnable jobs of the types it has handlers for and runs
+ * them, at most `concurrency` at once. It claims on a poll (every 5 s), at
+ * once again after a full claim while slots are free, and when a LISTEN
+ * notification says a job was enqueued. Beside the claim loop it renews the
+ * leases of its running jobs (heartbeat) and rescues jobs whose lease expired.
+ *
+ * Shutdown (closing the worker's scope): stop claiming, let running jobs
+ * finish for up to `shutdownTimeout`, then interrupt the rest, which are
+ * released back to `pending` without counting the attempt.
+ */
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Metric, Queue, Ref } from "effect"
+import { randomBytes } from "node:crypto"
+import { hostname } from "node:os"
+import type { Handler, Requirements } from "./Handler.js"
+import * as Metrics from "./Metrics.js"
+import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
+import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
+import { listenForJobs } from "./internal/listener.js"
+import { sqlErrorText } from "./internal/sqlErrorText.js"
+
+export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
+  readonly handlers: Hs
+  /** Default: host, pid and a random suffix. */
+  readonly workerId?: string
+  /** How often to look for runnable jobs when nothing wakes the worker. Default 5 s (runbook). */
+  readonly pollInterval?: Duration.DurationInput
+  /** At most this many jobs per claim. Default 5 (runbook). */
+  readonly batchSize?: number
+  /** At most this many jobs running at once. Default 5. */
+  readonly concurrency?: number
+  /** Retry n waits retryBackoff × n². Default 30 s (runbook). */
+  readonly retryBackoff?: Duration.DurationInput
+  /** How long a claimed job is held without a heartbeat. Default 30 s. */
+  readonly leaseDuration?: Duration.DurationInput
+  /** How often leases are renewed. Default 10 s. */
+  readonly heartbeatInterval?: Duration.DurationInput
+  /** How often expired leases are looked for. Default 5 s. */
+  readonly rescueInterval?: Duration.DurationInput
+  /** How long running jobs may finish on shutdown before they are interrupted and released. Default 30 s. */
+  readonly shutdownTimeout?: Duration.DurationInput
+  /** React to LISTEN notifications. Default true. */
+  readonly listen?: boolean
+  /** Called after each attempt's outcome is recorded (for tests and instrumentation). */
+  readonly onOutcome?: (job: ClaimedJob, outcome: Outcome) => void
+}
+
+export interface WorkerStatus {
+  readonly workerId: string
+  readonly jobTypes: ReadonlyArray<string>
+  /** Jobs running now. */
+  readonly running: number
+  /** True while the claim loop runs. */
+  readonly claiming: boolean
+  /** When the last claim query succeeded (Clock time, ms), if ever. */
+  readonly lastClaimAt: number | undefined
+}
+
+export class Worker extends Context.Tag("skiplock/Worker")<Worker, {
+  readonly workerId: string
+  readonly status: Effect.Effect<WorkerStatus>
+}>() {}
+
+export const defaultWorkerId = () => `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`
+
+interface RunningJob {
+  readonly job: ClaimedJob
+  readonly control: JobControl
+  fiber: Fiber.RuntimeFiber<Outcome> | undefined
+  /** Clock time (ms) until which the lease is known to hold. */
+  leaseValidUntil: number
+}
+
+const positiveInteger = (name: string, value: number) => {
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a whole number of at least 1, got ${value}`)
+  return value
+}
+
+/** Starts a worker in the current scope; it stops when the scope closes. */
+export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOptions<Hs>) =>
+  Effect.gen(function* () {
+    const pgClient = yield* PgClient.PgClient
+    const store = yield* makeJobStore
+    const context = yield* Effect.context<Requirements<Hs> | SqlClient.SqlClient>()
+
+    const workerId = options.workerId ?? defaultWorkerId()
+    const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
+    const batchSize = positiveInteger("batchSize", options.batchSize ?? 5)
+    const concurrency = positiveInteger("concurrency", options.concurrency ?? 5)
+    const retryBackoff = Duration.decode(options.retryBackoff ?? "30 seconds")
+    const leaseDuration = Duration.decode(options.leaseDuration ?? "30 seconds")
+    const heartbeatInterval = Duration.decode(options.heartbeatInterval ?? "10 seconds")
+    const rescueInterval = Duration.decode(options.rescueInterval ?? "5 seconds")
+    const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "30 seconds")
+
+    const handlers = new Map<string, Handler>()
+    for (const handler of options.handlers) {
+      if (handlers.has(handler.definition.jobType)) {
+        return yield* Effect.dieMessage(`two handlers for job type "${handler.definition.jobType}"`)
+      }
+      handlers.set(handler.definition.jobType, handler)
+    }
+    const jobTypes = [...handlers.keys()]
+
+    const running = new Map<string, RunningJob>()
+    const wake = yield* Queue.sliding<void>(1)
+    const slotFreed = yield* Queue.sliding<void>(1)
+    const claiming = yield* Ref.make(false)
+    const lastClaimAt = yield* Ref.make<number | undefined>(undefined)
+    const idle = yield* Ref.make(yield* Deferred.make<void>())
+
+    const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
+    const env = { workerId, store, retryBackoff }
+
+    const start = (job: ClaimedJob) =>
+      Effect.gen(function* () {
+        const handler = handlers.get(job.jobType)!
+        const entry: RunningJob = {
+          job,
+          control: { stopReason: undefined },
+          fiber: undefined,
+          leaseValidUntil: (yield* Clock.currentTimeMillis) + Duration.toMillis(leaseDuration)
+        }
+        running.set(job.id, entry)
+        entry.fiber = yield* executeJob(handler, job, env, entry.control).pipe(
+          Effect.tap((outcome) => Effect.sync(() => options.onOutcome?.(job, outcome))),
+          Effect.ensuring(
+            Effect.suspend(() => {
+              running.delete(job.id)
+              return Effect.zipRight(
+                Queue.offer(slotFreed, undefined),
+                running.size === 0 ? Effect.flatMap(Ref.get(idle), (d) => Deferred.succeed(d, undefined)) : Effect.void
+              )
+            })
+          ),
+          Effect.provide(context),
+          Effect.forkDaemon
+        )
+      })
+
+    // One claim: returns whether it was full (more jobs are probably waiting).
+    const claimOnce = Effect.gen(function* () {
+      const free = concurrency - running.size
+      if (free <= 0 || jobTypes.length === 0) return false
+      const requested = Math.min(batchSize, free)
+      const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
+      yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
+      if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
+      for (const job of jobs) yield* start(job)
+      return jobs.length === requested
+    })
+
+    const claimLoop = Effect.gen(function* () {
+      let failures = 0
+      while (true) {
+        const full = yield* claimOnce.pipe(
+          Effect.tap(() => (failures > 0 ? Effect.logInfo(`database reachable again after ${failures} failed claim(s)`) : Effect.void)),
+          Effect.tap(() => Effect.sync(() => (failures = 0))),
+          Effect.catchAll((error) =>
+            Effect.as(
+              Effect.suspend(() => (++failures === 1 || failures % 10 === 0 ? Effect.logWarning(`claiming jobs failed (${failures} time(s) in a row): ${sqlErrorText(error)}`) : Effect.void)),
+              false
+            )
+          )
+        )
+        if (full && running.size < concurrency) continue
+        // Wait for the poll, a notification, or (after a full claim) a free slot.
+        yield* Effect.raceAll([
+          Effect.sleep(pollInterval),
+          Queue.take(wake),
+          ...(full ? [Queue.take(slotFreed)] : [])
+        ])
+      }
+    }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
+
+    // Renews the leases of running jobs; stops the ones this worker no longer holds.
+    const heartbeat = Effect.gen(function* () {
+      const ids = [...running.keys()]
+      if (ids.length === 0) return
+      const at = yield* Clock.currentTimeMillis
+      const held = yield* store.extendLeases(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
+      for (const id of ids) {
+        const entry = running.get(id)
+        if (entry === undefined) continue
+        const lost = held._tag === "Right" ? !held.right.has(id) : at >= entry.leaseValidUntil
+        if (held._tag === "Right" && !lost) entry.leaseValidUntil = at + Duration.toMillis(leaseDuration)
+        if (lost && entry.fiber !== undefined && entry.control.stopReason === undefined) {
+          entry.control.stopReason = "lease_lost"
+          yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))
+          yield* Fiber.interruptFork(entry.fiber)
+        }
+      }
+      if (held._tag === "Left") yield* Effect.logWarning(`renewing job leases failed: ${sqlErrorText(held.left)}`)
+    })
+
+    const rescue = Effect.gen(function* () {
+      const rescued = yield* store.rescueExpired(workerId, yield* now, 100)
+      if (rescued.length === 0) return
+      yield* Metric.incrementBy(Metrics.jobsRescued, rescued.length)
+      for (const job of rescued) {
+        yield* Effect.logWarning(`rescued job whose worker ${job.deadWorker} stopped renewing its lease; now ${job.status}`).pipe(
+          Effect.annotateLogs({ jobId: job.id })
+        )
+      }
+      yield* Queue.offer(wake, undefined)
+    }).pipe(Effect.catchAll((error) => Effect.logWarning(`rescuing expired jobs failed: ${sqlErrorText(error)}`)))
+
+    const every = (interval: Duration.Duration, effect: Effect.Effect<void>) =>
+      Effect.forever(Effect.zipRight(Effect.sleep(interval), effect))
+
+    const handledTypes = new Set(jobTypes)
+    const listenerFiber = options.listen === false
+      ? undefined
+      : yield* listenForJobs(pgClient.config, (jobType) => {
+          if (jobType === "" || handledTypes.has(jobType)) Queue.unsafeOffer(wake, undefined)
+        }).pipe(Effect.forkDaemon)
+    const loopFiber = yield* Effect.forkDaemon(claimLoop)
+    const heartbeatFiber = yield* Effect.forkDaemon(every(heartbeatInterval, heartbeat))
+    const rescueFiber = yield* Effect.forkDaemon(every(rescueInterval, rescue))
+
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        yield* Fiber.interrupt(loopFiber)
+        if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
+        yield* Fiber.interrupt(rescueFiber)
+        if (running.size > 0) {
+          yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
+          yield* Effect.flatMap(Ref.get(idle), Deferred.await).pipe(Effect.timeout(shutdownTimeout), Effect.interruptible, Effect.ignore)
+        }
+        const left = [...running.values()]
+        for (const entry of left) entry.control.stopReason = "shutdown"
+        yield* Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : [])))
+        yield* Fiber.interrupt(heartbeatFiber)
+      }).pipe(Effect.annotateLogs({ workerId }))
+    )
+
+    yield* Effect.logInfo(`worker started for job types: ${jobTypes.join(", ") || "none"}`).pipe(
+      Effect.annotateLogs({ workerId, concurrency, batchSize, pollInterval: Duration.format(pollInterval) })
+    )
+
+    return Worker.of({
+      workerId,
+      status: Effect.all({ claiming: Ref.get(claiming), lastClaimAt: Ref.get(lastClaimAt) }).pipe(
+        Effect.map(({ claiming, lastClaimAt }) => ({ workerId, jobTypes, running: running.size, claiming, lastClaimAt }))
+      )
+    })
+  }).pipe(Effect.annotateLogs({ component: "worker" }))
+
+/** The worker as a layer; its requirements are the database and what its handlers need. */
+export const layer = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOptions<Hs>) =>
+  Layer.scoped(Worker, make(options))

@@ -1,0 +1,68 @@
+/**
+ * The named queries of a job's life cycle. Each calls one SQL function from
+ * migrations/core/0005_job_transitions.sql, which changes job_queue, job_runs
+ * and audit_logs in one statement. Times come from the caller's Clock.
+ */
+import { SqlClient } from "@effect/sql"
+import { Duration, Effect } from "effect"
+
+export interface ClaimedJob {
+  readonly id: string
+  readonly organizationId: string
+  readonly jobType: string
+  readonly payload: unknown
+  readonly priority: number
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly runAt: Date
+  readonly idempotencyKey: string | null
+  readonly traceId: string
+  readonly parentSpanId: string | null
+  readonly createdBy: string | null
+  readonly createdAt: Date
+  /** `completed` when an earlier attempt already committed: the job must not run again. */
+  readonly runIdempotencyStatus: string
+}
+
+const interval = (duration: Duration.Duration) => `${Duration.toMillis(duration)} milliseconds`
+
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  return {
+    claim: (workerId: string, jobTypes: ReadonlyArray<string>, limit: number, now: Date, lease: Duration.Duration) =>
+      sql<ClaimedJob>`
+        SELECT id, organization_id AS "organizationId", job_type AS "jobType", payload, priority, attempts,
+               max_attempts AS "maxAttempts", run_at AS "runAt", idempotency_key AS "idempotencyKey",
+               trace_id AS "traceId", parent_span_id AS "parentSpanId", created_by AS "createdBy",
+               created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"
+        FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`,
+
+    complete: (jobId: string, workerId: string, attempt: number, now: Date, details: Record<string, unknown> = {}) =>
+      sql<{ ok: boolean }>`SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
+        Effect.map((rows) => rows[0]?.ok === true)
+      ),
+
+    failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
+      sql<{ status: "pending" | "failed"; runAt: Date }>`
+        SELECT status, run_at AS "runAt"
+        FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`.pipe(
+        Effect.map((rows) => rows[0])
+      ),
+
+    release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string) =>
+      sql<{ ok: boolean }>`SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}) AS ok`.pipe(
+        Effect.map((rows) => rows[0]?.ok === true)
+      ),
+
+    extendLeases: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
+      sql<{ id: string }>`SELECT extend_job_leases AS id FROM extend_job_leases(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
+        Effect.map((rows) => new Set(rows.map((row) => row.id)))
+      ),
+
+    rescueExpired: (workerId: string, now: Date, limit: number) =>
+      sql<{ id: string; status: string; deadWorker: string }>`
+        SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`
+  }
+})
+
+export type JobStore = Effect.Effect.Success<typeof make>

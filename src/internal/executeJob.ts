@@ -1,0 +1,200 @@
+/**
+ * Runs one claimed job through its handler and records the outcome:
+ * success -> completed; a retryable failure, defect or timeout -> retry with
+ * backoff (or failed when no attempts are left); a permanent failure or a
+ * payload that does not decode -> failed at once; interrupted -> released
+ * (shutdown) or left alone (the lease was lost and another worker owns it).
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Cause, Clock, Data, Duration, Effect, Exit, Metric, Option, Schedule, Schema } from "effect"
+import { HandlerTimeout, PermanentError } from "../Errors.js"
+import type { Handler } from "../Handler.js"
+import { CurrentJob, type JobContext } from "../JobContext.js"
+import { formatParseError } from "../JobQueue.js"
+import * as Metrics from "../Metrics.js"
+import type { ClaimedJob, JobStore } from "./JobStore.js"
+import { jobParentSpan } from "./tracing.js"
+
+/** What happened to one attempt of a job. */
+export type Outcome = Data.TaggedEnum<{
+  Completed: {}
+  /** An earlier attempt had already committed; the handler did not run again. */
+  Skipped: {}
+  RetryScheduled: { readonly error: string; readonly runAt: Date }
+  Failed: { readonly error: string }
+  Released: {}
+  /** The worker lost the job (rescued elsewhere); nothing was recorded. */
+  LeaseLost: {}
+}>
+export const Outcome = Data.taggedEnum<Outcome>()
+
+/** Why a running job is being stopped from outside. */
+export interface JobControl {
+  stopReason: "shutdown" | "lease_lost" | undefined
+}
+
+export interface ExecuteEnv {
+  readonly workerId: string
+  readonly store: JobStore
+  readonly retryBackoff: Duration.Duration
+}
+
+class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
+
+const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
+
+// Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
+const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
+  effect.pipe(Effect.retry({ schedule: Schedule.exponential("100 millis", 2), times: 6 }))
+
+/** A readable one-line text of any failure, for job_queue.error and logs. */
+export const describeCause = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) return describeError(failure.value)
+  const defect = Cause.dieOption(cause)
+  if (Option.isSome(defect)) return `defect: ${describeError(defect.value)}`
+  return Cause.pretty(cause).split("\n")[0] ?? "unknown failure"
+}
+
+const describeError = (error: unknown): string => {
+  if (error instanceof Error || (typeof error === "object" && error !== null && "message" in error)) {
+    const tag = (error as { _tag?: unknown })._tag
+    const message = String((error as { message: unknown }).message)
+    return typeof tag === "string" && !message.startsWith(tag) ? `${tag}: ${message}` : message || String(tag)
+  }
+  if (typeof error === "object" && error !== null) {
+    try {
+      return JSON.stringify(error)
+    } catch {
+      return String(error)
+    }
+  }
+  return String(error)
+}
+
+const isPermanent = (handler: Handler, cause: Cause.Cause<unknown>): boolean => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isNone(failure)) return false
+  const error = failure.value
+  if (error instanceof HandlerTimeout) return false
+  return error instanceof PermanentError || handler.isPermanent(error)
+}
+
+export const jobContext = (job: ClaimedJob, workerId: string): JobContext => ({
+  jobId: job.id,
+  jobType: job.jobType,
+  organizationId: job.organizationId,
+  attempt: job.attempts,
+  maxAttempts: job.maxAttempts,
+  traceId: job.traceId,
+  idempotencyKey: job.idempotencyKey ?? job.id,
+  createdBy: job.createdBy,
+  workerId
+})
+
+/** Runs the job and records its outcome. Never fails: every failure becomes an outcome. */
+export const executeJob = <R>(
+  handler: Handler<string, any, any, R>,
+  job: ClaimedJob,
+  env: ExecuteEnv,
+  control: JobControl = { stopReason: undefined }
+): Effect.Effect<Outcome, never, R | SqlClient.SqlClient> =>
+  // Only the handler is interruptible: an outcome, once reached, is always recorded.
+  Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const { store, workerId } = env
+    const attempt = job.attempts
+    const context = jobContext(job, workerId)
+    yield* Metric.increment(Metrics.forJobType(Metrics.jobsClaimed, job.jobType))
+
+    const fail = (error: string, retryable: boolean) =>
+      Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
+        Effect.map((result): Outcome => {
+          if (result === undefined) return Outcome.LeaseLost()
+          return result.status === "pending"
+            ? Outcome.RetryScheduled({ error, runAt: result.runAt })
+            : Outcome.Failed({ error })
+        })
+      )
+
+    const complete = (details?: Record<string, unknown>) =>
+      Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))
+
+    if (job.runIdempotencyStatus === "completed") {
+      const ok = yield* persistently(complete({ skipped: "an earlier attempt already completed this job" }))
+      return ok ? Outcome.Skipped() : Outcome.LeaseLost()
+    }
+
+    const decoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
+    if (decoded._tag === "Left") {
+      return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
+    }
+
+    const timed = Effect.suspend(() => handler.run(decoded.right, context)).pipe(
+      Effect.provideService(CurrentJob, context),
+      Effect.timeoutFail({
+        duration: handler.timeout,
+        onTimeout: () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
+      })
+    )
+    // A transactional handler commits together with its completion, or not at all.
+    const attemptEffect = handler.transactional
+      ? sql.withTransaction(
+          Effect.zipRight(
+            timed,
+            Effect.flatMap(complete(), (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
+          )
+        )
+      : timed
+
+    const started = yield* Clock.currentTimeMillis
+    const exit = yield* Effect.exit(restore(attemptEffect))
+    const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
+    yield* Metric.update(Metrics.forJobType(Metrics.handlerDuration, job.jobType), seconds)
+
+    if (Exit.isSuccess(exit)) {
+      if (handler.transactional) return Outcome.Completed()
+      return (yield* persistently(complete())) ? Outcome.Completed() : Outcome.LeaseLost()
+    }
+    const cause = exit.cause
+    if (Cause.isInterruptedOnly(cause)) {
+      if (control.stopReason === "lease_lost") return Outcome.LeaseLost()
+      const at = yield* now
+      const released = yield* persistently(store.release(job.id, workerId, attempt, at, "worker shutdown"))
+      return released ? Outcome.Released() : Outcome.LeaseLost()
+    }
+    if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
+    return yield* fail(describeCause(cause), !isPermanent(handler, cause))
+  })).pipe(
+    Effect.catchAll((error) =>
+      // The database stayed unreachable while recording: the lease will expire and the job be rescued.
+      Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())
+    ),
+    Effect.tap((outcome) => countOutcome(job.jobType, outcome)),
+    Effect.annotateLogs({ jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, traceId: job.traceId }),
+    Effect.withSpan(`skiplock.job ${job.jobType}`, {
+      parent: jobParentSpan(job.traceId, job.parentSpanId),
+      kind: "consumer",
+      attributes: { "job.id": job.id, "job.type": job.jobType, "job.attempt": job.attempts, "organization.id": job.organizationId }
+    })
+  )
+
+const countOutcome = (jobType: string, outcome: Outcome) => {
+  switch (outcome._tag) {
+    case "Completed":
+    case "Skipped":
+      return Metric.increment(Metrics.forJobType(Metrics.jobsCompleted, jobType))
+    case "RetryScheduled":
+      return Effect.zipRight(
+        Metric.increment(Metrics.forJobType(Metrics.jobsRetried, jobType)),
+        Effect.logWarning(`attempt failed, retry at ${outcome.runAt.toISOString()}: ${outcome.error}`)
+      )
+    case "Failed":
+      return Effect.zipRight(Metric.increment(Metrics.forJobType(Metrics.jobsFailed, jobType)), Effect.logError(`job failed: ${outcome.error}`))
+    case "Released":
+      return Metric.increment(Metrics.forJobType(Metrics.jobsReleased, jobType))
+    case "LeaseLost":
+      return Effect.zipRight(Metric.increment(Metrics.forJobType(Metrics.leasesLost, jobType)), Effect.logWarning("lost the job's lease; another worker owns it now"))
+  }
+}
