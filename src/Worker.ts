@@ -43,6 +43,8 @@ export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly shutdownTimeout?: Duration.DurationInput
   /** React to LISTEN notifications. Default true. */
   readonly listen?: boolean
+  /** Called with the jobs of each claim that found any (for tests and instrumentation). */
+  readonly onClaim?: (jobs: ReadonlyArray<ClaimedJob>) => void
   /** Called after each attempt's outcome is recorded (for tests and instrumentation). */
   readonly onOutcome?: (job: ClaimedJob, outcome: Outcome) => void
 }
@@ -56,6 +58,8 @@ export interface WorkerStatus {
   readonly claiming: boolean
   /** When the last claim query succeeded (Clock time, ms), if ever. */
   readonly lastClaimAt: number | undefined
+  /** While the loop waits: when its poll fires (Clock time, ms). Undefined while it claims. */
+  readonly nextPollAt: number | undefined
 }
 
 export class Worker extends Context.Tag("skiplock/Worker")<Worker, {
@@ -109,6 +113,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const slotFreed = yield* Queue.sliding<void>(1)
     const claiming = yield* Ref.make(false)
     const lastClaimAt = yield* Ref.make<number | undefined>(undefined)
+    const nextPollAt = yield* Ref.make<number | undefined>(undefined)
     const idle = yield* Ref.make(yield* Deferred.make<void>())
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
@@ -147,6 +152,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       const requested = Math.min(batchSize, free)
       const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
       yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
+      if (jobs.length > 0) options.onClaim?.(jobs)
       if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
       for (const job of jobs) yield* start(job)
       return jobs.length === requested
@@ -167,11 +173,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         )
         if (full && running.size < concurrency) continue
         // Wait for the poll, a notification, or (after a full claim) a free slot.
+        yield* Ref.set(nextPollAt, (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval))
         yield* Effect.raceAll([
           Effect.sleep(pollInterval),
           Queue.take(wake),
           ...(full ? [Queue.take(slotFreed)] : [])
         ])
+        yield* Ref.set(nextPollAt, undefined)
       }
     }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
 
@@ -242,8 +250,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     return Worker.of({
       workerId,
-      status: Effect.all({ claiming: Ref.get(claiming), lastClaimAt: Ref.get(lastClaimAt) }).pipe(
-        Effect.map(({ claiming, lastClaimAt }) => ({ workerId, jobTypes, running: running.size, claiming, lastClaimAt }))
+      status: Effect.all({ claiming: Ref.get(claiming), lastClaimAt: Ref.get(lastClaimAt), nextPollAt: Ref.get(nextPollAt) }).pipe(
+        Effect.map((state) => ({ workerId, jobTypes, running: running.size, ...state }))
       )
     })
   }).pipe(Effect.annotateLogs({ component: "worker" }))
