@@ -15,8 +15,8 @@ export interface Handler<Type extends string = string, A = any, E = any, R = any
    * `job_runs` row and its audit entry: its SQL effects happen exactly once.
    */
   readonly transactional: boolean
-  /** Errors for which retrying cannot help: the job fails at once. */
-  readonly isPermanent: (error: E) => boolean
+  /** Errors for which retrying cannot help: the job fails at once. (Called only with the handler's own errors, E.) */
+  readonly isPermanent: (error: unknown) => boolean
   /** After this long the attempt is interrupted and counts as a retryable failure. */
   readonly timeout: Duration.Duration
 }
@@ -38,7 +38,7 @@ export const make = <Type extends string, A, I, E = never, R = never>(
   definition,
   run: options.run,
   transactional: options.transactional ?? false,
-  isPermanent: options.permanent ?? (() => false),
+  isPermanent: (options.permanent as ((error: unknown) => boolean) | undefined) ?? (() => false),
   timeout: Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
 })
 
