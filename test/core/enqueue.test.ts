@@ -1,0 +1,160 @@
+// Enqueueing: payloads checked against their Schema before they are written,
+// unknown types and bad options named, idempotency keys, batches, transactions.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { JobDefinition, JobQueue } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { ORG, USER } from "../support/jobs.js"
+
+const SepaExport = JobDefinition.make(
+  "sepa_export",
+  Schema.Struct({ batchId: Schema.NonEmptyString, executionDate: Schema.optional(Schema.DateFromString) })
+)
+
+const countJobs = Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`).pipe(
+  Effect.map((rows) => rows[0]!.n)
+)
+
+const reset = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DELETE FROM job_queue`)
+
+describe("JobQueue.enqueue", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    const queue = JobQueue.layer([SepaExport])
+
+    it.effect("takes the runbook's call shape and writes a pending job with the payload verbatim", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "test-1" }, createdBy: USER })
+        expect(job).toMatchObject({ jobType: "sepa_export", organizationId: ORG, status: "pending", existing: false })
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ payload: unknown; createdBy: string; maxAttempts: number }>`
+          SELECT payload, created_by AS "createdBy", max_attempts AS "maxAttempts" FROM job_queue WHERE id = ${job.id}`
+        expect(row).toEqual({ payload: { batchId: "test-1" }, createdBy: USER, maxAttempts: 3 })
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("rejects a payload that does not match the job type's Schema, naming the field, and writes nothing", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const error = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "" } }).pipe(Effect.flip)
+        expect(error._tag).toBe("InvalidPayload")
+        expect(error.message).toContain(`invalid payload for job type "sepa_export"`)
+        expect(error.message).toContain("batchId")
+        const missing = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: {} }).pipe(Effect.flip)
+        expect(missing.message).toMatch(/batchId.*is missing/)
+        expect(yield* countJobs).toBe(0)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("stores the Schema's encoded form, and the typed form encodes it", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const job = yield* JobQueue.enqueueJob(SepaExport, { batchId: "b-2", executionDate: new Date("2026-12-01T00:00:00Z") }, { organizationId: ORG })
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ payload: unknown }>`SELECT payload FROM job_queue WHERE id = ${job.id}`
+        expect(row!.payload).toEqual({ batchId: "b-2", executionDate: "2026-12-01T00:00:00.000Z" })
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("rejects an unknown job type with its name and the registered ones", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const error = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_exprot", payload: {} }).pipe(Effect.flip)
+        expect(error._tag).toBe("UnknownJobType")
+        expect(error.message).toContain(`unknown job type "sepa_exprot"`)
+        expect(error.message).toContain("billing_run")
+        const empty = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "", payload: {} }).pipe(Effect.flip)
+        expect(empty.message).toContain(`unknown job type ""`)
+        expect(yield* countJobs).toBe(0)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("accepts any JSON object for a registered type this process has no Schema for, but not null or an array", () =>
+      Effect.gen(function* () {
+        yield* reset
+        yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { level: 2 } })
+        const nullPayload = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: null }).pipe(Effect.flip)
+        expect(nullPayload.message).toContain("the payload must be a JSON object, got null")
+        const array = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: [1] }).pipe(Effect.flip)
+        expect(array.message).toContain("got an array")
+        expect(yield* countJobs).toBe(1)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("names bad options: organization not a UUID, attempts out of range, invalid run time", () =>
+      Effect.gen(function* () {
+        const base = { jobType: "dunning_run", payload: {} }
+        const notUuid = yield* JobQueue.enqueue({ ...base, organizationId: "org-1" }).pipe(Effect.flip)
+        expect(notUuid.message).toBe(`invalid job options: organizationId must be a UUID, got "org-1"`)
+        const zero = yield* JobQueue.enqueue({ ...base, organizationId: ORG, maxAttempts: 0 }).pipe(Effect.flip)
+        expect(zero.message).toContain("maxAttempts must be a whole number from 1 to 100, got 0")
+        const huge = yield* JobQueue.enqueue({ ...base, organizationId: ORG, maxAttempts: 1e9 }).pipe(Effect.flip)
+        expect(huge._tag).toBe("InvalidJobOptions")
+        const badDate = yield* JobQueue.enqueue({ ...base, organizationId: ORG, runAt: new Date("nope") }).pipe(Effect.flip)
+        expect(badDate.message).toContain("runAt must be a valid Date")
+        const creator = yield* JobQueue.enqueue({ ...base, organizationId: ORG, createdBy: "admin'; DROP TABLE job_queue; --" }).pipe(Effect.flip)
+        expect(creator.message).toContain("createdBy must be a UUID")
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("a second enqueue with the same idempotency key returns the first job instead of creating another", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const input = { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "2026-11" }, idempotencyKey: "sepa:2026-11" }
+        const first = yield* JobQueue.enqueue(input)
+        const second = yield* JobQueue.enqueue({ ...input, payload: { batchId: "other" } })
+        expect(second.id).toBe(first.id)
+        expect([first.existing, second.existing]).toEqual([false, true])
+        // per organization: another organization may use the same key
+        const other = yield* JobQueue.enqueue({ ...input, organizationId: USER })
+        expect(other.id).not.toBe(first.id)
+        expect(yield* countJobs).toBe(2)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("enqueues a batch in one statement, in order, all or none", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "a" } },
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, priority: -1 },
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "c" }, idempotencyKey: "k" },
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "d" }, idempotencyKey: "k" }
+        ])
+        expect(jobs.map((job) => job.jobType)).toEqual(["sepa_export", "dunning_run", "sepa_export", "sepa_export"])
+        expect(jobs[3]!.id).toBe(jobs[2]!.id)
+        expect(yield* countJobs).toBe(3)
+        const failed = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "ok" } },
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: 7 } }
+        ]).pipe(Effect.flip)
+        expect(failed._tag).toBe("InvalidPayload")
+        expect(yield* countJobs).toBe(3)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("joins the caller's transaction: a job is enqueued only if the caller's work commits", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const attempt = sql.withTransaction(
+          Effect.gen(function* () {
+            yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "rolled-back" } })
+            return yield* Effect.fail("the caller's work failed")
+          })
+        )
+        expect(yield* Effect.flip(attempt)).toBe("the caller's work failed")
+        expect(yield* countJobs).toBe(0)
+        yield* sql.withTransaction(JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "kept" } }))
+        expect(yield* countJobs).toBe(1)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("a job enqueued inside a span carries that span's trace", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const span = yield* Effect.makeSpanScoped("http POST /billing-runs")
+        const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "traced" } }).pipe(
+          Effect.withParentSpan(span)
+        )
+        expect(job.traceId).toBe(span.traceId)
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ parentSpanId: string }>`SELECT parent_span_id AS "parentSpanId" FROM job_queue WHERE id = ${job.id}`
+        // The job's span will hang below the enqueue span, itself a child of the caller's.
+        expect(row!.parentSpanId).toMatch(/^[0-9a-f]{16}$/)
+        expect(row!.parentSpanId).not.toBe(span.spanId)
+      }).pipe(Effect.provide(queue), Effect.scoped))
+  })
+})

@@ -1,0 +1,216 @@
+// How a handler's typed result maps to the job's state: success, retryable and
+// permanent errors, defects, timeouts, undecodable payloads, transactions.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Data, Deferred, Effect, Fiber, Schema, TestClock } from "effect"
+import pg from "pg"
+import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
+import type { ClaimedJob, Outcome } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow, ORG } from "../support/jobs.js"
+import { eventually } from "../support/live.js"
+
+const Settlement = JobDefinition.make("settlement_calculation", Schema.Struct({ contractId: Schema.String, amountCents: Schema.Int }))
+
+class ContractClosed extends Data.TaggedError("ContractClosed")<{ readonly contractId: string }> {
+  override get message() {
+    return `contract ${this.contractId} is closed`
+  }
+}
+
+const reset = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  Effect.zipRight(sql`DELETE FROM job_queue`, sql`CREATE TABLE IF NOT EXISTS settlements (contract_id text PRIMARY KEY, amount_cents int NOT NULL)`)
+)
+
+/** Enqueues one job, runs a worker until that job's first outcome, and returns it. */
+const firstOutcome = (handler: Handler.Handler, payload: unknown = { contractId: "c-1", amountCents: 1250 }) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      yield* reset
+      const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload }).pipe(
+        Effect.provide(JobQueue.layer([]))
+      )
+      const done = yield* Deferred.make<{ job: ClaimedJob; outcome: Outcome }>()
+      yield* Worker.make({
+        handlers: [handler],
+        listen: false,
+        onOutcome: (claimed, outcome) => Deferred.unsafeDone(done, Effect.succeed({ job: claimed, outcome }))
+      })
+      const result = yield* Deferred.await(done)
+      return { id: job.id, ...result }
+    })
+  )
+
+const jobRun = (id: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ status: string; idempotencyStatus: string; lastError: string | null; traceId: string; idempotencyKey: string }>`
+      SELECT status, idempotency_status AS "idempotencyStatus", last_error AS "lastError", trace_id AS "traceId",
+             idempotency_key AS "idempotencyKey"
+      FROM job_runs WHERE job_id = ${id}`
+  ).pipe(Effect.map((rows) => rows[0]!))
+
+describe("outcomes", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.scoped("success completes the job, its job_runs row and its audit trail", () =>
+      Effect.gen(function* () {
+        const seen: Array<unknown> = []
+        const handler = Handler.make(Settlement, {
+          run: (payload, job) => Effect.sync(() => seen.push({ payload, attempt: job.attempt, organizationId: job.organizationId }))
+        })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("Completed")
+        expect(seen).toEqual([{ payload: { contractId: "c-1", amountCents: 1250 }, attempt: 1, organizationId: ORG }])
+        expect(yield* jobRow(id)).toMatchObject({ status: "completed", attempts: 1, error: null, lockedBy: null })
+        expect(yield* jobRun(id)).toMatchObject({ status: "completed", idempotencyStatus: "completed", lastError: null, idempotencyKey: id })
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_completed"])
+      }))
+
+    it.scoped("a PermanentError fails the job at once, without retry", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, { run: () => Effect.fail(new PermanentError({ message: "IBAN rejected by the bank" })) })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("Failed")
+        expect(yield* jobRow(id)).toMatchObject({ status: "failed", attempts: 1, error: "PermanentError: IBAN rejected by the bank" })
+        expect(yield* jobRun(id)).toMatchObject({ status: "failed", idempotencyStatus: "failed", lastError: "PermanentError: IBAN rejected by the bank" })
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_failed"])
+      }))
+
+    it.scoped("a typed error the handler declares permanent fails at once; other typed errors retry", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, {
+          run: (payload) => (payload.amountCents < 0 ? Effect.fail(new ContractClosed({ contractId: payload.contractId })) : Effect.fail(new Error("timeout talking to ledger"))),
+          permanent: (error) => error instanceof ContractClosed
+        })
+        const permanent = yield* firstOutcome(handler, { contractId: "c-9", amountCents: -1 })
+        expect(permanent.outcome).toMatchObject({ _tag: "Failed", error: "ContractClosed: contract c-9 is closed" })
+        const retryable = yield* firstOutcome(handler)
+        expect(retryable.outcome).toMatchObject({ _tag: "RetryScheduled", error: "timeout talking to ledger" })
+        expect(yield* jobRow(retryable.id)).toMatchObject({ status: "pending", attempts: 1 })
+      }))
+
+    it.scoped("a payload that does not decode (inserted by hand) fails at once, naming the field and why", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, { run: () => Effect.void })
+        const { id, outcome } = yield* firstOutcome(handler, { contractId: "c-1", amountCents: "12.50" })
+        expect(outcome._tag).toBe("Failed")
+        const row = yield* jobRow(id)
+        expect(row.status).toBe("failed")
+        expect(row.error).toContain("invalid payload")
+        expect(row.error).toContain(`["amountCents"]`)
+        expect(row.error).toContain(`Expected number, actual "12.50"`)
+        expect((yield* jobRun(id)).lastError).toBe(row.error)
+        const sql = yield* SqlClient.SqlClient
+        const [audit] = yield* sql<{ details: { error: string } }>`SELECT details FROM audit_logs WHERE job_id = ${id} AND event = 'job_failed'`
+        expect(audit!.details.error).toBe(row.error)
+      }))
+
+    it.scoped("a defect, even a thrown non-Error value, is retried with its text recorded", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, {
+          run: () =>
+            Effect.sync(() => {
+              throw { code: "E_LEDGER", detail: "ledger locked" }
+            })
+        })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("RetryScheduled")
+        expect((yield* jobRow(id)).error).toBe(`defect: {"code":"E_LEDGER","detail":"ledger locked"}`)
+      }))
+
+    it.scoped("a handler that runs past its timeout is interrupted and retried", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, { run: () => Effect.never, timeout: "2 minutes" })
+        const fiber = yield* Effect.fork(firstOutcome(handler))
+        yield* eventually(Effect.map(SqlClient.SqlClient.pipe(Effect.flatMap((sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`)), (rows) => rows[0]!.n === 1), "the job runs")
+        yield* TestClock.adjust("2 minutes")
+        const { id, outcome } = yield* Fiber.join(fiber)
+        expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: `HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms` })
+        expect((yield* jobRow(id)).status).toBe("pending")
+      }))
+
+    it.scoped("a transactional handler's SQL commits with the completion, and rolls back with a failure", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const settle = (failAfterWrite: boolean) =>
+          Handler.make(Settlement, {
+            transactional: true,
+            run: (payload) =>
+              Effect.gen(function* () {
+                yield* sql`INSERT INTO settlements (contract_id, amount_cents) VALUES (${payload.contractId}, ${payload.amountCents})`
+                if (failAfterWrite) return yield* Effect.fail(new Error("posting to the ledger failed"))
+              })
+          })
+        yield* reset
+        yield* sql`DELETE FROM settlements`
+        const failed = yield* firstOutcome(settle(true))
+        expect(failed.outcome._tag).toBe("RetryScheduled")
+        expect(yield* sql`SELECT * FROM settlements`).toEqual([])
+
+        const ok = yield* firstOutcome(settle(false))
+        expect(ok.outcome._tag).toBe("Completed")
+        expect(yield* sql`SELECT contract_id AS "contractId", amount_cents AS "amountCents" FROM settlements`).toEqual([{ contractId: "c-1", amountCents: 1250 }])
+        expect(yield* auditEvents(ok.id)).toEqual(["job_started", "job_completed"])
+      }))
+
+    it.scoped("a transactional handler that lost its job before committing leaves no effects behind", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM settlements`
+        const handler = Handler.make(Settlement, {
+          transactional: true,
+          run: (payload, job) =>
+            Effect.gen(function* () {
+              yield* sql`INSERT INTO settlements (contract_id, amount_cents) VALUES (${payload.contractId}, ${payload.amountCents})`
+              // Meanwhile another worker rescues the job (simulated from a separate connection).
+              yield* Effect.promise(async () => {
+                const other = new pg.Client({ connectionString: url })
+                await other.connect()
+                await other.query("UPDATE job_queue SET locked_by = 'another-worker' WHERE id = $1", [job.jobId])
+                await other.end()
+              })
+            })
+        })
+        const { outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("LeaseLost")
+        expect(yield* sql`SELECT * FROM settlements`).toEqual([])
+      }))
+
+    it.scoped("a job whose job_runs row says completed is never run again", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        let runs = 0
+        const handler = Handler.make(Settlement, { run: () => Effect.sync(() => runs++) })
+        const first = yield* firstOutcome(handler)
+        expect(runs).toBe(1)
+        // An operator resets the job by hand; its run already committed.
+        yield* sql`UPDATE job_queue SET status = 'pending' WHERE id = ${first.id}`
+        const done = yield* Deferred.make<Outcome>()
+        yield* Effect.scoped(
+          Effect.zipRight(
+            Worker.make({ handlers: [handler], listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(done, Effect.succeed(outcome)) }),
+            Deferred.await(done)
+          )
+        )
+        expect((yield* Deferred.await(done))._tag).toBe("Skipped")
+        expect(runs).toBe(1)
+        expect((yield* jobRow(first.id)).status).toBe("completed")
+      }))
+
+    it.scoped("the handler runs in a span of the job's stored trace, and gets the job context", () =>
+      Effect.gen(function* () {
+        const seen: Array<{ traceId: string; spanTrace: string; current: string }> = []
+        const handler = Handler.make(Settlement, {
+          run: (_, job) =>
+            Effect.gen(function* () {
+              const span = yield* Effect.currentSpan
+              const current = yield* CurrentJob
+              seen.push({ traceId: job.traceId, spanTrace: span.traceId, current: current.jobId })
+            })
+        })
+        const { id } = yield* firstOutcome(handler)
+        const run = yield* jobRun(id)
+        expect(seen).toEqual([{ traceId: run.traceId, spanTrace: run.traceId, current: id }])
+      }))
+  })
+})

@@ -1,0 +1,161 @@
+// The SQL contract of the runbook: the tables an operator queries, claim_next_job()
+// callable from psql, registered job types, append-only audit, NOTIFY on insert.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import pg from "pg"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { ORG } from "../support/jobs.js"
+
+const sqlError = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.flip,
+    Effect.map((error) => {
+      const cause = (error as { cause?: { message?: string; hint?: string } }).cause
+      return `${cause?.message ?? String(error)}${cause?.hint ? ` (${cause.hint})` : ""}`
+    })
+  )
+
+describe("schema", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.effect("a job inserted with the runbook's SQL is a complete pending job, and the runbook's SELECTs run", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql.unsafe(`INSERT INTO job_queue (organization_id, job_type, payload, status)
+                           VALUES ('${ORG}', 'sepa_export', '{"batchId":"test-1"}'::jsonb, 'pending')`)
+        const jobs = yield* sql.unsafe<{ id: string; job_type: string; status: string; error: null }>(
+          `SELECT id, job_type, status, error, created_at FROM job_queue ORDER BY created_at DESC LIMIT 10`
+        )
+        expect(jobs[0]).toMatchObject({ job_type: "sepa_export", status: "pending", error: null })
+        const [job] = yield* sql<{ attempts: number; maxAttempts: number; traceId: string; runnable: boolean }>`
+          SELECT attempts, max_attempts AS "maxAttempts", trace_id AS "traceId", run_at <= now() AS runnable
+          FROM job_queue WHERE id = ${jobs[0]!.id}`
+        expect(job).toMatchObject({ attempts: 0, maxAttempts: 3, runnable: true })
+        expect(job!.traceId).toMatch(/^[0-9a-f]{32}$/)
+
+        const claimed = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('psql-operator', ARRAY['sepa_export'])`
+        expect(claimed.map((row) => row.id)).toEqual([jobs[0]!.id])
+        const runs = yield* sql.unsafe<{ job_id: string; status: string; last_error: null; trace_id: string }>(
+          `SELECT job_id, status, last_error, trace_id FROM job_runs ORDER BY created_at DESC LIMIT 10`
+        )
+        expect(runs[0]).toEqual({ job_id: jobs[0]!.id, status: "running", last_error: null, trace_id: job!.traceId })
+      }))
+
+    it.effect("claim_next_job takes priority, then run_at, then age, only of the requested types, up to the limit", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const insert = (payload: string, type: string, priority: number, runAt: string, createdAt: string) =>
+          sql`INSERT INTO job_queue (organization_id, job_type, payload, priority, run_at, created_at)
+              VALUES (${ORG}, ${type}, ${JSON.stringify({ name: payload })}::jsonb, ${priority}, ${runAt}::timestamptz, ${createdAt}::timestamptz)`
+        yield* insert("late-run", "report_generation", 0, "2026-01-01T10:00:00Z", "2026-01-01T00:00:00Z")
+        yield* insert("early-run-young", "report_generation", 0, "2026-01-01T09:00:00Z", "2026-01-01T00:00:02Z")
+        yield* insert("early-run-old", "report_generation", 0, "2026-01-01T09:00:00Z", "2026-01-01T00:00:01Z")
+        yield* insert("urgent", "report_generation", -5, "2026-01-01T11:00:00Z", "2026-01-01T00:00:03Z")
+        yield* insert("other-type", "dunning_run", -10, "2026-01-01T08:00:00Z", "2026-01-01T00:00:00Z")
+        yield* insert("future", "report_generation", -10, "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z")
+
+        const claimed = yield* sql<{ payload: { name: string }; attempts: number }>`
+          SELECT payload, attempts FROM claim_next_job('w', ARRAY['report_generation'], 3, '2026-01-01T12:00:00Z')`
+        expect(claimed.map((row) => row.payload.name)).toEqual(["urgent", "early-run-old", "early-run-young"])
+        expect(claimed.every((row) => row.attempts === 1)).toBe(true)
+        const next = yield* sql<{ payload: { name: string } }>`
+          SELECT payload FROM claim_next_job('w', ARRAY['report_generation'], 5, '2026-01-01T12:00:00Z')`
+        expect(next.map((row) => row.payload.name)).toEqual(["late-run"])
+      }))
+
+    it.effect("two concurrent claims skip each other's locked rows instead of waiting or taking the same job", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM job_queue`
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, payload)
+                   SELECT ${ORG}, 'report_generation', jsonb_build_object('n', n) FROM generate_series(1, 4) n`
+        const ids = yield* Effect.promise(async () => {
+          const a = new pg.Client({ connectionString: url })
+          const b = new pg.Client({ connectionString: url })
+          await Promise.all([a.connect(), b.connect()])
+          try {
+            await a.query("BEGIN")
+            const first = await a.query("SELECT id FROM claim_next_job('a', NULL, 2)")
+            // a's transaction still holds its two rows: b must get the other two, at once.
+            const second = await b.query("SELECT id FROM claim_next_job('b', NULL, 4)")
+            await a.query("COMMIT")
+            return { a: first.rows.map((r) => r.id as string), b: second.rows.map((r) => r.id as string) }
+          } finally {
+            await Promise.all([a.end(), b.end()])
+          }
+        })
+        expect(ids.a).toHaveLength(2)
+        expect(ids.b).toHaveLength(2)
+        expect(ids.a.filter((id) => ids.b.includes(id))).toEqual([])
+      }))
+
+    it.effect("an unregistered job type fails at once with an error that names it", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const message = yield* sqlError(
+          sql`INSERT INTO job_queue (organization_id, job_type, payload, status) VALUES (${ORG}, 'sepa_exprot', '{}', 'pending')`
+        )
+        expect(message).toContain(`unknown job type "sepa_exprot"`)
+        expect(message).toContain("sepa_export") // the hint lists the registered types
+        expect(yield* sqlError(sql`INSERT INTO job_queue (organization_id, job_type) VALUES (${ORG}, '')`)).toContain(`unknown job type ""`)
+      }))
+
+    it.effect("the six job types of the runbook are registered", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const types = yield* sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`
+        expect(types.map((t) => t.name)).toEqual([
+          "billing_run", "bulk_invoice_upsert", "dunning_run", "report_generation", "sepa_export", "settlement_calculation"
+        ])
+      }))
+
+    it.effect("status is one of the four of the runbook", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const message = yield* sqlError(sql`INSERT INTO job_queue (organization_id, job_type, status) VALUES (${ORG}, 'sepa_export', 'done')`)
+        expect(message).toContain("job_queue_status_valid")
+      }))
+
+    it.effect("audit_logs is append-only: UPDATE, DELETE and TRUNCATE are rejected", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO audit_logs (actor, event) VALUES ('test', 'something_happened')`
+        expect(yield* sqlError(sql`UPDATE audit_logs SET actor = 'someone else'`)).toContain("append-only: UPDATE")
+        expect(yield* sqlError(sql`DELETE FROM audit_logs`)).toContain("append-only: DELETE")
+        expect(yield* sqlError(sql`TRUNCATE audit_logs`)).toContain("append-only: TRUNCATE")
+      }))
+
+    it.effect("inserting a job notifies listeners on skiplock_jobs with the job type as payload", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        const payloads = yield* Effect.promise(async () => {
+          const listener = new pg.Client({ connectionString: url })
+          await listener.connect()
+          const received: Array<string> = []
+          listener.on("notification", (message) => received.push(message.payload ?? ""))
+          await listener.query("LISTEN skiplock_jobs")
+          return { listener, received }
+        })
+        yield* sql`INSERT INTO job_queue (organization_id, job_type) VALUES (${ORG}, 'dunning_run'), (${ORG}, 'dunning_run')`
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))
+        yield* Effect.promise(() => payloads.listener.end())
+        expect(payloads.received).toEqual(["dunning_run"])
+      }))
+
+    it.effect("claiming reads the partial index of runnable jobs, not the history", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, status, completed_at)
+                   SELECT ${ORG}, 'report_generation', 'completed', now() FROM generate_series(1, 50000)`
+        yield* sql`ANALYZE job_queue`
+        const plan = yield* sql<{ "QUERY PLAN": string }>`
+          EXPLAIN SELECT id FROM job_queue
+          WHERE status = 'pending' AND run_at <= now() AND job_type = ANY (ARRAY['report_generation'])
+          ORDER BY priority, run_at, created_at LIMIT 5 FOR UPDATE SKIP LOCKED`
+        expect(plan.map((row) => row["QUERY PLAN"]).join("\n")).toContain("job_queue_runnable_idx")
+      }))
+  })
+})

@@ -1,0 +1,56 @@
+// Closing a worker's scope: running jobs may finish within the shutdown
+// timeout; the rest are interrupted and released without counting the attempt.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Scope, Schema } from "effect"
+import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow, ORG } from "../support/jobs.js"
+import { eventually } from "../support/live.js"
+
+const Report = JobDefinition.make("report_generation", Schema.Struct({ seconds: Schema.Number }))
+
+const enqueue = (seconds: number) =>
+  JobQueue.enqueueJob(Report, { seconds }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+
+describe("graceful shutdown", () => {
+  it.layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+    it.effect("lets a job finish within the shutdown timeout, releases one that runs longer", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const handler = Handler.make(Report, { run: (payload) => Effect.sleep(`${payload.seconds} seconds`) })
+        const quick = yield* enqueue(0.3)
+        const slow = yield* enqueue(60)
+        const scope = yield* Scope.make()
+        yield* Worker.make({ handlers: [handler], shutdownTimeout: "1 second", pollInterval: "100 millis" }).pipe(Scope.extend(scope))
+        yield* eventually(Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`, (rows) => rows[0]!.n === 2), "both jobs run")
+
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        const took = Date.now() - started
+        expect(took).toBeGreaterThanOrEqual(900)
+        expect(took).toBeLessThan(5000)
+
+        expect(yield* jobRow(quick.id)).toMatchObject({ status: "completed" })
+        expect(yield* jobRow(slow.id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
+        const [run] = yield* sql<{ status: string }>`SELECT status FROM job_runs WHERE job_id = ${slow.id}`
+        expect(run!.status).toBe("released")
+      }))
+
+    it.effect("a stop with nothing running is immediate and leaves nothing in processing", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const gate = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Deferred.await(gate) })
+        const scope = yield* Scope.make()
+        yield* Worker.make({ handlers: [handler], shutdownTimeout: "30 seconds" }).pipe(Scope.extend(scope))
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        expect(Date.now() - started).toBeLessThan(1000)
+        const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`
+        expect(row!.n).toBe(0)
+      }))
+  })
+})
