@@ -1,0 +1,342 @@
+/**
+ * The SQL of billing runs, invoices and invoice numbers, in one place. Every
+ * query joins the caller's transaction; times come from the caller's Clock.
+ * Dates travel as ISO strings (pg would turn them into local-midnight Dates)
+ * and bigint totals as text, converted here.
+ */
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+import type { BillingRun } from "./domain.js"
+
+export interface OrganizationSettings {
+  readonly id: string
+  readonly name: string
+  readonly paymentTermsDays: number
+  readonly invoiceNumberPrefix: string
+}
+
+/** A customer with at least one contract active in the period. */
+export interface Candidate {
+  readonly customerId: string
+  readonly customerNumber: string
+  readonly iban: string
+  readonly mandateReference: string
+  /** It already has a live (not cancelled) invoice for the period. */
+  readonly alreadyInvoiced: boolean
+}
+
+export interface ContractRow {
+  readonly contractId: string
+  readonly customerId: string
+  readonly description: string
+  readonly monthlyNetCents: number
+  readonly vatRateBp: number
+  readonly startsOn: string
+  readonly endsOn: string | null
+}
+
+export interface NewInvoiceRow {
+  readonly id: string
+  readonly customerId: string
+  readonly invoiceNumber: string
+  readonly numberSequence: number
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+  readonly iban: string
+  readonly mandateReference: string
+}
+
+export interface NewInvoiceLineRow {
+  readonly invoiceId: string
+  readonly position: number
+  readonly contractId: string
+  readonly description: string
+  readonly serviceStart: string
+  readonly serviceEnd: string
+  readonly daysBilled: number
+  readonly daysInPeriod: number
+  readonly monthlyNetCents: number
+  readonly netCents: number
+  readonly vatRateBp: number
+  readonly vatCents: number
+  readonly grossCents: number
+}
+
+export interface ChunkProgress {
+  readonly cursor: string
+  readonly customersProcessed: number
+  readonly invoicesCreated: number
+  readonly invoicesSkipped: number
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+}
+
+/** The run's invoices that block a rollback, after locking all of them. */
+export interface RollbackCheck {
+  readonly invoices: number
+  readonly exported: number
+  readonly paid: number
+  readonly examples: ReadonlyArray<string>
+}
+
+export interface CancelledInvoices {
+  readonly count: number
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+  readonly firstNumber: string | null
+  readonly lastNumber: string | null
+}
+
+interface RunRow extends Omit<BillingRun, "netTotalCents" | "vatTotalCents" | "grossTotalCents"> {
+  readonly netTotalCents: string
+  readonly vatTotalCents: string
+  readonly grossTotalCents: string
+  readonly rolledBackAt: Date | null
+  readonly rolledBackBy: string | null
+}
+
+export interface StoredBillingRun extends BillingRun {
+  readonly rolledBackAt: Date | null
+  readonly rolledBackBy: string | null
+}
+
+const safeNumber = (text: string): number => {
+  const value = Number(text)
+  if (!Number.isSafeInteger(value)) throw new RangeError(`amount ${text} is beyond the safe integer range`)
+  return value
+}
+
+const toRun = (row: RunRow): StoredBillingRun => ({
+  ...row,
+  netTotalCents: safeNumber(row.netTotalCents),
+  vatTotalCents: safeNumber(row.vatTotalCents),
+  grossTotalCents: safeNumber(row.grossTotalCents)
+})
+
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+
+  const runColumns = sql`
+    id, organization_id AS "organizationId", job_id AS "jobId", billing_period AS "billingPeriod",
+    to_char(invoice_date, 'YYYY-MM-DD') AS "invoiceDate", customer_filter AS "customerFilter", status, cursor,
+    chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
+    invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
+    net_total_cents::text AS "netTotalCents", vat_total_cents::text AS "vatTotalCents",
+    gross_total_cents::text AS "grossTotalCents", rolled_back_at AS "rolledBackAt", rolled_back_by AS "rolledBackBy"`
+
+  const oneRun = (rows: ReadonlyArray<RunRow>) => (rows[0] === undefined ? undefined : toRun(rows[0]))
+
+  return {
+    /** The organization's billing settings, or undefined when it does not exist. */
+    findOrganization: (organizationId: string) =>
+      sql<OrganizationSettings>`
+        SELECT id, name, payment_terms_days AS "paymentTermsDays", invoice_number_prefix AS "invoiceNumberPrefix"
+        FROM organizations WHERE id = ${organizationId}`.pipe(Effect.map((rows) => rows[0])),
+
+    /**
+     * The same, locking the organization's row until the transaction ends: the
+     * chunks of its billing runs take turns (other organizations' runs do not
+     * wait). NO KEY UPDATE leaves inserts of its customers and contracts free.
+     */
+    lockOrganization: (organizationId: string) =>
+      sql<OrganizationSettings>`
+        SELECT id, name, payment_terms_days AS "paymentTermsDays", invoice_number_prefix AS "invoiceNumberPrefix"
+        FROM organizations WHERE id = ${organizationId} FOR NO KEY UPDATE`.pipe(Effect.map((rows) => rows[0])),
+
+    /** Creates the job's run; undefined when the job already has one (an earlier attempt made it). */
+    insertRun: (run: {
+      readonly id: string
+      readonly organizationId: string
+      readonly jobId: string
+      readonly billingPeriod: string
+      readonly invoiceDate: string
+      readonly customerFilter: ReadonlyArray<string> | null
+      readonly createdBy: string | null
+      readonly now: Date
+    }) =>
+      sql<RunRow>`
+        INSERT INTO billing_runs (id, organization_id, job_id, billing_period, invoice_date, customer_filter,
+                                  created_by, started_at, updated_at)
+        VALUES (${run.id}, ${run.organizationId}, ${run.jobId}, ${run.billingPeriod}, ${run.invoiceDate}::date,
+                ${run.customerFilter}::uuid[], ${run.createdBy}, ${run.now}, ${run.now})
+        ON CONFLICT (job_id) DO NOTHING
+        RETURNING ${runColumns}`.pipe(Effect.map(oneRun)),
+
+    findRunByJob: (jobId: string) =>
+      sql<RunRow>`SELECT ${runColumns} FROM billing_runs WHERE job_id = ${jobId}`.pipe(Effect.map(oneRun)),
+
+    findRun: (runId: string) =>
+      sql<RunRow>`SELECT ${runColumns} FROM billing_runs WHERE id = ${runId}`.pipe(Effect.map(oneRun)),
+
+    /** The run, locked until the transaction ends (a chunk and a rollback never overlap). */
+    lockRun: (runId: string) =>
+      sql<RunRow>`SELECT ${runColumns} FROM billing_runs WHERE id = ${runId} FOR UPDATE`.pipe(Effect.map(oneRun)),
+
+    /**
+     * The next customers after the cursor, in customer-number order, that have
+     * a contract active in the period: the next chunk.
+     */
+    nextCandidates: (query: {
+      readonly organizationId: string
+      readonly billingPeriod: string
+      readonly periodStart: string
+      readonly periodEnd: string
+      readonly cursor: string | null
+      readonly customerFilter: ReadonlyArray<string> | null
+      readonly limit: number
+    }) =>
+      sql<Candidate>`
+        SELECT c.id AS "customerId", c.customer_number AS "customerNumber", c.iban,
+               c.mandate_reference AS "mandateReference",
+               EXISTS (SELECT 1 FROM invoices i
+                       WHERE i.organization_id = c.organization_id AND i.customer_id = c.id
+                         AND i.billing_period = ${query.billingPeriod} AND i.status <> 'cancelled') AS "alreadyInvoiced"
+        FROM customers c
+        WHERE c.organization_id = ${query.organizationId}
+          AND (${query.cursor}::text IS NULL OR c.customer_number > ${query.cursor})
+          AND (${query.customerFilter}::uuid[] IS NULL OR c.id = ANY (${query.customerFilter}::uuid[]))
+          AND EXISTS (SELECT 1 FROM contracts k
+                      WHERE k.organization_id = c.organization_id AND k.customer_id = c.id
+                        AND k.starts_on <= ${query.periodEnd}::date
+                        AND (k.ends_on IS NULL OR k.ends_on >= ${query.periodStart}::date))
+        ORDER BY c.customer_number
+        LIMIT ${query.limit}`,
+
+    /** The contracts of these customers that are active in the period. */
+    activeContracts: (organizationId: string, customerIds: ReadonlyArray<string>, periodStart: string, periodEnd: string) =>
+      sql<ContractRow>`
+        SELECT id AS "contractId", customer_id AS "customerId", description, monthly_net_cents AS "monthlyNetCents",
+               vat_rate_bp AS "vatRateBp", to_char(starts_on, 'YYYY-MM-DD') AS "startsOn",
+               to_char(ends_on, 'YYYY-MM-DD') AS "endsOn"
+        FROM contracts
+        WHERE organization_id = ${organizationId} AND customer_id = ANY (${customerIds}::uuid[])
+          AND starts_on <= ${periodEnd}::date AND (ends_on IS NULL OR ends_on >= ${periodStart}::date)`,
+
+    /**
+     * Takes the next `count` invoice numbers of the organization's year and
+     * returns the first. The counter row stays locked until the transaction
+     * ends; a rollback returns the numbers, so the sequence has no gaps.
+     */
+    takeInvoiceNumbers: (organizationId: string, year: number, count: number) =>
+      sql<{ first: number }>`
+        INSERT INTO invoice_number_counters AS n (organization_id, year, last_number)
+        VALUES (${organizationId}, ${year}, ${count})
+        ON CONFLICT (organization_id, year) DO UPDATE SET last_number = n.last_number + excluded.last_number
+        RETURNING n.last_number - ${count} + 1 AS first`.pipe(Effect.map((rows) => rows[0]!.first)),
+
+    insertInvoices: (run: {
+      readonly organizationId: string
+      readonly runId: string
+      readonly billingPeriod: string
+      readonly year: number
+      readonly invoiceDate: string
+      readonly dueDate: string
+      readonly serviceStart: string
+      readonly serviceEnd: string
+      readonly now: Date
+    }, invoices: ReadonlyArray<NewInvoiceRow>) =>
+      sql`
+        INSERT INTO invoices (id, organization_id, billing_run_id, customer_id, billing_period, invoice_number,
+                              number_year, number_sequence, invoice_date, due_date, service_start, service_end,
+                              net_cents, vat_cents, gross_cents, iban, mandate_reference, status, created_at)
+        SELECT v.id, ${run.organizationId}, ${run.runId}, v.customer_id, ${run.billingPeriod}, v.invoice_number,
+               ${run.year}, v.number_sequence, ${run.invoiceDate}::date, ${run.dueDate}::date,
+               ${run.serviceStart}::date, ${run.serviceEnd}::date,
+               v.net_cents, v.vat_cents, v.gross_cents, v.iban, v.mandate_reference, 'open', ${run.now}
+        FROM unnest(${invoices.map((i) => i.id)}::uuid[], ${invoices.map((i) => i.customerId)}::uuid[],
+                    ${invoices.map((i) => i.invoiceNumber)}::text[], ${invoices.map((i) => i.numberSequence)}::int[],
+                    ${invoices.map((i) => i.netCents)}::int[], ${invoices.map((i) => i.vatCents)}::int[],
+                    ${invoices.map((i) => i.grossCents)}::int[], ${invoices.map((i) => i.iban)}::text[],
+                    ${invoices.map((i) => i.mandateReference)}::text[])
+             AS v(id, customer_id, invoice_number, number_sequence, net_cents, vat_cents, gross_cents, iban, mandate_reference)`.pipe(
+        Effect.asVoid
+      ),
+
+    insertInvoiceLines: (organizationId: string, lines: ReadonlyArray<NewInvoiceLineRow>) =>
+      sql`
+        INSERT INTO invoice_lines (organization_id, invoice_id, position, contract_id, description, service_start,
+                                   service_end, days_billed, days_in_period, monthly_net_cents, net_cents,
+                                   vat_rate_bp, vat_cents, gross_cents)
+        SELECT ${organizationId}, v.invoice_id, v.position, v.contract_id, v.description, v.service_start,
+               v.service_end, v.days_billed, v.days_in_period, v.monthly_net_cents, v.net_cents,
+               v.vat_rate_bp, v.vat_cents, v.gross_cents
+        FROM unnest(${lines.map((l) => l.invoiceId)}::uuid[], ${lines.map((l) => l.position)}::int[],
+                    ${lines.map((l) => l.contractId)}::uuid[], ${lines.map((l) => l.description)}::text[],
+                    ${lines.map((l) => l.serviceStart)}::date[], ${lines.map((l) => l.serviceEnd)}::date[],
+                    ${lines.map((l) => l.daysBilled)}::int[], ${lines.map((l) => l.daysInPeriod)}::int[],
+                    ${lines.map((l) => l.monthlyNetCents)}::int[], ${lines.map((l) => l.netCents)}::int[],
+                    ${lines.map((l) => l.vatRateBp)}::int[], ${lines.map((l) => l.vatCents)}::int[],
+                    ${lines.map((l) => l.grossCents)}::int[])
+             AS v(invoice_id, position, contract_id, description, service_start, service_end, days_billed,
+                  days_in_period, monthly_net_cents, net_cents, vat_rate_bp, vat_cents, gross_cents)`.pipe(Effect.asVoid),
+
+    /** Adds a committed chunk to the run's progress, and moves its cursor. */
+    recordChunk: (runId: string, chunk: ChunkProgress, now: Date) =>
+      sql<RunRow>`
+        UPDATE billing_runs
+        SET cursor = ${chunk.cursor}, chunks_committed = chunks_committed + 1,
+            customers_processed = customers_processed + ${chunk.customersProcessed},
+            invoices_created = invoices_created + ${chunk.invoicesCreated},
+            invoices_skipped = invoices_skipped + ${chunk.invoicesSkipped},
+            net_total_cents = net_total_cents + ${chunk.netCents},
+            vat_total_cents = vat_total_cents + ${chunk.vatCents},
+            gross_total_cents = gross_total_cents + ${chunk.grossCents},
+            updated_at = ${now}
+        WHERE id = ${runId}
+        RETURNING ${runColumns}`.pipe(Effect.map((rows) => toRun(rows[0]!))),
+
+    completeRun: (runId: string, now: Date) =>
+      sql<RunRow>`
+        UPDATE billing_runs SET status = 'completed', finished_at = ${now}, updated_at = ${now}
+        WHERE id = ${runId}
+        RETURNING ${runColumns}`.pipe(Effect.map((rows) => toRun(rows[0]!))),
+
+    /** Locks all of the run's invoices and counts those exported to SEPA or paid. */
+    checkRollback: (runId: string) =>
+      sql<{ invoices: number; exported: number; paid: number; examples: ReadonlyArray<string> | null }>`
+        SELECT count(*)::int AS invoices,
+               count(*) FILTER (WHERE status = 'exported' OR (exported_at IS NOT NULL AND status <> 'paid'))::int AS exported,
+               count(*) FILTER (WHERE status = 'paid' OR paid_at IS NOT NULL)::int AS paid,
+               (array_agg(invoice_number ORDER BY number_year, number_sequence)
+                  FILTER (WHERE status IN ('exported', 'paid') OR exported_at IS NOT NULL OR paid_at IS NOT NULL))[1:5] AS examples
+        FROM (SELECT status, exported_at, paid_at, invoice_number, number_year, number_sequence
+              FROM invoices WHERE billing_run_id = ${runId} FOR UPDATE) AS locked`.pipe(
+        Effect.map((rows): RollbackCheck => ({ ...rows[0]!, examples: rows[0]!.examples ?? [] }))
+      ),
+
+    /** Cancels the run's open invoices; their numbers stay used. */
+    cancelInvoices: (runId: string, reason: string, now: Date) =>
+      sql<{ count: number; netCents: string | null; vatCents: string | null; grossCents: string | null; firstNumber: string | null; lastNumber: string | null }>`
+        WITH cancelled AS (
+          UPDATE invoices SET status = 'cancelled', cancelled_at = ${now}, cancellation_reason = ${reason}
+          WHERE billing_run_id = ${runId} AND status = 'open'
+          RETURNING invoice_number, number_year, number_sequence, net_cents, vat_cents, gross_cents
+        )
+        SELECT count(*)::int AS count, sum(net_cents)::text AS "netCents", sum(vat_cents)::text AS "vatCents",
+               sum(gross_cents)::text AS "grossCents",
+               (array_agg(invoice_number ORDER BY number_year, number_sequence))[1] AS "firstNumber",
+               (array_agg(invoice_number ORDER BY number_year DESC, number_sequence DESC))[1] AS "lastNumber"
+        FROM cancelled`.pipe(
+        Effect.map(([row]): CancelledInvoices => ({
+          count: row!.count,
+          netCents: safeNumber(row!.netCents ?? "0"),
+          vatCents: safeNumber(row!.vatCents ?? "0"),
+          grossCents: safeNumber(row!.grossCents ?? "0"),
+          firstNumber: row!.firstNumber,
+          lastNumber: row!.lastNumber
+        }))
+      ),
+
+    markRolledBack: (runId: string, actor: string, reason: string, now: Date) =>
+      sql`
+        UPDATE billing_runs
+        SET status = 'rolled_back', rolled_back_at = ${now}, rolled_back_by = ${actor}, rollback_reason = ${reason},
+            updated_at = ${now}
+        WHERE id = ${runId}`.pipe(Effect.asVoid)
+  }
+})
+
+export type BillingRepo = Effect.Effect.Success<typeof make>

@@ -1,0 +1,120 @@
+/**
+ * The billing domain's Schemas: what a billing run job carries, and the master
+ * data (organizations, customers with SEPA mandates, contracts) as it must be
+ * before it is stored. Money is integer cents; VAT rates are basis points.
+ */
+import { Schema } from "effect"
+import { isCalendarDate, PERIOD_FORMAT } from "./calendar.js"
+import { ibanProblem } from "./iban.js"
+
+/** A calendar date, ISO "YYYY-MM-DD", that exists. */
+export const IsoDate = Schema.String.pipe(
+  Schema.filter((value) => isCalendarDate(value) || `expected an existing date as YYYY-MM-DD, got "${value}"`),
+  Schema.annotations({ identifier: "IsoDate" })
+)
+
+/** A billing period: one calendar month, "YYYY-MM". */
+export const BillingPeriod = Schema.String.pipe(
+  Schema.filter((value) => PERIOD_FORMAT.test(value) || `expected a month as YYYY-MM (e.g. 2025-03), got "${value}"`),
+  Schema.annotations({ identifier: "BillingPeriod" })
+)
+
+/** An IBAN in electronic format (no spaces, upper case) whose check digits are right. */
+export const Iban = Schema.String.pipe(
+  Schema.filter((value) => {
+    const problem = ibanProblem(value)
+    return problem === undefined || `invalid IBAN "${value}": ${problem}`
+  }),
+  Schema.brand("Iban"),
+  Schema.annotations({ identifier: "Iban" })
+)
+export type Iban = typeof Iban.Type
+
+/** A BIC (8 or 11 characters). Optional in SEPA, kept when the customer gave one. */
+export const Bic = Schema.String.pipe(
+  Schema.pattern(/^[A-Z]{6}[A-Z0-9]{2}([A-Z0-9]{3})?$/, { message: () => "a BIC is 8 or 11 upper-case letters and digits" })
+)
+
+/** A SEPA mandate reference: up to 35 characters from SEPA's character set. */
+export const MandateReference = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z0-9+?/:().,' -]{1,35}$/, { message: () => "a mandate reference is 1 to 35 of A-Z a-z 0-9 + ? / : ( ) . , ' - and space" })
+)
+
+/** Whole euro cents. */
+export const Cents = Schema.Int.pipe(Schema.between(0, 2_000_000_000))
+
+/** A VAT rate in basis points: 1900 is 19 %, 700 is 7 %. */
+export const VatRateBp = Schema.Int.pipe(Schema.between(0, 10_000))
+
+/** The `billing_run` job's payload. The job's organization comes from the job itself. */
+export const BillingRunPayload = Schema.Struct({
+  billingPeriod: BillingPeriod,
+  /** Bill only these customers (ids); default: every customer of the organization. */
+  customerIds: Schema.optional(Schema.NonEmptyArray(Schema.UUID).pipe(Schema.maxItems(10_000))),
+  /** The invoices' date; default: today in Germany when the run starts. It also picks the number year. */
+  invoiceDate: Schema.optional(IsoDate)
+})
+export type BillingRunPayload = typeof BillingRunPayload.Type
+
+export const NewOrganization = Schema.Struct({
+  id: Schema.UUID,
+  name: Schema.NonEmptyTrimmedString,
+  paymentTermsDays: Schema.Int.pipe(Schema.between(0, 180)),
+  invoiceNumberPrefix: Schema.String.pipe(Schema.pattern(/^[A-Z0-9]{1,10}$/)),
+  sepaCreditorId: Schema.optional(Schema.String.pipe(Schema.pattern(/^[A-Z]{2}[0-9]{2}[A-Z0-9]{3}[A-Z0-9]{1,28}$/)))
+})
+export type NewOrganization = typeof NewOrganization.Type
+
+export const NewCustomer = Schema.Struct({
+  customerNumber: Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(40)),
+  name: Schema.NonEmptyTrimmedString,
+  email: Schema.optional(Schema.String.pipe(Schema.pattern(/^[^@\s]+@[^@\s]+\.[^@\s]+$/))),
+  iban: Iban,
+  bic: Schema.optional(Bic),
+  mandateReference: MandateReference,
+  mandateSignedOn: IsoDate
+})
+export type NewCustomer = typeof NewCustomer.Type
+
+export const NewContract = Schema.Struct({
+  /** The customer's number within the organization. */
+  customerNumber: Schema.NonEmptyTrimmedString,
+  description: Schema.NonEmptyTrimmedString,
+  monthlyNetCents: Cents.pipe(Schema.positive()),
+  vatRateBp: VatRateBp,
+  startsOn: IsoDate,
+  /** Inclusive; absent: until cancelled. */
+  endsOn: Schema.optional(IsoDate)
+}).pipe(
+  Schema.filter((contract) => contract.endsOn === undefined || contract.endsOn >= contract.startsOn || "a contract cannot end before it starts")
+)
+export type NewContract = typeof NewContract.Type
+
+/** What an operator gives to roll a billing run back. */
+export const RollbackRequest = Schema.Struct({
+  runId: Schema.UUID,
+  reason: Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(1000)),
+  /** Who does it: a user's UUID, or a name such as `cli:alice`. */
+  actor: Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(200))
+})
+export type RollbackRequest = typeof RollbackRequest.Encoded
+
+/** What a billing run has done so far (the `billing_runs` row). */
+export interface BillingRun {
+  readonly id: string
+  readonly organizationId: string
+  readonly jobId: string
+  readonly billingPeriod: string
+  readonly invoiceDate: string
+  readonly customerFilter: ReadonlyArray<string> | null
+  readonly status: "running" | "completed" | "rolled_back"
+  /** The last customer number of the last committed chunk. */
+  readonly cursor: string | null
+  readonly chunksCommitted: number
+  readonly customersProcessed: number
+  readonly invoicesCreated: number
+  readonly invoicesSkipped: number
+  readonly netTotalCents: number
+  readonly vatTotalCents: number
+  readonly grossTotalCents: number
+}

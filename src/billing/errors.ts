@@ -1,0 +1,85 @@
+/**
+ * The billing module's errors. Each message says what is wrong and what to do.
+ * Database failures stay `SqlError`: the runtime retries a billing run on them.
+ */
+import { Data } from "effect"
+
+/** The job's organization has no row in `organizations`. Retrying cannot help. */
+export class UnknownOrganization extends Data.TaggedError("UnknownOrganization")<{
+  readonly organizationId: string
+}> {
+  override get message() {
+    return `unknown organization ${this.organizationId}: it has no row in organizations`
+  }
+}
+
+/** A billing period that is not a month written "YYYY-MM". Retrying cannot help. */
+export class InvalidBillingPeriod extends Data.TaggedError("InvalidBillingPeriod")<{
+  readonly input: string
+}> {
+  override get message() {
+    return `invalid billing period "${this.input}": expected a month as YYYY-MM, e.g. 2025-03`
+  }
+}
+
+/** A run was rolled back while its job still had attempts left: the job stops instead of billing again. */
+export class BillingRunRolledBack extends Data.TaggedError("BillingRunRolledBack")<{
+  readonly runId: string
+}> {
+  override get message() {
+    return `billing run ${this.runId} was rolled back; enqueue a new billing_run job to bill the period again`
+  }
+}
+
+/** No billing run has this id. */
+export class BillingRunNotFound extends Data.TaggedError("BillingRunNotFound")<{
+  readonly runId: string
+}> {
+  override get message() {
+    return `no billing run with id ${this.runId} (see billing_runs.id)`
+  }
+}
+
+/** The rollback request is incomplete (a run id that is not a UUID, no reason, no actor). */
+export class InvalidRollbackRequest extends Data.TaggedError("InvalidRollbackRequest")<{
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid rollback request: ${this.reason}`
+  }
+}
+
+/** The run was rolled back before; its invoices are already cancelled. */
+export class BillingRunAlreadyRolledBack extends Data.TaggedError("BillingRunAlreadyRolledBack")<{
+  readonly runId: string
+  readonly organizationId: string
+  readonly jobId: string
+  readonly rolledBackAt: Date
+  readonly rolledBackBy: string
+}> {
+  override get message() {
+    return `billing run ${this.runId} was already rolled back at ${this.rolledBackAt.toISOString()} by ${this.rolledBackBy}; nothing to do`
+  }
+}
+
+/**
+ * Some of the run's invoices were exported to SEPA or paid: money moved, so the
+ * run must not be rolled back. Correct it with credit notes instead.
+ */
+export class RollbackForbidden extends Data.TaggedError("RollbackForbidden")<{
+  readonly runId: string
+  readonly organizationId: string
+  readonly jobId: string
+  readonly billingPeriod: string
+  readonly exported: number
+  readonly paid: number
+  /** A few of the blocking invoice numbers, for the operator. */
+  readonly examples: ReadonlyArray<string>
+}> {
+  override get message() {
+    return `billing run ${this.runId} (${this.billingPeriod}) must not be rolled back: ` +
+      `${this.exported} of its invoices are exported to SEPA and ${this.paid} are paid ` +
+      `(${this.examples.join(", ")}${this.exported + this.paid > this.examples.length ? ", …" : ""}). ` +
+      `Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md`
+  }
+}

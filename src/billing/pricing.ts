@@ -1,0 +1,111 @@
+/**
+ * What a customer owes for a month: pure arithmetic on integer cents.
+ *
+ * Partial months are billed pro rata by days: a contract active on d of the
+ * month's D days (start and end dates inclusive) costs monthly × d / D,
+ * rounded half up to the cent; a full month costs exactly the monthly amount.
+ * VAT is computed per line, net × rate, rounded half up to the cent.
+ */
+import { dayNumber, fromDayNumber, type Period } from "./calendar.js"
+
+/** n / d rounded half up, for n ≥ 0 and d > 0, in integers only. */
+export const divideRoundHalfUp = (numerator: number, denominator: number): number => {
+  if (!Number.isSafeInteger(numerator) || !Number.isSafeInteger(2 * numerator + denominator)) {
+    throw new RangeError(`amount out of the safe integer range: ${numerator}`)
+  }
+  return Math.floor((2 * numerator + denominator) / (2 * denominator))
+}
+
+/** The net amount for `daysBilled` of a month of `daysInPeriod` days. */
+export const proRataNet = (monthlyNetCents: number, daysBilled: number, daysInPeriod: number): number =>
+  daysBilled === daysInPeriod ? monthlyNetCents : divideRoundHalfUp(monthlyNetCents * daysBilled, daysInPeriod)
+
+/** VAT on a net amount; the rate is in basis points (1900 = 19 %). */
+export const vatOf = (netCents: number, vatRateBp: number): number => divideRoundHalfUp(netCents * vatRateBp, 10_000)
+
+export interface BillableContract {
+  readonly contractId: string
+  readonly description: string
+  readonly monthlyNetCents: number
+  readonly vatRateBp: number
+  /** ISO date, inclusive. */
+  readonly startsOn: string
+  /** ISO date, inclusive; null: open-ended. */
+  readonly endsOn: string | null
+}
+
+export interface InvoiceLineDraft {
+  readonly position: number
+  readonly contractId: string
+  readonly description: string
+  readonly serviceStart: string
+  readonly serviceEnd: string
+  readonly daysBilled: number
+  readonly daysInPeriod: number
+  readonly monthlyNetCents: number
+  readonly netCents: number
+  readonly vatRateBp: number
+  readonly vatCents: number
+  readonly grossCents: number
+}
+
+export interface InvoiceDraft {
+  readonly lines: ReadonlyArray<InvoiceLineDraft>
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+}
+
+/** The days of the period the contract is active on, or undefined when none. */
+export const activeSpan = (contract: BillableContract, period: Period) => {
+  const from = Math.max(dayNumber(contract.startsOn), dayNumber(period.start))
+  const to = Math.min(contract.endsOn === null ? Infinity : dayNumber(contract.endsOn), dayNumber(period.end))
+  return to < from ? undefined : { start: fromDayNumber(from), end: fromDayNumber(to), days: to - from + 1 }
+}
+
+// Code-unit order, not the locale's: the same lines in the same order on every machine.
+const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)
+
+/**
+ * One customer's invoice for the period: one line per contract active in it,
+ * in a stable order (start date, description, contract id); undefined when no
+ * contract is active.
+ */
+export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period: Period): InvoiceDraft | undefined => {
+  const active = contracts
+    .flatMap((contract) => {
+      const span = activeSpan(contract, period)
+      return span === undefined ? [] : [{ contract, span }]
+    })
+    .sort((a, b) =>
+      compare(a.contract.startsOn, b.contract.startsOn) ||
+      compare(a.contract.description, b.contract.description) ||
+      compare(a.contract.contractId, b.contract.contractId)
+    )
+  if (active.length === 0) return undefined
+  const lines = active.map(({ contract, span }, index): InvoiceLineDraft => {
+    const netCents = proRataNet(contract.monthlyNetCents, span.days, period.days)
+    const vatCents = vatOf(netCents, contract.vatRateBp)
+    return {
+      position: index + 1,
+      contractId: contract.contractId,
+      description: contract.description,
+      serviceStart: span.start,
+      serviceEnd: span.end,
+      daysBilled: span.days,
+      daysInPeriod: period.days,
+      monthlyNetCents: contract.monthlyNetCents,
+      netCents,
+      vatRateBp: contract.vatRateBp,
+      vatCents,
+      grossCents: netCents + vatCents
+    }
+  })
+  const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
+  const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
+  return { lines, netCents, vatCents, grossCents: netCents + vatCents }
+}
+
+/** Invoice numbers read <prefix>-<year>-<sequence, 5 digits or more>: RE-2025-00042. */
+export const formatInvoiceNumber = (prefix: string, year: number, sequence: number): string =>
+  `${prefix}-${year}-${String(sequence).padStart(5, "0")}`
