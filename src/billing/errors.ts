@@ -83,3 +83,12 @@ export class RollbackForbidden extends Data.TaggedError("RollbackForbidden")<{
       `Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md`
   }
 }
+
+/** Demo seed options out of range. */
+export class InvalidSeedOptions extends Data.TaggedError("InvalidSeedOptions")<{
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid demo seed options: ${this.reason}`
+  }
+}

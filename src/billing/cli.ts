@@ -1,0 +1,97 @@
+/**
+ * The billing commands for the main CLI, which mounts them:
+ *
+ *   npx skiplock billing rollback <runId> --reason "..." [--actor <uuid>]
+ *   npx skiplock demo seed [--customers 300] [--period YYYY-MM] [--organization <uuid>]
+ *
+ * They need only a `SqlClient`. A refusal or any other failure is a failing
+ * effect whose error message says what happened (the main CLI exits with 1).
+ */
+import { Args, Command, Options } from "@effect/cli"
+import { Console, Effect, Option, Schema } from "effect"
+import { userInfo } from "node:os"
+import { Audit } from "../index.js"
+import { rollbackBillingRun } from "./rollback.js"
+import { seedDemo } from "./seed.js"
+
+/** 123456 cents as "1.234,56 €", in integers. */
+export const formatEuro = (cents: number): string => {
+  const sign = cents < 0 ? "-" : ""
+  const abs = Math.abs(cents)
+  const euros = String(Math.floor(abs / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, ".")
+  return `${sign}${euros},${String(abs % 100).padStart(2, "0")} €`
+}
+
+const defaultActor = () => {
+  try {
+    return `cli:${userInfo().username}`
+  } catch {
+    return "cli"
+  }
+}
+
+const rollback = Command.make(
+  "rollback",
+  {
+    runId: Args.text({ name: "runId" }).pipe(Args.withDescription("The billing run to roll back (billing_runs.id).")),
+    reason: Options.text("reason").pipe(Options.withDescription("Why it is rolled back; stored on the run, its invoices and in the audit log.")),
+    actor: Options.text("actor").pipe(
+      Options.withSchema(Schema.UUID),
+      Options.withDescription("The UUID of the person responsible (default: cli:<os user>)."),
+      Options.optional
+    )
+  },
+  ({ runId, reason, actor }) =>
+    Effect.gen(function* () {
+      const result = yield* rollbackBillingRun({ runId, reason, actor: Option.getOrElse(actor, defaultActor) })
+      yield* Console.log(
+        [
+          `Billing run ${result.runId} (${result.billingPeriod}) is rolled back.`,
+          `  Cancelled ${result.invoicesCancelled} invoice(s)` +
+            (result.firstInvoiceNumber === null ? "" : ` ${result.firstInvoiceNumber} … ${result.lastInvoiceNumber}`) +
+            `, ${formatEuro(result.grossCents)} gross (${formatEuro(result.netCents)} net + ${formatEuro(result.vatCents)} VAT).`,
+          "  Their numbers stay used. The run can now be billed again by enqueueing a new billing_run job.",
+          `  Audit: SELECT * FROM audit_logs WHERE job_id = '${result.jobId}' ORDER BY id;`
+        ].join("\n")
+      )
+    }).pipe(Effect.provide(Audit.layer))
+).pipe(
+  Command.withDescription(
+    "Roll back a billing run: cancel its invoices (numbers stay used) and mark it rolled back, in one transaction. " +
+      "Refused when any of its invoices is exported to SEPA or paid (see docs/ROLLBACK_PLAYBOOK.md)."
+  )
+)
+
+/** `billing rollback <runId> --reason "..." [--actor <uuid>]` */
+export const billingCommand = Command.make("billing").pipe(
+  Command.withDescription("Billing runs (the billing_run job type)."),
+  Command.withSubcommands([rollback])
+)
+
+const seed = Command.make(
+  "seed",
+  {
+    customers: Options.integer("customers").pipe(Options.withDefault(300), Options.withDescription("How many customers (1 to 5000).")),
+    period: Options.text("period").pipe(
+      Options.optional,
+      Options.withDescription("The month (YYYY-MM) the contracts are arranged around; default: the current month.")
+    ),
+    organization: Options.text("organization").pipe(
+      Options.withSchema(Schema.UUID),
+      Options.optional,
+      Options.withDescription("The organization's id (default: the demo organization's fixed id).")
+    )
+  },
+  ({ customers, period, organization }) =>
+    seedDemo({
+      customers,
+      ...(Option.isSome(period) ? { period: period.value } : {}),
+      ...(Option.isSome(organization) ? { organizationId: organization.value } : {})
+    }).pipe(Effect.asVoid)
+).pipe(Command.withDescription("Load a demo organization with a few hundred customers and contracts, then print what to do next."))
+
+/** `demo seed [--customers n] [--period YYYY-MM] [--organization <uuid>]` */
+export const demoCommand = Command.make("demo").pipe(
+  Command.withDescription("Demo data for trying skiplock out."),
+  Command.withSubcommands([seed])
+)

@@ -1,0 +1,134 @@
+/**
+ * Rolling a billing run back (docs/ROLLBACK_PLAYBOOK.md): allowed only while
+ * none of its invoices is exported to SEPA or paid. In one transaction it
+ * cancels the run's invoices (never deletes them: their numbers stay used),
+ * marks the run rolled back and writes an audit entry naming actor and reason.
+ * A refusal changes nothing but is audited too, so the trail shows every attempt.
+ */
+import { SqlClient } from "@effect/sql"
+import { Clock, Effect, ParseResult, Schema } from "effect"
+import { Audit } from "../index.js"
+import * as BillingRepo from "./BillingRepo.js"
+import { RollbackRequest } from "./domain.js"
+import {
+  BillingRunAlreadyRolledBack,
+  BillingRunNotFound,
+  InvalidRollbackRequest,
+  RollbackForbidden
+} from "./errors.js"
+
+export interface RollbackResult {
+  readonly runId: string
+  readonly organizationId: string
+  readonly jobId: string
+  readonly billingPeriod: string
+  /** The run's status before the rollback: `completed`, or `running` for a run that stopped half-way. */
+  readonly previousStatus: string
+  readonly invoicesCancelled: number
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+  readonly firstInvoiceNumber: string | null
+  readonly lastInvoiceNumber: string | null
+  readonly rolledBackAt: Date
+}
+
+const decodeRequest = (request: RollbackRequest) =>
+  Schema.decodeUnknown(RollbackRequest)(request).pipe(
+    Effect.mapError((error) =>
+      new InvalidRollbackRequest({ reason: ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s*\n\s*/g, " ") })
+    )
+  )
+
+/** Rolls back one billing run, or refuses with a tagged error that says why. */
+export const rollbackBillingRun = (request: RollbackRequest) =>
+  Effect.gen(function* () {
+    const { runId, reason, actor } = yield* decodeRequest(request)
+    const sql = yield* SqlClient.SqlClient
+    const audit = yield* Audit.Audit
+    const repo = yield* BillingRepo.make
+    const at = new Date(yield* Clock.currentTimeMillis)
+
+    const rollback = sql.withTransaction(
+      Effect.gen(function* () {
+        // Locks the run: a chunk of its job cannot commit halfway through this.
+        const run = yield* repo.lockRun(runId)
+        if (run === undefined) return yield* new BillingRunNotFound({ runId })
+        if (run.status === "rolled_back") {
+          return yield* new BillingRunAlreadyRolledBack({
+            runId,
+            organizationId: run.organizationId,
+            jobId: run.jobId,
+            rolledBackAt: run.rolledBackAt!,
+            rolledBackBy: run.rolledBackBy!
+          })
+        }
+        // Locks its invoices: none can be exported between this check and the cancellation.
+        const check = yield* repo.checkRollback(runId)
+        if (check.exported > 0 || check.paid > 0) {
+          return yield* new RollbackForbidden({
+            runId,
+            organizationId: run.organizationId,
+            jobId: run.jobId,
+            billingPeriod: run.billingPeriod,
+            exported: check.exported,
+            paid: check.paid,
+            examples: check.examples
+          })
+        }
+        const cancelled = yield* repo.cancelInvoices(runId, reason, at)
+        yield* repo.markRolledBack(runId, actor, reason, at)
+        const result: RollbackResult = {
+          runId,
+          organizationId: run.organizationId,
+          jobId: run.jobId,
+          billingPeriod: run.billingPeriod,
+          previousStatus: run.status,
+          invoicesCancelled: cancelled.count,
+          netCents: cancelled.netCents,
+          vatCents: cancelled.vatCents,
+          grossCents: cancelled.grossCents,
+          firstInvoiceNumber: cancelled.firstNumber,
+          lastInvoiceNumber: cancelled.lastNumber,
+          rolledBackAt: at
+        }
+        yield* audit.record({
+          event: "billing_run_rolled_back",
+          actor,
+          organizationId: run.organizationId,
+          jobId: run.jobId,
+          details: {
+            runId,
+            reason,
+            billingPeriod: run.billingPeriod,
+            previousStatus: run.status,
+            invoicesCancelled: cancelled.count,
+            netCents: cancelled.netCents,
+            vatCents: cancelled.vatCents,
+            grossCents: cancelled.grossCents,
+            firstInvoiceNumber: cancelled.firstNumber,
+            lastInvoiceNumber: cancelled.lastNumber
+          }
+        })
+        return result
+      })
+    )
+
+    // The refusal is recorded after the transaction rolled back, so it is all that remains of the attempt.
+    const recordRefusal = (error: RollbackForbidden | BillingRunAlreadyRolledBack) =>
+      audit.record({
+        event: "billing_run_rollback_refused",
+        actor,
+        organizationId: error.organizationId,
+        jobId: error.jobId,
+        details: error._tag === "RollbackForbidden"
+          ? { runId, reason, refusal: error._tag, exported: error.exported, paid: error.paid, examples: error.examples }
+          : { runId, reason, refusal: error._tag, rolledBackAt: error.rolledBackAt.toISOString(), rolledBackBy: error.rolledBackBy }
+      })
+
+    return yield* rollback.pipe(
+      Effect.tapError((error) =>
+        error._tag === "RollbackForbidden" || error._tag === "BillingRunAlreadyRolledBack" ? recordRefusal(error) : Effect.void
+      )
+    )
+  }).pipe(Effect.withSpan("billing.rollback", { attributes: { runId: request.runId } }))
