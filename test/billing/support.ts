@@ -1,0 +1,240 @@
+// Test support for the billing module: a migrated database with the billing
+// tables, running billing jobs through a real Worker, reading the results, and
+// an expectation computed independently of the production pricing code.
+import { SqlClient } from "@effect/sql"
+import { Deferred, Effect, Exit, Layer, Scope, TestServices } from "effect"
+import { billingMigrations, billingRun } from "../../src/billing/index.js"
+import { Audit, type Handler, JobQueue, Migrator, type Outcome, Worker } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+
+/** A fresh database with the core and billing migrations, plus the Audit service. */
+export const BillingDatabase = Layer.provideMerge(
+  Audit.layer,
+  TestDatabase.layer({ migrations: [Migrator.coreMigrations, billingMigrations] })
+)
+
+export const enqueueBillingRun = (organizationId: string, payload: typeof billingRun.payload.Type) =>
+  JobQueue.enqueueJob(billingRun, payload, { organizationId }).pipe(
+    Effect.map((job) => job.id),
+    Effect.provide(JobQueue.layer([billingRun]))
+  )
+
+const terminal = (outcome: Outcome | undefined) =>
+  outcome !== undefined && (outcome._tag === "Completed" || outcome._tag === "Skipped" || outcome._tag === "Failed")
+
+/** Waits in real time (the TestClock does not move while the database works). */
+const withinRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string, seconds = 60) =>
+  Effect.raceFirst(
+    effect,
+    TestServices.provideLive(Effect.sleep(`${seconds} seconds`)).pipe(Effect.zipRight(Effect.dieMessage(`timed out waiting until ${what}`)))
+  )
+
+/**
+ * Starts a worker with the handler, waits until each of the jobs has a final
+ * outcome (completed, skipped, failed), stops the worker and returns the outcomes.
+ */
+export const runJobs = <R>(
+  handler: Handler.Handler<string, any, any, R>,
+  jobIds: ReadonlyArray<string>,
+  options: { readonly concurrency?: number } = {}
+) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const outcomes = new Map<string, Outcome>()
+      const done = yield* Deferred.make<void>()
+      yield* Worker.make({
+        handlers: [handler],
+        listen: false,
+        concurrency: options.concurrency ?? 5,
+        onOutcome: (job, outcome) => {
+          outcomes.set(job.id, outcome)
+          if (jobIds.every((id) => terminal(outcomes.get(id)))) Deferred.unsafeDone(done, Exit.void)
+        }
+      })
+      yield* withinRealTime(Deferred.await(done), `jobs ${jobIds.join(", ")} finished`)
+      return jobIds.map((id) => outcomes.get(id)!)
+    })
+  )
+
+/**
+ * Starts a worker whose handler stops forever after its first committed chunk,
+ * waits until that chunk is committed, then shuts the worker down without
+ * waiting: the job's fiber is interrupted mid-run, as in a crash.
+ */
+export const runAndInterruptAfterFirstChunk = <R>(
+  makeHandler: (afterFirstChunk: Effect.Effect<void>) => Handler.Handler<string, any, any, R>,
+  jobId: string
+) =>
+  Effect.gen(function* () {
+    const firstChunk = yield* Deferred.make<void>()
+    const scope = yield* Scope.make()
+    yield* Worker.make({
+      handlers: [makeHandler(Effect.zipRight(Deferred.succeed(firstChunk, undefined), Effect.never))],
+      listen: false,
+      shutdownTimeout: 0
+    }).pipe(Scope.extend(scope))
+    yield* withinRealTime(Deferred.await(firstChunk), `the first chunk of job ${jobId} committed`)
+    yield* Scope.close(scope, Exit.void)
+  })
+
+export interface InvoiceRow {
+  readonly customerNumber: string
+  readonly invoiceNumber: string
+  readonly numberYear: number
+  readonly numberSequence: number
+  readonly status: string
+  readonly invoiceDate: string
+  readonly dueDate: string
+  readonly serviceStart: string
+  readonly serviceEnd: string
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+  readonly runJobId: string
+  /** In invoice order (position). */
+  readonly lines: ReadonlyArray<{
+    readonly position: number
+    readonly description: string
+    readonly contractId: string
+    readonly days: number
+    readonly netCents: number
+    readonly vatRateBp: number
+    readonly vatCents: number
+    readonly grossCents: number
+  }>
+}
+
+/** The organization's invoices with their lines, by number. */
+export const invoicesOf = (organizationId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<InvoiceRow>`
+      SELECT c.customer_number AS "customerNumber", i.invoice_number AS "invoiceNumber", i.number_year AS "numberYear",
+             i.number_sequence AS "numberSequence", i.status, to_char(i.invoice_date, 'YYYY-MM-DD') AS "invoiceDate",
+             to_char(i.due_date, 'YYYY-MM-DD') AS "dueDate", to_char(i.service_start, 'YYYY-MM-DD') AS "serviceStart",
+             to_char(i.service_end, 'YYYY-MM-DD') AS "serviceEnd", i.net_cents AS "netCents", i.vat_cents AS "vatCents",
+             i.gross_cents AS "grossCents", r.job_id AS "runJobId",
+             (SELECT coalesce(jsonb_agg(jsonb_build_object('position', l.position, 'description', l.description,
+                                                           'contractId', l.contract_id, 'days', l.days_billed,
+                                                           'netCents', l.net_cents, 'vatRateBp', l.vat_rate_bp,
+                                                           'vatCents', l.vat_cents, 'grossCents', l.gross_cents)
+                                        ORDER BY l.position), '[]'::jsonb)
+              FROM invoice_lines l WHERE l.invoice_id = i.id) AS lines
+      FROM invoices i
+      JOIN customers c ON c.id = i.customer_id
+      JOIN billing_runs r ON r.id = i.billing_run_id
+      WHERE i.organization_id = ${organizationId}
+      ORDER BY i.number_year, i.number_sequence`
+  )
+
+export interface RunRow {
+  readonly id: string
+  readonly status: string
+  readonly cursor: string | null
+  readonly chunksCommitted: number
+  readonly customersProcessed: number
+  readonly invoicesCreated: number
+  readonly invoicesSkipped: number
+  readonly netTotalCents: number
+  readonly vatTotalCents: number
+  readonly grossTotalCents: number
+  readonly rolledBackBy: string | null
+  readonly rollbackReason: string | null
+}
+
+export const runOfJob = (jobId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<RunRow>`
+      SELECT id, status, cursor, chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
+             invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
+             net_total_cents::int AS "netTotalCents", vat_total_cents::int AS "vatTotalCents",
+             gross_total_cents::int AS "grossTotalCents", rolled_back_by AS "rolledBackBy", rollback_reason AS "rollbackReason"
+      FROM billing_runs WHERE job_id = ${jobId}`
+  ).pipe(Effect.map((rows) => rows[0]))
+
+export const jobOf = (jobId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ status: string; attempts: number; error: string | null }>`SELECT status, attempts, error FROM job_queue WHERE id = ${jobId}`
+  ).pipe(Effect.map((rows) => rows[0]!))
+
+export interface AuditRow {
+  readonly event: string
+  readonly actor: string
+  readonly organizationId: string | null
+  readonly details: Record<string, unknown>
+}
+
+export const auditOfJob = (jobId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<AuditRow>`SELECT event, actor, organization_id AS "organizationId", details FROM audit_logs WHERE job_id = ${jobId} ORDER BY id`
+  )
+
+/** The invoices in the shape of `expectedInvoices`, to compare with it. */
+export const asExpected = (invoices: ReadonlyArray<InvoiceRow>): ReadonlyArray<ExpectedInvoice> =>
+  invoices
+    .map(({ customerNumber, netCents, vatCents, grossCents, lines }) => ({
+      customerNumber,
+      netCents,
+      vatCents,
+      grossCents,
+      lines: lines
+        .map(({ contractId, days, netCents, vatRateBp, vatCents, grossCents }) => ({ contractId, days, netCents, vatRateBp, vatCents, grossCents }))
+        .sort((a, b) => (a.contractId < b.contractId ? -1 : 1))
+    }))
+    .sort((a, b) => (a.customerNumber < b.customerNumber ? -1 : 1))
+
+// ---- The independent expectation -------------------------------------------------------------
+// Deliberately not the production code: it walks the month day by day with Date objects and
+// rounds with Math.round on the exact quotient, where production uses day numbers and integer
+// half-up division.
+
+export interface ExpectedInvoice {
+  readonly customerNumber: string
+  readonly netCents: number
+  readonly vatCents: number
+  readonly grossCents: number
+  readonly lines: ReadonlyArray<{ contractId: string; days: number; netCents: number; vatRateBp: number; vatCents: number; grossCents: number }>
+}
+
+export const expectedInvoices = (organizationId: string, period: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const contracts = yield* sql<{
+      customerNumber: string
+      contractId: string
+      monthlyNetCents: number
+      vatRateBp: number
+      startsOn: string
+      endsOn: string | null
+    }>`
+      SELECT c.customer_number AS "customerNumber", k.id AS "contractId", k.monthly_net_cents AS "monthlyNetCents",
+             k.vat_rate_bp AS "vatRateBp", to_char(k.starts_on, 'YYYY-MM-DD') AS "startsOn",
+             to_char(k.ends_on, 'YYYY-MM-DD') AS "endsOn"
+      FROM contracts k JOIN customers c ON c.id = k.customer_id
+      WHERE k.organization_id = ${organizationId}`
+    const [year, month] = period.split("-").map(Number) as [number, number]
+    const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
+    const days = Array.from({ length: daysInMonth }, (_, i) => new Date(Date.UTC(year, month - 1, i + 1)).toISOString().slice(0, 10))
+    const byCustomer = new Map<string, Array<ExpectedInvoice["lines"][number]>>()
+    for (const contract of contracts) {
+      const active = days.filter((day) => contract.startsOn <= day && (contract.endsOn === null || day <= contract.endsOn)).length
+      if (active === 0) continue
+      const netCents = Math.round((contract.monthlyNetCents * active) / daysInMonth)
+      const vatCents = Math.round((netCents * contract.vatRateBp) / 10_000)
+      const lines = byCustomer.get(contract.customerNumber) ?? []
+      lines.push({ contractId: contract.contractId, days: active, netCents, vatRateBp: contract.vatRateBp, vatCents, grossCents: netCents + vatCents })
+      byCustomer.set(contract.customerNumber, lines)
+    }
+    return [...byCustomer.entries()]
+      .map(([customerNumber, lines]): ExpectedInvoice => {
+        const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
+        const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
+        return {
+          customerNumber,
+          netCents,
+          vatCents,
+          grossCents: netCents + vatCents,
+          lines: [...lines].sort((a, b) => (a.contractId < b.contractId ? -1 : 1))
+        }
+      })
+      .sort((a, b) => (a.customerNumber < b.customerNumber ? -1 : 1))
+  })
