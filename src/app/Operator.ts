@@ -1,0 +1,159 @@
+/**
+ * What an operator does to jobs by hand: look at them, fail one that keeps
+ * failing, retry a failed one, cancel a pending one. The state changes call
+ * the SQL functions of migrations/core/0006_operator_functions.sql (one
+ * transaction each, with its audit entry); their errors come back as
+ * JobNotFound or InvalidJobState. Times come from the Clock.
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import { Clock, Effect } from "effect"
+import { type AuditRecord } from "../Audit.js"
+import * as Audit from "../Audit.js"
+import { InvalidJobState, JobNotFound, UnknownJobType } from "../Errors.js"
+import { sqlErrorCode } from "../internal/sqlErrorText.js"
+import type { JobStatus } from "./QueueStats.js"
+
+export interface JobRow {
+  readonly id: string
+  readonly organizationId: string
+  readonly jobType: string
+  readonly status: JobStatus
+  readonly payload: unknown
+  readonly priority: number
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly runAt: Date
+  readonly error: string | null
+  readonly lockedBy: string | null
+  readonly lockedAt: Date | null
+  readonly leaseExpiresAt: Date | null
+  readonly idempotencyKey: string | null
+  readonly traceId: string
+  readonly createdBy: string | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly completedAt: Date | null
+}
+
+export interface JobRunRow {
+  readonly jobId: string
+  readonly idempotencyKey: string
+  readonly idempotencyStatus: string
+  readonly status: string
+  readonly attempts: number
+  readonly lastError: string | null
+  readonly traceId: string
+  readonly workerId: string | null
+  readonly startedAt: Date | null
+  readonly finishedAt: Date | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+}
+
+export interface JobDetails {
+  readonly job: JobRow
+  /** None until the job is first claimed. */
+  readonly run: JobRunRow | null
+  /** Oldest first. */
+  readonly audit: ReadonlyArray<AuditRecord>
+}
+
+export interface ListFilter {
+  readonly status?: JobStatus | undefined
+  readonly jobType?: string | undefined
+  readonly organizationId?: string | undefined
+  readonly limit: number
+}
+
+export interface StateChange {
+  readonly id: string
+  readonly status: JobStatus
+  readonly previousStatus: JobStatus
+}
+
+const JOB_COLUMNS = (sql: SqlClient.SqlClient) => sql`
+  id, organization_id AS "organizationId", job_type AS "jobType", status, payload, priority, attempts,
+  max_attempts AS "maxAttempts", run_at AS "runAt", error, locked_by AS "lockedBy", locked_at AS "lockedAt",
+  lease_expires_at AS "leaseExpiresAt", idempotency_key AS "idempotencyKey", trace_id AS "traceId",
+  created_by AS "createdBy", created_at AS "createdAt", updated_at AS "updatedAt", completed_at AS "completedAt"`
+
+/** Fails with UnknownJobType unless the type is registered in job_types. */
+export const requireJobType = (jobType: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const registered = (yield* sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`).map((row) => row.name)
+    if (!registered.includes(jobType)) return yield* new UnknownJobType({ jobType, registered })
+  })
+
+/** The newest jobs first, filtered. */
+export const listJobs = (filter: ListFilter) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    if (filter.jobType !== undefined) yield* requireJobType(filter.jobType)
+    const conditions = [
+      ...(filter.status !== undefined ? [sql`status = ${filter.status}`] : []),
+      ...(filter.jobType !== undefined ? [sql`job_type = ${filter.jobType}`] : []),
+      ...(filter.organizationId !== undefined ? [sql`organization_id = ${filter.organizationId}`] : [])
+    ]
+    return yield* sql<JobRow>`
+      SELECT ${JOB_COLUMNS(sql)} FROM job_queue
+      ${conditions.length > 0 ? sql`WHERE ${sql.and(conditions)}` : sql``}
+      ORDER BY created_at DESC, id LIMIT ${filter.limit}`
+  })
+
+/** The job, its job_runs row and its audit trail. */
+export const showJob = (jobId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [job] = yield* sql<JobRow>`SELECT ${JOB_COLUMNS(sql)} FROM job_queue WHERE id = ${jobId}`
+    if (job === undefined) return yield* new JobNotFound({ jobId })
+    const [run] = yield* sql<JobRunRow>`
+      SELECT job_id AS "jobId", idempotency_key AS "idempotencyKey", idempotency_status AS "idempotencyStatus", status,
+             attempts, last_error AS "lastError", trace_id AS "traceId", worker_id AS "workerId",
+             started_at AS "startedAt", finished_at AS "finishedAt", created_at AS "createdAt", updated_at AS "updatedAt"
+      FROM job_runs WHERE job_id = ${jobId}`
+    const audit = yield* Effect.flatMap(Audit.make, (trail) => trail.trail(jobId))
+    return { job, run: run ?? null, audit } satisfies JobDetails
+  })
+
+const ALLOWED = {
+  fail: ["pending", "processing"],
+  retry: ["failed"],
+  cancel: ["pending"]
+} as const
+
+// The SQL functions raise P0002 for an unknown id and 55000 for a job in the wrong state.
+const stateChange = (
+  operation: keyof typeof ALLOWED,
+  jobId: string,
+  run: (sql: SqlClient.SqlClient, now: Date) => Effect.Effect<ReadonlyArray<StateChange>, SqlError>
+): Effect.Effect<StateChange, JobNotFound | InvalidJobState | SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const now = new Date(yield* Clock.currentTimeMillis)
+    const result = yield* Effect.either(run(sql, now))
+    if (result._tag === "Right") return result.right[0]!
+    const code = sqlErrorCode(result.left)
+    if (code === "P0002") return yield* new JobNotFound({ jobId })
+    if (code === "55000") {
+      const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${jobId}`
+      return yield* new InvalidJobState({ jobId, status: row?.status ?? "gone", operation, allowed: ALLOWED[operation] })
+    }
+    return yield* result.left
+  }).pipe(Effect.withSpan(`Operator.${operation}`, { attributes: { jobId } }))
+
+/** pending|processing -> failed, audit `job_failed_manually` with the reason. */
+export const failJob = (jobId: string, reason: string, actor: string) =>
+  stateChange("fail", jobId, (sql, now) =>
+    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM fail_job_manually(${jobId}, ${reason}, ${actor}, ${now})`)
+
+/** failed -> pending with fresh attempts, audit `job_requeued`. */
+export const retryJob = (jobId: string, actor: string, reason?: string) =>
+  stateChange("retry", jobId, (sql, now) =>
+    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM requeue_failed_job(${jobId}, ${actor}, ${reason ?? null}, ${now})`)
+
+/** pending -> failed (error "cancelled by …"), audit `job_cancelled`. */
+export const cancelJob = (jobId: string, actor: string, reason?: string) =>
+  stateChange("cancel", jobId, (sql, now) =>
+    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM cancel_pending_job(${jobId}, ${actor}, ${reason ?? null}, ${now})`)

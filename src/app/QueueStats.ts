@@ -1,0 +1,90 @@
+/**
+ * What the queue holds right now, from the database: jobs by type and status,
+ * the oldest runnable job, and job types with waiting jobs that no handler
+ * takes. `skiplock stats` prints it and /metrics exports it as gauges. The
+ * caller says which types are handled (this process's worker, or the
+ * application's handlers for the CLI); a registry of live workers can replace
+ * that argument without changing the queries.
+ */
+import { SqlClient } from "@effect/sql"
+import { Clock, Effect } from "effect"
+
+export const JOB_STATUSES = ["pending", "processing", "completed", "failed"] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
+
+export interface TypeCounts {
+  readonly jobType: string
+  /** Every status, 0 when there is none. */
+  readonly counts: Readonly<Record<JobStatus, number>>
+  /** Pending jobs whose run_at has come. */
+  readonly runnable: number
+  /** Seconds since the oldest runnable job of this type became runnable; 0 when none is. */
+  readonly oldestRunnableAgeSeconds: number
+  readonly handled: boolean
+}
+
+export interface OldestRunnable {
+  readonly jobId: string
+  readonly jobType: string
+  readonly organizationId: string
+  readonly runAt: Date
+  readonly ageSeconds: number
+}
+
+export interface QueueStats {
+  readonly at: Date
+  /** One entry per registered job type, plus any type that has jobs but is no longer registered. */
+  readonly types: ReadonlyArray<TypeCounts>
+  readonly oldestRunnable: OldestRunnable | null
+  /** Types with pending jobs and no handler: those jobs wait until a worker for them starts. */
+  readonly waitingWithoutHandler: ReadonlyArray<{ readonly jobType: string; readonly waiting: number }>
+}
+
+const zeroCounts = (): Record<JobStatus, number> => ({ pending: 0, processing: 0, completed: 0, failed: 0 })
+
+/** Collects the stats at the Clock's current time. */
+export const collect = (handledTypes: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const at = new Date(yield* Clock.currentTimeMillis)
+    const [registered, counts, runnable, oldest] = yield* Effect.all([
+      sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`,
+      sql<{ jobType: string; status: JobStatus; count: number }>`
+        SELECT job_type AS "jobType", status, count(*)::int AS count FROM job_queue GROUP BY job_type, status`,
+      // Reads only the partial index of pending jobs.
+      sql<{ jobType: string; runnable: number; oldestRunAt: Date }>`
+        SELECT job_type AS "jobType", count(*)::int AS runnable, min(run_at) AS "oldestRunAt"
+        FROM job_queue WHERE status = 'pending' AND run_at <= ${at} GROUP BY job_type`,
+      sql<{ jobId: string; jobType: string; organizationId: string; runAt: Date }>`
+        SELECT id AS "jobId", job_type AS "jobType", organization_id AS "organizationId", run_at AS "runAt"
+        FROM job_queue WHERE status = 'pending' AND run_at <= ${at}
+        ORDER BY run_at, created_at LIMIT 1`
+    ])
+    const handled = new Set(handledTypes)
+    const age = (runAt: Date) => Math.max(0, (at.getTime() - runAt.getTime()) / 1000)
+    const byType = new Map<string, { counts: Record<JobStatus, number>; runnable: number; oldestRunnableAgeSeconds: number }>()
+    const entry = (jobType: string) => {
+      let found = byType.get(jobType)
+      if (found === undefined) byType.set(jobType, (found = { counts: zeroCounts(), runnable: 0, oldestRunnableAgeSeconds: 0 }))
+      return found
+    }
+    for (const { name } of registered) entry(name)
+    for (const row of counts) entry(row.jobType).counts[row.status] = row.count
+    for (const row of runnable) {
+      const found = entry(row.jobType)
+      found.runnable = row.runnable
+      found.oldestRunnableAgeSeconds = age(row.oldestRunAt)
+    }
+    const types = [...byType.entries()]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([jobType, found]): TypeCounts => ({ jobType, ...found, handled: handled.has(jobType) }))
+    const first = oldest[0]
+    return {
+      at,
+      types,
+      oldestRunnable: first === undefined ? null : { ...first, ageSeconds: age(first.runAt) },
+      waitingWithoutHandler: types
+        .filter((type) => !type.handled && type.counts.pending > 0)
+        .map((type) => ({ jobType: type.jobType, waiting: type.counts.pending }))
+    } satisfies QueueStats
+  }).pipe(Effect.withSpan("QueueStats.collect"))

@@ -1,0 +1,236 @@
+/**
+ * The operator CLI's commands (`npx skiplock <command>`, `npm run cli -- <command>`).
+ * Each command is a thin shell over an Effect from src/app or the core: it
+ * parses and validates its input (bad input is a usage error, exit 2), runs
+ * against the database, and prints text or, with --json, JSON.
+ */
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { Console, Effect, Either, Layer, Option, Redacted, Schema } from "effect"
+import { userInfo } from "node:os"
+import * as AppJobs from "../app/jobs.js"
+import * as Operator from "../app/Operator.js"
+import * as QueueStats from "../app/QueueStats.js"
+import { databaseConfig, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
+import * as Db from "../Db.js"
+import * as JobQueue from "../JobQueue.js"
+import * as Migrator from "../Migrator.js"
+import { sqlErrorText } from "../internal/sqlErrorText.js"
+import { runService } from "../main.js"
+import { redactUrl } from "../testing/PostgresServer.js"
+import { CliFailure } from "./CliFailure.js"
+import * as Format from "./format.js"
+
+// ─── Input validation: a value that cannot be what the option needs is a usage error ───
+
+const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
+
+const isUuid = Schema.is(Schema.UUID)
+
+const notUuid = (what: string, value: string) =>
+  `${what} must be a UUID like 3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21, got ${JSON.stringify(value)}`
+
+const uuid = (what: string) => (value: string) =>
+  isUuid(value) ? Effect.succeed(value) : Effect.fail(invalid(notUuid(what, value)))
+
+const jsonObject = (value: string) => {
+  const parsed = Either.try(() => JSON.parse(value) as unknown)
+  if (Either.isLeft(parsed)) {
+    return Effect.fail(invalid(`--payload is not valid JSON: ${(parsed.left as Error).message}`))
+  }
+  return Effect.succeed(parsed.right)
+}
+
+const jobIdArg = Args.text({ name: "job-id" }).pipe(Args.withDescription("The job's id (a UUID)"), Args.mapEffect((value) => (isUuid(value) ? Effect.succeed(value) : Effect.fail(HelpDoc.p(notUuid("the job id", value))))))
+const actorOption = Options.text("actor").pipe(
+  Options.withDescription("Who does this, as a user UUID, for the audit log (default: cli:<your OS user>)"),
+  Options.mapEffect(uuid("--actor")),
+  Options.optional
+)
+const jsonOption = Options.boolean("json").pipe(Options.withDescription("Print JSON instead of text"))
+
+const defaultActor = () => {
+  try {
+    return `cli:${userInfo().username}`
+  } catch {
+    return "cli"
+  }
+}
+const actorOf = (actor: Option.Option<string>) => Option.getOrElse(actor, defaultActor)
+
+const printJson = (value: unknown) => Console.log(JSON.stringify(value, null, 2))
+
+// ─── The database of a command: DATABASE_URL, or the embedded server `npm start` runs ───
+
+/** A PgClient for DATABASE_URL (or the embedded default), failing with a message that says where it looked. */
+export const CliDatabase = Layer.unwrapEffect(
+  Effect.map(databaseConfig, (config) => {
+    const url = effectiveDatabaseUrl(config)
+    const display = redactUrl(Redacted.value(url))
+    const hint = Option.isNone(config.url)
+      ? ` (DATABASE_URL is not set, so skiplock uses the embedded PostgreSQL that \`npm start\` runs on 127.0.0.1:${config.embeddedPort}: start it, or set DATABASE_URL)`
+      : ""
+    return Db.layer({ url, maxConnections: 3 }).pipe(
+      Layer.mapError((error) => new CliFailure({ message: `cannot reach the database ${display}: ${sqlErrorText(error)}${hint}`, cause: error }))
+    )
+  })
+)
+
+const withDatabase = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provide(effect, CliDatabase)
+
+// ─── Commands ───
+
+const migrate = Command.make("migrate", {}, () =>
+  withDatabase(
+    Effect.gen(function* () {
+      const applied = yield* Migrator.migrate(AppJobs.migrationSets)
+      yield* Console.log(applied.length === 0 ? "migrations are up to date" : `applied ${applied.length} migration(s):\n${applied.map((name) => `  ${name}`).join("\n")}`)
+    })
+  )
+).pipe(Command.withDescription("Apply the database migrations (all sets, in order); safe to run again"))
+
+const start = Command.make("start", {}, () => runService).pipe(
+  Command.withDescription("Run the service: HTTP server and worker (the same as `npm start`)")
+)
+
+const enqueue = Command.make(
+  "enqueue",
+  {
+    org: Options.text("org").pipe(Options.withDescription("Organization UUID"), Options.mapEffect(uuid("--org"))),
+    type: Options.text("type").pipe(Options.withDescription("Job type, e.g. sepa_export")),
+    payload: Options.text("payload").pipe(Options.withDescription("Payload as a JSON object"), Options.mapEffect(jsonObject)),
+    runAt: Options.date("run-at").pipe(Options.withDescription("Not before this time (ISO 8601); default now"), Options.optional),
+    maxAttempts: Options.integer("max-attempts").pipe(
+      Options.withDescription("Attempts before the job fails for good (1-100; default WORKER_MAX_ATTEMPTS, 3)"),
+      Options.optional
+    ),
+    createdBy: Options.text("created-by").pipe(Options.withDescription("The user UUID who asked for the job"), Options.mapEffect(uuid("--created-by")), Options.optional),
+    idempotencyKey: Options.text("idempotency-key").pipe(
+      Options.withDescription("A second enqueue with the same key (per organization) returns the first job"),
+      Options.optional
+    ),
+    json: jsonOption
+  },
+  (input) =>
+    withDatabase(
+      Effect.gen(function* () {
+        const { maxAttempts } = yield* workerConfig
+        const jobs = yield* AppJobs.load(yield* handlerModulesConfig)
+        const queue = yield* JobQueue.make(jobs.definitions)
+        const job = yield* queue.enqueue({
+          organizationId: input.org,
+          jobType: input.type,
+          payload: input.payload,
+          maxAttempts: Option.getOrElse(input.maxAttempts, () => maxAttempts),
+          ...Option.match(input.runAt, { onNone: () => ({}), onSome: (runAt) => ({ runAt }) }),
+          ...Option.match(input.createdBy, { onNone: () => ({}), onSome: (createdBy) => ({ createdBy }) }),
+          ...Option.match(input.idempotencyKey, { onNone: () => ({}), onSome: (idempotencyKey) => ({ idempotencyKey }) })
+        })
+        if (input.json) return yield* printJson(job)
+        yield* Console.log(
+          job.existing
+            ? `job ${job.id} already exists with idempotency key ${job.idempotencyKey} (${job.jobType}, ${job.status}); nothing enqueued`
+            : `enqueued job ${job.id} (${job.jobType}, ${job.status}, runs at ${Format.iso(job.runAt)}, trace ${job.traceId})`
+        )
+      })
+    )
+).pipe(Command.withDescription("Enqueue a job; the payload is checked against the job type's schema when the application has one"))
+
+const list = Command.make(
+  "list",
+  {
+    status: Options.choice("status", QueueStats.JOB_STATUSES).pipe(Options.withDescription("Only jobs in this status"), Options.optional),
+    type: Options.text("type").pipe(Options.withDescription("Only jobs of this type"), Options.optional),
+    org: Options.text("org").pipe(Options.withDescription("Only jobs of this organization (UUID)"), Options.mapEffect(uuid("--org")), Options.optional),
+    limit: Options.integer("limit").pipe(
+      Options.withDescription("At most this many, newest first (1-1000)"),
+      Options.withDefault(20),
+      Options.mapEffect((limit) => (limit >= 1 && limit <= 1000 ? Effect.succeed(limit) : Effect.fail(invalid(`--limit must be from 1 to 1000, got ${limit}`))))
+    ),
+    json: jsonOption
+  },
+  (input) =>
+    withDatabase(
+      Effect.gen(function* () {
+        const jobs = yield* Operator.listJobs({
+          status: Option.getOrUndefined(input.status),
+          jobType: Option.getOrUndefined(input.type),
+          organizationId: Option.getOrUndefined(input.org),
+          limit: input.limit
+        })
+        yield* input.json ? printJson(jobs) : Console.log(Format.jobsTable(jobs))
+      })
+    )
+).pipe(Command.withDescription("List jobs, newest first"))
+
+const show = Command.make("show", { id: jobIdArg, json: jsonOption }, ({ id, json }) =>
+  withDatabase(
+    Effect.gen(function* () {
+      const details = yield* Operator.showJob(id)
+      yield* json ? printJson(details) : Console.log(Format.jobDetails(details))
+    })
+  )
+).pipe(Command.withDescription("Show a job, its job_runs row and its audit trail in order"))
+
+const printChange = (change: Operator.StateChange, event: string) =>
+  Console.log(`job ${change.id}: ${change.previousStatus} -> ${change.status} (audit: ${event})`)
+
+const fail = Command.make(
+  "fail",
+  {
+    id: jobIdArg,
+    reason: Options.text("reason").pipe(
+      Options.withDescription("Why, for the audit log (required)"),
+      Options.mapEffect((reason) => (reason.trim() === "" ? Effect.fail(invalid("--reason must not be empty")) : Effect.succeed(reason.trim())))
+    ),
+    actor: actorOption
+  },
+  ({ actor, id, reason }) =>
+    withDatabase(Effect.flatMap(Operator.failJob(id, reason, actorOf(actor)), (change) => printChange(change, "job_failed_manually")))
+).pipe(Command.withDescription("Set a pending or processing job to failed and record the reason in the audit log, in one transaction"))
+
+const retry = Command.make(
+  "retry",
+  { id: jobIdArg, reason: Options.text("reason").pipe(Options.withDescription("Why, for the audit log"), Options.optional), actor: actorOption },
+  ({ actor, id, reason }) =>
+    withDatabase(
+      Effect.flatMap(Operator.retryJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_requeued"))
+    )
+).pipe(Command.withDescription("Put a failed job back to pending with fresh attempts"))
+
+const cancel = Command.make(
+  "cancel",
+  { id: jobIdArg, reason: Options.text("reason").pipe(Options.withDescription("Why, for the audit log"), Options.optional), actor: actorOption },
+  ({ actor, id, reason }) =>
+    withDatabase(
+      Effect.flatMap(Operator.cancelJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_cancelled"))
+    )
+).pipe(Command.withDescription("Cancel a pending job: it becomes failed with the error \"cancelled by …\" and can be retried later"))
+
+const jobs = Command.make("jobs").pipe(
+  Command.withDescription("Look at and steer single jobs"),
+  Command.withSubcommands([list, show, fail, retry, cancel])
+)
+
+const stats = Command.make("stats", { json: jsonOption }, ({ json }) =>
+  withDatabase(
+    Effect.gen(function* () {
+      // The CLI cannot see running workers yet: "handled" means the application registers a handler for the type.
+      const app = yield* AppJobs.load(yield* handlerModulesConfig)
+      const result = yield* QueueStats.collect(app.handlers.map((handler) => handler.definition.jobType))
+      yield* json ? printJson(result) : Console.log(Format.statsReport(result))
+    })
+  )
+).pipe(Command.withDescription("Jobs by type and status, the oldest runnable job, and job types with waiting jobs but no handler"))
+
+// ─── Feature commands plug in here ───
+// billing (src/billing/cli.ts): mount `billingCommand` (skiplock billing rollback …) and
+// `demoCommand` (skiplock demo seed) by adding them to this list, with
+// `withDatabase` (Command.provide(CliDatabase)) if they need SqlClient.
+const featureCommands = [] as const
+
+export const skiplock = Command.make("skiplock", {}, () =>
+  Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command: see `skiplock --help`")))
+).pipe(
+  Command.withDescription("skiplock: operate the PostgreSQL job queue"),
+  Command.withSubcommands([migrate, start, enqueue, jobs, stats, ...featureCommands])
+)
