@@ -13,6 +13,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Cause, ConfigError, Console, Duration, Effect, Layer, Option } from "effect"
 import { realpathSync } from "node:fs"
 import { pathToFileURL } from "node:url"
+import * as Audit from "./Audit.js"
 import * as Database from "./app/Database.js"
 import * as AppJobs from "./app/jobs.js"
 import * as Logging from "./app/Logging.js"
@@ -31,9 +32,9 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
   // The database: waits for DATABASE_URL's server and requires its migrations, or starts the embedded one.
   const DatabaseLive = Database.layer({ config: config.database, migrationSets: jobs.migrationSets, onWaiting: ServiceState.starting })
 
-  // What handlers may use beside the database: the queue (for follow-up jobs) and the features' services.
-  const QueueLive = JobQueue.layer(jobs.definitions)
-  const HandlerServicesLive = Layer.merge(QueueLive, AppJobs.FeatureServices.pipe(Layer.provide(QueueLive)))
+  // What handlers use beside the database: the audit trail, the queue (for follow-up jobs), the features' services.
+  const CoreServicesLive = Layer.merge(Audit.layer, JobQueue.layer(jobs.definitions))
+  const HandlerServicesLive = Layer.merge(CoreServicesLive, AppJobs.FeatureServices.pipe(Layer.provide(CoreServicesLive)))
 
   // Typed by hand: Worker.layer's requirements currently come out as `any` (reported to the core).
   const WorkerLive: Layer.Layer<Worker.Worker, never, AppJobs.AppRequirements> = Worker.layer({

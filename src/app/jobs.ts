@@ -9,6 +9,8 @@ import type { PgClient } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
+import type { Audit } from "../Audit.js"
+import { billingHandlers, billingMigrations } from "../billing/index.js"
 import type { Handler } from "../Handler.js"
 import type { JobDefinition } from "../JobDefinition.js"
 import type { JobQueue } from "../JobQueue.js"
@@ -16,16 +18,16 @@ import { coreMigrations } from "../Migrator.js"
 import { errorText } from "../testing/PostgresServer.js"
 import { StartupError } from "./StartupError.js"
 
-/** What any of the application's handlers may require: the database, and the queue for follow-up jobs. */
-export type AppRequirements = SqlClient.SqlClient | PgClient.PgClient | JobQueue
+/** What the service gives every handler: the database, the audit trail, and the queue for follow-up jobs. */
+export type AppRequirements = SqlClient.SqlClient | PgClient.PgClient | Audit | JobQueue
 export type AppHandler = Handler<string, any, any, AppRequirements>
 
 // ─── Feature modules plug in here ────────────────────────────────────────────
-// billing (src/billing, the billing-run issue): when src/billing/index.ts lands,
-// import its migration folder and handlers and list them below; put the layers
-// its handlers need into FeatureServices.
-const featureMigrations: ReadonlyArray<string> = []
-const featureHandlers: ReadonlyArray<AppHandler> = []
+// A feature adds its migration folder (applied after the core's, in this order),
+// its handlers, and in FeatureServices any layer its handlers need beyond
+// AppRequirements. Its CLI commands mount in src/cli/commands.ts.
+const featureMigrations: ReadonlyArray<string> = [billingMigrations]
+const featureHandlers: ReadonlyArray<AppHandler> = [...billingHandlers]
 /** Provides what the feature handlers need beyond AppRequirements. */
 export const FeatureServices: Layer.Layer<never, never, AppRequirements> = Layer.empty
 // ─────────────────────────────────────────────────────────────────────────────

@@ -8,6 +8,7 @@ import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Console, Effect, Either, Layer, Option, Redacted, Schema } from "effect"
 import { userInfo } from "node:os"
 import * as AppJobs from "../app/jobs.js"
+import { billingCommand, demoCommand } from "../billing/index.js"
 import * as Operator from "../app/Operator.js"
 import * as QueueStats from "../app/QueueStats.js"
 import { databaseConfig, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
@@ -222,11 +223,11 @@ const stats = Command.make("stats", { json: jsonOption }, ({ json }) =>
   )
 ).pipe(Command.withDescription("Jobs by type and status, the oldest runnable job, and job types with waiting jobs but no handler"))
 
-// ─── Feature commands plug in here ───
-// billing (src/billing/cli.ts): mount `billingCommand` (skiplock billing rollback …) and
-// `demoCommand` (skiplock demo seed) by adding them to this list, with
-// `withDatabase` (Command.provide(CliDatabase)) if they need SqlClient.
-const featureCommands = [] as const
+// ─── Feature commands plug in here, with the CLI's database ───
+const featureCommands = [
+  Command.provide(billingCommand, CliDatabase), // skiplock billing rollback <runId> --reason …
+  Command.provide(demoCommand, CliDatabase) // skiplock demo seed
+] as const
 
 export const skiplock = Command.make("skiplock", {}, () =>
   Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command: see `skiplock --help`")))
