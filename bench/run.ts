@@ -1,0 +1,175 @@
+/**
+ * `npm run bench`: skiplock vs Graphile Worker vs pg-boss on one PostgreSQL
+ * server. See `npm run bench -- --help` and bench/README.md.
+ */
+import { cpus, totalmem } from "node:os"
+import { performance } from "node:perf_hooks"
+import { parseConfig, USAGE, type BenchConfig, type ScenarioName } from "./config.js"
+import { dropAllCreated, dropStaleDatabases, serverInfo } from "./db.js"
+import { installInstrumentation } from "./instrument.js"
+import { renderText, writeResults, type ReportInput, type SystemInfo } from "./report.js"
+import type { Context, Metric } from "./scenarios/common.js"
+import { runCost } from "./scenarios/cost.js"
+import { runDrain } from "./scenarios/drain.js"
+import { runEnqueue } from "./scenarios/enqueue.js"
+import { defaultHistorySystems, runHistory } from "./scenarios/history.js"
+import { runLatency } from "./scenarios/latency.js"
+import { allSystems } from "./systems/index.js"
+import type { SystemAdapter } from "./systems/types.js"
+
+export interface BenchOutcome {
+  readonly report: ReportInput
+  readonly files: ReadonlyArray<string>
+}
+
+export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
+  installInstrumentation()
+  const t0 = performance.now()
+  const startedAt = new Date()
+  const log = (message: string) => {
+    if (!config.quiet) process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${message}\n`)
+  }
+
+  const stale = await dropStaleDatabases(config.serverUrl)
+  if (stale.length > 0) log(`dropped ${stale.length} database(s) left by earlier runs: ${stale.join(", ")}`)
+  const server = await serverInfo(config.serverUrl)
+
+  const known = allSystems(config)
+  const requested = config.systems ?? known.map((s) => s.id)
+  for (const id of requested) {
+    if (!known.some((s) => s.id === id)) throw new Error(`unknown system '${id}' (known: ${known.map((s) => s.id).join(", ")})`)
+  }
+  const systems: Array<SystemAdapter> = []
+  const infos: Array<SystemInfo> = []
+  const skipped: Array<{ id: string; reason: string }> = []
+  for (const system of known.filter((s) => requested.includes(s.id))) {
+    const probe = await system.probe()
+    if (probe.ok) {
+      systems.push(system)
+      infos.push({ id: system.id, label: system.label, packageName: system.packageName, version: probe.version, configuration: system.configuration })
+    } else {
+      skipped.push({ id: system.id, reason: probe.reason })
+      log(`skipping ${system.id}: ${probe.reason}`)
+    }
+  }
+  if (systems.length === 0) throw new Error("no system can run")
+  log(`systems: ${infos.map((s) => `${s.id} ${s.version}`).join(", ")}; scenarios: ${config.scenarios.join(", ")}; rounds: ${config.rounds}`)
+
+  const metrics: Array<Metric> = []
+  const runs: Array<Record<string, unknown>> = []
+  const warnings = new Map<string, number>()
+  const warn = (system: string, message: string) => {
+    const key = `${system}: ${message}`
+    if (!warnings.has(key)) log(`warning: ${key}`)
+    warnings.set(key, (warnings.get(key) ?? 0) + 1)
+  }
+  const ctx: Context = { config, systems, metrics, runs, log, warn }
+  const scenarioSeconds: Partial<Record<ScenarioName, number>> = {}
+  for (const scenario of config.scenarios) {
+    const s0 = performance.now()
+    log(`scenario ${scenario}`)
+    switch (scenario) {
+      case "drain":
+        await runDrain(ctx)
+        break
+      case "latency":
+        await runLatency(ctx)
+        break
+      case "enqueue":
+        await runEnqueue(ctx)
+        break
+      case "history":
+        await runHistory(ctx)
+        break
+      case "cost":
+        await runCost(ctx, server.pgStatStatements.available)
+        break
+    }
+    scenarioSeconds[scenario] = Math.round((performance.now() - s0) / 100) / 10
+  }
+
+  const notes: Array<string> = []
+  for (const [message, count] of warnings) notes.push(`${message} (${count} time${count === 1 ? "" : "s"}).`)
+  if (config.scenarios.includes("cost")) notes.push(`Statements: ${server.pgStatStatements.detail}.`)
+  if (config.scenarios.includes("history")) {
+    const historyIds = config.historySystems ?? defaultHistorySystems(systems.map((s) => s.id))
+    notes.push(
+      "History: Graphile Worker deletes jobs when they complete, so the finished jobs it keeps are permanently failed ones; those are what its table is seeded with. " +
+        "skiplock's seed also fills job_runs (one row per job) and audit_logs (two rows per job), as processing would. " +
+        "Claim statement times are measured client-side (call to result) and cover one claim statement, whatever its batch size." +
+        (historyIds.includes("pg-boss") ? "" : " pg-boss (default) is left out: its drain is bound by its 2 s poll, not by the table.")
+    )
+  }
+  if (config.scenarios.includes("latency")) {
+    notes.push(
+      `Latency samples are spaced by a random gap (up to ${config.latencyGapMs} ms; up to the poll interval for systems that only poll) so enqueues land at random points of a poll cycle.`
+    )
+  }
+  const report: ReportInput = {
+    startedAt,
+    finishedAt: new Date(),
+    smoke: config.smoke,
+    environment: {
+      node: process.versions.node,
+      postgres: `PostgreSQL ${String(server.settings.server_version ?? server.version)}`,
+      postgresVersion: server.version,
+      postgresSettings: server.settings,
+      pgStatStatements: server.pgStatStatements,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model.trim() ?? "unknown CPU",
+      memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
+      platform: `${process.platform} ${process.arch}`,
+      scenarioSeconds
+    },
+    settings: { ...config, serverUrl: redact(config.serverUrl) },
+    systems: infos,
+    skipped,
+    metrics,
+    runs,
+    notes
+  }
+  const files = writeResults(config.outDir, report)
+  log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s; wrote ${files.join(", ")}`)
+  return { report, files }
+}
+
+const redact = (url: string): string => {
+  try {
+    const u = new URL(url)
+    if (u.password !== "") u.password = "***"
+    return u.toString()
+  } catch {
+    return "<unparseable url>"
+  }
+}
+
+const main = async () => {
+  const config = parseConfig(process.argv.slice(2), process.env)
+  if (config === "help") {
+    process.stdout.write(USAGE)
+    return
+  }
+  let interrupted = false
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) process.exit(130)
+    interrupted = true
+    process.stderr.write(`\n[bench] ${signal}: dropping the benchmark databases…\n`)
+    void dropAllCreated(config.serverUrl).finally(() => process.exit(130))
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+  try {
+    const { report } = await runBench(config)
+    process.stdout.write(`${renderText(report)}\n`)
+  } catch (error) {
+    process.stderr.write(`[bench] failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+    await dropAllCreated(config.serverUrl)
+    process.exitCode = 1
+  }
+  // Libraries may leave timers behind (keep-alives, maintenance loops); the run is over.
+  process.exit(process.exitCode ?? 0)
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("bench/run.ts")) {
+  void main()
+}

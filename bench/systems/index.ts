@@ -1,0 +1,13 @@
+/** The systems under test, in the order they alternate within a round. */
+import type { BenchConfig } from "../config.js"
+import { graphileWorker } from "./graphile-worker.js"
+import { makePgBoss } from "./pg-boss.js"
+import { skiplock } from "./skiplock.js"
+import type { SystemAdapter } from "./types.js"
+
+export const allSystems = (config: BenchConfig): Array<SystemAdapter> => [
+  skiplock,
+  graphileWorker,
+  makePgBoss(false),
+  makePgBoss(true, config.bossBatchSize)
+]

@@ -1,0 +1,100 @@
+/**
+ * skiplock, default worker configuration (LISTEN/NOTIFY wake-ups, claims of
+ * up to 5 jobs, 5 s fallback poll) with `concurrency` = C. Jobs are
+ * `report_generation`, one of the built-in job types, for one organization.
+ * Enqueues go through JobQueue (payload checked against the job's Schema).
+ */
+import { Effect, Fiber, Layer, Logger, LogLevel, ManagedRuntime, Schema } from "effect"
+import { Db, Handler, JobDefinition, JobQueue, Migrator, Worker } from "../../src/index.js"
+import type { BenchPayload, SystemAdapter, SystemInstance } from "./types.js"
+
+const JOB_TYPE = "report_generation"
+const ORGANIZATION = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
+const BenchJob = JobDefinition.make(JOB_TYPE, Schema.Struct({ i: Schema.Number }))
+
+const quiet = Logger.minimumLogLevel(LogLevel.Warning)
+
+const dbLayer = (url: string, maxConnections: number) => Db.layer({ url, maxConnections, applicationName: "skiplock-bench" })
+
+const packageVersion = async (): Promise<string> => {
+  const { readFile } = await import("node:fs/promises")
+  const json = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+  return `${json.version} (working tree)`
+}
+
+export const skiplock: SystemAdapter = {
+  id: "skiplock",
+  label: "skiplock",
+  packageName: "skiplock",
+  configuration: "defaults: LISTEN/NOTIFY, claims of up to 5 jobs (batchSize 5), pollInterval 5 s; `concurrency` = C",
+  idlePollMs: 0,
+
+  probe: async () => ({ ok: true, version: await packageVersion() }),
+
+  install: async (url) => {
+    await Effect.runPromise(
+      Migrator.migrate([Migrator.coreMigrations]).pipe(Effect.provide(Layer.merge(dbLayer(url, 1), quiet)))
+    )
+  },
+
+  open: async (url, { poolSize }): Promise<SystemInstance> => {
+    const runtime = ManagedRuntime.make(Layer.mergeAll(JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize))), quiet))
+    let worker: Fiber.RuntimeFiber<never, unknown> | undefined
+    const stopWorkers = async () => {
+      const fiber = worker
+      worker = undefined
+      if (fiber !== undefined) await runtime.runPromise(Fiber.interrupt(fiber))
+    }
+    const input = (payload: BenchPayload) => ({ organizationId: ORGANIZATION, jobType: JOB_TYPE, payload })
+    return {
+      enqueueOne: async (payload) => {
+        await runtime.runPromise(JobQueue.enqueue(input(payload)))
+      },
+      enqueueBatch: async (payloads) => {
+        await runtime.runPromise(JobQueue.enqueueMany(payloads.map(input)))
+      },
+      startWorkers: async ({ concurrency, onJob }) => {
+        const handler = Handler.make(BenchJob, { run: (payload) => Effect.sync(() => onJob(payload)) })
+        worker = runtime.runFork(Layer.launch(Worker.layer({ handlers: [handler], concurrency })))
+      },
+      stopWorkers,
+      close: async () => {
+        await stopWorkers()
+        await runtime.dispose()
+      }
+    }
+  },
+
+  unfinishedCount: async (client) => {
+    const { rows } = await client.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM job_queue WHERE status IN ('pending', 'processing')"
+    )
+    return rows[0]!.n
+  },
+
+  // A processed job leaves its job_queue row, its job_runs row and two
+  // audit_logs entries (job_started, job_completed); one statement writes all.
+  seedHistory: async (client, rows) => {
+    await client.query(
+      `WITH q AS (
+         INSERT INTO job_queue (organization_id, job_type, payload, status, attempts, run_at, completed_at, created_at, updated_at)
+         SELECT $1::uuid, $2, jsonb_build_object('i', -g), 'completed', 1, t, t + interval '5 ms', t, t + interval '5 ms'
+         FROM generate_series(1, $3::int) AS g, LATERAL (SELECT now() - interval '1 day' + g * interval '50 ms' AS t) AS c
+         RETURNING id, organization_id, job_type, trace_id, created_at, completed_at
+       ), r AS (
+         INSERT INTO job_runs (job_id, organization_id, job_type, idempotency_key, idempotency_status, status, attempts,
+                               trace_id, worker_id, started_at, finished_at, created_at, updated_at)
+         SELECT id, organization_id, job_type, id::text, 'completed', 'completed', 1,
+                trace_id, 'bench-history', created_at, completed_at, created_at, completed_at
+         FROM q
+       )
+       INSERT INTO audit_logs (organization_id, actor, event, job_id, trace_id, details, created_at)
+       SELECT q.organization_id, 'bench-history', e.event, q.id, q.trace_id, jsonb_build_object('jobType', q.job_type, 'attempt', 1), q.created_at
+       FROM q CROSS JOIN (VALUES ('job_started'), ('job_completed')) AS e(event)`,
+      [ORGANIZATION, JOB_TYPE, rows]
+    )
+    await client.query("VACUUM ANALYZE job_queue, job_runs, audit_logs")
+  },
+
+  isClaimQuery: (text) => /claim_next_job\s*\(/i.test(text)
+}

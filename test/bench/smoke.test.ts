@@ -1,0 +1,75 @@
+// The benchmark harness, end to end, in its smoke mode: every system is set
+// up in its own fresh database, runs every scenario on a few hundred jobs, and
+// the results land in JSON and markdown. Proves the harness works; the numbers
+// of a smoke run mean nothing. The full benchmark is `npm run bench`, never
+// part of `npm test`.
+//
+// The server comes from DATABASE_URL (an admin URL such as
+// postgres://postgres@127.0.0.1:5432/postgres), else from the server the test
+// run's globalSetup found; the harness creates and drops its own databases.
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join, resolve } from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
+
+const serverUrl = process.env.DATABASE_URL || process.env.SKIPLOCK_TEST_ADMIN_URL || ""
+const root = resolve(import.meta.dirname, "..", "..")
+const SYSTEMS = ["skiplock", "graphile-worker", "pg-boss", "pg-boss-tuned"]
+
+interface Result {
+  readonly smoke: boolean
+  readonly systems: ReadonlyArray<{ id: string; version: string }>
+  readonly skipped: ReadonlyArray<{ id: string; reason: string }>
+  readonly metrics: ReadonlyArray<{ key: string; scenario: string; values: Record<string, ReadonlyArray<number | null>> }>
+}
+
+const runHarness = (outDir: string) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolvePromise, reject) => {
+    const child = spawn(join(root, "node_modules", ".bin", "tsx"), ["bench/run.ts", "--smoke", "--quiet", "--out", outDir], {
+      cwd: root,
+      env: { ...process.env, DATABASE_URL: serverUrl },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    child.on("error", reject)
+    child.on("close", (code) => resolvePromise({ code, stdout, stderr }))
+  })
+
+describe.skipIf(serverUrl === "")("bench harness (smoke mode)", () => {
+  const outDir = mkdtempSync(join(tmpdir(), "skiplock-bench-smoke-"))
+  afterAll(() => rmSync(outDir, { recursive: true, force: true }))
+
+  it("runs every scenario for skiplock, Graphile Worker and pg-boss and writes JSON and markdown", async () => {
+    const { code, stdout, stderr } = await runHarness(outDir)
+    expect(code, `harness failed:\n${stderr}`).toBe(0)
+
+    expect(existsSync(join(outDir, "smoke-latest.json"))).toBe(true)
+    const result = JSON.parse(readFileSync(join(outDir, "smoke-latest.json"), "utf8")) as Result
+    expect(result.smoke).toBe(true)
+    expect(result.skipped).toEqual([])
+    expect(result.systems.map((s) => s.id)).toEqual(SYSTEMS)
+
+    const values = (key: string, system: string) => (result.metrics.find((m) => m.key === key)?.values[system] ?? []).filter((v): v is number => v !== null)
+    for (const system of SYSTEMS) {
+      for (const key of ["drain.c5", "drain.c50", "latency.p50", "latency.p99", "enqueue.single", "enqueue.batch", "cost.single.xacts", "cost.batch.stmts"]) {
+        expect(values(key, system), `${key} for ${system}`).toHaveLength(1)
+        expect(Number.isFinite(values(key, system)[0]), `${key} for ${system}`).toBe(true)
+      }
+      if (system !== "pg-boss") {
+        for (const key of ["history.empty.rate", "history.full.rate", "history.full.claim"]) {
+          expect(values(key, system), `${key} for ${system}`).toHaveLength(1)
+        }
+      }
+    }
+    // Throughput is positive for everyone, even when a drain is cut off.
+    for (const system of SYSTEMS) expect(values("drain.c50", system)[0]).toBeGreaterThan(0)
+
+    const markdown = readFileSync(join(outDir, "smoke-latest.md"), "utf8")
+    expect(markdown).toContain("| Metric | Unit | skiplock | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
+    expect(stdout).toContain("Drain: jobs already queued")
+  }, 240_000)
+})
