@@ -1,0 +1,120 @@
+// The arithmetic and the domain Schemas, without a database: pro rata by days,
+// VAT half up per line, IBAN checksums, periods.
+import { describe, expect, it } from "@effect/vitest"
+import { Either, Schema } from "effect"
+import { periodOf } from "../../src/billing/calendar.js"
+import { BillingRunPayload, Iban, NewContract } from "../../src/billing/domain.js"
+import { isValidIban, makeIban, normalizeIban } from "../../src/billing/iban.js"
+import { divideRoundHalfUp, draftInvoice, formatInvoiceNumber, proRataNet, vatOf } from "../../src/billing/pricing.js"
+
+const april = periodOf("2025-04")!
+const contract = (overrides: Partial<Parameters<typeof draftInvoice>[0][number]> = {}) => ({
+  contractId: "k1",
+  description: "Glasfaser 250 Mbit/s",
+  monthlyNetCents: 3000,
+  vatRateBp: 1900,
+  startsOn: "2024-01-01",
+  endsOn: null,
+  ...overrides
+})
+
+describe("pricing", () => {
+  it("rounds half up to the cent", () => {
+    expect(divideRoundHalfUp(5, 2)).toBe(3)
+    expect(divideRoundHalfUp(7, 2)).toBe(4)
+    expect(divideRoundHalfUp(149, 100)).toBe(1)
+    expect(divideRoundHalfUp(150, 100)).toBe(2)
+    // 50 ct at 19 % is 9.5 ct of VAT: 10 ct. 150 ct at 7 % is 10.5 ct: 11 ct.
+    expect(vatOf(50, 1900)).toBe(10)
+    expect(vatOf(150, 700)).toBe(11)
+    expect(vatOf(8733, 1900)).toBe(1659) // 1659.27
+    expect(vatOf(1385, 700)).toBe(97) // 96.95
+  })
+
+  it("bills partial months pro rata by days, full months exactly", () => {
+    expect(proRataNet(3000, 30, 30)).toBe(3000)
+    expect(proRataNet(3000, 15, 30)).toBe(1500)
+    expect(proRataNet(1000, 15, 31)).toBe(484) // 483.87
+    expect(proRataNet(8733, 1, 31)).toBe(282) // 281.71
+    expect(proRataNet(3100, 1, 31)).toBe(100)
+    expect(proRataNet(62, 1, 124)).toBe(1) // exactly 0.5: up
+  })
+
+  it("drafts one line per contract active in the month, with start and end days inclusive", () => {
+    const draft = draftInvoice(
+      [
+        contract({ contractId: "ends", startsOn: "2023-05-01", endsOn: "2025-04-10" }), // 10 of 30 days
+        contract({ contractId: "starts", description: "Trinkwasser Grundpreis", monthlyNetCents: 1385, vatRateBp: 700, startsOn: "2025-04-21" }), // 10 days
+        contract({ contractId: "later", startsOn: "2025-05-01" }),
+        contract({ contractId: "over", startsOn: "2024-01-01", endsOn: "2025-03-31" })
+      ],
+      april
+    )!
+    expect(draft.lines.map((line) => [line.contractId, line.serviceStart, line.serviceEnd, line.daysBilled, line.netCents, line.vatCents]))
+      .toEqual([
+        ["ends", "2025-04-01", "2025-04-10", 10, 1000, 190],
+        ["starts", "2025-04-21", "2025-04-30", 10, 462, 32] // 461.67 net; 32.34 VAT
+      ])
+    expect(draft.lines.map((line) => line.position)).toEqual([1, 2])
+    expect(draft).toMatchObject({ netCents: 1462, vatCents: 222, grossCents: 1684 })
+    expect(draftInvoice([contract({ startsOn: "2025-05-01" })], april)).toBeUndefined()
+    expect(draftInvoice([contract({ startsOn: "2025-04-30", endsOn: "2025-04-30" })], april)!.lines[0]!.netCents).toBe(100)
+  })
+
+  it("knows month lengths, leap years included", () => {
+    expect(periodOf("2024-02")).toEqual({ period: "2024-02", start: "2024-02-01", end: "2024-02-29", days: 29 })
+    expect(periodOf("2025-02")!.days).toBe(28)
+    expect(periodOf("2025-12")).toMatchObject({ end: "2025-12-31", days: 31 })
+    expect(periodOf("2025-13")).toBeUndefined()
+    expect(periodOf("2025-1")).toBeUndefined()
+  })
+
+  it("formats invoice numbers per organization prefix and year", () => {
+    expect(formatInvoiceNumber("RE", 2025, 42)).toBe("RE-2025-00042")
+    expect(formatInvoiceNumber("SWM", 2026, 123456)).toBe("SWM-2026-123456")
+  })
+})
+
+describe("IBAN", () => {
+  it("accepts IBANs with correct check digits and rejects the rest", () => {
+    expect(isValidIban("DE89370400440532013000")).toBe(true)
+    expect(isValidIban("GB82WEST12345698765432")).toBe(true)
+    expect(isValidIban("AT611904300234573201")).toBe(true)
+    expect(isValidIban("DE89370400440532013001")).toBe(false) // one digit off
+    expect(isValidIban("DE98370400440532013000")).toBe(false) // check digits swapped
+    expect(isValidIban("DE8937040044053201300")).toBe(false) // 21 characters
+    expect(isValidIban("de89370400440532013000")).toBe(false)
+    expect(isValidIban(normalizeIban("de89 3704 0044 0532 0130 00"))).toBe(true)
+  })
+
+  it("computes check digits for a German account", () => {
+    expect(makeIban("DE", "370400440532013000")).toBe("DE89370400440532013000")
+  })
+
+  it("is checked by the domain Schemas", () => {
+    expect(Either.isRight(Schema.decodeUnknownEither(Iban)("DE89370400440532013000"))).toBe(true)
+    const wrong = Schema.decodeUnknownEither(Iban)("DE89370400440532013001")
+    expect(Either.isLeft(wrong) && wrong.left.message).toContain("check digits do not match")
+  })
+})
+
+describe("schemas", () => {
+  it("accept a billing period as YYYY-MM with optional filters", () => {
+    const decode = Schema.decodeUnknownEither(BillingRunPayload)
+    expect(Either.isRight(decode({ billingPeriod: "2025-03" }))).toBe(true)
+    expect(Either.isRight(decode({ billingPeriod: "2025-03", customerIds: ["7d9f3a52-1c4b-4e8a-9f0d-2b6c8e1a4f37"], invoiceDate: "2025-04-01" }))).toBe(true)
+    for (const billingPeriod of ["2025-13", "2025-00", "2025-3", "25-03", "2025-03-01", ""]) {
+      expect(Either.isLeft(decode({ billingPeriod }))).toBe(true)
+    }
+    expect(Either.isLeft(decode({ billingPeriod: "2025-03", invoiceDate: "2025-02-30" }))).toBe(true)
+    expect(Either.isLeft(decode({ billingPeriod: "2025-03", customerIds: [] }))).toBe(true)
+  })
+
+  it("reject a contract that ends before it starts", () => {
+    const decode = Schema.decodeUnknownEither(NewContract)
+    const base = { customerNumber: "K-1", description: "Strom", monthlyNetCents: 100, vatRateBp: 1900, startsOn: "2025-03-10" }
+    expect(Either.isRight(decode({ ...base, endsOn: "2025-03-10" }))).toBe(true)
+    expect(Either.isLeft(decode({ ...base, endsOn: "2025-03-09" }))).toBe(true)
+    expect(Either.isLeft(decode({ ...base, monthlyNetCents: 12.5 }))).toBe(true)
+  })
+})

@@ -1,0 +1,197 @@
+// Rolling back a billing run (docs/ROLLBACK_PLAYBOOK.md): allowed while none
+// of its invoices is exported or paid, refused otherwise; both audited.
+import { Command } from "@effect/cli"
+import { NodeContext } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it, vi } from "@effect/vitest"
+import { Deferred, Effect, Exit, Scope, TestClock } from "effect"
+import {
+  billingCommand,
+  billingRunHandler,
+  makeBillingRunHandler,
+  rollbackBillingRun,
+  seedDemo
+} from "../../src/billing/index.js"
+import { Audit, type Outcome, Worker } from "../../src/index.js"
+import { BillingDatabase, enqueueBillingRun, invoicesOf, jobOf, runJobs, runOfJob } from "./support.js"
+
+const ACTOR = "7d9f3a52-1c4b-4e8a-9f0d-2b6c8e1a4f37"
+const PERIOD = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
+const ROLLBACK_TIME = Date.parse("2025-04-03T09:30:00Z")
+
+/** Seeds an organization and bills March 2025 for it; returns the job id and run id. */
+const billedOrganization = (organizationId: string, customers = 40) =>
+  Effect.gen(function* () {
+    yield* seedDemo({ organizationId, customers, period: "2025-03", print: false })
+    const jobId = yield* enqueueBillingRun(organizationId, PERIOD)
+    yield* runJobs(billingRunHandler, [jobId])
+    const run = (yield* runOfJob(jobId))!
+    expect(run.status).toBe("completed")
+    return { jobId, runId: run.id, invoices: run.invoicesCreated }
+  })
+
+const trailOf = (jobId: string) =>
+  Effect.flatMap(Audit.Audit, (audit) => audit.trail(jobId)).pipe(
+    Effect.map((entries) => entries.map(({ event, actor, details }) => ({ event, actor, details })))
+  )
+
+describe("rollbackBillingRun", () => {
+  it.layer(BillingDatabase, { timeout: 120_000 })((it) => {
+    it.effect("cancels the run's invoices, keeps their numbers, marks the run and audits actor and reason", () =>
+      Effect.gen(function* () {
+        const org = "b0000000-0000-4000-8000-000000000001"
+        const { jobId, runId, invoices } = yield* billedOrganization(org)
+        const before = yield* invoicesOf(org)
+        yield* TestClock.setTime(ROLLBACK_TIME)
+
+        const result = yield* rollbackBillingRun({ runId, reason: "Preise für März falsch importiert", actor: ACTOR })
+        expect(result).toMatchObject({
+          runId,
+          previousStatus: "completed",
+          invoicesCancelled: invoices,
+          netCents: before.reduce((sum, invoice) => sum + invoice.netCents, 0),
+          grossCents: before.reduce((sum, invoice) => sum + invoice.grossCents, 0),
+          firstInvoiceNumber: "SWM-2025-00001",
+          lastInvoiceNumber: `SWM-2025-${String(invoices).padStart(5, "0")}`
+        })
+
+        // Cancelled, not deleted: the same invoices with the same numbers.
+        const after = yield* invoicesOf(org)
+        expect(after.map(({ status: _, ...invoice }) => invoice)).toEqual(before.map(({ status: _, ...invoice }) => invoice))
+        expect(new Set(after.map((invoice) => invoice.status))).toEqual(new Set(["cancelled"]))
+        const sql = yield* SqlClient.SqlClient
+        const [cancellation] = yield* sql<{ reasons: ReadonlyArray<string>; at: ReadonlyArray<Date> }>`
+          SELECT array_agg(DISTINCT cancellation_reason) AS reasons, array_agg(DISTINCT cancelled_at) AS at
+          FROM invoices WHERE organization_id = ${org}`
+        expect(cancellation!.reasons).toEqual(["Preise für März falsch importiert"])
+        expect(cancellation!.at.map((date) => date.getTime())).toEqual([ROLLBACK_TIME])
+        expect(yield* runOfJob(jobId)).toMatchObject({
+          status: "rolled_back",
+          rolledBackBy: ACTOR,
+          rollbackReason: "Preise für März falsch importiert"
+        })
+
+        // The run's audit trail tells the whole story, ending with who rolled it back and why.
+        const trail = yield* trailOf(jobId)
+        expect(trail.map((entry) => entry.event)).toEqual([
+          "job_started", "billing_run_started", "billing_run_completed", "job_completed", "billing_run_rolled_back"
+        ])
+        expect(trail.at(-1)).toMatchObject({
+          actor: ACTOR,
+          details: { runId, reason: "Preise für März falsch importiert", invoicesCancelled: invoices, previousStatus: "completed" }
+        })
+
+        // The period can be billed again; the new invoices continue the sequence.
+        const again = yield* enqueueBillingRun(org, PERIOD)
+        yield* runJobs(billingRunHandler, [again])
+        const rebilled = (yield* invoicesOf(org)).filter((invoice) => invoice.status === "open")
+        expect(rebilled.map((invoice) => invoice.numberSequence)).toEqual(Array.from({ length: invoices }, (_, i) => invoices + i + 1))
+      }))
+
+    it.effect("refuses when an invoice is exported to SEPA or paid, changes nothing, and audits the refusal", () =>
+      Effect.gen(function* () {
+        const org = "b0000000-0000-4000-8000-000000000002"
+        const { jobId, runId } = yield* billedOrganization(org)
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`UPDATE invoices SET status = 'exported', exported_at = ${new Date(ROLLBACK_TIME)}
+                   WHERE organization_id = ${org} AND number_sequence IN (3, 4)`
+        yield* sql`UPDATE invoices SET status = 'paid', exported_at = ${new Date(ROLLBACK_TIME)}, paid_at = ${new Date(ROLLBACK_TIME)}
+                   WHERE organization_id = ${org} AND number_sequence = 7`
+        const before = yield* invoicesOf(org)
+
+        const refusal = yield* Effect.flip(rollbackBillingRun({ runId, reason: "Kunde hat widersprochen", actor: ACTOR }))
+        expect(refusal).toMatchObject({
+          _tag: "RollbackForbidden",
+          runId,
+          exported: 2,
+          paid: 1,
+          examples: ["SWM-2025-00003", "SWM-2025-00004", "SWM-2025-00007"]
+        })
+        expect(refusal.message).toContain("must not be rolled back")
+        expect(refusal.message).toContain("credit notes")
+
+        expect(yield* invoicesOf(org)).toEqual(before)
+        expect(new Set(before.filter((invoice) => ![3, 4, 7].includes(invoice.numberSequence)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
+        expect(yield* runOfJob(jobId)).toMatchObject({ status: "completed", rolledBackBy: null })
+        const trail = yield* trailOf(jobId)
+        expect(trail.map((entry) => entry.event)).toEqual([
+          "job_started", "billing_run_started", "billing_run_completed", "job_completed", "billing_run_rollback_refused"
+        ])
+        expect(trail.at(-1)).toMatchObject({
+          actor: ACTOR,
+          details: { runId, reason: "Kunde hat widersprochen", refusal: "RollbackForbidden", exported: 2, paid: 1 }
+        })
+      }))
+
+    it.effect("refuses a second rollback, an unknown run, and a request without a reason", () =>
+      Effect.gen(function* () {
+        const org = "b0000000-0000-4000-8000-000000000003"
+        const { jobId, runId } = yield* billedOrganization(org, 10)
+        yield* rollbackBillingRun({ runId, reason: "Testlauf", actor: ACTOR })
+        const second = yield* Effect.flip(rollbackBillingRun({ runId, reason: "noch einmal", actor: "cli:ops" }))
+        expect(second).toMatchObject({ _tag: "BillingRunAlreadyRolledBack", rolledBackBy: ACTOR })
+        expect((yield* trailOf(jobId)).at(-1)).toMatchObject({
+          event: "billing_run_rollback_refused",
+          actor: "cli:ops",
+          details: { refusal: "BillingRunAlreadyRolledBack", reason: "noch einmal" }
+        })
+
+        const unknown = yield* Effect.flip(rollbackBillingRun({ runId: "b0000000-0000-4000-8000-0000000000ff", reason: "x", actor: ACTOR }))
+        expect(unknown._tag).toBe("BillingRunNotFound")
+        const blank = yield* Effect.flip(rollbackBillingRun({ runId, reason: "   ", actor: ACTOR }))
+        expect(blank._tag).toBe("InvalidRollbackRequest")
+        const notAnId = yield* Effect.flip(rollbackBillingRun({ runId: "42", reason: "x", actor: ACTOR }))
+        expect(notAnId._tag).toBe("InvalidRollbackRequest")
+      }))
+
+    it.effect("a run rolled back while its job is half-way stops that job instead of billing on", () =>
+      Effect.gen(function* () {
+        const org = "b0000000-0000-4000-8000-000000000004"
+        yield* seedDemo({ organizationId: org, customers: 60, period: "2025-03", print: false })
+        const jobId = yield* enqueueBillingRun(org, PERIOD)
+        const firstChunk = yield* Deferred.make<void>()
+        const gate = yield* Deferred.make<void>()
+        const finished = yield* Deferred.make<Outcome>()
+        const handler = makeBillingRunHandler({
+          chunkSize: 20,
+          afterChunk: ({ chunk }) => (chunk === 1 ? Effect.zipRight(Deferred.succeed(firstChunk, undefined), Deferred.await(gate)) : Effect.void)
+        })
+        const scope = yield* Scope.make()
+        yield* Worker.make({ handlers: [handler], listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(finished, Exit.succeed(outcome)) })
+          .pipe(Scope.extend(scope))
+        yield* Deferred.await(firstChunk)
+
+        const result = yield* rollbackBillingRun({ runId: (yield* runOfJob(jobId))!.id, reason: "falscher Zeitraum", actor: ACTOR })
+        expect(result.previousStatus).toBe("running")
+        yield* Deferred.succeed(gate, undefined)
+        const outcome = yield* Deferred.await(finished)
+        yield* Scope.close(scope, Exit.void)
+
+        expect(outcome._tag).toBe("Failed")
+        expect(yield* jobOf(jobId)).toMatchObject({ status: "failed", attempts: 1 })
+        expect((yield* jobOf(jobId)).error).toContain("was rolled back")
+        const invoices = yield* invoicesOf(org)
+        expect(invoices.length).toBe(result.invoicesCancelled)
+        expect(new Set(invoices.map((invoice) => invoice.status))).toEqual(new Set(["cancelled"]))
+      }))
+
+    it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
+      Effect.gen(function* () {
+        const org = "b0000000-0000-4000-8000-000000000005"
+        const { runId } = yield* billedOrganization(org, 10)
+        const cli = Command.run(billingCommand, { name: "skiplock", version: "test" })
+        const printed: Array<string> = []
+        const spy = vi.spyOn(console, "log").mockImplementation((...args: Array<unknown>) => void printed.push(args.join(" ")))
+        yield* Effect.addFinalizer(() => Effect.sync(() => spy.mockRestore()))
+
+        yield* cli(["node", "skiplock", "rollback", runId, "--reason", "Demo zurücksetzen", "--actor", ACTOR]).pipe(Effect.provide(NodeContext.layer))
+        expect(printed.join("\n")).toContain(`Billing run ${runId} (2025-03) is rolled back.`)
+        expect(printed.join("\n")).toMatch(/Cancelled \d+ invoice\(s\) SWM-2025-00001 … SWM-2025-\d{5}, [\d.]+,\d{2} € gross/)
+
+        // Without --actor, the OS user is the actor.
+        const error = yield* Effect.flip(cli(["node", "skiplock", "rollback", runId, "--reason", "nochmal"]).pipe(Effect.provide(NodeContext.layer)))
+        expect(error).toMatchObject({ _tag: "BillingRunAlreadyRolledBack" })
+        expect((error as { message: string }).message).toContain("already rolled back")
+      }).pipe(Effect.scoped))
+  })
+})
