@@ -230,7 +230,10 @@ const featureCommands = [
 ] as const
 
 export const skiplock = Command.make("skiplock", {}, () =>
-  Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command: see `skiplock --help`")))
+  Effect.zipRight(
+    Console.error("skiplock: missing command; `skiplock --help` lists them"),
+    Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command")))
+  )
 ).pipe(
   Command.withDescription("skiplock: operate the PostgreSQL job queue"),
   Command.withSubcommands([migrate, start, enqueue, jobs, stats, ...featureCommands])

@@ -1,0 +1,95 @@
+/**
+ * The runbook's Promise facade, for code that is not written with Effect:
+ *
+ *   import { jobQueueService } from "./services/jobQueueService.js"
+ *
+ *   await jobQueueService.enqueue({
+ *     organizationId: "3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21",
+ *     jobType: "sepa_export",
+ *     payload: { batchId: "test-1" },
+ *     createdBy: "8d0b6c1e-2f4a-4e5b-9c3d-7a1f0e2d4c6b",
+ *   })
+ *
+ * It connects on first use to DATABASE_URL (or, when unset, to the embedded
+ * PostgreSQL that `npm start` runs), checks payloads against the application's
+ * job definitions, and rejects with the same tagged errors as the Effect API
+ * (UnknownJobType, InvalidPayload, InvalidJobOptions, SqlError). Jobs without
+ * their own maxAttempts get WORKER_MAX_ATTEMPTS (default 3).
+ */
+import { PgClient } from "@effect/sql-pg"
+import { Cause, ConfigError, Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
+import pg from "pg"
+import * as AppJobs from "../app/jobs.js"
+import { StartupError } from "../app/StartupError.js"
+import { databaseConfig, describeConfigError, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
+import { type EnqueuedJob, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
+
+export interface JobQueueService {
+  /** Enqueues one job; resolves with it (or with the earlier job of the same idempotency key). */
+  readonly enqueue: (input: EnqueueInput) => Promise<EnqueuedJob>
+  /** Enqueues several jobs in one statement: all or none. */
+  readonly enqueueMany: (inputs: ReadonlyArray<EnqueueInput>) => Promise<ReadonlyArray<EnqueuedJob>>
+  /** Closes the connection pool. Scripts may call it before they end; it reconnects if used again. */
+  readonly close: () => Promise<void>
+}
+
+/** A facade over any layer that provides the JobQueue (for tests, or another database). */
+export const makeJobQueueService = <E>(layer: Layer.Layer<JobQueue, E>): JobQueueService => {
+  let runtime: ManagedRuntime.ManagedRuntime<JobQueue, E> | undefined
+  const run = async <A>(effect: Effect.Effect<A, unknown, JobQueue>): Promise<A> => {
+    runtime ??= ManagedRuntime.make(layer)
+    const exit = await runtime.runPromiseExit(effect)
+    // Reject with the error itself (a tagged Error), not Effect's FiberFailure wrapper.
+    if (Exit.isFailure(exit)) throw Cause.squash(exit.cause)
+    return exit.value
+  }
+  return {
+    enqueue: (input) => run(Effect.flatMap(JobQueue, (queue) => queue.enqueue(input))),
+    enqueueMany: (inputs) => run(Effect.flatMap(JobQueue, (queue) => queue.enqueueMany(inputs))),
+    close: async () => {
+      const current = runtime
+      runtime = undefined
+      await current?.dispose()
+    }
+  }
+}
+
+// A pool that lets a script's process end while idle, instead of holding it open.
+const poolLayer = (url: Redacted.Redacted<string>) =>
+  PgClient.layerFromPool({
+    acquire: Effect.acquireRelease(
+      Effect.sync(() => {
+        const pool = new pg.Pool({ connectionString: Redacted.value(url), max: 5, allowExitOnIdle: true, application_name: "skiplock-enqueue" })
+        pool.on("error", () => undefined)
+        return pool
+      }),
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)))
+    ),
+    applicationName: "skiplock-enqueue"
+  })
+
+/** The JobQueue of the environment: DATABASE_URL (or the embedded default), the application's definitions, WORKER_MAX_ATTEMPTS. */
+export const layerFromEnv: Layer.Layer<JobQueue, StartupError | Error> = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const database = yield* databaseConfig
+    const { maxAttempts } = yield* workerConfig
+    const jobs = yield* AppJobs.load(yield* handlerModulesConfig)
+    const queueLayer = Layer.effect(
+      JobQueue,
+      Effect.map(makeJobQueue(jobs.definitions), (queue) =>
+        JobQueue.of({
+          enqueue: (input) => queue.enqueue({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts }),
+          enqueueMany: (inputs) => queue.enqueueMany(inputs.map((input) => ({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts })))
+        })
+      )
+    )
+    return queueLayer.pipe(Layer.provide(poolLayer(effectiveDatabaseUrl(database))))
+  }).pipe(
+    Effect.mapError((error) =>
+      ConfigError.isConfigError(error) ? new StartupError({ message: `invalid configuration: ${describeConfigError(error).join("; ")}` }) : error
+    )
+  )
+)
+
+/** The facade the runbook shows, configured from the environment. */
+export const jobQueueService: JobQueueService = makeJobQueueService(layerFromEnv)
