@@ -1,0 +1,226 @@
+// The real service (`node --import tsx src/main.ts`, what `npm start` runs) as a
+// child process against a fresh database: readiness, the runbook's SQL path,
+// /metrics, graceful shutdown, and the ways start-up refuses to go on.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { migrationSets } from "../../src/app/jobs.js"
+import { coreMigrations } from "../../src/Migrator.js"
+import { acquireTestDatabase, TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow } from "../support/jobs.js"
+import {
+  FIXTURE_HANDLERS,
+  freePort,
+  get,
+  ORG,
+  sample,
+  startService,
+  waitForExit,
+  waitForReady,
+  waitUntil
+} from "./support.js"
+
+// WORKER_RUNBOOK.de.md, "Job einreihen", with 'org-uuid' replaced by a real UUID.
+const RUNBOOK_INSERT = `INSERT INTO job_queue (organization_id, job_type, payload, status)
+VALUES ('org-uuid', 'sepa_export', '{"batchId":"test-1"}'::jsonb, 'pending');`.replace("org-uuid", ORG)
+// "Verifizieren"
+const RUNBOOK_JOBS = "SELECT id, job_type, status, error, created_at FROM job_queue ORDER BY created_at DESC LIMIT 10;"
+const RUNBOOK_RUNS = "SELECT job_id, status, last_error, trace_id FROM job_runs ORDER BY created_at DESC LIMIT 10;"
+
+const registerTestType = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql`INSERT INTO job_types (name, description) VALUES ('test_sleep', 'test only: sleeps') ON CONFLICT DO NOTHING`
+)
+
+const insertSleep = (ms: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload)
+                        VALUES (${ORG}, 'test_sleep', ${JSON.stringify({ ms })}::jsonb) RETURNING id`
+  ).pipe(Effect.map((rows) => rows[0]!.id))
+
+const statusOf = (id: string) => Effect.map(jobRow(id), (row) => row.status)
+
+const serviceEnv = (url: string, port: number, extra: Record<string, string> = {}) => ({
+  DATABASE_URL: url,
+  PORT: String(port),
+  HOST: "127.0.0.1",
+  SKIPLOCK_HANDLER_MODULES: FIXTURE_HANDLERS,
+  ...extra
+})
+
+describe("the service", () => {
+  layer(TestDatabase.layer({ migrations: migrationSets }), { excludeTestServices: true, timeout: 120_000 })((it) => {
+    it.scoped("turns ready, runs a job inserted with the runbook's SQL, and counts it in /metrics", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* startService(serviceEnv(url, port))
+
+        const health = yield* waitUntil("/healthz answers", get(port, "/healthz"), service)
+        expect(health.status).toBe(200)
+        const ready = yield* waitForReady(service, port)
+        expect(JSON.parse(ready.body)).toMatchObject({
+          ready: true,
+          status: "ready",
+          checks: { database: { ok: true }, migrations: { ok: true }, worker: { ok: true } }
+        })
+
+        yield* sql.unsafe(RUNBOOK_INSERT)
+        const [job] = yield* sql<{ id: string }>`SELECT id FROM job_queue WHERE job_type = 'sepa_export' AND organization_id = ${ORG}`
+        yield* waitUntil("the job completes", Effect.map(statusOf(job!.id), (s) => (s === "completed" ? s : undefined)), service)
+
+        // The runbook's verification queries show it, with a W3C trace id.
+        const jobs = yield* sql.unsafe<{ id: string; status: string; error: string | null }>(RUNBOOK_JOBS)
+        expect(jobs[0]).toMatchObject({ id: job!.id, status: "completed", error: null })
+        const runs = yield* sql.unsafe<{ job_id: string; status: string; trace_id: string }>(RUNBOOK_RUNS)
+        expect(runs[0]).toMatchObject({ job_id: job!.id, status: "completed" })
+        expect(runs[0]!.trace_id).toMatch(/^[0-9a-f]{32}$/)
+        expect(yield* auditEvents(job!.id)).toEqual(["job_started", "job_completed"])
+
+        // Its log lines carry the job's id, type, organization and trace id.
+        const jobLog = service.logs().find((line) => line.message === "exported SEPA batch test-1")
+        expect(jobLog?.annotations).toMatchObject({ jobId: job!.id, jobType: "sepa_export", organizationId: ORG, traceId: runs[0]!.trace_id })
+
+        const metrics = yield* get(port, "/metrics")
+        expect(metrics?.status).toBe(200)
+        expect(metrics?.contentType).toContain("text/plain; version=0.0.4")
+        const body = metrics!.body
+        expect(sample(body, "skiplock_jobs_claimed_total", { job_type: "sepa_export" })).toBe(1)
+        expect(sample(body, "skiplock_jobs_completed_total", { job_type: "sepa_export" })).toBe(1)
+        expect(sample(body, "skiplock_handler_duration_seconds_count", { job_type: "sepa_export" })).toBe(1)
+        expect(sample(body, "skiplock_jobs", { job_type: "sepa_export", status: "completed" })).toBe(1)
+        expect(sample(body, "skiplock_jobs", { job_type: "sepa_export", status: "pending" })).toBe(0)
+        expect(sample(body, "skiplock_database_up")).toBe(1)
+        expect(body).toContain("# TYPE skiplock_jobs_completed_total counter")
+        expect(body).toContain("# TYPE skiplock_handler_duration_seconds histogram")
+        expect(body).toMatch(/^skiplock_worker_claiming\{worker_id="[^"]+"\} 1$/m)
+
+        // A registered type without a handler here waits, and /metrics says how many and how long.
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+                   VALUES (${ORG}, 'dunning_run', '{}'::jsonb, now() - interval '2 minutes')`
+        const waiting = yield* get(port, "/metrics")
+        expect(sample(waiting!.body, "skiplock_jobs_waiting_without_handler", { job_type: "dunning_run" })).toBe(1)
+        expect(sample(waiting!.body, "skiplock_jobs_waiting_without_handler", { job_type: "sepa_export" })).toBeUndefined()
+        expect(sample(waiting!.body, "skiplock_oldest_runnable_job_age_seconds", { job_type: "dunning_run" })).toBeGreaterThanOrEqual(120)
+        yield* sql`DELETE FROM job_queue WHERE job_type = 'dunning_run'`
+
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+      }))
+
+    it.scoped("SIGTERM during a slow job: /readyz says stopping, the job finishes, the process exits 0", () =>
+      Effect.gen(function* () {
+        yield* registerTestType
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* startService(serviceEnv(url, port, { WORKER_SHUTDOWN_TIMEOUT: "30s" }))
+        yield* waitForReady(service, port)
+        const id = yield* insertSleep(2500)
+        yield* waitUntil("the job runs", Effect.map(statusOf(id), (s) => (s === "processing" ? s : undefined)), service)
+
+        service.child.kill("SIGTERM")
+        const stopping = yield* waitUntil(
+          "/readyz says stopping",
+          Effect.map(get(port, "/readyz"), (result) => (result?.status === 503 ? result : undefined)),
+          service
+        )
+        expect(JSON.parse(stopping.body)).toMatchObject({ ready: false, status: "stopping" })
+        expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+        expect(yield* jobRow(id)).toMatchObject({ status: "completed", attempts: 1, lockedBy: null })
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_completed"])
+      }))
+
+    it.scoped("a job longer than WORKER_SHUTDOWN_TIMEOUT is released to pending without counting the attempt", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* registerTestType
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* startService(serviceEnv(url, port, { WORKER_SHUTDOWN_TIMEOUT: "1s" }))
+        yield* waitForReady(service, port)
+        const id = yield* insertSleep(120_000)
+        yield* waitUntil("the job runs", Effect.map(statusOf(id), (s) => (s === "processing" ? s : undefined)), service)
+
+        const signalled = Date.now()
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+        expect(Date.now() - signalled).toBeGreaterThanOrEqual(900)
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_released"])
+        const [processing] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`
+        expect(processing!.n).toBe(0)
+        yield* sql`DELETE FROM job_queue WHERE id = ${id}`
+      }))
+
+    it.scoped("a second signal exits at once, without waiting for the running job", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* registerTestType
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* startService(serviceEnv(url, port, { WORKER_SHUTDOWN_TIMEOUT: "5m" }))
+        yield* waitForReady(service, port)
+        const id = yield* insertSleep(120_000)
+        yield* waitUntil("the job runs", Effect.map(statusOf(id), (s) => (s === "processing" ? s : undefined)), service)
+
+        service.child.kill("SIGTERM")
+        yield* waitUntil(
+          "the worker waits for the job",
+          Effect.sync(() => (service.logs().some((line) => line.message.startsWith("stopping: waiting up to 5m")) ? true : undefined)),
+          service
+        )
+        const second = Date.now()
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service, "10 seconds")).toEqual({ code: 143, signal: null })
+        expect(Date.now() - second).toBeLessThan(5000)
+        expect(service.output()).toContain("second SIGTERM: exiting at once")
+        // Left to the lease: another worker rescues it once the lease expires.
+        expect(yield* statusOf(id)).toBe("processing")
+        yield* sql`DELETE FROM job_queue WHERE id = ${id}`
+      }))
+  })
+
+  it.scopedLive("refuses to start when migrations are missing, and says to run `npm run migrate`", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: [coreMigrations] })
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(url, port))
+      expect((yield* waitForExit(service)).code).toBe(1)
+      const fatal = service.logs().find((line) => line.logLevel === "FATAL")
+      expect(fatal?.message).toContain("missing")
+      expect(fatal?.message).toContain("billing/0001_organizations")
+      expect(fatal?.message).toContain("run `npm run migrate`")
+      expect(service.output()).not.toMatch(/^\s+at /m)
+    }), { timeout: 60_000 })
+
+  it.scopedLive("waits for an unreachable database with a clear message: alive, not ready, stops on SIGTERM", () =>
+    Effect.gen(function* () {
+      const closedPort = yield* freePort
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(`postgres://postgres@127.0.0.1:${closedPort}/skiplock`, port))
+      yield* waitUntil(
+        "it reports the database unreachable",
+        Effect.sync(() => service.logs().find((line) => line.message.startsWith(`cannot reach the database postgres://postgres@127.0.0.1:${closedPort}/skiplock`))),
+        service
+      )
+      expect(service.logs().find((line) => line.logLevel === "WARN")?.message).toMatch(/ECONNREFUSED.*retrying in \d+s \(attempt 1\)/)
+      expect((yield* get(port, "/healthz"))?.status).toBe(200)
+      const readiness = yield* get(port, "/readyz")
+      expect(readiness?.status).toBe(503)
+      expect(JSON.parse(readiness!.body)).toMatchObject({ ready: false, status: "starting", detail: expect.stringContaining("waiting for the database") })
+      service.child.kill("SIGTERM")
+      expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+      expect(service.output()).not.toMatch(/^\s+at /m)
+    }), { timeout: 60_000 })
+
+  it.scopedLive("a bad configuration value stops start-up, naming the variable and what it accepts", () =>
+    Effect.gen(function* () {
+      const service = yield* startService({ PORT: "eighty", WORKER_POLL_INTERVAL: "5", WORKER_CONCURRENCY: "0" })
+      expect((yield* waitForExit(service)).code).toBe(1)
+      const output = service.output()
+      expect(output).toContain("invalid configuration")
+      expect(output).toContain('PORT="eighty" is not valid: expected a whole number from 0 to 65535')
+      expect(output).toContain('WORKER_POLL_INTERVAL="5" is not valid: expected a duration')
+      expect(output).toContain('WORKER_CONCURRENCY="0" is not valid: expected a whole number from 1 to 1000')
+    }), { timeout: 60_000 })
+})
