@@ -52,7 +52,7 @@ export const BillingRunPayload = Schema.Struct({
   /** Bill only these customers (ids); default: every customer of the organization. */
   customerIds: Schema.optional(Schema.NonEmptyArray(Schema.UUID).pipe(Schema.maxItems(10_000))),
   /** The invoices' date; default: today in Germany when the run starts. It also picks the number year. */
-  invoiceDate: Schema.optional(IsoDate)
+  invoiceDate: Schema.optional(IsoDate.pipe(Schema.filter((date) => /^2\d{3}-/.test(date) || "the invoice date must lie in the years 2000 to 2999")))
 })
 export type BillingRunPayload = typeof BillingRunPayload.Type
 

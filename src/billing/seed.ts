@@ -94,6 +94,7 @@ export const seedDemo = (options: SeedOptions = {}) =>
         if (!created) return { alreadySeeded: true, customers: 0, contracts: 0 }
         yield* repo.insertCustomers(organizationId, customers, now)
         const inserted = yield* repo.insertContracts(organizationId, contracts, now)
+        if (inserted !== contracts.length) return yield* Effect.dieMessage(`stored ${inserted} of ${contracts.length} demo contracts`)
         return { alreadySeeded: false, customers: customers.length, contracts: inserted }
       })
     )
