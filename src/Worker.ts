@@ -145,39 +145,42 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         )
       })
 
-    // One claim: returns whether it was full (more jobs are probably waiting).
+    // One claim. "saturated": the claim was full or no slot was free, so more work may be
+    // waiting for a slot; "drained": the queue had fewer runnable jobs than free slots.
     const claimOnce = Effect.gen(function* () {
       const free = concurrency - running.size
-      if (free <= 0 || jobTypes.length === 0) return false
+      if (jobTypes.length === 0) return "drained" as const
+      if (free <= 0) return "saturated" as const
       const requested = Math.min(batchSize, free)
       const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
       yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
       if (jobs.length > 0) options.onClaim?.(jobs)
       if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
       for (const job of jobs) yield* start(job)
-      return jobs.length === requested
+      return jobs.length === requested ? "saturated" as const : "drained" as const
     })
 
     const claimLoop = Effect.gen(function* () {
       let failures = 0
       while (true) {
-        const full = yield* claimOnce.pipe(
+        const result = yield* claimOnce.pipe(
           Effect.tap(() => (failures > 0 ? Effect.logInfo(`database reachable again after ${failures} failed claim(s)`) : Effect.void)),
           Effect.tap(() => Effect.sync(() => (failures = 0))),
           Effect.catchAll((error) =>
             Effect.as(
               Effect.suspend(() => (++failures === 1 || failures % 10 === 0 ? Effect.logWarning(`claiming jobs failed (${failures} time(s) in a row): ${sqlErrorText(error)}`) : Effect.void)),
-              false
+              "drained" as const
             )
           )
         )
-        if (full && running.size < concurrency) continue
-        // Wait for the poll, a notification, or (after a full claim) a free slot.
+        // A full claim with slots still free: claim again at once.
+        if (result === "saturated" && running.size < concurrency) continue
+        // Wait for the poll, a notification, or (when saturated) a slot to free up.
         yield* Ref.set(nextPollAt, (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval))
         yield* Effect.raceAll([
           Effect.sleep(pollInterval),
           Queue.take(wake),
-          ...(full ? [Queue.take(slotFreed)] : [])
+          ...(result === "saturated" ? [Queue.take(slotFreed)] : [])
         ])
         yield* Ref.set(nextPollAt, undefined)
       }

@@ -1,6 +1,6 @@
 // Three workers on one queue: every job runs exactly once. Real clock, real LISTEN.
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
 import { Db, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -10,7 +10,7 @@ import { eventually } from "../support/live.js"
 const Import = JobDefinition.make("bulk_invoice_upsert", Schema.Struct({ n: Schema.Int }))
 
 describe("concurrency", () => {
-  it.layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
     it.effect("3 workers, 1,000 jobs: every job completed exactly once", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

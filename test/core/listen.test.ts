@@ -1,7 +1,7 @@
 // LISTEN/NOTIFY wakes an idle worker at once; the poll remains the safety net
 // when the LISTEN connection dies, and the listener reconnects.
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, layer } from "@effect/vitest"
 import { Deferred, Effect, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -11,7 +11,7 @@ import { eventually } from "../support/live.js"
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
 describe("LISTEN", () => {
-  it.layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
     it.effect("an enqueue wakes an idle worker long before its poll, also after the LISTEN connection was killed", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

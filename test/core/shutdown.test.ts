@@ -1,7 +1,7 @@
 // Closing a worker's scope: running jobs may finish within the shutdown
 // timeout; the rest are interrupted and released without counting the attempt.
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, layer } from "@effect/vitest"
 import { Deferred, Effect, Exit, Scope, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -14,7 +14,7 @@ const enqueue = (seconds: number) =>
   JobQueue.enqueueJob(Report, { seconds }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
 
 describe("graceful shutdown", () => {
-  it.layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
     it.effect("lets a job finish within the shutdown timeout, releases one that runs longer", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
