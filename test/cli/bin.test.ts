@@ -1,0 +1,41 @@
+// The CLI as operators run it, a real process: `npx skiplock …` (bin/skiplock.js)
+// and `npm run cli -- …`, with the exit codes scripts rely on.
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { migrationSets } from "../../src/app/jobs.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { cleanEnv, spawnScoped, waitForExit } from "../service/support.js"
+
+const MISSING = "00000000-0000-4000-8000-000000000000"
+
+const exec = (command: string, args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const { url } = yield* TestDatabase
+    const running = yield* spawnScoped(command, args, { ...cleanEnv(), DATABASE_URL: url })
+    const { code } = yield* waitForExit(running)
+    return { code, output: running.output().replace(/\x1b\[[0-9;]*m/g, "") }
+  })
+
+describe("the skiplock executable", () => {
+  layer(TestDatabase.layer({ migrations: migrationSets }), { excludeTestServices: true })((it) => {
+    it.scoped("npx skiplock: 0 when the command succeeds", () =>
+      Effect.gen(function* () {
+        const result = yield* exec("npx", ["--no", "skiplock", "stats"])
+        expect(result.code).toBe(0)
+        expect(result.output).toContain("oldest runnable job: none")
+      }), 60_000)
+
+    it.scoped("1 when the command fails, with one line that says why", () =>
+      Effect.gen(function* () {
+        const result = yield* exec(process.execPath, ["bin/skiplock.js", "jobs", "show", MISSING])
+        expect(result).toEqual({ code: 1, output: `skiplock: no job with id ${MISSING}` })
+      }), 60_000)
+
+    it.scoped("2 for a usage error (npm run cli -- …)", () =>
+      Effect.gen(function* () {
+        const result = yield* exec("npm", ["run", "-s", "cli", "--", "jobs", "show", "not-a-uuid"])
+        expect(result.code).toBe(2)
+        expect(result.output).toContain('the job id must be a UUID like 3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21, got "not-a-uuid"')
+      }), 60_000)
+  })
+})
