@@ -92,10 +92,16 @@ export type NewContract = typeof NewContract.Type
 
 /** What an operator gives to roll a billing run back. */
 export const RollbackRequest = Schema.Struct({
-  runId: Schema.UUID,
-  reason: Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(1000)),
+  runId: Schema.UUID.annotations({ message: () => "must be the id of a billing run (a UUID, billing_runs.id)" }),
+  reason: Schema.String.pipe(
+    Schema.filter((reason) => reason.trim() !== "" || "must say why the run is rolled back"),
+    Schema.maxLength(1000, { message: () => "must be at most 1000 characters" })
+  ),
   /** Who does it: a user's UUID, or a name such as `cli:alice`. */
-  actor: Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(200))
+  actor: Schema.String.pipe(
+    Schema.filter((actor) => actor.trim() !== "" || "must name who rolls the run back"),
+    Schema.maxLength(200, { message: () => "must be at most 200 characters" })
+  )
 })
 export type RollbackRequest = typeof RollbackRequest.Encoded
 

@@ -34,9 +34,11 @@ export interface RollbackResult {
 }
 
 const decodeRequest = (request: RollbackRequest) =>
-  Schema.decodeUnknown(RollbackRequest)(request).pipe(
+  Schema.decodeUnknown(RollbackRequest, { errors: "all" })(request).pipe(
     Effect.mapError((error) =>
-      new InvalidRollbackRequest({ reason: ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s*\n\s*/g, " ") })
+      new InvalidRollbackRequest({
+        reason: ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => `${issue.path.join(".")} ${issue.message}`).join("; ")
+      })
     )
   )
 
