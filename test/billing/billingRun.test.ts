@@ -211,6 +211,27 @@ describe("billing_run", () => {
         }
       }))
 
+    it.effect("bills only the customers the payload names", () =>
+      Effect.gen(function* () {
+        const org = "a0000000-0000-4000-8000-000000000008"
+        yield* seed(org, 40, "2025-03")
+        const expected = yield* expectedInvoices(org, "2025-03")
+        const sql = yield* SqlClient.SqlClient
+        const chosen = expected.slice(3, 6).map((invoice) => invoice.customerNumber)
+        const ids = yield* sql<{ id: string }>`
+          SELECT id FROM customers WHERE organization_id = ${org} AND customer_number = ANY (${chosen}::text[])`
+        const jobId = yield* enqueueBillingRun(org, {
+          billingPeriod: "2025-03",
+          invoiceDate: "2025-04-01",
+          customerIds: [ids[0]!.id, ...ids.slice(1).map((row) => row.id)]
+        })
+        yield* runJobs(billingRunHandler, [jobId])
+        const invoices = yield* invoicesOf(org)
+        expect(asExpected(invoices)).toEqual(expected.slice(3, 6))
+        expect(invoices.map((invoice) => invoice.numberSequence)).toEqual([1, 2, 3])
+        expect(yield* runOfJob(jobId)).toMatchObject({ status: "completed", invoicesCreated: 3, customersProcessed: 3 })
+      }))
+
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
       Effect.gen(function* () {
         const unknown = yield* enqueueBillingRun("a0000000-0000-4000-8000-0000000000ff", { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })

@@ -139,7 +139,7 @@ describe("rollbackBillingRun", () => {
         const unknown = yield* Effect.flip(rollbackBillingRun({ runId: "b0000000-0000-4000-8000-0000000000ff", reason: "x", actor: ACTOR }))
         expect(unknown._tag).toBe("BillingRunNotFound")
         const blank = yield* Effect.flip(rollbackBillingRun({ runId, reason: "   ", actor: ACTOR }))
-        expect(blank._tag).toBe("InvalidRollbackRequest")
+        expect(blank).toMatchObject({ _tag: "InvalidRollbackRequest", message: "invalid rollback request: reason must say why the run is rolled back" })
         const notAnId = yield* Effect.flip(rollbackBillingRun({ runId: "42", reason: "x", actor: ACTOR }))
         expect(notAnId._tag).toBe("InvalidRollbackRequest")
       }))
