@@ -29,7 +29,10 @@ export const DEFAULT_CHUNK_SIZE = 500
 /** What a run reports after each committed chunk. */
 export interface ChunkCommitted {
   readonly run: BillingRun
-  /** This run's chunks so far, including earlier attempts'. */
+  /**
+   * This run's chunks with customers so far, earlier attempts' included. When the
+   * last chunk comes up empty, the final report repeats the previous number with `done`.
+   */
   readonly chunk: number
   /** The run is complete with this chunk. */
   readonly done: boolean
@@ -218,11 +221,14 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
   )
 
 /** The `billing_run` handler, with options (chunk size, progress hook). */
-export const makeBillingRunHandler = (options: BillingRunOptions = {}) =>
-  Handler.make(billingRun, {
+export const makeBillingRunHandler = (options: BillingRunOptions = {}) => {
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new RangeError(`chunkSize must be a whole number of at least 1, got ${chunkSize}`)
+  return Handler.make(billingRun, {
     run: (payload, job) => runBilling(payload, job, options),
     permanent: isPermanentBillingError
   })
+}
 
 /** The `billing_run` handler: chunks of 500 customers. It needs `SqlClient` and `Audit`. */
 export const billingRunHandler = makeBillingRunHandler()
