@@ -41,7 +41,8 @@ export const parseDuration = (raw: string): Duration.Duration | undefined => {
 }
 
 const duration = (min: Duration.Duration) => (raw: string) => {
-  const accepts = `a duration of at least ${Duration.format(min)} with a unit, such as 500ms, 5s, 2m or "5 seconds"`
+  const atLeast = Duration.greaterThan(min, Duration.zero) ? ` of at least ${Duration.format(min)}` : ""
+  const accepts = `a duration${atLeast} with a unit, such as 500ms, 5s, 2m or "5 seconds"`
   const value = parseDuration(raw)
   return value !== undefined && Duration.greaterThanOrEqualTo(value, min) ? Either.right(value) : Either.left(accepts)
 }

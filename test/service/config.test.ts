@@ -1,0 +1,80 @@
+// The service's configuration: the defaults README lists, the accepted forms,
+// and a message for each bad value that names the variable and what it accepts.
+import { describe, expect, it } from "@effect/vitest"
+import { ConfigProvider, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
+import { join } from "node:path"
+import { describeConfigError, effectiveDatabaseUrl, serviceConfig } from "../../src/config/ServiceConfig.js"
+
+const load = (env: Record<string, string>) =>
+  serviceConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))), Effect.either)
+
+const errors = (env: Record<string, string>) =>
+  Effect.map(load(env), (result) => (Either.isLeft(result) ? describeConfigError(result.left) : []))
+
+describe("service configuration", () => {
+  it.effect("defaults: embedded database under .data, port 8080, the runbook's 5 s / 5 jobs, 5 at once, 3 attempts, 30 s to drain", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(yield* load({}))
+      expect(Option.isNone(config.database.url)).toBe(true)
+      expect(config.database.dataDir).toBe(join(process.cwd(), ".data"))
+      expect(config.database.embeddedPort).toBe(54329)
+      expect(Redacted.value(effectiveDatabaseUrl(config.database))).toBe("postgres://postgres:postgres@127.0.0.1:54329/skiplock")
+      expect(config.http).toEqual({ host: "0.0.0.0", port: 8080 })
+      expect(Duration.toMillis(config.worker.pollInterval)).toBe(5000)
+      expect(config.worker.batchSize).toBe(5)
+      expect(config.worker.concurrency).toBe(5)
+      expect(config.worker.maxAttempts).toBe(3)
+      expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(30_000)
+      expect(Option.isNone(config.worker.workerId)).toBe(true)
+      expect(config.log).toEqual({ level: LogLevel.Info, format: "auto" })
+      expect(config.handlerModules).toEqual([])
+    }))
+
+  it.effect("accepts durations with units, log levels by name, and treats an empty variable as unset", () =>
+    Effect.gen(function* () {
+      const config = Either.getOrThrow(
+        yield* load({
+          DATABASE_URL: "postgresql://app:secret@db.internal:5432/billing",
+          PORT: "",
+          WORKER_POLL_INTERVAL: "500ms",
+          WORKER_SHUTDOWN_TIMEOUT: "2 minutes",
+          WORKER_BATCH_SIZE: "10",
+          LOG_LEVEL: "WARN",
+          LOG_FORMAT: "json",
+          SKIPLOCK_HANDLER_MODULES: "./a.ts, ./b.ts"
+        })
+      )
+      expect(Redacted.value(Option.getOrThrow(config.database.url))).toBe("postgresql://app:secret@db.internal:5432/billing")
+      expect(config.http.port).toBe(8080)
+      expect(Duration.toMillis(config.worker.pollInterval)).toBe(500)
+      expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
+      expect(config.worker.batchSize).toBe(10)
+      expect(config.log).toEqual({ level: LogLevel.Warning, format: "json" })
+      expect(config.handlerModules).toEqual(["./a.ts", "./b.ts"])
+    }))
+
+  it.effect("names every bad variable, its value and what it accepts", () =>
+    Effect.gen(function* () {
+      expect(
+        yield* errors({
+          DATABASE_URL: "mysql://localhost/x",
+          PORT: "70000",
+          WORKER_POLL_INTERVAL: "5",
+          WORKER_BATCH_SIZE: "five",
+          WORKER_MAX_ATTEMPTS: "101",
+          WORKER_SHUTDOWN_TIMEOUT: "soon",
+          LOG_LEVEL: "loud",
+          LOG_FORMAT: "xml"
+        })
+      ).toEqual([
+        'DATABASE_URL="mysql://localhost/x" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database',
+        'PORT="70000" is not valid: expected a whole number from 0 to 65535',
+        'WORKER_POLL_INTERVAL="5" is not valid: expected a duration of at least 10ms with a unit, such as 500ms, 5s, 2m or "5 seconds"',
+        'WORKER_BATCH_SIZE="five" is not valid: expected a whole number from 1 to 1000',
+        'WORKER_MAX_ATTEMPTS="101" is not valid: expected a whole number from 1 to 100',
+        'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration with a unit, such as 500ms, 5s, 2m or "5 seconds"',
+        'LOG_LEVEL="loud" is not valid: expected one of trace, debug, info, warning, warn, error, fatal, none, all',
+        'LOG_FORMAT="xml" is not valid: expected one of auto, json, pretty, logfmt'
+      ])
+    }))
+})

@@ -1,0 +1,89 @@
+// The runbook's Promise facade: `await jobQueueService.enqueue({ organizationId,
+// jobType, payload, createdBy })`, configured from the environment.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { migrationSets } from "../../src/app/jobs.js"
+import { InvalidPayload, UnknownJobType } from "../../src/Errors.js"
+import { jobQueueService, layerFromEnv, makeJobQueueService } from "../../src/services/jobQueueService.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+
+const ORG = "3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21"
+const USER = "8d0b6c1e-2f4a-4e5b-9c3d-7a1f0e2d4c6b"
+
+/** Sets environment variables for the test's scope, as a deployment would. */
+const withEnv = (vars: Record<string, string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const previous = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]))
+      Object.assign(process.env, vars)
+      return previous
+    }),
+    (previous) =>
+      Effect.sync(() => {
+        for (const [name, value] of Object.entries(previous)) {
+          if (value === undefined) delete process.env[name]
+          else process.env[name] = value
+        }
+      })
+  )
+
+const rejection = (promise: () => Promise<unknown>) =>
+  Effect.promise(() => promise().then(() => undefined, (error: unknown) => error))
+
+describe("jobQueueService", () => {
+  layer(TestDatabase.layer({ migrations: migrationSets }), { excludeTestServices: true })((it) => {
+    it.scoped("enqueues with the runbook's call shape and rejects with the API's tagged errors", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* withEnv({ DATABASE_URL: url })
+        yield* Effect.addFinalizer(() => Effect.promise(() => jobQueueService.close()))
+
+        const job = yield* Effect.promise(() =>
+          jobQueueService.enqueue({
+            organizationId: ORG,
+            jobType: "sepa_export",
+            payload: { batchId: "test-1" },
+            createdBy: USER
+          })
+        )
+        expect(job).toMatchObject({ jobType: "sepa_export", organizationId: ORG, status: "pending", existing: false })
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ payload: unknown; createdBy: string; maxAttempts: number }>`
+          SELECT payload, created_by AS "createdBy", max_attempts AS "maxAttempts" FROM job_queue WHERE id = ${job.id}`
+        expect(row).toEqual({ payload: { batchId: "test-1" }, createdBy: USER, maxAttempts: 3 })
+
+        const unknown = yield* rejection(() => jobQueueService.enqueue({ organizationId: ORG, jobType: "sepa", payload: {}, createdBy: USER }))
+        expect(unknown).toBeInstanceOf(UnknownJobType)
+        expect((unknown as UnknownJobType).message).toContain('unknown job type "sepa"')
+
+        const invalid = yield* rejection(() =>
+          jobQueueService.enqueue({ organizationId: ORG, jobType: "billing_run", payload: { billingPeriod: "March" }, createdBy: USER })
+        )
+        expect(invalid).toBeInstanceOf(InvalidPayload)
+        expect(invalid).toBeInstanceOf(Error)
+
+        const many = yield* Effect.promise(() =>
+          jobQueueService.enqueueMany([
+            { organizationId: ORG, jobType: "report_generation", payload: { n: 1 } },
+            { organizationId: ORG, jobType: "report_generation", payload: { n: 2 } }
+          ])
+        )
+        expect(many.map((j) => j.status)).toEqual(["pending", "pending"])
+      }))
+
+    it.scoped("jobs without their own maxAttempts get WORKER_MAX_ATTEMPTS", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* withEnv({ DATABASE_URL: url, WORKER_MAX_ATTEMPTS: "5" })
+        const service = makeJobQueueService(layerFromEnv)
+        yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+        const defaulted = yield* Effect.promise(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {} }))
+        const explicit = yield* Effect.promise(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {}, maxAttempts: 2 }))
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* sql<{ id: string; maxAttempts: number }>`
+          SELECT id, max_attempts AS "maxAttempts" FROM job_queue WHERE id IN (${defaulted.id}, ${explicit.id})`
+        expect(Object.fromEntries(rows.map((r) => [r.id, r.maxAttempts]))).toEqual({ [defaulted.id]: 5, [explicit.id]: 2 })
+      }))
+  })
+})
