@@ -39,6 +39,10 @@ export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly heartbeatInterval?: Duration.DurationInput
   /** How often expired leases are looked for. Default 5 s. */
   readonly rescueInterval?: Duration.DurationInput
+  /** Completed and failed jobs are deleted this long after they finished. Default 7 days; `"forever"` keeps them. */
+  readonly retention?: Duration.DurationInput | "forever"
+  /** How often finished jobs are pruned (in batches of 1,000). Default 1 minute. */
+  readonly pruneInterval?: Duration.DurationInput
   /** How long running jobs may finish on shutdown before they are interrupted and released. Default 30 s. */
   readonly shutdownTimeout?: Duration.DurationInput
   /** React to LISTEN notifications. Default true. */
@@ -77,6 +81,8 @@ interface RunningJob {
   leaseValidUntil: number
 }
 
+const PRUNE_BATCH = 1000
+
 const positiveInteger = (name: string, value: number) => {
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a whole number of at least 1, got ${value}`)
   return value
@@ -98,6 +104,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const heartbeatInterval = Duration.decode(options.heartbeatInterval ?? "10 seconds")
     const rescueInterval = Duration.decode(options.rescueInterval ?? "5 seconds")
     const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "30 seconds")
+    const retention = options.retention === "forever" ? undefined : Duration.decode(options.retention ?? "7 days")
+    const pruneInterval = Duration.decode(options.pruneInterval ?? "1 minute")
 
     const handlers = new Map<string, Handler>()
     for (const handler of options.handlers) {
@@ -117,7 +125,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const idle = yield* Ref.make(yield* Deferred.make<void>())
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
-    const env = { workerId, store, retryBackoff }
+    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome }
 
     const start = (job: ClaimedJob) =>
       Effect.gen(function* () {
@@ -130,7 +138,6 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
         running.set(job.id, entry)
         entry.fiber = yield* executeJob(handler, job, env, entry.control).pipe(
-          Effect.tap((outcome) => Effect.sync(() => options.onOutcome?.(job, outcome))),
           Effect.ensuring(
             Effect.suspend(() => {
               running.delete(job.id)
@@ -186,12 +193,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
 
-    // Renews the leases of running jobs; stops the ones this worker no longer holds.
+    // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
+    // and the ones whose lease ran out while the database could not be reached.
     const heartbeat = Effect.gen(function* () {
+      if (!registered) yield* register
       const ids = [...running.keys()]
-      if (ids.length === 0) return
       const at = yield* Clock.currentTimeMillis
-      const held = yield* store.extendLeases(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
+      const held = yield* store.heartbeat(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
       for (const id of ids) {
         const entry = running.get(id)
         if (entry === undefined) continue
@@ -203,8 +211,24 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           yield* Fiber.interruptFork(entry.fiber)
         }
       }
-      if (held._tag === "Left") yield* Effect.logWarning(`renewing job leases failed: ${sqlErrorText(held.left)}`)
+      if (held._tag === "Left") yield* Effect.logWarning(`heartbeat failed: ${sqlErrorText(held.left)}`)
     })
+
+    // Deletes finished jobs past retention in small batches, and forgets workers long dead.
+    const prune = Effect.gen(function* () {
+      const at = yield* Clock.currentTimeMillis
+      if (retention !== undefined) {
+        const before = new Date(at - Duration.toMillis(retention))
+        let pruned = 0
+        while (true) {
+          const n = yield* store.pruneFinished(before, PRUNE_BATCH)
+          pruned += n
+          if (n < PRUNE_BATCH) break
+        }
+        if (pruned > 0) yield* Effect.logDebug(`pruned ${pruned} finished job(s)`)
+      }
+      yield* store.forgetDeadWorkers(new Date(at - Math.max(Duration.toMillis(leaseDuration) * 10, 3_600_000)))
+    }).pipe(Effect.catchAll((error) => Effect.logWarning(`pruning finished jobs failed: ${sqlErrorText(error)}`)))
 
     const rescue = Effect.gen(function* () {
       const rescued = yield* store.rescueExpired(workerId, yield* now, 100)
@@ -221,6 +245,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const every = (interval: Duration.Duration, effect: Effect.Effect<void>) =>
       Effect.forever(Effect.zipRight(Effect.sleep(interval), effect))
 
+    // Registration is for operators: a worker that cannot register yet still runs, and retries with each heartbeat.
+    let registered = false
+    const register = Effect.flatMap(now, (at) => store.register({ workerId, host: hostname(), pid: process.pid, jobTypes, concurrency }, at)).pipe(
+      Effect.tap(() => Effect.sync(() => (registered = true))),
+      Effect.catchAll((error) => Effect.logWarning(`registering the worker failed: ${sqlErrorText(error)}`))
+    )
+    yield* register
+
     const handledTypes = new Set(jobTypes)
     const listenerFiber = options.listen === false
       ? undefined
@@ -230,12 +262,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const heartbeatFiber = yield* Effect.forkDaemon(every(heartbeatInterval, heartbeat))
     const rescueFiber = yield* Effect.forkDaemon(every(rescueInterval, rescue))
+    const pruneFiber = yield* Effect.forkDaemon(every(pruneInterval, prune))
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(loopFiber)
         if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
         yield* Fiber.interrupt(rescueFiber)
+        yield* Fiber.interrupt(pruneFiber)
         if (running.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
           yield* Effect.flatMap(Ref.get(idle), Deferred.await).pipe(Effect.timeout(shutdownTimeout), Effect.interruptible, Effect.ignore)
@@ -244,6 +278,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         for (const entry of left) entry.control.stopReason = "shutdown"
         yield* Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : [])))
         yield* Fiber.interrupt(heartbeatFiber)
+        yield* store.unregister(workerId).pipe(Effect.timeout("5 seconds"), Effect.interruptible, Effect.ignore)
       }).pipe(Effect.annotateLogs({ workerId }))
     )
 

@@ -54,10 +54,24 @@ export const make = Effect.gen(function* () {
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
-    extendLeases: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
-      sql<{ id: string }>`SELECT extend_job_leases AS id FROM extend_job_leases(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
+    register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>
+      sql`SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
+        Effect.asVoid
+      ),
+
+    /** Renews the worker's registration and the leases of its jobs; returns the jobs it still holds. */
+    heartbeat: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
+      sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
         Effect.map((rows) => new Set(rows.map((row) => row.id)))
       ),
+
+    unregister: (workerId: string) => sql`SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
+
+    forgetDeadWorkers: (olderThan: Date) =>
+      sql<{ n: number }>`SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+
+    pruneFinished: (olderThan: Date, limit: number) =>
+      sql<{ n: number }>`SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     rescueExpired: (workerId: string, now: Date, limit: number) =>
       sql<{ id: string; status: string; deadWorker: string }>`

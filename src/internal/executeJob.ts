@@ -38,6 +38,8 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
+  /** Called once the outcome is recorded, even when the job was interrupted. */
+  readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
 
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
@@ -166,12 +168,14 @@ export const executeJob = <R>(
     }
     if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
     return yield* fail(describeCause(cause), !isPermanent(handler, cause))
-  })).pipe(
+  }).pipe(
     Effect.catchAll((error) =>
       // The database stayed unreachable while recording: the lease will expire and the job be rescued.
       Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())
     ),
     Effect.tap((outcome) => countOutcome(job.jobType, outcome)),
+    Effect.tap((outcome) => Effect.sync(() => env.onOutcome?.(job, outcome)))
+  )).pipe(
     Effect.annotateLogs({ jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, traceId: job.traceId }),
     Effect.withSpan(`skiplock.job ${job.jobType}`, {
       parent: jobParentSpan(job.traceId, job.parentSpanId),

@@ -1,0 +1,134 @@
+// The worker's maintenance under TestClock: registration and heartbeat,
+// leases renewed while a handler runs, rescue of expired leases, retention.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Effect, Schema } from "effect"
+import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow, ORG } from "../support/jobs.js"
+import { advance, eventually, settled } from "../support/live.js"
+
+const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
+
+const reset = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DELETE FROM job_queue`).pipe(Effect.zipRight(Clock.currentTimeMillis))
+const enqueue = (n: number) => JobQueue.enqueueJob(Report, { n }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+
+interface WorkerRow {
+  readonly host: string
+  readonly pid: number
+  readonly jobTypes: ReadonlyArray<string>
+  readonly jobsInHand: ReadonlyArray<string>
+  readonly lastHeartbeatAt: Date
+}
+const workerRow = (workerId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<WorkerRow>`SELECT host, pid, job_types AS "jobTypes", jobs_in_hand AS "jobsInHand", last_heartbeat_at AS "lastHeartbeatAt"
+                   FROM job_workers WHERE worker_id = ${workerId}`
+  ).pipe(Effect.map((rows) => rows[0]))
+
+describe("worker maintenance under TestClock", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.scoped("a worker registers, reports the jobs in hand with each heartbeat, and unregisters on a clean stop", () =>
+      Effect.gen(function* () {
+        const t0 = yield* reset
+        const gate = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Deferred.await(gate) })
+        const job = yield* enqueue(1)
+        const worker = yield* Effect.scoped(
+          Effect.gen(function* () {
+            const worker = yield* Worker.make({ handlers: [handler], listen: false, workerId: "w-registry" })
+            yield* Effect.addFinalizer(() => Deferred.succeed(gate, undefined))
+            yield* settled(worker, { running: 1 })
+            expect(yield* workerRow("w-registry")).toMatchObject({ pid: process.pid, jobTypes: ["report_generation"], jobsInHand: [] })
+            yield* advance(worker, "10 seconds", "5 seconds", { running: 1 })
+            yield* eventually(Effect.map(workerRow("w-registry"), (row) => row?.jobsInHand.length === 1), "the heartbeat reported the job")
+            const row = (yield* workerRow("w-registry"))!
+            expect(row.jobsInHand).toEqual([job.id])
+            expect(row.lastHeartbeatAt.getTime() - t0).toBe(10_000)
+            return worker
+          })
+        )
+        expect(worker.workerId).toBe("w-registry")
+        expect(yield* workerRow("w-registry")).toBeUndefined()
+      }))
+
+    it.scoped("a job whose handler is still running is never rescued: the heartbeat keeps its lease", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const gate = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Deferred.await(gate), timeout: "1 hour" })
+        const job = yield* enqueue(2)
+        const worker = yield* Worker.make({ handlers: [handler], listen: false })
+        yield* Effect.addFinalizer(() => Deferred.succeed(gate, undefined))
+        yield* settled(worker, { running: 1 })
+        yield* advance(worker, "2 minutes", "5 seconds", { running: 1 }) // 4 lease lengths
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "processing", attempts: 1, lockedBy: worker.workerId })
+        yield* Deferred.succeed(gate, undefined)
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the job completed")
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
+      }))
+
+    it.scoped("a job whose worker died is rescued after its lease expires, counting the attempt, and runs again", () =>
+      Effect.gen(function* () {
+        const t0 = yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const job = yield* enqueue(3)
+        // Another worker claimed it at t0 and then vanished (kill -9): nobody renews its 30 s lease.
+        yield* sql`SELECT id FROM claim_next_job('dead-worker', NULL, 1, ${new Date(t0)})`
+        let runs = 0
+        const handler = Handler.make(Report, { run: () => Effect.sync(() => runs++) })
+        const worker = yield* Worker.make({ handlers: [handler], listen: false })
+        yield* settled(worker)
+        yield* advance(worker, "30 seconds", "5 seconds")
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "processing", lockedBy: "dead-worker" }) // expiry is strict
+        yield* advance(worker, "5 seconds")
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "completed", attempts: 2 })
+        expect(runs).toBe(1)
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_rescued", "job_started", "job_completed"])
+        const [rescue] = yield* sql<{ actor: string; details: { deadWorker: string; newStatus: string } }>`
+          SELECT actor, details FROM audit_logs WHERE job_id = ${job.id} AND event = 'job_rescued'`
+        expect(rescue).toMatchObject({ actor: worker.workerId, details: { deadWorker: "dead-worker", newStatus: "pending" } })
+      }))
+
+    it.scoped("a rescued job with no attempts left fails, naming the dead worker", () =>
+      Effect.gen(function* () {
+        const t0 = yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const job = yield* JobQueue.enqueueJob(Report, { n: 4 }, { organizationId: ORG, maxAttempts: 1 }).pipe(Effect.provide(JobQueue.layer([Report])))
+        yield* sql`SELECT id FROM claim_next_job('dead-worker', NULL, 1, ${new Date(t0)})`
+        const worker = yield* Worker.make({ handlers: [Handler.make(Report, { run: () => Effect.void })], listen: false })
+        yield* settled(worker)
+        yield* advance(worker, "35 seconds", "5 seconds")
+        const row = yield* jobRow(job.id)
+        expect(row).toMatchObject({ status: "failed", attempts: 1 })
+        expect(row.error).toBe("lease expired: worker dead-worker stopped renewing it")
+      }))
+
+    it.scoped("finished jobs are pruned after the retention period; pending jobs and the history stay", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const handler = Handler.make(Report, { run: (payload) => (payload.n === 0 ? Effect.void : Effect.fail(new Error("no"))) })
+        const done = yield* enqueue(0)
+        const failed = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG, maxAttempts: 1 }).pipe(Effect.provide(JobQueue.layer([Report])))
+        const later = yield* JobQueue.enqueueJob(Report, { n: 0 }, { organizationId: ORG, runAt: new Date((yield* Clock.currentTimeMillis) + 86_400_000) }).pipe(
+          Effect.provide(JobQueue.layer([Report]))
+        )
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, retention: "1 hour", pruneInterval: "1 minute" })
+        yield* settled(worker)
+        expect((yield* jobRow(done.id)).status).toBe("completed")
+        expect((yield* jobRow(failed.id)).status).toBe("failed")
+
+        yield* advance(worker, "59 minutes", "1 minute")
+        const kept = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`
+        expect(kept[0]!.n).toBe(3)
+
+        yield* advance(worker, "2 minutes", "1 minute")
+        const left = yield* sql<{ id: string }>`SELECT id FROM job_queue`
+        expect(left.map((row) => row.id)).toEqual([later.id])
+        const runs = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_runs WHERE job_id IN (${done.id}, ${failed.id})`
+        expect(runs[0]!.n).toBe(2)
+        expect(yield* auditEvents(done.id)).toEqual(["job_started", "job_completed"])
+      }))
+  })
+})
