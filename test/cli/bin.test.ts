@@ -4,7 +4,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { migrationSets } from "../../src/app/jobs.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
-import { cleanEnv, spawnScoped, waitForExit } from "../service/support.js"
+import { cleanEnv, freePort, spawnScoped, waitForExit, waitForReady } from "../service/support.js"
 
 const MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -30,6 +30,22 @@ describe("the skiplock executable", () => {
         const result = yield* exec(process.execPath, ["bin/skiplock.js", "jobs", "show", MISSING])
         expect(result).toEqual({ code: 1, output: `skiplock: no job with id ${MISSING}` })
       }), 60_000)
+
+    it.scoped("skiplock start runs the service until SIGTERM, then exits 0", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "start"], {
+          ...cleanEnv(),
+          DATABASE_URL: url,
+          PORT: String(port),
+          HOST: "127.0.0.1",
+          LOG_FORMAT: "json"
+        })
+        yield* waitForReady(service, port)
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+      }), 90_000)
 
     it.scoped("2 for a usage error (npm run cli -- …)", () =>
       Effect.gen(function* () {
