@@ -43,7 +43,8 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
     pollInterval: config.worker.pollInterval,
     batchSize: config.worker.batchSize,
     concurrency: config.worker.concurrency,
-    shutdownTimeout: config.worker.shutdownTimeout
+    shutdownTimeout: config.worker.shutdownTimeout,
+    retention: config.worker.retention
   })
 
   // Ready once everything below is up; "stopping" first when the service stops, before the worker drains.

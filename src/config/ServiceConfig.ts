@@ -30,10 +30,11 @@ const UNITS: Record<string, number> = {
   ms: 1, millis: 1, millisecond: 1, milliseconds: 1,
   s: 1000, sec: 1000, second: 1000, seconds: 1000,
   m: 60_000, min: 60_000, minute: 60_000, minutes: 60_000,
-  h: 3_600_000, hour: 3_600_000, hours: 3_600_000
+  h: 3_600_000, hour: 3_600_000, hours: 3_600_000,
+  d: 86_400_000, day: 86_400_000, days: 86_400_000
 }
 
-/** Parses `500ms`, `5s`, `2m`, `1h` or Effect's long form `5 seconds`. A bare number is refused: its unit would be a guess. */
+/** Parses `500ms`, `5s`, `2m`, `1h`, `7d` or Effect's long form `5 seconds`. A bare number is refused: its unit would be a guess. */
 export const parseDuration = (raw: string): Duration.Duration | undefined => {
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(raw.trim())
   const factor = match ? UNITS[match[2]!.toLowerCase()] : undefined
@@ -118,6 +119,8 @@ export interface WorkerConfig {
   /** Attempts for jobs enqueued through skiplock (CLI, Promise facade) without their own; SQL inserts use the column default 3. */
   readonly maxAttempts: number
   readonly shutdownTimeout: Duration.Duration
+  /** How long finished (completed or failed) jobs stay in job_queue; job_runs and audit_logs keep them for good. */
+  readonly retention: Duration.Duration | "forever"
 }
 
 export const workerConfig: Config.Config<WorkerConfig> = Config.all({
@@ -126,7 +129,12 @@ export const workerConfig: Config.Config<WorkerConfig> = Config.all({
   batchSize: setting("WORKER_BATCH_SIZE", 5, integer(1, 1000)),
   concurrency: setting("WORKER_CONCURRENCY", 5, integer(1, 1000)),
   maxAttempts: setting("WORKER_MAX_ATTEMPTS", 3, integer(1, 100)),
-  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero))
+  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero)),
+  retention: setting("WORKER_JOB_RETENTION", Duration.days(7) as Duration.Duration | "forever", (raw) =>
+    raw.toLowerCase() === "forever"
+      ? Either.right("forever" as const)
+      : Either.mapLeft(duration(Duration.hours(1))(raw), (accepts) => `${accepts}, or "forever"`)
+  )
 })
 
 export type LogFormat = "auto" | "json" | "pretty" | "logfmt"
