@@ -1,0 +1,458 @@
+/**
+ * The testing kit for handler authors. `SkiplockTest.layer({ handlers })` gives
+ * a fresh, migrated database (the same chain as skiplock's own tests), a
+ * `JobQueue`, `Audit`, and this service; the database is dropped when the
+ * layer's scope closes. Jobs run through the runtime's own path, from the
+ * test's fiber: `claim_next_job` (JobStore) and `executeJob` (decode,
+ * transaction, `job_runs`, audit), on the test's Clock, which must be the
+ * TestClock: `drain` moves it through backoff and scheduled `run_at`, so a
+ * test never waits for real time.
+ *
+ * Time: the layer sets the TestClock to the wall-clock time when it is built
+ * (or `startAt`). Jobs enqueued through JobQueue take their times from the
+ * Clock; rows inserted by hand get the database's now(), a little ahead of the
+ * TestClock (which does not follow real time): call `syncClock` before
+ * draining them, or give them a `run_at`.
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
+import type { PgClient } from "@effect/sql-pg"
+import { Clock, Context, Data, Duration, Effect, Layer, Schema, TestClock, TestServices } from "effect"
+import { resolve } from "node:path"
+import * as Audit from "../Audit.js"
+import { InvalidPayload } from "../Errors.js"
+import type { Handler, Requirements } from "../Handler.js"
+import * as JobQueue from "../JobQueue.js"
+import { coreMigrations, type MigrationError } from "../Migrator.js"
+import { executeJob, type Outcome } from "../internal/executeJob.js"
+import { type ClaimedJob, make as makeJobStore } from "../internal/JobStore.js"
+import { DrainLimitExceeded, type DrainResult, drainedJob, type JobAttempt, makeResult } from "./Drain.js"
+import * as Faults from "./Faults.js"
+import { EnqueuedAssertionError, enqueuedMessage, type JobFilter, matches, notEnqueuedMessage } from "./JobMatch.js"
+import * as JobRecords from "./JobRecords.js"
+import type { JobRecord } from "./JobRecords.js"
+import type { NoPostgresServer } from "./PostgresServer.js"
+import { TestDatabase, type TestDatabaseError, type TestDatabaseOptions } from "./TestDatabase.js"
+
+/** The organization `runJob` uses when the test names none. */
+export const TEST_ORGANIZATION_ID = "00000000-0000-4000-8000-00000000000a"
+
+/** The worker id the kit claims jobs as (in `locked_by`, `job_runs.worker_id` and audit entries). */
+export const TEST_WORKER_ID = "skiplock-test"
+
+// The kit runs one job at a time in the test's fiber and never leaves one half-done, so the lease never matters.
+const LEASE = Duration.minutes(5)
+
+export interface SkiplockTestOptions<Hs extends ReadonlyArray<Handler>> {
+  /** The handlers `drain` and inline mode run; their job types must be registered (see `registerJobTypes`). */
+  readonly handlers: Hs
+  /** Your migration folders, applied after skiplock's core migrations (which are always applied first). */
+  readonly migrations?: ReadonlyArray<string>
+  /** Enqueueing through the layer's JobQueue runs the handler at once, in the enqueuer's fiber. Default false. */
+  readonly inline?: boolean
+  /** Where the TestClock starts. Default: the wall-clock time when the layer is built. */
+  readonly startAt?: Date
+  /** Retry n waits retryBackoff × n², as the Worker's option of the same name. Default 30 s. */
+  readonly retryBackoff?: Duration.DurationInput
+  /**
+   * Add the handlers' job types to `job_types` when no migration did. Default false: a missing
+   * type fails the layer, because production would refuse those jobs too.
+   */
+  readonly registerJobTypes?: boolean
+  /** Options for the fresh database (server, pool size); its migrations come from `migrations`. */
+  readonly database?: Omit<TestDatabaseOptions, "migrations">
+}
+
+export interface DrainOptions {
+  /**
+   * How far the drain may move the TestClock forward from where it starts, to reach retries and
+   * scheduled jobs. Default 0: only jobs due now run (and the jobs they enqueue for now).
+   */
+  readonly maxAdvance?: Duration.DurationInput
+  /** Fail with DrainLimitExceeded after this many attempts with work still due. Default 1000. */
+  readonly maxRuns?: number
+}
+
+export interface RunJobOptions extends Omit<JobQueue.EnqueueOptions, "organizationId" | "runAt"> {
+  /** Default: TEST_ORGANIZATION_ID. */
+  readonly organizationId?: string
+}
+
+export interface EnqueuedAssertion<A = any> extends JobFilter<A> {
+  /** Exactly this many jobs must match. Default: at least one. */
+  readonly count?: number
+}
+
+/** The layer cannot be used as configured (a handler's job type is not registered, two handlers for one type). */
+export class SkiplockTestSetupError extends Data.TaggedError("SkiplockTestSetupError")<{
+  readonly message: string
+}> {}
+
+export interface SkiplockTestService {
+  /** The handlers the kit runs (wrapped for `failNext`). */
+  readonly handlers: ReadonlyArray<Handler>
+  /**
+   * Runs every runnable job that has a handler, one at a time, until none is due, jobs the handlers
+   * enqueue included. When nothing is due it moves the TestClock to the next `run_at` (a retry's
+   * or a scheduled job's) as long as that lies within `maxAdvance`. Returns what happened to each job.
+   */
+  readonly drain: (options?: DrainOptions) => Effect.Effect<DrainResult, DrainLimitExceeded | SqlError>
+  /**
+   * Enqueues one job for the handler with this payload and runs one attempt of it, through the real
+   * path (claim, decode, transaction, `job_runs`, audit). A failed attempt's outcome carries the retry's `runAt`.
+   */
+  readonly runJob: <A, E, R>(
+    handler: Handler<string, A, E, R>,
+    payload: NoInfer<A>,
+    options?: RunJobOptions
+  ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError, R>
+  /** Runs the effect with a JobQueue in inline mode: each enqueue runs its handler at once. */
+  readonly inline: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, JobQueue.JobQueue>>
+  /** The jobs in the queue (any status unless the filter says), oldest first. */
+  readonly enqueued: <A = any>(filter?: JobFilter<A>) => Effect.Effect<ReadonlyArray<JobRecord>, SqlError>
+  /** Fails, listing what was enqueued instead and how each job differs, unless a job (or `count` jobs) matches. Returns the matches. */
+  readonly assertEnqueued: <A = any>(assertion: EnqueuedAssertion<A>) => Effect.Effect<ReadonlyArray<JobRecord>, EnqueuedAssertionError | SqlError>
+  /** Fails, listing the matching jobs, if any job matches. */
+  readonly assertNotEnqueued: <A = any>(filter: JobFilter<A>) => Effect.Effect<void, EnqueuedAssertionError | SqlError>
+  /** The next `times` attempts of the job type fail with `error` (a typed failure) before the handler runs. */
+  readonly failNext: (jobType: Faults.JobTypeRef, times: number, error: unknown) => Effect.Effect<void>
+  /** Injected failures not used yet, for the job type. */
+  readonly remainingFailures: (jobType: Faults.JobTypeRef) => Effect.Effect<number>
+  /** Forgets every injected failure not used yet. */
+  readonly clearFailures: Effect.Effect<void>
+  /** The handler with `failNext` applied, for a Worker the test starts itself. */
+  readonly withFailures: <H extends Handler>(handler: H) => H
+  /** Every attempt the kit ran (drain, runJob, inline mode), in order. */
+  readonly attempts: Effect.Effect<ReadonlyArray<JobAttempt>>
+  /** Moves the TestClock forward to the wall-clock time (never back), e.g. after inserting rows by hand. */
+  readonly syncClock: Effect.Effect<void>
+  /**
+   * For tests that share one layer (`it.layer`): empties job_queue and job_runs and forgets injected
+   * failures and recorded attempts. audit_logs is append-only and keeps its rows; your own tables are yours.
+   */
+  readonly reset: Effect.Effect<void, SqlError>
+  /** The JobQueue that leaves jobs for `drain`. */
+  readonly queue: JobQueue.JobQueue["Type"]
+  /** The JobQueue in inline mode. */
+  readonly inlineQueue: JobQueue.JobQueue["Type"]
+}
+
+const isTestClock = (clock: Clock.Clock): boolean =>
+  typeof (clock as unknown as TestClock.TestClock).adjust === "function" &&
+  typeof (clock as unknown as TestClock.TestClock).setTime === "function"
+
+const statusAfter = (job: JobQueue.EnqueuedJob, outcome: Outcome): JobQueue.EnqueuedJob => {
+  switch (outcome._tag) {
+    case "Completed":
+    case "Skipped":
+      return { ...job, status: "completed" }
+    case "RetryScheduled":
+      return { ...job, status: "pending", runAt: outcome.runAt }
+    case "Failed":
+      return { ...job, status: "failed" }
+    case "Released":
+      return { ...job, status: "pending" }
+    case "LeaseLost":
+      return job
+  }
+}
+
+/** The kit on top of a migrated database; see `layer`. */
+export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
+  Effect.gen(function* () {
+    if (!isTestClock(yield* Effect.clock)) {
+      return yield* Effect.dieMessage(
+        "SkiplockTest needs the TestClock: build its layer inside it.effect, it.scoped or it.layer from @effect/vitest (or provide TestContext)"
+      )
+    }
+    yield* TestClock.setTime(options.startAt?.getTime() ?? Date.now())
+
+    const sql = yield* SqlClient.SqlClient
+    const store = yield* makeJobStore
+    const records = yield* JobRecords.make
+    const audit = yield* Audit.make
+    const faults = Faults.make()
+    const env = { workerId: TEST_WORKER_ID, store, retryBackoff: Duration.decode(options.retryBackoff ?? "30 seconds") }
+
+    // Their requirements come from the layer's context (see `given` below), so none are left.
+    const handlers = new Map<string, Handler<string, any, any, never>>()
+    for (const handler of options.handlers) {
+      const jobType = handler.definition.jobType
+      if (handlers.has(jobType)) return yield* new SkiplockTestSetupError({ message: `two handlers for job type "${jobType}"` })
+      handlers.set(jobType, faults.wrap(handler) as Handler<string, any, any, never>)
+    }
+    const handledTypes = [...handlers.keys()]
+    const missing = yield* records.unregisteredTypes(handledTypes)
+    if (missing.length > 0 && options.registerJobTypes === true) yield* records.registerTypes(missing)
+    if (missing.length > 0 && options.registerJobTypes !== true) {
+      return yield* new SkiplockTestSetupError({
+        message: `job type(s) ${missing.map((type) => `"${type}"`).join(", ")} have no row in job_types, so enqueueing them would fail: ` +
+          "insert them in one of your migrations (and pass its folder as `migrations`), or pass `registerJobTypes: true`"
+      })
+    }
+
+    // Insertion order of the jobs enqueued through the kit: under TestClock many share one created_at.
+    const order = new Map<string, number>()
+    const track = (jobs: ReadonlyArray<JobQueue.EnqueuedJob>) => {
+      for (const job of jobs) if (!order.has(job.id)) order.set(job.id, order.size)
+    }
+    const sorted = (jobs: ReadonlyArray<JobRecord>) =>
+      [...jobs].sort((a, b) =>
+        a.createdAt.getTime() - b.createdAt.getTime() ||
+        (order.get(a.id) ?? Number.MAX_SAFE_INTEGER) - (order.get(b.id) ?? Number.MAX_SAFE_INTEGER) ||
+        (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+      )
+
+    const base = yield* JobQueue.make(options.handlers.map((handler) => handler.definition))
+    const queue = JobQueue.JobQueue.of({
+      enqueue: (input) => Effect.tap(base.enqueue(input), (job) => Effect.sync(() => track([job]))),
+      enqueueMany: (inputs) => Effect.tap(base.enqueueMany(inputs), (jobs) => Effect.sync(() => track(jobs)))
+    })
+
+    const history: Array<JobAttempt> = []
+
+    // Holds the other due jobs of the type (as busy workers would), so that claim_next_job,
+    // which skips locked rows, claims exactly the job the test asked for.
+    const holdOtherJobs = (jobId: string, jobType: string) =>
+      Effect.gen(function* () {
+        const connection = yield* sql.reserve
+        yield* Effect.acquireRelease(connection.executeRaw("BEGIN", []), () => Effect.ignore(connection.executeRaw("ROLLBACK", [])))
+        yield* connection.executeRaw(
+          "SELECT id FROM job_queue WHERE status = 'pending' AND job_type = $1 AND id <> $2 FOR UPDATE SKIP LOCKED",
+          [jobType, jobId]
+        )
+      })
+
+    /** Claims this job through claim_next_job, on the Clock's time. */
+    const claimJob = (jobId: string, jobType: string) =>
+      Effect.gen(function* () {
+        const now = new Date(yield* Clock.currentTimeMillis)
+        const claim = store.claim(TEST_WORKER_ID, [jobType], 1, now, LEASE)
+        const claimed = (yield* records.othersDue(jobId, jobType, now))
+          ? yield* Effect.scoped(Effect.zipRight(holdOtherJobs(jobId, jobType), claim))
+          : yield* claim
+        const job = claimed[0]
+        if (job === undefined || job.id !== jobId) {
+          const [row] = (yield* records.all).filter((record) => record.id === jobId)
+          return yield* Effect.dieMessage(
+            `could not claim job ${jobId} (${jobType}): it is ${row === undefined ? "gone" : `${row.status}, run_at ${row.runAt.toISOString()}`}` +
+              (job !== undefined ? `; claimed ${job.id} instead` : "")
+          )
+        }
+        return job
+      })
+
+    let queueContext: Context.Context<never> = Context.empty()
+    let inlineContext: Context.Context<never> = Context.empty()
+
+    const execute = <R>(handler: Handler<string, any, any, R>, job: ClaimedJob, context: Context.Context<never>) =>
+      Effect.gen(function* () {
+        const at = new Date(yield* Clock.currentTimeMillis)
+        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(context)) as Effect.Effect<Outcome, never, R>)
+        const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
+        history.push(attempt)
+        return attempt
+      })
+
+    const enqueueInline = (inputs: ReadonlyArray<JobQueue.EnqueueInput>) =>
+      Effect.gen(function* () {
+        const jobs = yield* queue.enqueueMany(inputs)
+        const now = yield* Clock.currentTimeMillis
+        const result: Array<JobQueue.EnqueuedJob> = []
+        for (const job of jobs) {
+          const handler = handlers.get(job.jobType)
+          // A job scheduled for later, a duplicate, or one without a handler stays in the queue for drain.
+          if (job.existing || handler === undefined || job.runAt.getTime() > now) {
+            result.push(job)
+            continue
+          }
+          const { outcome } = yield* execute(handler, yield* claimJob(job.id, job.jobType), inlineContext)
+          result.push(statusAfter(job, outcome))
+        }
+        return result
+      })
+
+    const inlineQueue = JobQueue.JobQueue.of({
+      enqueue: (input) => Effect.map(enqueueInline([input]), (jobs) => jobs[0]!),
+      enqueueMany: enqueueInline
+    })
+
+    // What handlers run with: what the layer was given (their dependencies), Audit and a JobQueue.
+    const given = Context.add(yield* Effect.context<never>(), Audit.Audit, audit)
+    queueContext = Context.add(given, JobQueue.JobQueue, options.inline === true ? inlineQueue : queue)
+    inlineContext = Context.add(given, JobQueue.JobQueue, inlineQueue)
+
+    const drain = (drainOptions: DrainOptions = {}) =>
+      Effect.gen(function* () {
+        const maxRuns = drainOptions.maxRuns ?? 1000
+        const startedAt = yield* Clock.currentTimeMillis
+        const limit = startedAt + Duration.toMillis(Duration.decode(drainOptions.maxAdvance ?? 0))
+        const attempts: Array<JobAttempt> = []
+        const byJob = new Map<string, Array<JobAttempt>>()
+        while (handledTypes.length > 0) {
+          const now = yield* Clock.currentTimeMillis
+          if (attempts.length >= maxRuns) {
+            if (yield* records.anyDueBy(handledTypes, new Date(limit))) return yield* new DrainLimitExceeded({ maxRuns, attempts })
+            break
+          }
+          const [job] = yield* store.claim(TEST_WORKER_ID, handledTypes, 1, new Date(now), LEASE)
+          if (job !== undefined) {
+            const attempt = yield* execute(handlers.get(job.jobType)!, job, queueContext)
+            attempts.push(attempt)
+            byJob.set(job.id, [...(byJob.get(job.id) ?? []), attempt])
+            continue
+          }
+          const next = yield* records.nextRunAt(handledTypes, new Date(now))
+          if (next === undefined || next.getTime() > limit) break
+          yield* TestClock.adjust(Duration.millis(next.getTime() - now))
+        }
+        const now = yield* Clock.currentTimeMillis
+        const rows = yield* records.ranOrUnfinished([...byJob.keys()])
+        const context = { handledTypes: new Set(handledTypes), startedAt, now, limit, wallClock: Date.now() }
+        const rowsById = new Map(rows.map((row) => [row.id, row]))
+        const ran = [...byJob].flatMap(([id, list]) => {
+          const row = rowsById.get(id)
+          return row === undefined ? [] : [drainedJob(row, list, context)]
+        })
+        const untouched = rows.filter((row) => !byJob.has(row.id)).map((row) => drainedJob(row, [], context))
+        return makeResult([...ran, ...untouched], attempts, context)
+      }).pipe(Effect.withSpan("SkiplockTest.drain"))
+
+    const runJob = <A, E, R>(handler: Handler<string, A, E, R>, payload: A, runOptions: RunJobOptions = {}) =>
+      Effect.gen(function* () {
+        const jobType = handler.definition.jobType
+        const encoded = yield* Schema.encode(handler.definition.payload)(payload).pipe(
+          Effect.mapError((error) => new InvalidPayload({ jobType, reason: JobQueue.formatParseError(error) }))
+        )
+        const job = yield* queue.enqueue({ ...runOptions, organizationId: runOptions.organizationId ?? TEST_ORGANIZATION_ID, jobType, payload: encoded })
+        return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), queueContext)
+      }).pipe(Effect.withSpan("SkiplockTest.runJob"))
+
+    const enqueued = <A = any>(filter: JobFilter<A> = {}) =>
+      Effect.map(records.all, (jobs) => sorted(jobs).filter((job) => matches(filter, job)))
+
+    const assertEnqueued = <A = any>({ count, ...filter }: EnqueuedAssertion<A>) =>
+      Effect.gen(function* () {
+        const jobs = sorted(yield* records.all)
+        const matching = jobs.filter((job) => matches(filter, job))
+        if (count === undefined ? matching.length === 0 : matching.length !== count) {
+          return yield* new EnqueuedAssertionError({ message: notEnqueuedMessage(filter, jobs, count), jobs })
+        }
+        return matching
+      })
+
+    const assertNotEnqueued = <A = any>(filter: JobFilter<A>) =>
+      Effect.gen(function* () {
+        const jobs = sorted(yield* records.all)
+        const matching = jobs.filter((job) => matches(filter, job))
+        if (matching.length > 0) return yield* new EnqueuedAssertionError({ message: enqueuedMessage(filter, matching), jobs })
+      })
+
+    const syncClock = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const wall = Date.now()
+      if (wall > now) yield* TestClock.adjust(Duration.millis(wall - now))
+    })
+
+    const service: SkiplockTestService = {
+      handlers: [...handlers.values()],
+      drain,
+      runJob,
+      inline: (effect) => Effect.provideService(effect, JobQueue.JobQueue, inlineQueue),
+      enqueued,
+      assertEnqueued,
+      assertNotEnqueued,
+      failNext: faults.failNext,
+      remainingFailures: faults.remaining,
+      clearFailures: faults.clear,
+      withFailures: faults.wrap,
+      attempts: Effect.sync(() => [...history]),
+      syncClock,
+      reset: Effect.zipRight(records.clear, Effect.zipRight(faults.clear, Effect.sync(() => {
+        history.length = 0
+        order.clear()
+      }))),
+      queue,
+      inlineQueue
+    }
+    return Context.make(SkiplockTest, service).pipe(
+      Context.add(JobQueue.JobQueue, options.inline === true ? inlineQueue : queue),
+      Context.add(Audit.Audit, audit)
+    )
+  })
+
+/** What the handlers need; `Requirements` of an empty list would be `unknown`. */
+export type HandlerRequirements<Hs extends ReadonlyArray<Handler>> = [Hs[number]] extends [never] ? never : Requirements<Hs>
+
+/** What the kit's layer provides. */
+export type Provided = SkiplockTest | JobQueue.JobQueue | Audit.Audit | TestDatabase | PgClient.PgClient | SqlClient.SqlClient
+
+export type LayerError = SkiplockTestSetupError | TestDatabaseError | NoPostgresServer | MigrationError | SqlError
+
+const migrationFolders = (folders: ReadonlyArray<string> = []) => [
+  coreMigrations,
+  ...folders.filter((folder) => resolve(folder) !== resolve(coreMigrations))
+]
+
+/**
+ * A fresh database with skiplock's core migrations and yours, the kit, a JobQueue (inline when
+ * `inline` is set) and Audit. Its requirements are what the handlers need beyond those. The database
+ * is created on the live clock (its retries must not wait for the TestClock) and dropped when the
+ * layer's scope closes: after the test for `Effect.provide`, after the block for `it.layer`.
+ */
+export const layer = <const Hs extends ReadonlyArray<Handler>>(
+  options: SkiplockTestOptions<Hs>
+): Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>> => {
+  const database = Layer.scopedContext(
+    TestServices.provideLive(Layer.build(TestDatabase.layer({ ...options.database, migrations: migrationFolders(options.migrations) })))
+  )
+  return Layer.provideMerge(Layer.scopedContext(make(options)), database) as Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>>
+}
+
+/**
+ * The kit's service. Use `SkiplockTest.layer(...)` to get it, and its static helpers
+ * (`SkiplockTest.drain()`, `SkiplockTest.assertEnqueued(...)`, …) in tests.
+ */
+export class SkiplockTest extends Context.Tag("skiplock/testing/SkiplockTest")<SkiplockTest, SkiplockTestService>() {
+  static readonly layer = layer
+
+  static drain(options?: DrainOptions) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.drain(options))
+  }
+
+  static runJob<A, E, R>(handler: Handler<string, A, E, R>, payload: NoInfer<A>, options?: RunJobOptions) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.runJob(handler, payload, options))
+  }
+
+  static inline<A, E, R>(effect: Effect.Effect<A, E, R>) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.inline(effect))
+  }
+
+  static enqueued<A = any>(filter?: JobFilter<A>) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.enqueued(filter))
+  }
+
+  static assertEnqueued<A = any>(assertion: EnqueuedAssertion<A>) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.assertEnqueued(assertion))
+  }
+
+  static assertNotEnqueued<A = any>(filter: JobFilter<A>) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.assertNotEnqueued(filter))
+  }
+
+  static failNext(jobType: Faults.JobTypeRef, times: number, error: unknown) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.failNext(jobType, times, error))
+  }
+
+  static remainingFailures(jobType: Faults.JobTypeRef) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.remainingFailures(jobType))
+  }
+
+  static readonly clearFailures: Effect.Effect<void, never, SkiplockTest> = Effect.flatMap(SkiplockTest, (kit) => kit.clearFailures)
+
+  static readonly attempts: Effect.Effect<ReadonlyArray<JobAttempt>, never, SkiplockTest> = Effect.flatMap(SkiplockTest, (kit) => kit.attempts)
+
+  static readonly syncClock: Effect.Effect<void, never, SkiplockTest> = Effect.flatMap(SkiplockTest, (kit) => kit.syncClock)
+
+  static readonly reset: Effect.Effect<void, SqlError, SkiplockTest> = Effect.flatMap(SkiplockTest, (kit) => kit.reset)
+}
