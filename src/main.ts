@@ -7,9 +7,11 @@
  * worker; then /readyz turns ready. Shutdown runs backwards: /readyz says
  * "stopping", the worker stops claiming and lets running jobs finish for up to
  * WORKER_SHUTDOWN_TIMEOUT, releases the rest to `pending`, and only then the
- * database and the HTTP server close. A second signal exits at once.
+ * database and the HTTP server close (in a fresh fiber: see app/launch.ts).
+ * A second signal exits at once.
  */
 import { NodeRuntime } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
 import { Cause, ConfigError, Console, Duration, Effect, Layer, Option } from "effect"
 import { realpathSync } from "node:fs"
 import { pathToFileURL } from "node:url"
@@ -25,7 +27,6 @@ import { describeConfigError, serviceConfig, type ServiceConfig } from "./config
 import * as Http from "./http/server.js"
 import * as JobQueue from "./JobQueue.js"
 import * as Worker from "./Worker.js"
-import { SqlClient } from "@effect/sql"
 
 /** The whole service as one layer. */
 export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
