@@ -83,16 +83,16 @@ PostgreSQL server. Every flag can also be given as an environment variable:
   --drain-jobs N           jobs queued before a drain (20000)
   --concurrency LIST       drain concurrencies (5,50)
   --drain-timeout S        a drain slower than this is cut off and its rate taken
-                           from the jobs done so far (20)
+                           from the jobs done so far (15)
   --latency-samples N      enqueue-to-start samples per round (1000)
   --latency-concurrency N  workers during the latency scenario (5)
-  --latency-budget S       per system and round; fewer samples if exceeded (30)
+  --latency-budget S       per system and round; fewer samples if exceeded (20)
   --latency-gap MS         max random idle gap between samples (10)
   --enqueue-single N       single inserts timed (2000)
   --enqueue-batch-jobs N   jobs inserted in batches (20000)
   --batch-size N           batch size for batch inserts and seeding (1000)
   --history-rows N         finished jobs kept in the table (1000000)
-  --history-jobs N         jobs drained on the empty and the full table (20000)
+  --history-jobs N         jobs drained on the empty and the full table (10000)
   --history-concurrency N  (50)
   --history-rounds N       (2)
   --history-systems LIST   (default: all but pg-boss default, whose drain is
@@ -129,7 +129,7 @@ export const parseConfig = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv)
   const smoke = truthy(get("smoke"))
   const d = smoke
     ? { rounds: 1, drainJobs: 300, concurrency: "5,50", drainTimeout: 2, latencySamples: 30, latencyBudget: 3, enqueueSingle: 100, enqueueBatchJobs: 300, batchSize: 100, historyRows: 5000, historyJobs: 300, historyRounds: 1, costJobs: 100 }
-    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 20, latencySamples: 1000, latencyBudget: 30, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 20000, historyRounds: 2, costJobs: 2000 }
+    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 15, latencySamples: 1000, latencyBudget: 20, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 10000, historyRounds: 2, costJobs: 2000 }
   const scenarios = (list(get("scenarios")) ?? [...SCENARIOS]).map((s) => {
     if (!(SCENARIOS as ReadonlyArray<string>).includes(s)) throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(", ")})`)
     return s as ScenarioName

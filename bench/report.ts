@@ -76,11 +76,22 @@ const cell = (summary: Summary | null, unit: string, marker: string): string => 
   return `${main}${spread}${marker}`
 }
 
+const ratio = (value: number): string => {
+  if (value === 0) return "0"
+  if (Math.abs(value) < 0.1) return value.toPrecision(2)
+  return fmt(value, Math.abs(value) >= 100 ? 0 : 2)
+}
+
 const ratioCell = (summary: Summary | null | undefined): string => {
   if (summary === null || summary === undefined) return "–"
-  const main = `${fmt(summary.median, 2)}×`
-  return summary.n > 1 ? `${main} (${fmt(summary.min, 2)}–${fmt(summary.max, 2)})` : main
+  const main = `${ratio(summary.median)}×`
+  return summary.n > 1 ? `${main} (${ratio(summary.min)}–${ratio(summary.max)})` : main
 }
+
+const noteText = (notes: Record<string, Array<number>>, rounds: number): string =>
+  Object.entries(notes)
+    .map(([text, applied]) => `${text} (${rounds > 1 ? (applied.length === rounds ? "every round" : `${applied.length} of ${rounds} rounds`) : "the only round"})`)
+    .join("; ")
 
 interface Table {
   readonly title: string
@@ -103,10 +114,10 @@ const buildTables = (input: ReportInput): Array<Table> => {
     for (const m of input.metrics.filter((x) => x.scenario === scenario)) {
       const summary = summaries.get(m.key)!
       const cells = input.systems.map((s) => {
-        const notes = m.notes[s.id] ?? []
-        if (notes.length === 0) return cell(summary.perSystem[s.id] ?? null, m.unit, "")
+        const notes = m.notes[s.id] ?? {}
+        if (Object.keys(notes).length === 0) return cell(summary.perSystem[s.id] ?? null, m.unit, "")
         footnoteCount++
-        footnotes.push(`[${footnoteCount}] ${s.label}, ${m.label}: ${notes.join("; ")}`)
+        footnotes.push(`[${footnoteCount}] ${s.label}, ${m.label}: ${noteText(notes, (m.values[s.id] ?? []).length)}`)
         return cell(summary.perSystem[s.id] ?? null, m.unit, ` [${footnoteCount}]`)
       })
       const unit = `${m.unit} ${m.better === "higher" ? "↑" : "↓"}`
@@ -156,7 +167,10 @@ export const renderMarkdown = (input: ReportInput): string => {
   out.push(
     `Run ${input.finishedAt.toISOString().slice(0, 16).replace("T", " ")} UTC with \`npm run bench\`; ` +
       `Node ${String(env.node)}, ${String(env.postgres)}, ${String(env.cpus)} × ${String(env.cpuModel)}, ${String(env.memory)}. ` +
-      `Harness and workers share one Node process; PostgreSQL runs on the same machine.`,
+      `Harness and workers share one Node process; PostgreSQL runs on the same machine` +
+      (typeof env.loadAverage1m === "object" && env.loadAverage1m !== null
+        ? ` (1-minute load average ${String((env.loadAverage1m as { start: number }).start)} at the start, ${String((env.loadAverage1m as { end: number }).end)} at the end).`
+        : "."),
     ""
   )
   out.push("| System | Version | Configuration |", "| --- | --- | --- |")

@@ -2,7 +2,7 @@
  * `npm run bench`: skiplock vs Graphile Worker vs pg-boss on one PostgreSQL
  * server. See `npm run bench -- --help` and bench/README.md.
  */
-import { cpus, totalmem } from "node:os"
+import { cpus, loadavg, totalmem } from "node:os"
 import { performance } from "node:perf_hooks"
 import { parseConfig, USAGE, type BenchConfig, type ScenarioName } from "./config.js"
 import { dropAllCreated, dropStaleDatabases, serverInfo } from "./db.js"
@@ -26,6 +26,7 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
   installInstrumentation()
   const t0 = performance.now()
   const startedAt = new Date()
+  const loadAtStart = loadavg()[0]!
   const log = (message: string) => {
     if (!config.quiet) process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${message}\n`)
   }
@@ -90,7 +91,12 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
 
   const notes: Array<string> = []
   for (const [message, count] of warnings) notes.push(`${message} (${count} time${count === 1 ? "" : "s"}).`)
-  if (config.scenarios.includes("cost")) notes.push(`Statements: ${server.pgStatStatements.detail}.`)
+  if (config.scenarios.includes("cost")) {
+    notes.push(
+      `Cost: statements: ${server.pgStatStatements.detail}. Transactions are pg_stat_database deltas and include the one ` +
+        "transaction a LISTENing session commits for every NOTIFY it receives (why pg-boss tuned pays ~2 per single enqueue)."
+    )
+  }
   if (config.scenarios.includes("history")) {
     const historyIds = config.historySystems ?? defaultHistorySystems(systems.map((s) => s.id))
     notes.push(
@@ -118,6 +124,7 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model.trim() ?? "unknown CPU",
       memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
+      loadAverage1m: { start: Math.round(loadAtStart * 100) / 100, end: Math.round(loadavg()[0]! * 100) / 100 },
       platform: `${process.platform} ${process.arch}`,
       scenarioSeconds
     },

@@ -13,8 +13,8 @@ export interface Metric {
   readonly better: "higher" | "lower"
   /** Per system id: one value per round (null: the round produced no value). */
   readonly values: Record<string, Array<number | null>>
-  /** Per system id: remarks such as "cut off after 20 s". */
-  readonly notes: Record<string, Array<string>>
+  /** Per system id: remarks such as "cut off after 20 s", each with the rounds it applied to. */
+  readonly notes: Record<string, Record<string, Array<number>>>
 }
 
 export interface Context {
@@ -48,8 +48,8 @@ export const record = (m: Metric, system: string, round: number, value: number |
   while (values.length < round) values.push(null)
   values[round] = value === null || Number.isFinite(value) ? value : null
   if (note !== undefined) {
-    const notes = (m.notes[system] ??= [])
-    if (!notes.includes(note)) notes.push(note)
+    const notes = (m.notes[system] ??= {})
+    ;(notes[note] ??= []).push(round)
   }
 }
 
@@ -150,6 +150,8 @@ export const drain = async (
     allStarted = resolve
   })
   if (jobs === 0) allStarted()
+  let probes = 1
+  const initial = await system.unfinishedCount(observer)
   const statements0 = options.statementCount()
   const t0 = performance.now()
   const deadline = t0 + timeoutMs
@@ -164,7 +166,6 @@ export const drain = async (
   let timer: NodeJS.Timeout | undefined
   await Promise.race([allStartedPromise, new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - performance.now()))))])
   clearTimeout(timer)
-  let probes = 0
   let unfinished = Number.POSITIVE_INFINITY
   let t1 = performance.now()
   for (;;) {
@@ -176,7 +177,7 @@ export const drain = async (
   }
   const statements = options.statementCount() - statements0
   await instance.stopWorkers()
-  const completed = Math.max(0, jobs - unfinished)
+  const completed = Math.max(0, initial - unfinished)
   const elapsedMs = t1 - t0
   return {
     jobs,

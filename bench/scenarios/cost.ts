@@ -63,7 +63,7 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
           const ps = per(single, n)
           const pb = per(batch, n)
           const pw = per(worked, Math.max(1, completed))
-          const cutNote = cutOff ? `processing cut off after ${Math.round(drainTimeoutMs / 1000)} s: ${fmtInt(completed)} of ${fmtInt(2 * n)} jobs` : undefined
+          const cutNote = cutOff ? `processing cut off after ${Math.round(drainTimeoutMs / 1000)} s; per job of the jobs finished by then` : undefined
           record(m.singleX, system.id, round, ps.x)
           record(m.singleS, system.id, round, ps.s)
           record(m.batchX, system.id, round, pb.x)

@@ -15,9 +15,7 @@ export const runDrain = async (ctx: Context): Promise<void> => {
             return drain(system, instance, observer, { jobs: drainJobs, concurrency: c, timeoutMs: drainTimeoutMs, statementCount })
           })
         )
-        const note = result.cutOff
-          ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s (rate from the ${fmtInt(result.completed)} jobs done)`
-          : undefined
+        const note = result.cutOff ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s; rate from the jobs finished by then` : undefined
         record(m, system.id, round, result.jobsPerSec, note)
         ctx.runs.push({ scenario: "drain", round, system: system.id, ...result })
         ctx.log(

@@ -39,8 +39,9 @@ export const runHistory = async (ctx: Context): Promise<void> => {
 
     const measured = async (system: SystemAdapter, db: FreshDatabase) =>
       withInstance(ctx, system, db, poolSizeFor(c), async (instance) => {
-        await enqueueAll(instance, historyJobs, batchSize)
         const observer = await db.observer()
+        await system.discardUnfinished(observer)
+        await enqueueAll(instance, historyJobs, batchSize)
         const stop = timeStatements((text) => system.isClaimQuery(text))
         try {
           const result = await drain(system, instance, observer, { jobs: historyJobs, concurrency: c, timeoutMs: drainTimeoutMs, statementCount })
@@ -54,13 +55,12 @@ export const runHistory = async (ctx: Context): Promise<void> => {
       for (const system of systems) {
         const empty = await withFreshDatabase(ctx, system, "history_empty", (db) => measured(system, db))
         const full = await measured(system, historyDbs.get(system.id)!)
-        const cut = (r: DrainResult) => (r.cutOff ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s` : undefined)
+        const cut = (r: DrainResult) => (r.cutOff ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s; rate from the jobs finished by then` : undefined)
         record(rateEmpty, system.id, round, empty.result.jobsPerSec, cut(empty.result))
         record(rateFull, system.id, round, full.result.jobsPerSec, cut(full.result))
         record(kept, system.id, round, full.result.jobsPerSec / empty.result.jobsPerSec)
-        const claimNote = `${fmtInt(empty.claims.length)} / ${fmtInt(full.claims.length)} claim statements (empty / full)`
         record(claimEmpty, system.id, round, empty.claims.length > 0 ? median(empty.claims) : null)
-        record(claimFull, system.id, round, full.claims.length > 0 ? median(full.claims) : null, round === 0 ? claimNote : undefined)
+        record(claimFull, system.id, round, full.claims.length > 0 ? median(full.claims) : null)
         for (const [table, run] of [["empty", empty], ["full", full]] as const) {
           ctx.runs.push({
             scenario: "history",
@@ -75,7 +75,8 @@ export const runHistory = async (ctx: Context): Promise<void> => {
         }
         ctx.log(
           `history round ${round + 1}/${historyRounds} ${system.id}: empty ${fmtInt(empty.result.jobsPerSec)} jobs/s` +
-            ` (claim ${median(empty.claims).toFixed(2)} ms), ${rows} kept ${fmtInt(full.result.jobsPerSec)} jobs/s (claim ${median(full.claims).toFixed(2)} ms)`
+            ` (${fmtInt(empty.claims.length)} claims, median ${median(empty.claims).toFixed(2)} ms${empty.result.cutOff ? ", cut off" : ""}),` +
+            ` ${rows} kept ${fmtInt(full.result.jobsPerSec)} jobs/s (${fmtInt(full.claims.length)} claims, median ${median(full.claims).toFixed(2)} ms${full.result.cutOff ? ", cut off" : ""})`
         )
       }
     }

@@ -6,7 +6,7 @@
 import { performance } from "node:perf_hooks"
 import { sleep } from "../db.js"
 import { percentiles } from "../stats.js"
-import { fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 export const runLatency = async (ctx: Context): Promise<void> => {
   const { rounds, latencySamples, latencyConcurrency, latencyBudgetMs, latencyGapMs } = ctx.config
@@ -50,7 +50,7 @@ export const runLatency = async (ctx: Context): Promise<void> => {
         })
       )
       const p = percentiles(samples)
-      const note = samples.length < latencySamples ? `${fmtInt(samples.length)} samples per round (budget ${Math.round(latencyBudgetMs / 1000)} s)` : undefined
+      const note = samples.length < latencySamples ? `fewer samples than asked: the ${Math.round(latencyBudgetMs / 1000)} s budget per round ran out (see the JSON for n)` : undefined
       record(p50, system.id, round, p.p50, note)
       record(p95, system.id, round, p.p95)
       record(p99, system.id, round, p.p99)

@@ -82,6 +82,10 @@ export const graphileWorker: SystemAdapter = {
     return rows[0]!.n
   },
 
+  discardUnfinished: async (client) => {
+    await client.query("DELETE FROM graphile_worker._private_jobs WHERE attempts < max_attempts OR locked_at IS NOT NULL")
+  },
+
   // Graphile Worker deletes a job when it completes, so the only finished jobs
   // it keeps are permanently failed ones (attempts = max_attempts): those are
   // what the history scenario seeds.

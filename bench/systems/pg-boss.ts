@@ -96,6 +96,10 @@ export const makePgBoss = (tuned: boolean, tunedBatchSize = 100): SystemAdapter 
     return rows[0]!.n
   },
 
+  discardUnfinished: async (client) => {
+    await client.query("DELETE FROM pgboss.job WHERE name = $1 AND state IN ('created', 'retry', 'active')", [QUEUE])
+  },
+
   // pg-boss keeps completed jobs (retention 14 days, deletion 7 days after completion).
   seedHistory: async (client, rows) => {
     await client.query(

@@ -72,6 +72,10 @@ export const skiplock: SystemAdapter = {
     return rows[0]!.n
   },
 
+  discardUnfinished: async (client) => {
+    await client.query("DELETE FROM job_queue WHERE status IN ('pending', 'processing')")
+  },
+
   // A processed job leaves its job_queue row, its job_runs row and two
   // audit_logs entries (job_started, job_completed); one statement writes all.
   seedHistory: async (client, rows) => {

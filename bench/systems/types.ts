@@ -53,6 +53,8 @@ export interface SystemAdapter {
   open(url: string, options: OpenOptions): Promise<SystemInstance>
   /** Jobs neither completed nor failed (queued, running, waiting for retry). */
   unfinishedCount(client: pg.Client): Promise<number>
+  /** Deletes unfinished jobs (left by a drain that was cut off), so a reused database starts clean. */
+  discardUnfinished(client: pg.Client): Promise<void>
   /**
    * Adds `rows` finished jobs with one INSERT … SELECT generate_series, the
    * way the system keeps them after processing, then VACUUM ANALYZEs.
