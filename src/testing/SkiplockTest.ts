@@ -157,14 +157,26 @@ const statusAfter = (job: JobQueue.EnqueuedJob, outcome: Outcome): JobQueue.Enqu
   }
 }
 
-/** The kit on top of a migrated database; see `layer`. */
-export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
+/** What can be checked before a database is created: the TestClock, one handler per job type. */
+const checkOptions = <Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
   Effect.gen(function* () {
     if (!isTestClock(yield* Effect.clock)) {
       return yield* Effect.dieMessage(
         "SkiplockTest needs the TestClock: build its layer inside it.effect, it.scoped or it.layer from @effect/vitest (or provide TestContext)"
       )
     }
+    const seen = new Set<string>()
+    for (const handler of options.handlers) {
+      const jobType = handler.definition.jobType
+      if (seen.has(jobType)) return yield* new SkiplockTestSetupError({ message: `two handlers for job type "${jobType}"` })
+      seen.add(jobType)
+    }
+  })
+
+/** The kit on top of a migrated database; see `layer`. */
+export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
+  Effect.gen(function* () {
+    yield* checkOptions(options)
     yield* TestClock.setTime(options.startAt?.getTime() ?? Date.now())
 
     const sql = yield* SqlClient.SqlClient
@@ -177,9 +189,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
     // Their requirements come from the layer's context (see `given` below), so none are left.
     const handlers = new Map<string, Handler<string, any, any, never>>()
     for (const handler of options.handlers) {
-      const jobType = handler.definition.jobType
-      if (handlers.has(jobType)) return yield* new SkiplockTestSetupError({ message: `two handlers for job type "${jobType}"` })
-      handlers.set(jobType, faults.wrap(handler) as Handler<string, any, any, never>)
+      handlers.set(handler.definition.jobType, faults.wrap(handler) as Handler<string, any, any, never>)
     }
     const handledTypes = [...handlers.keys()]
     const missing = yield* records.unregisteredTypes(handledTypes)
@@ -406,7 +416,8 @@ export const layer = <const Hs extends ReadonlyArray<Handler>>(
   const database = Layer.scopedContext(
     TestServices.provideLive(Layer.build(TestDatabase.layer({ ...options.database, migrations: migrationFolders(options.migrations) })))
   )
-  return Layer.provideMerge(Layer.scopedContext(make(options)), database) as Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>>
+  const kit = Layer.provideMerge(Layer.scopedContext(make(options)), database)
+  return Layer.unwrapEffect(Effect.as(checkOptions(options), kit)) as Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>>
 }
 
 /**

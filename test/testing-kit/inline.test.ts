@@ -1,0 +1,74 @@
+// Inline mode: enqueueing runs the handler at once, inside the enqueue call,
+// through the same real path as drain (the job, job_runs and audit exist).
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Effect, FiberRef } from "effect"
+import { Handler, JobQueue } from "../../src/index.js"
+import { SkiplockTest } from "../../src/testing/index.js"
+import { auditEvents, ORG, Report, SepaExport } from "./support.js"
+
+// Code under test: it enqueues a report for a month and returns the job.
+const requestReport = (month: string) => JobQueue.enqueueJob(Report, { month }, { organizationId: ORG })
+
+const Requester = FiberRef.unsafeMake("nobody")
+
+describe("inline mode", () => {
+  it.effect("enqueueing runs the handler before the enqueue returns, with the enqueuer's fiber refs", () => {
+    const seen: Array<string> = []
+    const report = Handler.make(Report, {
+      run: (payload) => Effect.flatMap(FiberRef.get(Requester), (who) => Effect.sync(() => seen.push(`${payload.month} for ${who}`)))
+    })
+    return Effect.gen(function* () {
+      const job = yield* requestReport("2025-03").pipe(Effect.locally(Requester, "alice"))
+      expect(seen).toEqual(["2025-03 for alice"])
+      expect(job.status).toBe("completed")
+      expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
+      expect((yield* SkiplockTest.attempts).map((attempt) => [attempt.jobId, attempt.outcome._tag])).toEqual([[job.id, "Completed"]])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
+  })
+
+  it.effect("a job its handler enqueues runs inline too; a failure leaves the job waiting for its retry", () => {
+    const order: Array<string> = []
+    const report = Handler.make(Report, {
+      run: (payload, job) =>
+        Effect.gen(function* () {
+          order.push(`report ${payload.month} starts`)
+          const follow = yield* JobQueue.enqueueJob(SepaExport, { month: payload.month, batch: 1 }, { organizationId: job.organizationId })
+          order.push(`report ${payload.month} sees the export ${follow.status}`)
+        })
+    })
+    const sepa = Handler.make(SepaExport, { run: (payload) => Effect.sync(() => order.push(`export ${payload.month}`)).pipe(Effect.zipRight(Effect.fail(new Error("SFTP refused")))) })
+    return Effect.gen(function* () {
+      const t0 = yield* Clock.currentTimeMillis
+      yield* requestReport("2025-03")
+      expect(order).toEqual(["report 2025-03 starts", "export 2025-03", "report 2025-03 sees the export pending"])
+      const [exportJob] = yield* SkiplockTest.assertEnqueued({ jobType: SepaExport, status: "pending" })
+      expect(exportJob).toMatchObject({ attempts: 1, error: "SFTP refused", runAt: new Date(t0 + 30_000) })
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report, sepa], inline: true })))
+  })
+
+  it.effect("a job scheduled for later stays in the queue, for drain", () => {
+    let runs = 0
+    const report = Handler.make(Report, { run: () => Effect.sync(() => runs++) })
+    return Effect.gen(function* () {
+      const t0 = yield* Clock.currentTimeMillis
+      const job = yield* JobQueue.enqueueJob(Report, { month: "2025-03" }, { organizationId: ORG, runAt: new Date(t0 + 60_000) })
+      expect(job.status).toBe("pending")
+      expect(runs).toBe(0)
+      yield* SkiplockTest.drain({ maxAdvance: "1 minute" })
+      expect(runs).toBe(1)
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
+  })
+
+  it.effect("SkiplockTest.inline switches one piece of code to inline mode; elsewhere jobs wait for drain", () => {
+    let runs = 0
+    const report = Handler.make(Report, { run: () => Effect.sync(() => runs++) })
+    return Effect.gen(function* () {
+      const queued = yield* requestReport("2025-03")
+      expect([queued.status, runs]).toEqual(["pending", 0])
+      const inline = yield* SkiplockTest.inline(requestReport("2025-04"))
+      expect([inline.status, runs]).toEqual(["completed", 1])
+      yield* SkiplockTest.drain()
+      expect(runs).toBe(2)
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report] })))
+  })
+})
