@@ -1,0 +1,38 @@
+// The database misbehaves under three worker processes: their connections are
+// terminated again and again, a transaction elsewhere sits on locked jobs.
+// Every job still completes exactly once, and the workers say so without an
+// error storm. (PostgreSQL restarts and a server out of connection slots need a
+// server of their own: restart.test.ts.)
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect } from "effect"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { fastSettings } from "./harness/cluster.js"
+import { idleInTransaction, terminateRepeatedly } from "./harness/scenarios.js"
+
+const report = (result: { workers: unknown }) => console.log(JSON.stringify({ ...result, workers: undefined }))
+
+describe("database faults during a run", () => {
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+    it.effect("pg_terminate_backend on every worker connection, 5 times: all jobs completed exactly once, LISTEN back", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const result = yield* terminateRepeatedly(url, { jobs: 600, settings: { ...fastSettings, handlerMs: 30 }, rounds: 5, everyMs: 400 })
+        report(result)
+        expect(result.tally).toMatchObject({ enqueued: 600, completed: 600, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.details["backendsTerminated"]).toBeGreaterThanOrEqual(15)
+        expect(result.workersAlive).toBe(3)
+        expect(result.recovery.ms).toBeLessThan(3_000)
+      }).pipe(Effect.scoped), { timeout: 60_000 })
+
+    it.effect("a transaction idle for longer than the lease, holding running and waiting jobs: the rest goes on, no job is run twice", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const settings = { ...fastSettings, handlerMs: 30 }
+        const result = yield* idleInTransaction(url, { jobs: 800, settings, holdMs: 3_000, lockedJobs: 20 })
+        report(result)
+        expect(result.tally).toMatchObject({ enqueued: 800, completed: 800, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.details["completedWhileHeld"]).toBeGreaterThan(0) // slowed down, not stopped
+        expect(Object.values(result.warnings).reduce((a, b) => a + b, 0)).toBeLessThan(30)
+      }).pipe(Effect.scoped), { timeout: 60_000 })
+  })
+})

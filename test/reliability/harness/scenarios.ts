@@ -1,0 +1,321 @@
+/**
+ * The fault scenarios of issue 5, each one Effect that runs three worker
+ * processes over a queue of numbered jobs, injects its fault, waits until the
+ * queue is drained and returns what happened. The tests run them small and
+ * assert on the result; `npm run chaos` runs them large and prints the table.
+ */
+import { Duration, Effect } from "effect"
+import pg from "pg"
+import {
+  awaitCompleted,
+  awaitFinished,
+  awaitStarted,
+  connection,
+  enqueueJobs,
+  prepareQueue,
+  query,
+  spawnWorker,
+  stopWorker,
+  type Tally,
+  warnings,
+  type WorkerProcess,
+  type WorkerSettings
+} from "./cluster.js"
+
+export interface ScenarioOptions {
+  readonly jobs: number
+  readonly settings: WorkerSettings
+  /** How long to wait for the queue to drain after the fault. */
+  readonly drainTimeout?: Duration.DurationInput
+}
+
+export interface ScenarioResult {
+  readonly scenario: string
+  readonly tally: Tally
+  /** What "recovery" measures in this scenario, and its value in ms. */
+  readonly recovery: { readonly label: string; readonly ms: number | undefined }
+  /** WARN/ERROR log lines per worker process. */
+  readonly warnings: Record<string, number>
+  /** Workers still alive at the end (all but a killed one). */
+  readonly workersAlive: number
+  readonly details: Record<string, unknown>
+  readonly workers: ReadonlyArray<WorkerProcess>
+}
+
+const WORKER_IDS = ["w1", "w2", "w3"] as const
+
+/** Three worker processes on an empty queue, each started and listening. */
+export const startCluster = (url: string, settings: WorkerSettings, extraEnv: Record<string, string> = {}) =>
+  Effect.gen(function* () {
+    yield* prepareQueue(url)
+    const workers = yield* Effect.forEach(WORKER_IDS, (id) => spawnWorker(url, id, settings, extraEnv))
+    yield* Effect.forEach(workers, (worker) => awaitStarted(worker), { concurrency: "unbounded" })
+    // LISTEN is up once each worker's listen backend shows up; jobs then reach all three at once.
+    yield* waitFor(
+      "all three workers listen",
+      Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length),
+      "30 seconds"
+    )
+    return workers
+  })
+
+/** How many LISTEN connections of chaos workers the database has. */
+export const listenConnections = (url: string) =>
+  Effect.map(
+    query<{ n: number }>(url, `SELECT count(*)::int AS n FROM pg_stat_activity
+                               WHERE application_name LIKE 'skiplock-chaos-w%-listen' AND datname = current_database()`),
+    (rows) => rows[0]!.n
+  )
+
+export const waitFor = <E, R>(description: string, condition: Effect.Effect<boolean, E, R>, timeout: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + Duration.toMillis(Duration.decode(timeout))
+    while (!(yield* condition)) {
+      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out waiting until ${description}`))
+      yield* Effect.sleep("50 millis")
+    }
+  })
+
+const summarize = (
+  scenario: string,
+  url: string,
+  workers: ReadonlyArray<WorkerProcess>,
+  options: ScenarioOptions,
+  recovery: ScenarioResult["recovery"],
+  details: Record<string, unknown>
+) =>
+  Effect.gen(function* () {
+    const counts = yield* awaitFinished(url, options.drainTimeout ?? "60 seconds")
+    const events = yield* query<{ event: string; n: number }>(url, `SELECT a.event, count(*)::int AS n FROM audit_logs a JOIN job_queue q ON q.id = a.job_id GROUP BY a.event ORDER BY a.event`)
+    const result: ScenarioResult = {
+      scenario,
+      tally: counts,
+      recovery,
+      warnings: Object.fromEntries(workers.map((worker) => [worker.id, warnings(worker).length])),
+      workersAlive: workers.filter((worker) => worker.child.exitCode === null && worker.child.signalCode === null).length,
+      details: { ...details, audit: Object.fromEntries(events.map((row) => [row.event, row.n])) },
+      workers
+    }
+    return result
+  })
+
+/**
+ * `kill -9` of one of three workers in the middle of a run. Recovery: from the
+ * kill until the last job the dead worker held is completed by another worker.
+ */
+export const killOneWorker = (url: string, options: ScenarioOptions) =>
+  Effect.gen(function* () {
+    const workers = yield* startCluster(url, options.settings)
+    yield* enqueueJobs(url, options.jobs)
+    const victim = workers[1]!
+    // Mid-run, and while the victim holds jobs.
+    yield* awaitCompleted(url, Math.floor(options.jobs / 3))
+    yield* waitFor("the victim holds jobs", Effect.map(heldBy(url, victim.id), (ids) => ids.length > 0), "10 seconds")
+    victim.child.kill("SIGKILL")
+    const killedAt = Date.now()
+    yield* Effect.promise(() => victim.exited)
+    const held = yield* heldBy(url, victim.id)
+
+    yield* waitFor(
+      "the dead worker's jobs are completed elsewhere",
+      Effect.map(
+        query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE id = ANY($1::uuid[]) AND status <> 'completed'", [held]),
+        (rows) => rows[0]!.n === 0
+      ),
+      Duration.sum(Duration.millis(options.settings.leaseMs * 3), Duration.seconds(30))
+    )
+    const [times] = yield* query<{ last: Date | null }>(url, "SELECT max(completed_at) AS last FROM job_queue WHERE id = ANY($1::uuid[])", [held])
+    const rescues = yield* query<{ deadWorker: string; n: number }>(url, `
+      SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n FROM audit_logs
+      WHERE event = 'job_rescued' AND job_id = ANY($1::uuid[]) GROUP BY 1`, [held])
+    return yield* summarize(
+      "kill -9 of 1 of 3 workers",
+      url,
+      workers,
+      options,
+      { label: "last job of the dead worker completed elsewhere, after the kill", ms: times?.last ? times.last.getTime() - killedAt : undefined },
+      { heldByDeadWorker: held.length, rescuedFromDeadWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])) }
+    )
+  })
+
+/** The ids of the jobs a worker holds (processing, locked by it). */
+export const heldBy = (url: string, workerId: string) =>
+  Effect.map(
+    query<{ id: string }>(url, "SELECT id FROM job_queue WHERE status = 'processing' AND locked_by = $1", [workerId]),
+    (rows) => rows.map((row) => row.id)
+  )
+
+/** Stops every worker with SIGTERM (graceful) and returns their exit codes. */
+export const stopAll = (workers: ReadonlyArray<WorkerProcess>) =>
+  Effect.forEach(
+    workers.filter((worker) => worker.child.exitCode === null && worker.child.signalCode === null),
+    (worker) => stopWorker(worker, "SIGTERM"),
+    { concurrency: "unbounded" }
+  )
+
+/** When the first job completed at or after `since` (ms), waiting for it up to `timeout`. */
+const firstCompletionAfter = (url: string, since: number, timeout: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + Duration.toMillis(Duration.decode(timeout))
+    while (true) {
+      const [row] = yield* query<{ first: Date | null }>(url, "SELECT min(completed_at) AS first FROM job_queue WHERE completed_at >= $1", [new Date(since)])
+      if (row?.first) return row.first.getTime()
+      if (Date.now() > deadline) return undefined
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** Warnings that name the outage, per worker: each must have noticed and said so. */
+const loggedOutage = (workers: ReadonlyArray<WorkerProcess>) =>
+  Object.fromEntries(workers.map((worker) => [worker.id, warnings(worker).map((line) => line.message).filter((m) => /failed|lost|could not/i.test(m)).length]))
+
+/**
+ * PostgreSQL restarted (fast shutdown, down for `downMs`, started again) in the
+ * middle of a run. Recovery: from the server being up again until the first
+ * job completes.
+ */
+export const restartPostgres = (
+  server: { readonly stop: Effect.Effect<void>; readonly start: Effect.Effect<void, Error> },
+  url: string,
+  options: ScenarioOptions & { readonly downMs: number }
+) =>
+  Effect.gen(function* () {
+    const workers = yield* startCluster(url, options.settings)
+    yield* enqueueJobs(url, options.jobs)
+    yield* awaitCompleted(url, Math.floor(options.jobs / 3))
+    const [inFlight] = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'")
+    yield* server.stop
+    const downAt = Date.now()
+    yield* Effect.sleep(options.downMs)
+    yield* server.start
+    const upAt = Date.now()
+    const first = yield* firstCompletionAfter(url, upAt, "60 seconds")
+    yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
+    const listeningAfterMs = Date.now() - upAt
+    return yield* summarize(
+      "PostgreSQL restarted mid-run",
+      url,
+      workers,
+      options,
+      { label: "first job completed after the server was back", ms: first === undefined ? undefined : first - upAt },
+      { outageMs: upAt - downAt, jobsInFlight: inFlight!.n, listeningAgainWithinMs: listeningAfterMs, outageWarnings: loggedOutage(workers) }
+    )
+  })
+
+/** Terminates every backend of the chaos workers (pool and LISTEN connections); returns how many. */
+export const terminateWorkerBackends = (url: string) =>
+  Effect.map(
+    query<{ n: number }>(url, `SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+                               WHERE application_name LIKE 'skiplock-chaos-w%' AND datname = current_database()`),
+    (rows) => rows[0]!.n
+  )
+
+/**
+ * `pg_terminate_backend` on every worker connection, `rounds` times, `everyMs`
+ * apart, during a run. Recovery: from the last round until the first job completes.
+ */
+export const terminateRepeatedly = (url: string, options: ScenarioOptions & { readonly rounds: number; readonly everyMs: number }) =>
+  Effect.gen(function* () {
+    const workers = yield* startCluster(url, options.settings)
+    yield* enqueueJobs(url, options.jobs)
+    yield* awaitCompleted(url, Math.floor(options.jobs / 5))
+    let terminated = 0
+    for (let round = 0; round < options.rounds; round++) {
+      terminated += yield* terminateWorkerBackends(url)
+      yield* Effect.sleep(options.everyMs)
+    }
+    const lastAt = Date.now() - options.everyMs
+    const first = yield* firstCompletionAfter(url, lastAt, "60 seconds")
+    yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
+    return yield* summarize(
+      `pg_terminate_backend x${options.rounds}`,
+      url,
+      workers,
+      options,
+      { label: "first job completed after the last termination", ms: first === undefined ? undefined : first - lastAt },
+      { rounds: options.rounds, backendsTerminated: terminated }
+    )
+  })
+
+/**
+ * A transaction elsewhere locks the next `lockedJobs` jobs in line, some of them
+ * running, and stays idle in transaction for `holdMs`. Recovery: from its end
+ * until every job it had locked is completed.
+ */
+export const idleInTransaction = (url: string, options: ScenarioOptions & { readonly holdMs: number; readonly lockedJobs: number }) =>
+  Effect.scoped(Effect.gen(function* () {
+    const workers = yield* startCluster(url, options.settings)
+    yield* enqueueJobs(url, options.jobs)
+    yield* awaitCompleted(url, Math.floor(options.jobs / 4))
+    const operator = yield* connection(url, "skiplock-chaos-operator")
+    yield* Effect.promise(() => operator.query("BEGIN"))
+    // An operator's edit in an open transaction: it row-locks running and waiting jobs alike.
+    const locked = yield* Effect.promise(() =>
+      operator.query<{ id: string; status: string }>(`
+        UPDATE job_queue SET priority = priority
+        WHERE id IN (SELECT id FROM job_queue WHERE status IN ('processing', 'pending')
+                     ORDER BY status DESC, priority, run_at, created_at LIMIT $1)
+        RETURNING id, status`, [options.lockedJobs])
+    )
+    const startedAt = Date.now()
+    const [before] = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE status = 'completed'")
+    yield* Effect.sleep(options.holdMs)
+    const [during] = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE status = 'completed'")
+    yield* Effect.promise(() => operator.query("ROLLBACK"))
+    const endedAt = Date.now()
+    const ids = locked.rows.map((row) => row.id)
+    yield* waitFor(
+      "the locked jobs are completed",
+      Effect.map(query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE id = ANY($1::uuid[]) AND status <> 'completed'", [ids]), (rows) => rows[0]!.n === 0),
+      "60 seconds"
+    )
+    const [last] = yield* query<{ last: Date }>(url, "SELECT max(completed_at) AS last FROM job_queue WHERE id = ANY($1::uuid[])", [ids])
+    return yield* summarize(
+      "idle in transaction (row locks)",
+      url,
+      workers,
+      options,
+      { label: "last locked job completed after the transaction ended", ms: last!.last.getTime() - endedAt },
+      {
+        holdMs: endedAt - startedAt,
+        lockedRunning: locked.rows.filter((row) => row.status === "processing").length,
+        lockedWaiting: locked.rows.filter((row) => row.status === "pending").length,
+        completedWhileHeld: during!.n - before!.n
+      }
+    )
+  }))
+
+/**
+ * Another client takes every free connection slot of the server for `holdMs`
+ * (needs a throwaway server: never do this to a shared one). Recovery: from
+ * its release until the first job completes.
+ */
+export const connectionsExhausted = (adminUrl: string, url: string, options: ScenarioOptions & { readonly holdMs: number }) =>
+  Effect.scoped(Effect.gen(function* () {
+    const workers = yield* startCluster(url, options.settings)
+    yield* enqueueJobs(url, options.jobs)
+    yield* awaitCompleted(url, Math.floor(options.jobs / 4))
+    const hog: Array<pg.Client> = []
+    yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(hog.map((client) => client.end().catch(() => undefined)))))
+    // Take slots until the server refuses (superuser_reserved_connections stay free for the test itself).
+    while (true) {
+      const client = new pg.Client({ connectionString: adminUrl, application_name: "skiplock-chaos-hog" })
+      client.on("error", () => undefined)
+      const ok = yield* Effect.promise(() => client.connect().then(() => true, () => false))
+      if (!ok) break
+      hog.push(client)
+    }
+    const startedAt = Date.now()
+    yield* Effect.sleep(options.holdMs)
+    yield* Effect.promise(() => Promise.all(hog.splice(0).map((client) => client.end().catch(() => undefined))))
+    const endedAt = Date.now()
+    const first = yield* firstCompletionAfter(url, endedAt, "60 seconds")
+    return yield* summarize(
+      "every connection slot taken",
+      url,
+      workers,
+      options,
+      { label: "first job completed after the slots were freed", ms: first === undefined ? undefined : first - endedAt },
+      { holdMs: endedAt - startedAt }
+    )
+  }))
