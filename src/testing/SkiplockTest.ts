@@ -186,7 +186,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
     const faults = Faults.make()
     const env = { workerId: TEST_WORKER_ID, store, retryBackoff: Duration.decode(options.retryBackoff ?? "30 seconds") }
 
-    // Their requirements come from the layer's context (see `given` below), so none are left.
+    // Their requirements come from the layer's context (see `given`), so none are left.
     const handlers = new Map<string, Handler<string, any, any, never>>()
     for (const handler of options.handlers) {
       handlers.set(handler.definition.jobType, faults.wrap(handler) as Handler<string, any, any, never>)
@@ -252,13 +252,18 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         return job
       })
 
-    let queueContext: Context.Context<never> = Context.empty()
-    let inlineContext: Context.Context<never> = Context.empty()
+    // What handlers run with: the layer's context (their dependencies, Audit, the layer's JobQueue) under
+    // the caller's, so that what a test provides around drain or runJob wins. Set once the queues exist.
+    let given: Context.Context<never> = Context.empty()
 
-    const execute = <R>(handler: Handler<string, any, any, R>, job: ClaimedJob, context: Context.Context<never>) =>
+    const execute = <R>(handler: Handler<string, any, any, R>, job: ClaimedJob, mode: "queue" | "inline") =>
       Effect.gen(function* () {
         const at = new Date(yield* Clock.currentTimeMillis)
-        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(context)) as Effect.Effect<Outcome, never, R>)
+        const current = yield* Effect.context<never>()
+        const context = Context.merge(given, current)
+        // Inline mode runs the jobs its handlers enqueue inline too.
+        const provided = mode === "inline" ? Context.add(context, JobQueue.JobQueue, inlineQueue) : context
+        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(provided)) as Effect.Effect<Outcome, never, R>)
         const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
         history.push(attempt)
         return attempt
@@ -276,7 +281,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
             result.push(job)
             continue
           }
-          const { outcome } = yield* execute(handler, yield* claimJob(job.id, job.jobType), inlineContext)
+          const { outcome } = yield* execute(handler, yield* claimJob(job.id, job.jobType), "inline")
           result.push(statusAfter(job, outcome))
         }
         return result
@@ -287,10 +292,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
       enqueueMany: enqueueInline
     })
 
-    // What handlers run with: what the layer was given (their dependencies), Audit and a JobQueue.
-    const given = Context.add(yield* Effect.context<never>(), Audit.Audit, audit)
-    queueContext = Context.add(given, JobQueue.JobQueue, options.inline === true ? inlineQueue : queue)
-    inlineContext = Context.add(given, JobQueue.JobQueue, inlineQueue)
+    given = (yield* Effect.context<never>()).pipe(
+      Context.add(Audit.Audit, audit),
+      Context.add(JobQueue.JobQueue, options.inline === true ? inlineQueue : queue)
+    )
 
     const drain = (drainOptions: DrainOptions = {}) =>
       Effect.gen(function* () {
@@ -307,7 +312,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
           }
           const [job] = yield* store.claim(TEST_WORKER_ID, handledTypes, 1, new Date(now), LEASE)
           if (job !== undefined) {
-            const attempt = yield* execute(handlers.get(job.jobType)!, job, queueContext)
+            const attempt = yield* execute(handlers.get(job.jobType)!, job, "queue")
             attempts.push(attempt)
             byJob.set(job.id, [...(byJob.get(job.id) ?? []), attempt])
             continue
@@ -335,7 +340,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
           Effect.mapError((error) => new InvalidPayload({ jobType, reason: JobQueue.formatParseError(error) }))
         )
         const job = yield* queue.enqueue({ ...runOptions, organizationId: runOptions.organizationId ?? TEST_ORGANIZATION_ID, jobType, payload: encoded })
-        return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), queueContext)
+        return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), "queue")
       }).pipe(Effect.withSpan("SkiplockTest.runJob"))
 
     const enqueued = <A = any>(filter: JobFilter<A> = {}) =>
