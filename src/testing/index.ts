@@ -21,4 +21,5 @@ export { type DeepPartial, EnqueuedAssertionError, type JobFilter } from "./JobM
 export type { JobRecord, JobStatus } from "./JobRecords.js"
 export type { JobTypeRef } from "./Faults.js"
 export { TestDatabase, type TestDatabaseInfo, type TestDatabaseOptions } from "./TestDatabase.js"
+export { setupPostgresServer } from "./globalSetup.js"
 export { NoPostgresServer, PostgresServer, type PostgresServerInfo, type PostgresServerOptions } from "./PostgresServer.js"

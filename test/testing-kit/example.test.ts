@@ -1,7 +1,7 @@
 // The README's "Testing your handlers" example, run as written: it imports
 // skiplock and skiplock/testing by their package names, as a user's tests do.
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Data, Duration, Effect, Layer, Schema } from "effect"
+import { Clock, Context, Data, Duration, Effect, Layer, Schema } from "effect"
 import { fileURLToPath } from "node:url"
 import { Handler, JobDefinition, JobQueue } from "skiplock"
 import { SkiplockTest } from "skiplock/testing"
@@ -72,7 +72,7 @@ describe("receipts", () => {
     Effect.gen(function* () {
       const down = Layer.succeed(Mailer, { send: () => Effect.fail(new MailerDown({ message: "SMTP 421: try again later" })) })
       const run = yield* SkiplockTest.runJob(sendReceipt, { invoiceId: "INV-3", email: "ada@example.com" }).pipe(Effect.provide(down))
-      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      const now = yield* Clock.currentTimeMillis
       expect(run.outcome).toEqual(expect.objectContaining({ _tag: "RetryScheduled", error: "MailerDown: SMTP 421: try again later", runAt: new Date(now + 30_000) }))
     }).pipe(Effect.provide(kit)))
 

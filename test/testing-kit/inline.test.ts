@@ -1,5 +1,6 @@
 // Inline mode: enqueueing runs the handler at once, inside the enqueue call,
 // through the same real path as drain (the job, job_runs and audit exist).
+import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Effect, FiberRef } from "effect"
 import { Handler, JobQueue } from "../../src/index.js"
@@ -70,5 +71,23 @@ describe("inline mode", () => {
       yield* SkiplockTest.drain()
       expect(runs).toBe(2)
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report] })))
+  })
+})
+
+describe("inline mode inside the enqueuer's transaction", () => {
+  it.effect("the handler's work commits or rolls back with the enqueuer's transaction", () => {
+    const report = Handler.make(Report, {
+      run: (payload) => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`INSERT INTO reports (month) VALUES (${payload.month})`)
+    })
+    return Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`CREATE TABLE reports (month text NOT NULL)`
+      const committed = yield* sql.withTransaction(requestReport("2025-03"))
+      expect(committed.status).toBe("completed")
+      const rolledBack = yield* sql.withTransaction(Effect.zipRight(requestReport("2025-04"), Effect.fail("the enqueuer fails after enqueueing" as const))).pipe(Effect.flip)
+      expect(rolledBack).toBe("the enqueuer fails after enqueueing")
+      expect(yield* sql`SELECT month FROM reports`).toEqual([{ month: "2025-03" }])
+      expect((yield* SkiplockTest.enqueued()).map((job) => [job.payload, job.status])).toEqual([[{ month: "2025-03" }, "completed"]])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
   })
 })
