@@ -16,9 +16,9 @@ describe("database faults during a run", () => {
     it.effect("pg_terminate_backend on every worker connection, 5 times: all jobs completed exactly once, LISTEN back", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
-        const result = yield* terminateRepeatedly(url, { jobs: 600, settings: { ...fastSettings, handlerMs: 30 }, rounds: 5, everyMs: 400 })
+        const result = yield* terminateRepeatedly(url, { jobs: 300, settings: { ...fastSettings, handlerMs: 30 }, rounds: 5, everyMs: 400 })
         report(result)
-        expect(result.tally).toMatchObject({ enqueued: 600, completed: 600, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
         expect(result.details["backendsTerminated"]).toBeGreaterThanOrEqual(15)
         expect(result.workersAlive).toBe(3)
         expect(result.recovery.ms).toBeLessThan(3_000)
@@ -28,9 +28,9 @@ describe("database faults during a run", () => {
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         const settings = { ...fastSettings, handlerMs: 30 }
-        const result = yield* idleInTransaction(url, { jobs: 800, settings, holdMs: 3_000, lockedJobs: 20 })
+        const result = yield* idleInTransaction(url, { jobs: 400, settings, holdMs: 3_000, lockedJobs: 20 })
         report(result)
-        expect(result.tally).toMatchObject({ enqueued: 800, completed: 800, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.tally).toMatchObject({ enqueued: 400, completed: 400, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
         expect(result.details["completedWhileHeld"]).toBeGreaterThan(0) // slowed down, not stopped
         expect(Object.values(result.warnings).reduce((a, b) => a + b, 0)).toBeLessThan(30)
       }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -8,13 +8,13 @@ import { killOneWorker } from "./harness/scenarios.js"
 
 describe("kill -9 of a worker process", () => {
   layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
-    it.effect("600 jobs, 3 workers, one killed mid-run: all completed exactly once, its jobs recovered within lease + rescue interval", () =>
+    it.effect("300 jobs, 3 workers, one killed mid-run: all completed exactly once, its jobs recovered within lease + rescue interval", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         const settings = { ...fastSettings, handlerMs: 30 }
-        const result = yield* killOneWorker(url, { jobs: 600, settings })
+        const result = yield* killOneWorker(url, { jobs: 300, settings })
         console.log(JSON.stringify({ ...result, workers: undefined }))
-        expect(result.tally).toMatchObject({ enqueued: 600, completed: 600, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
         expect(result.details["heldByDeadWorker"]).toBeGreaterThan(0)
         // Every job the dead worker held was rescued in its name.
         expect(result.details["rescuedFromDeadWorker"]).toEqual({ w2: result.details["heldByDeadWorker"] })

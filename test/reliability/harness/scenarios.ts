@@ -305,6 +305,12 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
       if (!ok) break
       hog.push(client)
     }
+    const hogged = hog.length
+    // The workers' pooled connections are dropped too (as a pooler or network blip would): they must reconnect, and cannot.
+    const [dropped] = yield* Effect.promise(() =>
+      hog[0]!.query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+                                    WHERE application_name LIKE 'skiplock-chaos-w%'`)
+    ).pipe(Effect.map((result) => result.rows))
     const startedAt = Date.now()
     yield* Effect.sleep(options.holdMs)
     yield* Effect.promise(() => Promise.all(hog.splice(0).map((client) => client.end().catch(() => undefined))))
@@ -316,6 +322,6 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
       workers,
       options,
       { label: "first job completed after the slots were freed", ms: first === undefined ? undefined : first - endedAt },
-      { holdMs: endedAt - startedAt }
+      { holdMs: endedAt - startedAt, slotsTaken: hogged, workerConnectionsDropped: dropped!.n, outageWarnings: loggedOutage(workers) }
     )
   }))

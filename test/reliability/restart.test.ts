@@ -1,0 +1,40 @@
+// Faults that need a PostgreSQL server of our own (never the shared one): the
+// server restarted mid-run, and every connection slot taken by another client.
+// Three worker processes log the outage, keep running, reconnect (LISTEN too)
+// and finish every job exactly once.
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
+import { fastSettings } from "./harness/cluster.js"
+import { connectionsExhausted, restartPostgres } from "./harness/scenarios.js"
+import { throwawayPostgres } from "./harness/throwawayPostgres.js"
+
+const report = (result: { workers: unknown }) => console.log(JSON.stringify({ ...result, workers: undefined }))
+
+describe("faults of the server itself (a throwaway PostgreSQL)", () => {
+  it.scopedLive("PostgreSQL restarted mid-run (down 1.5 s): the workers log it, reconnect, LISTEN again, and finish every job exactly once", () =>
+    Effect.gen(function* () {
+      const server = yield* throwawayPostgres()
+      const { url } = yield* acquireTestDatabase({ adminUrl: server.adminUrl })
+      const result = yield* restartPostgres(server, url, { jobs: 300, settings: { ...fastSettings, handlerMs: 30 }, downMs: 1_500 })
+      report(result)
+      expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+      expect(result.workersAlive).toBe(3)
+      // Each worker noticed and said so, without a storm of lines.
+      for (const n of Object.values(result.details["outageWarnings"] as Record<string, number>)) expect(n).toBeGreaterThan(0)
+      for (const n of Object.values(result.warnings)) expect(n).toBeLessThan(40)
+      expect(result.recovery.ms).toBeLessThan(5_000)
+    }), { timeout: 90_000 })
+
+  it.scopedLive("every connection slot taken by another client for 3 s: the workers wait it out and finish every job exactly once", () =>
+    Effect.gen(function* () {
+      const server = yield* throwawayPostgres({ maxConnections: 40 })
+      const { url } = yield* acquireTestDatabase({ adminUrl: server.adminUrl, maxConnections: 2 })
+      const result = yield* connectionsExhausted(server.adminUrl, url, { jobs: 300, settings: { ...fastSettings, handlerMs: 30, maxConnections: 6 }, holdMs: 3_000 })
+      report(result)
+      expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+      expect(result.workersAlive).toBe(3)
+      for (const n of Object.values(result.warnings)) expect(n).toBeLessThan(40)
+      expect(result.recovery.ms).toBeLessThan(5_000)
+    }), { timeout: 90_000 })
+})
