@@ -233,8 +233,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         )
       })
 
-    /** Claims this job through claim_next_job, on the Clock's time. */
-    const claimJob = (jobId: string, jobType: string) =>
+    /**
+     * Claims this job through claim_next_job, on the Clock's time. Inside the enqueuer's transaction
+     * the jobs it inserted are invisible to the holding connection, so one of `acceptable` (the rest
+     * of an inline batch) may come first: it is claimed instead, to be run next.
+     */
+    const claimJob = (jobId: string, jobType: string, acceptable: ReadonlySet<string> = new Set([jobId])) =>
       Effect.gen(function* () {
         const now = new Date(yield* Clock.currentTimeMillis)
         const claim = store.claim(TEST_WORKER_ID, [jobType], 1, now, LEASE)
@@ -242,11 +246,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
           ? yield* Effect.scoped(Effect.zipRight(holdOtherJobs(jobId, jobType), claim))
           : yield* claim
         const job = claimed[0]
-        if (job === undefined || job.id !== jobId) {
+        if (job === undefined || !acceptable.has(job.id)) {
           const [row] = (yield* records.all).filter((record) => record.id === jobId)
           return yield* Effect.dieMessage(
             `could not claim job ${jobId} (${jobType}): it is ${row === undefined ? "gone" : `${row.status}, run_at ${row.runAt.toISOString()}`}` +
-              (job !== undefined ? `; claimed ${job.id} instead` : "")
+              (job !== undefined ? `; claimed ${job.id} instead (a due job inserted in the same transaction?)` : "")
           )
         }
         return job
@@ -273,18 +277,20 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
       Effect.gen(function* () {
         const jobs = yield* queue.enqueueMany(inputs)
         const now = yield* Clock.currentTimeMillis
-        const result: Array<JobQueue.EnqueuedJob> = []
-        for (const job of jobs) {
-          const handler = handlers.get(job.jobType)
-          // A job scheduled for later, a duplicate, or one without a handler stays in the queue for drain.
-          if (job.existing || handler === undefined || job.runAt.getTime() > now) {
-            result.push(job)
-            continue
-          }
-          const { outcome } = yield* execute(handler, yield* claimJob(job.id, job.jobType), "inline")
-          result.push(statusAfter(job, outcome))
+        // A job scheduled for later, a duplicate, or one without a handler stays in the queue for drain.
+        const runnable = jobs.filter((job) => !job.existing && handlers.has(job.jobType) && job.runAt.getTime() <= now)
+        const left = new Set(runnable.map((job) => job.id))
+        const outcomes = new Map<string, Outcome>()
+        while (left.size > 0) {
+          const job = runnable.find((candidate) => left.has(candidate.id))!
+          const claimed = yield* claimJob(job.id, job.jobType, left)
+          left.delete(claimed.id)
+          outcomes.set(claimed.id, (yield* execute(handlers.get(claimed.jobType)!, claimed, "inline")).outcome)
         }
-        return result
+        return jobs.map((job) => {
+          const outcome = outcomes.get(job.id)
+          return outcome === undefined ? job : statusAfter(job, outcome)
+        })
       })
 
     const inlineQueue = JobQueue.JobQueue.of({

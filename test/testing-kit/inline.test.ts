@@ -91,3 +91,34 @@ describe("inline mode inside the enqueuer's transaction", () => {
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
   })
 })
+
+describe("inline mode with several jobs at once", () => {
+  // The second job has the higher priority: claim_next_job alone would take it first.
+  const batch = (months: readonly [string, string]) =>
+    JobQueue.enqueueMany([
+      { organizationId: ORG, jobType: "report_generation", payload: { month: months[0] } },
+      { organizationId: ORG, jobType: "report_generation", payload: { month: months[1] }, priority: -1 }
+    ])
+
+  it.effect("enqueueMany runs each job once, in the order given", () => {
+    const months: Array<string> = []
+    const report = Handler.make(Report, { run: (payload) => Effect.sync(() => months.push(payload.month)) })
+    return Effect.gen(function* () {
+      const jobs = yield* batch(["2025-01", "2025-02"])
+      expect(months).toEqual(["2025-01", "2025-02"])
+      expect(jobs.map((job) => job.status)).toEqual(["completed", "completed"])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
+  })
+
+  it.effect("inside the enqueuer's transaction, enqueueMany runs each job once, in claim order", () => {
+    const months: Array<string> = []
+    const report = Handler.make(Report, { run: (payload) => Effect.sync(() => months.push(payload.month)) })
+    return Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const jobs = yield* sql.withTransaction(batch(["2025-01", "2025-02"]))
+      expect(months).toEqual(["2025-02", "2025-01"])
+      expect(jobs.map((job) => job.status)).toEqual(["completed", "completed"])
+      expect(yield* SkiplockTest.attempts).toHaveLength(2)
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
+  })
+})
