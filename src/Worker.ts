@@ -17,6 +17,8 @@ import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
+import { waitAtMost } from "./internal/bounded.js"
+import * as CompletionBatcher from "./internal/completionBatcher.js"
 import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
 import { listenForJobs } from "./internal/listener.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
@@ -125,7 +127,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const idle = yield* Ref.make(yield* Deferred.make<void>())
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
-    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome }
+    const batcher = yield* CompletionBatcher.make(store, workerId)
+    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete: batcher.complete }
 
     const start = (job: ClaimedJob) =>
       Effect.gen(function* () {
@@ -272,13 +275,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Fiber.interrupt(pruneFiber)
         if (running.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
-          yield* Effect.flatMap(Ref.get(idle), Deferred.await).pipe(Effect.timeout(shutdownTimeout), Effect.interruptible, Effect.ignore)
+          yield* waitAtMost(Effect.flatMap(Ref.get(idle), Deferred.await), shutdownTimeout)
         }
         const left = [...running.values()]
         for (const entry of left) entry.control.stopReason = "shutdown"
         yield* Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : [])))
         yield* Fiber.interrupt(heartbeatFiber)
-        yield* store.unregister(workerId).pipe(Effect.timeout("5 seconds"), Effect.interruptible, Effect.ignore)
+        yield* waitAtMost(store.unregister(workerId), "5 seconds")
       }).pipe(Effect.annotateLogs({ workerId }))
     )
 

@@ -42,6 +42,12 @@ export const make = Effect.gen(function* () {
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
+    /** Completes many jobs held by one worker; returns the ids it completed. */
+    completeMany: (workerId: string, jobs: ReadonlyArray<{ readonly id: string; readonly attempt: number }>, now: Date) =>
+      sql<{ id: string }>`SELECT complete_jobs AS id FROM complete_jobs(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[], ${now})`.pipe(
+        Effect.map((rows) => new Set(rows.map((row) => row.id)))
+      ),
+
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
       sql<{ status: "pending" | "failed"; runAt: Date }>`
         SELECT status, run_at AS "runAt"

@@ -38,6 +38,8 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
+  /** Completes a non-transactional job (a batcher); default: one complete_job call. */
+  readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
@@ -49,6 +51,12 @@ const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 // Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
 const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
   effect.pipe(Effect.retry({ schedule: Schedule.exponential("100 millis", 2), times: 6 }))
+
+// An error text is stored in job_queue, job_runs and the audit entry, and logged: a huge value quoted in it
+// (a 10 MB payload field) must not be copied four times.
+const MAX_ERROR_LENGTH = 1_000
+const bounded = (text: string) =>
+  text.length <= MAX_ERROR_LENGTH ? text : `${text.slice(0, MAX_ERROR_LENGTH)}… (${text.length - MAX_ERROR_LENGTH} more characters)`
 
 /** A readable one-line text of any failure, for job_queue.error and logs. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
@@ -110,7 +118,7 @@ export const executeJob = <R>(
     const context = jobContext(job, workerId)
     yield* Metric.increment(Metrics.forJobType(Metrics.jobsClaimed, job.jobType))
 
-    const fail = (error: string, retryable: boolean) =>
+    const fail = (reason: string, retryable: boolean, error = bounded(reason)) =>
       Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
         Effect.map((result): Outcome => {
           if (result === undefined) return Outcome.LeaseLost()
@@ -157,7 +165,8 @@ export const executeJob = <R>(
 
     if (Exit.isSuccess(exit)) {
       if (handler.transactional) return Outcome.Completed()
-      return (yield* persistently(complete())) ? Outcome.Completed() : Outcome.LeaseLost()
+      const completed = env.complete !== undefined ? env.complete(job.id, attempt) : complete()
+      return (yield* persistently(completed)) ? Outcome.Completed() : Outcome.LeaseLost()
     }
     const cause = exit.cause
     if (Cause.isInterruptedOnly(cause)) {

@@ -2,7 +2,7 @@
 // timeout; the rest are interrupted and released without counting the attempt.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Scope, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
@@ -37,6 +37,26 @@ describe("graceful shutdown", () => {
         expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
         const [run] = yield* sql<{ status: string }>`SELECT status FROM job_runs WHERE job_id = ${slow.id}`
         expect(run!.status).toBe("released")
+      }))
+
+    it.effect("a stop by interrupting the fiber that runs the worker (SIGTERM) also waits, then releases", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const handler = Handler.make(Report, { run: (payload) => Effect.sleep(`${payload.seconds} seconds`) })
+        const quick = yield* enqueue(0.3)
+        const slow = yield* enqueue(60)
+        // As NodeRuntime.runMain does on SIGTERM: the fiber that holds the worker's scope is interrupted.
+        const main = yield* Effect.fork(
+          Effect.scoped(Effect.zipRight(Worker.make({ handlers: [handler], shutdownTimeout: "1 second", pollInterval: "100 millis" }), Effect.never))
+        )
+        yield* eventually(Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`, (rows) => rows[0]!.n === 2), "both jobs run")
+        const started = Date.now()
+        yield* Fiber.interrupt(main)
+        expect(Date.now() - started).toBeGreaterThanOrEqual(900)
+        expect(yield* jobRow(quick.id)).toMatchObject({ status: "completed" })
+        expect(yield* jobRow(slow.id)).toMatchObject({ status: "pending", attempts: 0 })
+        expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
       }))
 
     it.effect("a stop with nothing running is immediate and leaves nothing in processing", () =>

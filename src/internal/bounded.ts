@@ -1,0 +1,19 @@
+/**
+ * Waiting with a time limit inside a finalizer. A finalizer runs
+ * uninterruptibly, so `Effect.timeout` could not stop what it waits for; and
+ * when the fiber closing the scope was itself interrupted (SIGTERM), an
+ * `Effect.interruptible` region in it is cut off at once. Running the wait in
+ * a fresh fiber avoids both: it is interruptible, and nothing is pending on it.
+ */
+import { Duration, Effect, Fiber } from "effect"
+
+/** Runs `effect` for at most `timeout`; returns false if it did not finish in time. Never fails. */
+export const waitAtMost = <A, E, R>(effect: Effect.Effect<A, E, R>, timeout: Duration.DurationInput) =>
+  effect.pipe(
+    Effect.timeout(timeout),
+    Effect.as(true),
+    Effect.catchAll(() => Effect.succeed(false)),
+    Effect.interruptible,
+    Effect.forkDaemon,
+    Effect.flatMap(Fiber.join)
+  )
