@@ -4,6 +4,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 export const isUuid = (value: unknown): value is string => typeof value === "string" && UUID.test(value)
 
 export const MAX_ATTEMPTS_LIMIT = 100
+/** 4713-11-24 BC 00:00 UTC, the earliest timestamptz (the latest, 294276 AD, lies beyond any JavaScript Date). */
+const EARLIEST_TIMESTAMP = Date.UTC(-4713, 10, 24)
 export const PRIORITY_RANGE = [-32768, 32767] as const
 
 /** Returns the reason the options are invalid, or undefined when they are fine. */
@@ -35,6 +37,10 @@ export const invalidOptionsReason = (options: {
   }
   if (options.runAt !== undefined && !(options.runAt instanceof Date && !Number.isNaN(options.runAt.getTime()))) {
     return `runAt must be a valid Date, got ${String(options.runAt)}`
+  }
+  if (options.runAt instanceof Date && options.runAt.getTime() < EARLIEST_TIMESTAMP) {
+    // JavaScript dates reach further back than PostgreSQL's timestamptz.
+    return `runAt must be between 4713 BC and 294276 AD (what PostgreSQL stores), got ${options.runAt.toISOString()}`
   }
   if (
     options.idempotencyKey !== undefined &&
