@@ -15,9 +15,9 @@ describe("kill -9 of a worker process", () => {
         const result = yield* killOneWorker(url, { jobs: 300, settings })
         console.log(JSON.stringify({ ...result, workers: undefined }))
         expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
-        expect(result.details["heldByDeadWorker"]).toBeGreaterThan(0)
+        expect(result.details["heldByStoppedWorker"]).toBeGreaterThan(0)
         // Every job the dead worker held was rescued in its name.
-        expect(result.details["rescuedFromDeadWorker"]).toEqual({ w2: result.details["heldByDeadWorker"] })
+        expect(result.details["rescuedFromStoppedWorker"]).toEqual({ w2: result.details["heldByStoppedWorker"] })
         // lease (2 s) + one rescue pass (0.5 s), plus the rescued job's own run and a margin for a loaded machine.
         expect(result.recovery.ms).toBeLessThan(settings.leaseMs + settings.rescueMs + 1_000)
         expect(result.workersAlive).toBe(2)

@@ -100,24 +100,29 @@ const summarize = (
   })
 
 /**
- * `kill -9` of one of three workers in the middle of a run. Recovery: from the
- * kill until the last job the dead worker held is completed by another worker.
+ * One of three workers stopped in the middle of a run: `SIGKILL` (kill -9, a
+ * crash) or `SIGTERM` (graceful). Recovery: from the signal until the last job
+ * the stopped worker held is completed (by another worker, or by itself while
+ * draining on SIGTERM).
  */
-export const killOneWorker = (url: string, options: ScenarioOptions) =>
+export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly signal?: "SIGKILL" | "SIGTERM" }) =>
   Effect.gen(function* () {
+    const signal = options.signal ?? "SIGKILL"
     const workers = yield* startCluster(url, options.settings)
     yield* enqueueJobs(url, options.jobs)
     const victim = workers[1]!
     // Mid-run, and while the victim holds jobs.
     yield* awaitCompleted(url, Math.floor(options.jobs / 3))
     yield* waitFor("the victim holds jobs", Effect.map(heldBy(url, victim.id), (ids) => ids.length > 0), "10 seconds")
-    victim.child.kill("SIGKILL")
-    const killedAt = Date.now()
-    yield* Effect.promise(() => victim.exited)
-    const held = yield* heldBy(url, victim.id)
+    const heldBefore = yield* heldBy(url, victim.id)
+    victim.child.kill(signal)
+    const stoppedAt = Date.now()
+    const exit = yield* Effect.promise(() => victim.exited)
+    // After a kill, what it held is what it still holds now (nothing of it runs any more).
+    const held = signal === "SIGKILL" ? yield* heldBy(url, victim.id) : heldBefore
 
     yield* waitFor(
-      "the dead worker's jobs are completed elsewhere",
+      "the stopped worker's jobs are completed",
       Effect.map(
         query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE id = ANY($1::uuid[]) AND status <> 'completed'", [held]),
         (rows) => rows[0]!.n === 0
@@ -128,15 +133,27 @@ export const killOneWorker = (url: string, options: ScenarioOptions) =>
     const rescues = yield* query<{ deadWorker: string; n: number }>(url, `
       SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n FROM audit_logs
       WHERE event = 'job_rescued' AND job_id = ANY($1::uuid[]) GROUP BY 1`, [held])
+    const released = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM audit_logs WHERE event = 'job_released' AND job_id = ANY($1::uuid[])", [held])
     return yield* summarize(
-      "kill -9 of 1 of 3 workers",
+      signal === "SIGKILL" ? "kill -9 of 1 of 3 workers" : "SIGTERM of 1 of 3 workers",
       url,
       workers,
       options,
-      { label: "last job of the dead worker completed elsewhere, after the kill", ms: times?.last ? times.last.getTime() - killedAt : undefined },
-      { heldByDeadWorker: held.length, rescuedFromDeadWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])) }
+      {
+        label: signal === "SIGKILL" ? "last job of the dead worker completed elsewhere, after the kill" : "last job of the stopped worker completed, after the signal",
+        ms: times?.last ? times.last.getTime() - stoppedAt : undefined
+      },
+      {
+        heldByStoppedWorker: held.length,
+        rescuedFromStoppedWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])),
+        releasedByStoppedWorker: released[0]!.n,
+        exit
+      }
     )
   })
+
+/** `kill -9` of one of three workers in the middle of a run (see stopOneWorker). */
+export const killOneWorker = (url: string, options: ScenarioOptions) => stopOneWorker(url, { ...options, signal: "SIGKILL" })
 
 /** The ids of the jobs a worker holds (processing, locked by it). */
 export const heldBy = (url: string, workerId: string) =>
