@@ -1,6 +1,7 @@
 /**
  * Applies the plain numbered `.sql` files of one or more migration sets, in
- * order, each in its own transaction, and records them in `skiplock_migrations`.
+ * order, all in one transaction (all or nothing, serialised by an advisory
+ * lock), and records them in `skiplock_migrations`.
  * A set is a folder such as `migrations/core`; sets apply in the order given.
  */
 import { SqlClient } from "@effect/sql"

@@ -132,7 +132,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     const start = (job: ClaimedJob) =>
       Effect.gen(function* () {
-        const handler = handlers.get(job.jobType)!
+        // The handler's requirements are in `context` (provided below), as the signature of make says.
+        const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
         const entry: RunningJob = {
           job,
           control: { stopReason: undefined },

@@ -1,0 +1,28 @@
+// The worker's layer shows in its type what its handlers still need.
+import { SqlClient } from "@effect/sql"
+import { describe, expectTypeOf, it } from "@effect/vitest"
+import { Context, Effect, Layer, Schema } from "effect"
+import { Handler, JobDefinition, Worker } from "../../src/index.js"
+
+class Ledger extends Context.Tag("Ledger")<Ledger, { readonly post: (cents: number) => Effect.Effect<void> }>() {}
+class Mailer extends Context.Tag("Mailer")<Mailer, { readonly send: (to: string) => Effect.Effect<void> }>() {}
+
+const Settlement = JobDefinition.make("settlement_calculation", Schema.Struct({ cents: Schema.Int }))
+const Dunning = JobDefinition.make("dunning_run", Schema.Struct({ to: Schema.String }))
+
+const settle = Handler.make(Settlement, { run: (payload) => Effect.flatMap(Ledger, (ledger) => ledger.post(payload.cents)) })
+const dun = Handler.make(Dunning, { run: (payload) => Effect.flatMap(Mailer, (mailer) => mailer.send(payload.to)) })
+
+describe("types", () => {
+  it("a handler's payload is the Schema's decoded type, and its requirements show in its type", () => {
+    expectTypeOf(settle).toEqualTypeOf<Handler.Handler<"settlement_calculation", { readonly cents: number }, never, Ledger>>()
+  })
+
+  it("the worker layer requires the database and the union of its handlers' requirements", () => {
+    const layer = Worker.layer({ handlers: [settle, dun] })
+    // (TypeScript folds PgClient, a subtype of SqlClient, into SqlClient when it prints this union.)
+    expectTypeOf(layer).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger | Mailer>>()
+    const provided = layer.pipe(Layer.provide(Layer.succeed(Ledger, { post: () => Effect.void })))
+    expectTypeOf(provided).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Mailer>>()
+  })
+})
