@@ -3,8 +3,8 @@
  * the oldest runnable job, and job types with waiting jobs that no handler
  * takes. `skiplock stats` prints it and /metrics exports it as gauges. The
  * caller says which types are handled (this process's worker, or the
- * application's handlers for the CLI); a registry of live workers can replace
- * that argument without changing the queries.
+ * application's handlers for the CLI), and every live worker in job_workers
+ * adds the types it handles.
  */
 import { SqlClient } from "@effect/sql"
 import { Clock, Effect } from "effect"
@@ -38,7 +38,26 @@ export interface QueueStats {
   readonly oldestRunnable: OldestRunnable | null
   /** Types with pending jobs and no handler: those jobs wait until a worker for them starts. */
   readonly waitingWithoutHandler: ReadonlyArray<{ readonly jobType: string; readonly waiting: number }>
+  /** The registered workers (job_workers), live ones first. */
+  readonly workers: ReadonlyArray<WorkerInfo>
 }
+
+export interface WorkerInfo {
+  readonly workerId: string
+  readonly host: string
+  readonly pid: number
+  readonly jobTypes: ReadonlyArray<string>
+  readonly concurrency: number
+  readonly jobsInHand: number
+  readonly startedAt: Date
+  readonly lastHeartbeatAt: Date
+  readonly heartbeatAgeSeconds: number
+  /** Its heartbeat is recent (within WORKER_ALIVE_SECONDS); a dead worker's jobs are rescued when their leases expire. */
+  readonly alive: boolean
+}
+
+/** A worker whose last heartbeat is older than this (one lease, 30 s) is counted as gone. */
+export const WORKER_ALIVE_SECONDS = 30
 
 const zeroCounts = (): Record<JobStatus, number> => ({ pending: 0, processing: 0, completed: 0, failed: 0 })
 
@@ -47,7 +66,7 @@ export const collect = (handledTypes: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const at = new Date(yield* Clock.currentTimeMillis)
-    const [registered, counts, runnable, oldest] = yield* Effect.all([
+    const [registered, counts, runnable, oldest, workerRows] = yield* Effect.all([
       sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`,
       sql<{ jobType: string; status: JobStatus; count: number }>`
         SELECT job_type AS "jobType", status, count(*)::int AS count FROM job_queue GROUP BY job_type, status`,
@@ -58,9 +77,18 @@ export const collect = (handledTypes: ReadonlyArray<string>) =>
       sql<{ jobId: string; jobType: string; organizationId: string; runAt: Date }>`
         SELECT id AS "jobId", job_type AS "jobType", organization_id AS "organizationId", run_at AS "runAt"
         FROM job_queue WHERE status = 'pending' AND run_at <= ${at}
-        ORDER BY run_at, created_at LIMIT 1`
+        ORDER BY run_at, created_at LIMIT 1`,
+      sql<Omit<WorkerInfo, "heartbeatAgeSeconds" | "alive">>`
+        SELECT worker_id AS "workerId", host, pid, job_types AS "jobTypes", concurrency,
+               cardinality(jobs_in_hand) AS "jobsInHand", started_at AS "startedAt", last_heartbeat_at AS "lastHeartbeatAt"
+        FROM job_workers ORDER BY last_heartbeat_at DESC, worker_id`
     ])
-    const handled = new Set(handledTypes)
+    const workers = workerRows.map((worker): WorkerInfo => {
+      const heartbeatAgeSeconds = Math.max(0, (at.getTime() - worker.lastHeartbeatAt.getTime()) / 1000)
+      return { ...worker, heartbeatAgeSeconds, alive: heartbeatAgeSeconds <= WORKER_ALIVE_SECONDS }
+    })
+    // A type is handled when the caller handles it or any live worker does.
+    const handled = new Set([...handledTypes, ...workers.filter((worker) => worker.alive).flatMap((worker) => worker.jobTypes)])
     const age = (runAt: Date) => Math.max(0, (at.getTime() - runAt.getTime()) / 1000)
     const byType = new Map<string, { counts: Record<JobStatus, number>; runnable: number; oldestRunnableAgeSeconds: number }>()
     const entry = (jobType: string) => {
@@ -85,6 +113,7 @@ export const collect = (handledTypes: ReadonlyArray<string>) =>
       oldestRunnable: first === undefined ? null : { ...first, ageSeconds: age(first.runAt) },
       waitingWithoutHandler: types
         .filter((type) => !type.handled && type.counts.pending > 0)
-        .map((type) => ({ jobType: type.jobType, waiting: type.counts.pending }))
+        .map((type) => ({ jobType: type.jobType, waiting: type.counts.pending })),
+      workers
     } satisfies QueueStats
   }).pipe(Effect.withSpan("QueueStats.collect"))

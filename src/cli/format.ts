@@ -109,7 +109,23 @@ export const statsReport = (stats: QueueStats) => {
       ? "job types with waiting jobs and no handler: none"
       : `job types with waiting jobs and no handler (they wait until a worker for them runs):\n${stats.waitingWithoutHandler
           .map((type) => `  ${type.jobType}: ${type.waiting} pending`)
-          .join("\n")}`
+          .join("\n")}`,
+    "",
+    stats.workers.length === 0
+      ? "workers: none registered"
+      : `workers:\n${table(
+          ["WORKER", "HOST", "PID", "STATE", "JOBS IN HAND", "LAST HEARTBEAT", "STARTED", "JOB TYPES"],
+          stats.workers.map((worker) => [
+            worker.workerId,
+            worker.host,
+            String(worker.pid),
+            worker.alive ? "alive" : "gone",
+            `${worker.jobsInHand}/${worker.concurrency}`,
+            `${formatSeconds(worker.heartbeatAgeSeconds)} ago`,
+            iso(worker.startedAt),
+            worker.jobTypes.join(",")
+          ])
+        )}`
   ]
   return sections.join("\n")
 }

@@ -3,7 +3,7 @@
  * Prometheus families. Effect's metrics (claimed, completed, failed, retried,
  * released counters and the handler duration histogram, counted by this
  * process) come first; the database gauges describe the whole queue. Adding a
- * source (e.g. the workers registry) means adding one collector to the list.
+ * source means adding one collector to the list.
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
@@ -46,8 +46,26 @@ export const queueGauges: Collector = (service) =>
             stats.types.map((type) => ({ labels: { job_type: type.jobType }, value: type.oldestRunnableAgeSeconds }))
           ),
           gauge(
+            "skiplock_workers",
+            "Registered workers (job_workers) by state: alive when their heartbeat is recent",
+            (["alive", "gone"] as const).map((state) => ({
+              labels: { state },
+              value: stats.workers.filter((worker) => worker.alive === (state === "alive")).length
+            }))
+          ),
+          gauge(
+            "skiplock_worker_jobs_in_hand",
+            "Jobs each live registered worker held at its last heartbeat",
+            stats.workers.filter((worker) => worker.alive).map((worker) => ({ labels: { worker_id: worker.workerId, host: worker.host }, value: worker.jobsInHand }))
+          ),
+          gauge(
+            "skiplock_worker_heartbeat_age_seconds",
+            "Seconds since each registered worker's last heartbeat",
+            stats.workers.map((worker) => ({ labels: { worker_id: worker.workerId, host: worker.host }, value: worker.heartbeatAgeSeconds }))
+          ),
+          gauge(
             "skiplock_jobs_waiting_without_handler",
-            "Pending jobs of a type this service's worker has no handler for: they wait until a worker for it runs",
+            "Pending jobs of a type that neither this service nor any live worker handles: they wait until a worker for it runs",
             stats.types.filter((type) => !type.handled).map((type) => ({ labels: { job_type: type.jobType }, value: type.counts.pending }))
           )
         ]),

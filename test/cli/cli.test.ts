@@ -282,6 +282,29 @@ describe("skiplock CLI", () => {
         expect(text.stdout).toMatch(/^sepa_export\s+2\s+0\s+0\s+0\s+2\s+10m \d+s\s+no$/m)
         expect(text.stdout).toContain(`oldest runnable job: ${old!.id} (sepa_export)`)
         expect(text.stdout).toContain("job types with waiting jobs and no handler (they wait until a worker for them runs):\n  sepa_export: 2 pending")
+        expect(text.stdout).toContain("workers: none registered")
+      }))
+
+    it.effect("stats lists the registered workers; a live worker's types count as handled, a gone one's do not", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'sepa_export', '{}'), (${ORG}, 'dunning_run', '{}')`
+        yield* sql`SELECT register_worker('worker-a', 'host-a', 4242, ARRAY['sepa_export'], 5)`
+        yield* sql`SELECT register_worker('worker-b', 'host-b', 4343, ARRAY['dunning_run'], 5, now() - interval '10 minutes')`
+        const [job] = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('worker-a', ARRAY['sepa_export'])`
+        yield* sql`SELECT worker_heartbeat('worker-a', ARRAY[${job!.id}]::uuid[])`
+
+        const stats = JSON.parse((yield* run("stats", "--json")).stdout)
+        expect(stats.workers).toMatchObject([
+          { workerId: "worker-a", host: "host-a", pid: 4242, jobTypes: ["sepa_export"], jobsInHand: 1, alive: true },
+          { workerId: "worker-b", alive: false }
+        ])
+        expect(stats.waitingWithoutHandler).toEqual([{ jobType: "dunning_run", waiting: 1 }])
+        const text = (yield* run("stats")).stdout
+        expect(text).toMatch(/^worker-a\s+host-a\s+4242\s+alive\s+1\/5\s+/m)
+        expect(text).toMatch(/^worker-b\s+host-b\s+4343\s+gone\s+0\/5\s+10m/m)
+        yield* sql`DELETE FROM job_workers`
       }))
 
     it.effect("an unknown command or a missing one is a usage error (2)", () =>
