@@ -37,7 +37,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
   const CoreServicesLive = Layer.merge(Audit.layer, JobQueue.layer(jobs.definitions))
   const HandlerServicesLive = Layer.merge(CoreServicesLive, AppJobs.FeatureServices.pipe(Layer.provide(CoreServicesLive)))
 
-  // Typed by hand: Worker.layer's requirements currently come out as `any` (reported to the core).
+  // Its type says what the handlers need: AppRequirements, provided below.
   const WorkerLive: Layer.Layer<Worker.Worker, never, AppJobs.AppRequirements> = Worker.layer({
     handlers: jobs.handlers,
     ...Option.match(config.worker.workerId, { onNone: () => ({}), onSome: (workerId) => ({ workerId }) }),
