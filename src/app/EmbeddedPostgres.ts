@@ -13,7 +13,8 @@ import { createServer } from "node:net"
 import { join } from "node:path"
 import pg from "pg"
 import { EMBEDDED_DATABASE, EMBEDDED_PASSWORD, EMBEDDED_USER, embeddedUrl } from "../config/ServiceConfig.js"
-import { boundedRelease, errorText } from "../testing/PostgresServer.js"
+import { boundedRelease } from "../internal/bounded.js"
+import { errorText } from "../internal/describe.js"
 import { StartupError } from "./StartupError.js"
 
 export interface EmbeddedOptions {

@@ -15,7 +15,7 @@ import type { Handler } from "../Handler.js"
 import type { JobDefinition } from "../JobDefinition.js"
 import type { JobQueue } from "../JobQueue.js"
 import { coreMigrations } from "../Migrator.js"
-import { errorText } from "../testing/PostgresServer.js"
+import { errorText } from "../internal/describe.js"
 import { StartupError } from "./StartupError.js"
 
 /** What the service gives every handler: the database, the audit trail, and the queue for follow-up jobs. */

@@ -17,7 +17,7 @@ import * as JobQueue from "../JobQueue.js"
 import * as Migrator from "../Migrator.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
 import { runService } from "../main.js"
-import { redactUrl } from "../testing/PostgresServer.js"
+import { redactUrl } from "../internal/describe.js"
 import { CliFailure } from "./CliFailure.js"
 import * as Format from "./format.js"
 

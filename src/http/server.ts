@@ -15,7 +15,7 @@ import type { HttpConfig } from "../config/ServiceConfig.js"
 import { ServiceState, type RunningService } from "../app/ServiceState.js"
 import { StartupError } from "../app/StartupError.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
-import { errorText } from "../testing/PostgresServer.js"
+import { errorText } from "../internal/describe.js"
 import { collectAll } from "./metrics.js"
 import { CONTENT_TYPE, render } from "./prometheus.js"
 

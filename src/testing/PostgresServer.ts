@@ -4,6 +4,8 @@
  * a real server (SKIP LOCKED, LISTEN/NOTIFY, triggers); when none can be had,
  * one error says why each option failed, so a red run says what to fix.
  */
+import { boundedRelease } from "../internal/bounded.js"
+import { errorText, redactUrl } from "../internal/describe.js"
 import { Cause, Context, Data, Duration, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
 import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -56,42 +58,6 @@ export class NoPostgresServer extends Data.TaggedError("NoPostgresServer")<{
   readonly message: string
   readonly failures: ReadonlyArray<SourceFailure>
 }> {}
-
-/** The URL with its password replaced by `***`, for logs and messages. */
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return "<unparsable url>"
-  }
-}
-
-/** An error's text; pg reports refused dual-stack connects as an AggregateError with an empty message. */
-export const errorText = (error: unknown): string => {
-  if (error instanceof AggregateError && error.message === "") {
-    return error.errors.map(errorText).join("; ")
-  }
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code
-    return error.message !== "" ? error.message : typeof code === "string" ? code : error.name
-  }
-  return String(error)
-}
-
-/** Runs a release step with a time bound, interruptibly, logging (never failing) when it does not finish. */
-export const boundedRelease = (
-  label: string,
-  timeout: Duration.DurationInput,
-  release: Effect.Effect<void, unknown>
-): Effect.Effect<void> =>
-  release.pipe(
-    Effect.interruptible,
-    Effect.timeoutFail({ duration: timeout, onTimeout: () => `timed out after ${Duration.format(timeout)}` }),
-    Effect.catchAllCause((cause) => Effect.logWarning(`${label} failed: ${Cause.pretty(cause)}`)),
-    Effect.interruptible
-  )
 
 const DEFAULTS = {
   image: "postgres:15",
@@ -352,3 +318,5 @@ export const startPostgresServer = async (options: PostgresServerOptions = {}): 
   }
   return { ...exit.value, stop: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
+
+export { boundedRelease, errorText, redactUrl }

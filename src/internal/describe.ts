@@ -1,0 +1,24 @@
+/** Texts for logs and messages: errors as people read them, URLs without their passwords. */
+
+/** A URL with its password replaced by ***, for logs and messages. */
+export const redactUrl = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== "") parsed.password = "***"
+    return parsed.toString()
+  } catch {
+    return "<unparsable url>"
+  }
+}
+
+/** An error's text; pg reports refused dual-stack connects as an AggregateError with an empty message. */
+export const errorText = (error: unknown): string => {
+  if (error instanceof AggregateError && error.message === "") {
+    return error.errors.map(errorText).join("; ")
+  }
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code
+    return error.message !== "" ? error.message : typeof code === "string" ? code : error.name
+  }
+  return String(error)
+}
