@@ -71,7 +71,8 @@ const describeError = (error: unknown): string => {
   if (error instanceof Error || (typeof error === "object" && error !== null && "message" in error)) {
     const tag = (error as { _tag?: unknown })._tag
     const message = String((error as { message: unknown }).message)
-    return typeof tag === "string" && !message.startsWith(tag) ? `${tag}: ${message}` : message || String(tag)
+    if (message === "") return typeof tag === "string" ? tag : String(error)
+    return typeof tag === "string" && !message.startsWith(tag) ? `${tag}: ${message}` : message
   }
   if (typeof error === "object" && error !== null) {
     try {

@@ -104,6 +104,15 @@ describe("outcomes", () => {
         expect(audit!.details.error).toBe(row.error)
       }))
 
+    it.scoped("a tagged error without a message is recorded by its tag", () =>
+      Effect.gen(function* () {
+        class LedgerLocked extends Data.TaggedError("LedgerLocked")<{}> {}
+        const handler = Handler.make(Settlement, { run: () => Effect.fail(new LedgerLocked()) })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: "LedgerLocked" })
+        expect((yield* jobRow(id)).error).toBe("LedgerLocked")
+      }))
+
     it.scoped("a defect, even a thrown non-Error value, is retried with its text recorded", () =>
       Effect.gen(function* () {
         const handler = Handler.make(Settlement, {
