@@ -85,6 +85,23 @@ interface RunningJob {
 
 const PRUNE_BATCH = 1000
 
+// A background task that fails on every tick during an outage says so once, then every 10th time, and once
+// when it works again, so an outage of minutes is a few log lines, not a storm.
+const failureLog = (task: string) => {
+  let failures = 0
+  return {
+    failed: (error: unknown) =>
+      Effect.suspend(() =>
+        ++failures === 1 || failures % 10 === 0 ? Effect.logWarning(`${task} failed (${failures} time(s) in a row): ${sqlErrorText(error)}`) : Effect.void
+      ),
+    succeeded: Effect.suspend(() => {
+      const before = failures
+      failures = 0
+      return before > 0 ? Effect.logInfo(`${task} works again after ${before} failure(s)`) : Effect.void
+    })
+  }
+}
+
 const positiveInteger = (name: string, value: number) => {
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a whole number of at least 1, got ${value}`)
   return value
@@ -197,6 +214,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
 
+    const heartbeatFailures = failureLog("heartbeat")
+    const rescueFailures = failureLog("rescuing expired jobs")
+
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease ran out while the database could not be reached.
     const heartbeat = Effect.gen(function* () {
@@ -215,7 +235,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           yield* Fiber.interruptFork(entry.fiber)
         }
       }
-      if (held._tag === "Left") yield* Effect.logWarning(`heartbeat failed: ${sqlErrorText(held.left)}`)
+      yield* held._tag === "Left" ? heartbeatFailures.failed(held.left) : heartbeatFailures.succeeded
     })
 
     // Deletes finished jobs past retention in small batches, and forgets workers long dead.
@@ -244,7 +264,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         )
       }
       yield* Queue.offer(wake, undefined)
-    }).pipe(Effect.catchAll((error) => Effect.logWarning(`rescuing expired jobs failed: ${sqlErrorText(error)}`)))
+    }).pipe(Effect.zipRight(rescueFailures.succeeded), Effect.catchAll(rescueFailures.failed))
 
     const every = (interval: Duration.Duration, effect: Effect.Effect<void>) =>
       Effect.forever(Effect.zipRight(Effect.sleep(interval), effect))

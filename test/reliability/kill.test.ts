@@ -18,9 +18,11 @@ describe("kill -9 of a worker process", () => {
         expect(result.details["heldByStoppedWorker"]).toBeGreaterThan(0)
         // Every job the dead worker held was rescued in its name.
         expect(result.details["rescuedFromStoppedWorker"]).toEqual({ w2: result.details["heldByStoppedWorker"] })
-        // lease (2 s) + one rescue pass (0.5 s), plus the rescued job's own run and a margin for a loaded machine.
-        expect(result.recovery.ms).toBeLessThan(settings.leaseMs + settings.rescueMs + 1_000)
+        // lease (2 s) + one poll (0.5 s), plus the rescued job's own run and a margin for a loaded machine.
+        expect(result.recovery.ms).toBeLessThan(settings.leaseMs + settings.pollMs + 1_500)
         expect(result.workersAlive).toBe(2)
+        // The workers registry still shows the dead worker, with the heartbeat it last managed before the kill.
+        expect(result.details["stoppedWorkerRegistered"]).toBe("yes, heartbeat before the stop")
       }).pipe(Effect.scoped), { timeout: 60_000 })
   })
 })

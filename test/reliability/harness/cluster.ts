@@ -268,3 +268,6 @@ export const stopWorker = (worker: WorkerProcess, signal: NodeJS.Signals, timeou
 /** Log lines at WARN or above (the "error storm" measure). */
 export const warnings = (worker: WorkerProcess) =>
   worker.logs().filter((line) => line.logLevel === "WARN" || line.logLevel === "ERROR" || line.logLevel === "FATAL")
+
+/** Warnings not about one job (no jobId): the worker's own complaints about the database, which must stay few in an outage. */
+export const outageWarnings = (worker: WorkerProcess) => warnings(worker).filter((line) => line.annotations?.["jobId"] === undefined)

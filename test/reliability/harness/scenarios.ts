@@ -16,6 +16,7 @@ import {
   query,
   spawnWorker,
   stopWorker,
+  outageWarnings,
   type Tally,
   warnings,
   type WorkerProcess,
@@ -134,6 +135,9 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
       SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n FROM audit_logs
       WHERE event = 'job_rescued' AND job_id = ANY($1::uuid[]) GROUP BY 1`, [held])
     const released = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM audit_logs WHERE event = 'job_released' AND job_id = ANY($1::uuid[])", [held])
+    // The workers registry: a clean stop unregisters; a killed worker stays, its heartbeat frozen before the kill.
+    const [registration] = yield* query<{ heartbeatBeforeStop: boolean }>(url,
+      `SELECT last_heartbeat_at < $2 AS "heartbeatBeforeStop" FROM job_workers WHERE worker_id = $1`, [victim.id, new Date(stoppedAt)])
     return yield* summarize(
       signal === "SIGKILL" ? "kill -9 of 1 of 3 workers" : "SIGTERM of 1 of 3 workers",
       url,
@@ -147,6 +151,7 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
         heldByStoppedWorker: held.length,
         rescuedFromStoppedWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])),
         releasedByStoppedWorker: released[0]!.n,
+        stoppedWorkerRegistered: registration === undefined ? "no" : registration.heartbeatBeforeStop ? "yes, heartbeat before the stop" : "yes, heartbeat after the stop",
         exit
       }
     )
@@ -182,9 +187,9 @@ const firstCompletionAfter = (url: string, since: number, timeout: Duration.Dura
     }
   })
 
-/** Warnings that name the outage, per worker: each must have noticed and said so. */
+/** Warnings about the database rather than one job, per worker: each must have noticed the outage and said so, briefly. */
 const loggedOutage = (workers: ReadonlyArray<WorkerProcess>) =>
-  Object.fromEntries(workers.map((worker) => [worker.id, warnings(worker).map((line) => line.message).filter((m) => /failed|lost|could not/i.test(m)).length]))
+  Object.fromEntries(workers.map((worker) => [worker.id, outageWarnings(worker).length]))
 
 /**
  * PostgreSQL restarted (fast shutdown, down for `downMs`, started again) in the
@@ -314,20 +319,31 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
     yield* awaitCompleted(url, Math.floor(options.jobs / 4))
     const hog: Array<pg.Client> = []
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(hog.map((client) => client.end().catch(() => undefined)))))
-    // Take slots until the server refuses (superuser_reserved_connections stay free for the test itself).
-    while (true) {
-      const client = new pg.Client({ connectionString: adminUrl, application_name: "skiplock-chaos-hog" })
-      client.on("error", () => undefined)
-      const ok = yield* Effect.promise(() => client.connect().then(() => true, () => false))
-      if (!ok) break
-      hog.push(client)
+    // Take connection slots until the server refuses.
+    const takeSlots = Effect.gen(function* () {
+      while (true) {
+        const client = new pg.Client({ connectionString: adminUrl, application_name: "skiplock-chaos-hog" })
+        client.on("error", () => undefined)
+        const ok = yield* Effect.promise(() => client.connect().then(() => true, () => false))
+        if (!ok) return
+        hog.push(client)
+      }
+    })
+    yield* takeSlots
+    // The workers' pooled connections are dropped too (as a pooler or network blip would), and the slots they free
+    // are taken before they can reconnect; repeated until no worker connection is left.
+    let dropped = 0
+    for (let round = 0; round < 50; round++) {
+      const [result] = yield* Effect.promise(() =>
+        hog[0]!.query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
+                                      WHERE application_name LIKE 'skiplock-chaos-w%'`)
+      ).pipe(Effect.map((r) => r.rows))
+      dropped += result!.n
+      yield* Effect.sleep("100 millis") // the terminated backends exit and free their slots
+      yield* takeSlots
+      if (result!.n === 0) break
     }
     const hogged = hog.length
-    // The workers' pooled connections are dropped too (as a pooler or network blip would): they must reconnect, and cannot.
-    const [dropped] = yield* Effect.promise(() =>
-      hog[0]!.query<{ n: number }>(`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity
-                                    WHERE application_name LIKE 'skiplock-chaos-w%'`)
-    ).pipe(Effect.map((result) => result.rows))
     const startedAt = Date.now()
     yield* Effect.sleep(options.holdMs)
     yield* Effect.promise(() => Promise.all(hog.splice(0).map((client) => client.end().catch(() => undefined))))
@@ -339,6 +355,6 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
       workers,
       options,
       { label: "first job completed after the slots were freed", ms: first === undefined ? undefined : first - endedAt },
-      { holdMs: endedAt - startedAt, slotsTaken: hogged, workerConnectionsDropped: dropped!.n, outageWarnings: loggedOutage(workers) }
+      { holdMs: endedAt - startedAt, slotsTaken: hogged, workerConnectionsDropped: dropped, outageWarnings: loggedOutage(workers) }
     )
   }))
