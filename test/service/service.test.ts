@@ -155,6 +155,22 @@ describe("the service", () => {
         yield* sql`DELETE FROM job_queue WHERE id = ${id}`
       }))
 
+    it.scoped("the same SIGTERM delivered twice at once (npm forwarding it to its process group) still stops gracefully", () =>
+      Effect.gen(function* () {
+        yield* registerTestType
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        const service = yield* startService(serviceEnv(url, port, { WORKER_SHUTDOWN_TIMEOUT: "1s" }))
+        yield* waitForReady(service, port)
+        const id = yield* insertSleep(120_000)
+        yield* waitUntil("the job runs", Effect.map(statusOf(id), (s) => (s === "processing" ? s : undefined)), service)
+        service.child.kill("SIGTERM")
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service, "20 seconds")).toEqual({ code: 0, signal: null })
+        expect(service.output()).not.toContain("second SIGTERM")
+        expect(yield* statusOf(id)).toBe("pending") // released, not left to its lease
+      }))
+
     it.scoped("a second signal exits at once, without waiting for the running job", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
@@ -172,6 +188,8 @@ describe("the service", () => {
           Effect.sync(() => (service.logs().some((line) => line.message.startsWith("stopping: waiting up to 5m")) ? true : undefined)),
           service
         )
+        // A person's second signal, not the first one delivered twice (those within 250 ms are one stop).
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 400)))
         const second = Date.now()
         service.child.kill("SIGTERM")
         expect(yield* waitForExit(service, "10 seconds")).toEqual({ code: 143, signal: null })
