@@ -82,8 +82,9 @@ PostgreSQL server. Every flag can also be given as an environment variable:
   --rounds N               rounds per scenario, systems alternate within each (3)
   --drain-jobs N           jobs queued before a drain (20000)
   --concurrency LIST       drain concurrencies (5,50)
-  --drain-timeout S        a drain slower than this is cut off and its rate taken
-                           from the jobs done so far (15)
+  --drain-timeout S        a drain with less than half its jobs started by then is
+                           cut off, its rate taken from the jobs done so far;
+                           others get 4 × this to finish (15)
   --latency-samples N      enqueue-to-start samples per round (1000)
   --latency-concurrency N  workers during the latency scenario (5)
   --latency-budget S       per system and round; fewer samples if exceeded (20)

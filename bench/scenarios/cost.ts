@@ -11,7 +11,7 @@ import pg from "pg"
 import { connect, statementCallsServer, transactionCount, waitForNoSessions, type FreshDatabase } from "../db.js"
 import { statementCount } from "../instrument.js"
 import type { SystemAdapter, SystemInstance } from "../systems/types.js"
-import { drain, enqueueAll, fmtInt, metric, poolSizeFor, record, settleAfterClose, withFreshDatabase, type Context } from "./common.js"
+import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, settleAfterClose, withFreshDatabase, type Context } from "./common.js"
 
 interface Usage {
   readonly transactions: number
@@ -63,7 +63,7 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
           const ps = per(single, n)
           const pb = per(batch, n)
           const pw = per(worked, Math.max(1, completed))
-          const cutNote = cutOff ? `processing cut off after ${Math.round(drainTimeoutMs / 1000)} s; per job of the jobs finished by then` : undefined
+          const cutNote = cutOff ? cutOffNote(drainTimeoutMs, "per job of the jobs finished by then") : undefined
           record(m.singleX, system.id, round, ps.x)
           record(m.singleS, system.id, round, ps.s)
           record(m.batchX, system.id, round, pb.x)

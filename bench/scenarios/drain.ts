@@ -1,6 +1,6 @@
 /** Drain: N jobs already queued; start C workers; jobs/s until the queue is empty. */
 import { statementCount } from "../instrument.js"
-import { drain, enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 export const runDrain = async (ctx: Context): Promise<void> => {
   const { rounds, drainJobs, concurrency, drainTimeoutMs, batchSize } = ctx.config
@@ -15,7 +15,7 @@ export const runDrain = async (ctx: Context): Promise<void> => {
             return drain(system, instance, observer, { jobs: drainJobs, concurrency: c, timeoutMs: drainTimeoutMs, statementCount })
           })
         )
-        const note = result.cutOff ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s; rate from the jobs finished by then` : undefined
+        const note = result.cutOff ? cutOffNote(drainTimeoutMs) : undefined
         record(m, system.id, round, result.jobsPerSec, note)
         ctx.runs.push({ scenario: "drain", round, system: system.id, ...result })
         ctx.log(

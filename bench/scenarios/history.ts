@@ -8,7 +8,7 @@ import { createFreshDatabase, type FreshDatabase } from "../db.js"
 import { statementCount, timeStatements } from "../instrument.js"
 import { median, quantile } from "../stats.js"
 import type { SystemAdapter } from "../systems/types.js"
-import { drain, enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context, type DrainResult } from "./common.js"
+import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context, type DrainResult } from "./common.js"
 
 export const defaultHistorySystems = (ids: ReadonlyArray<string>): Array<string> => ids.filter((id) => id !== "pg-boss")
 
@@ -55,7 +55,7 @@ export const runHistory = async (ctx: Context): Promise<void> => {
       for (const system of systems) {
         const empty = await withFreshDatabase(ctx, system, "history_empty", (db) => measured(system, db))
         const full = await measured(system, historyDbs.get(system.id)!)
-        const cut = (r: DrainResult) => (r.cutOff ? `cut off after ${Math.round(drainTimeoutMs / 1000)} s; rate from the jobs finished by then` : undefined)
+        const cut = (r: DrainResult) => (r.cutOff ? cutOffNote(drainTimeoutMs) : undefined)
         record(rateEmpty, system.id, round, empty.result.jobsPerSec, cut(empty.result))
         record(rateFull, system.id, round, full.result.jobsPerSec, cut(full.result))
         record(kept, system.id, round, full.result.jobsPerSec / empty.result.jobsPerSec)
