@@ -1,20 +1,25 @@
-// The billing_run job, run through a real worker against a real database:
-// the invoices it creates, its idempotency, its recovery after a crash, and
-// gapless invoice numbers with several organizations billed at once.
+// The billing_run job against a real database, tested with skiplock/testing as
+// a user's handler tests would be: the invoices it creates, its idempotency,
+// its recovery after a crash, and gapless invoice numbers with several
+// organizations billed at once. Jobs are enqueued through the kit's JobQueue
+// and run by `SkiplockTest.drain`; the tests that need jobs running at the same
+// time (or a worker shut down mid-run) start a Worker on the kit's database.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Effect } from "effect"
-import { billingRunHandler, makeBillingRunHandler, seedDemo } from "../../src/billing/index.js"
+import { JobQueue } from "skiplock"
+import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
+import { billingMigrations, billingRun, makeBillingRunHandler, seedDemo } from "../../src/billing/index.js"
 import {
   asExpected,
   auditOfJob,
-  BillingDatabase,
-  enqueueBillingRun,
+  billingKit,
   expectedInvoices,
   invoicesOf,
   jobOf,
+  outcomesByJob,
   runAndInterruptAfterFirstChunk,
-  runJobs,
+  runJobsConcurrently,
   runOfJob
 } from "./support.js"
 
@@ -25,9 +30,17 @@ const ORG_UNINTERRUPTED = "a0000000-0000-4000-8000-000000000004"
 const ORG_EAST = "a0000000-0000-4000-8000-000000000005"
 const ORG_WEST = "a0000000-0000-4000-8000-000000000006"
 const ORG_SAME = "a0000000-0000-4000-8000-000000000007"
+const ORG_FILTERED = "a0000000-0000-4000-8000-000000000008"
+const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
+
+const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
 
 const seed = (organizationId: string, customers: number, period: string) =>
   seedDemo({ organizationId, customers, period, print: false, name: `Test ${organizationId.slice(-2)}` })
+
+/** Enqueues a billing run through the layer's JobQueue, as the application does; returns the job id. */
+const enqueue = (organizationId: string, payload: typeof billingRun.payload.Type) =>
+  Effect.map(JobQueue.enqueueJob(billingRun, payload, { organizationId }), (job) => job.id)
 
 const numberSequences = (organizationId: string) =>
   Effect.map(invoicesOf(organizationId), (invoices) => invoices.map((invoice) => invoice.numberSequence))
@@ -41,13 +54,16 @@ const comparable = (organizationId: string) =>
   )
 
 describe("billing_run", () => {
-  it.layer(BillingDatabase, { timeout: 120_000 })((it) => {
+  it.layer(billingKit, { timeout: 120_000 })((it) => {
     it.effect("bills a seeded organization exactly as an independent calculation does", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const seeded = yield* seed(ORG_MAIN, 300, "2025-03")
-        const jobId = yield* enqueueBillingRun(ORG_MAIN, { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
-        const [outcome] = yield* runJobs(billingRunHandler, [jobId])
-        expect(outcome!._tag).toBe("Completed")
+        const jobId = yield* enqueue(ORG_MAIN, MARCH)
+        yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: ORG_MAIN, payload: MARCH, status: "pending", count: 1 })
+
+        const result = yield* SkiplockTest.drain()
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
 
         const expected = yield* expectedInvoices(ORG_MAIN, "2025-03")
         // The fixture covers the cases that matter, or the comparison below proves little.
@@ -98,19 +114,23 @@ describe("billing_run", () => {
           grossTotalCents: run!.grossTotalCents
         })
         expect(trail[2]!.organizationId).toBe(ORG_MAIN)
+        // The run's own entries name the worker that ran the job: the kit's.
+        expect(trail.slice(1, 3).map((entry) => entry.actor)).toEqual([TEST_WORKER_ID, TEST_WORKER_ID])
       }))
 
-    it.effect("billing the same period twice creates no second invoice, sequentially or at the same time", () =>
+    it.effect("billing the same period twice, one run after the other, creates no second invoice", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         yield* seed(ORG_TWICE, 80, "2025-03")
-        const first = yield* enqueueBillingRun(ORG_TWICE, { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
-        yield* runJobs(billingRunHandler, [first])
+        const first = yield* enqueue(ORG_TWICE, MARCH)
+        const firstDrain = yield* SkiplockTest.drain()
+        expect(outcomesByJob(firstDrain), firstDrain.summary).toEqual({ [first]: ["Completed"] })
         const before = yield* invoicesOf(ORG_TWICE)
         expect(before.length).toBeGreaterThan(50)
 
-        const second = yield* enqueueBillingRun(ORG_TWICE, { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
-        const [outcome] = yield* runJobs(billingRunHandler, [second])
-        expect(outcome!._tag).toBe("Completed")
+        const second = yield* enqueue(ORG_TWICE, MARCH)
+        const secondDrain = yield* SkiplockTest.drain()
+        expect(outcomesByJob(secondDrain), secondDrain.summary).toEqual({ [second]: ["Completed"] })
         expect(yield* invoicesOf(ORG_TWICE)).toEqual(before)
         expect(yield* runOfJob(second)).toMatchObject({
           status: "completed",
@@ -120,13 +140,29 @@ describe("billing_run", () => {
           netTotalCents: 0,
           grossTotalCents: 0
         })
+        // Both runs were real jobs of the organization, for the same period.
+        yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: ORG_TWICE, payload: MARCH, status: "completed", count: 2 })
+      }))
 
-        // Two runs of one organization at once, in small chunks: they take turns, and together bill each customer once.
+    it.effect("billing the same period twice at the same time bills each customer once", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        // Two runs of one organization at once (a Worker with two slots), in small chunks: they take
+        // turns, and together bill each customer once. Each run waits after its first chunk until the
+        // other has committed one too, so they truly overlap.
         yield* seed(ORG_SAME, 120, "2025-03")
-        const small = makeBillingRunHandler({ chunkSize: 7 })
-        const a = yield* enqueueBillingRun(ORG_SAME, { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
-        const b = yield* enqueueBillingRun(ORG_SAME, { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
-        const outcomes = yield* runJobs(small, [a, b], { concurrency: 2 })
+        const a = yield* enqueue(ORG_SAME, MARCH)
+        const b = yield* enqueue(ORG_SAME, MARCH)
+        const committed: Record<string, Deferred.Deferred<void>> = { [a]: yield* Deferred.make<void>(), [b]: yield* Deferred.make<void>() }
+        const small = makeBillingRunHandler({
+          chunkSize: 7,
+          afterChunk: ({ chunk, run }) => {
+            if (chunk !== 1) return Effect.void
+            const other = run.jobId === a ? b : a
+            return Effect.zipRight(Deferred.succeed(committed[run.jobId]!, undefined), Deferred.await(committed[other]!))
+          }
+        })
+        const outcomes = yield* runJobsConcurrently(small, [a, b], { concurrency: 2 })
         expect(outcomes.map((o) => o._tag)).toEqual(["Completed", "Completed"])
         const expected = yield* expectedInvoices(ORG_SAME, "2025-03")
         const invoices = yield* invoicesOf(ORG_SAME)
@@ -138,49 +174,13 @@ describe("billing_run", () => {
         expect(runB.invoicesCreated + runB.invoicesSkipped).toBe(expected.length)
       }))
 
-    it.effect("a run interrupted after its first chunk resumes there and ends exactly like an uninterrupted run", () =>
-      Effect.gen(function* () {
-        // Two organizations with the same generated data: one billed in one go, one interrupted.
-        yield* seed(ORG_UNINTERRUPTED, 230, "2025-06")
-        yield* seed(ORG_CRASHED, 230, "2025-06")
-        const payload = { billingPeriod: "2025-06", invoiceDate: "2025-07-01" }
-        const chunked = (afterChunk?: Effect.Effect<void>) =>
-          makeBillingRunHandler({ chunkSize: 50, ...(afterChunk ? { afterChunk: () => afterChunk } : {}) })
-
-        const reference = yield* enqueueBillingRun(ORG_UNINTERRUPTED, payload)
-        yield* runJobs(chunked(), [reference])
-
-        const jobId = yield* enqueueBillingRun(ORG_CRASHED, payload)
-        yield* runAndInterruptAfterFirstChunk(chunked, jobId)
-        // The job went back to the queue; its first chunk is committed and recorded, nothing after it.
-        expect(yield* jobOf(jobId)).toMatchObject({ status: "pending", attempts: 0 })
-        const halfway = (yield* runOfJob(jobId))!
-        expect(halfway).toMatchObject({ status: "running", chunksCommitted: 1, customersProcessed: 50 })
-        expect(halfway.cursor).not.toBeNull()
-        const afterFirstChunk = yield* invoicesOf(ORG_CRASHED)
-        expect(afterFirstChunk.length).toBe(halfway.invoicesCreated)
-        expect(afterFirstChunk.length).toBeGreaterThan(40)
-
-        const [outcome] = yield* runJobs(chunked(), [jobId])
-        expect(outcome!._tag).toBe("Completed")
-        expect(yield* comparable(ORG_CRASHED)).toEqual(yield* comparable(ORG_UNINTERRUPTED))
-        const { id: _a, ...resumed } = (yield* runOfJob(jobId))!
-        const { id: _b, ...uninterrupted } = (yield* runOfJob(reference))!
-        expect(resumed).toEqual(uninterrupted)
-        // The invoices of the first chunk were kept, not made again.
-        const final = yield* invoicesOf(ORG_CRASHED)
-        expect(final.slice(0, afterFirstChunk.length)).toEqual(afterFirstChunk)
-        expect((yield* auditOfJob(jobId)).map((entry) => entry.event)).toEqual([
-          "job_started", "billing_run_started", "job_released",
-          "job_started", "billing_run_resumed", "billing_run_completed", "job_completed"
-        ])
-      }))
-
     it.effect("two organizations billed at the same time each get gapless numbers", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         yield* seed(ORG_EAST, 150, "2024-02")
         yield* seed(ORG_WEST, 120, "2024-02")
-        // Each run waits after its first chunk until the other has committed one too: they truly overlap.
+        // Each run waits after its first chunk until the other has committed one too: they truly overlap,
+        // which needs two jobs running at once: a Worker with two slots.
         const committed: Record<string, Deferred.Deferred<void>> = {
           [ORG_EAST]: yield* Deferred.make<void>(),
           [ORG_WEST]: yield* Deferred.make<void>()
@@ -194,8 +194,8 @@ describe("billing_run", () => {
           }
         })
         const payload = { billingPeriod: "2024-02", invoiceDate: "2024-03-01" }
-        const jobs = [yield* enqueueBillingRun(ORG_EAST, payload), yield* enqueueBillingRun(ORG_WEST, payload)]
-        const outcomes = yield* runJobs(handler, jobs, { concurrency: 2 })
+        const jobs = [yield* enqueue(ORG_EAST, payload), yield* enqueue(ORG_WEST, payload)]
+        const outcomes = yield* runJobsConcurrently(handler, jobs, { concurrency: 2 })
         expect(outcomes.map((o) => o._tag)).toEqual(["Completed", "Completed"])
 
         for (const org of [ORG_EAST, ORG_WEST]) {
@@ -213,19 +213,19 @@ describe("billing_run", () => {
 
     it.effect("bills only the customers the payload names", () =>
       Effect.gen(function* () {
-        const org = "a0000000-0000-4000-8000-000000000008"
+        yield* SkiplockTest.reset
+        const org = ORG_FILTERED
         yield* seed(org, 40, "2025-03")
         const expected = yield* expectedInvoices(org, "2025-03")
         const sql = yield* SqlClient.SqlClient
         const chosen = expected.slice(3, 6).map((invoice) => invoice.customerNumber)
         const ids = yield* sql<{ id: string }>`
           SELECT id FROM customers WHERE organization_id = ${org} AND customer_number = ANY (${chosen}::text[])`
-        const jobId = yield* enqueueBillingRun(org, {
-          billingPeriod: "2025-03",
-          invoiceDate: "2025-04-01",
-          customerIds: [ids[0]!.id, ...ids.slice(1).map((row) => row.id)]
-        })
-        yield* runJobs(billingRunHandler, [jobId])
+        const customerIds: readonly [string, ...Array<string>] = [ids[0]!.id, ...ids.slice(1).map((row) => row.id)]
+        const jobId = yield* enqueue(org, { ...MARCH, customerIds })
+        yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: org, payload: { customerIds }, count: 1 })
+        const result = yield* SkiplockTest.drain()
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
         const invoices = yield* invoicesOf(org)
         expect(asExpected(invoices)).toEqual(expected.slice(3, 6))
         expect(invoices.map((invoice) => invoice.numberSequence)).toEqual([1, 2, 3])
@@ -234,15 +234,19 @@ describe("billing_run", () => {
 
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
       Effect.gen(function* () {
-        const unknown = yield* enqueueBillingRun("a0000000-0000-4000-8000-0000000000ff", { billingPeriod: "2025-03", invoiceDate: "2025-04-01" })
+        yield* SkiplockTest.reset
+        const unknown = yield* enqueue(ORG_UNKNOWN, MARCH)
         const sql = yield* SqlClient.SqlClient
-        // The runbook's raw SQL insert bypasses the enqueue-time Schema check.
+        // The runbook's raw SQL insert bypasses the enqueue-time Schema check. Its run_at is the Clock's
+        // time (the database's now() would lie ahead of the TestClock).
         const [invalid] = yield* sql<{ id: string }>`
           INSERT INTO job_queue (organization_id, job_type, payload, run_at)
           VALUES (${ORG_MAIN}, 'billing_run', '{"billingPeriod": "2025-13"}'::jsonb, ${new Date(yield* Clock.currentTimeMillis)})
           RETURNING id`
-        const outcomes = yield* runJobs(billingRunHandler, [unknown, invalid!.id])
-        expect(outcomes.map((o) => o._tag)).toEqual(["Failed", "Failed"])
+        // Even with an hour to spare for retries, each job gets one attempt, which fails it for good.
+        const result = yield* SkiplockTest.drain({ maxAdvance: "1 hour" })
+        expect(outcomesByJob(result), result.summary).toEqual({ [unknown]: ["Failed"], [invalid!.id]: ["Failed"] })
+        expect(result.waiting).toEqual([])
         expect(yield* jobOf(unknown)).toMatchObject({ status: "failed", attempts: 1 })
         expect((yield* jobOf(unknown)).error).toContain("unknown organization a0000000-0000-4000-8000-0000000000ff")
         expect(yield* jobOf(invalid!.id)).toMatchObject({ status: "failed", attempts: 1 })
@@ -250,8 +254,58 @@ describe("billing_run", () => {
         expect(yield* runOfJob(unknown)).toBeUndefined()
 
         // Enqueueing through the queue rejects the period before any job exists.
-        const rejected = yield* Effect.flip(enqueueBillingRun(ORG_MAIN, { billingPeriod: "2025-3" }))
+        const rejected = yield* Effect.flip(enqueue(ORG_MAIN, { billingPeriod: "2025-3" }))
         expect(rejected._tag).toBe("InvalidPayload")
+        yield* SkiplockTest.assertNotEnqueued({ jobType: "billing_run", payload: { billingPeriod: "2025-3" } })
+        expect(yield* SkiplockTest.enqueued({ jobType: "billing_run" })).toHaveLength(2)
+      }))
+  })
+
+  // The crash test runs its job in chunks of 50, and `drain` runs the layer's handlers: this block's
+  // layer registers the 50-customer handler, so that the drain resumes the crashed job with it.
+  const chunked = (afterChunk?: Effect.Effect<void>) =>
+    makeBillingRunHandler({ chunkSize: 50, ...(afterChunk ? { afterChunk: () => afterChunk } : {}) })
+
+  it.layer(SkiplockTest.layer({ handlers: [chunked()], migrations: [billingMigrations] }), { timeout: 120_000 })((it) => {
+    it.effect("a run interrupted after its first chunk resumes there and ends exactly like an uninterrupted run", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        // Two organizations with the same generated data: one billed in one go, one interrupted.
+        yield* seed(ORG_UNINTERRUPTED, 230, "2025-06")
+        yield* seed(ORG_CRASHED, 230, "2025-06")
+        const payload = { billingPeriod: "2025-06", invoiceDate: "2025-07-01" }
+
+        const reference = yield* enqueue(ORG_UNINTERRUPTED, payload)
+        const referenceDrain = yield* SkiplockTest.drain()
+        expect(outcomesByJob(referenceDrain), referenceDrain.summary).toEqual({ [reference]: ["Completed"] })
+
+        // The crash: a Worker on the kit's database runs the job and is shut down after its first chunk.
+        const jobId = yield* enqueue(ORG_CRASHED, payload)
+        yield* runAndInterruptAfterFirstChunk(chunked, jobId)
+        // The job went back to the queue; its first chunk is committed and recorded, nothing after it.
+        expect(yield* jobOf(jobId)).toMatchObject({ status: "pending", attempts: 0 })
+        const halfway = (yield* runOfJob(jobId))!
+        expect(halfway).toMatchObject({ status: "running", chunksCommitted: 1, customersProcessed: 50 })
+        expect(halfway.cursor).not.toBeNull()
+        const afterFirstChunk = yield* invoicesOf(ORG_CRASHED)
+        expect(afterFirstChunk.length).toBe(halfway.invoicesCreated)
+        expect(afterFirstChunk.length).toBeGreaterThan(40)
+
+        // The retry: the kit claims the released job and the run resumes after its cursor.
+        const result = yield* SkiplockTest.drain()
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
+        expect(result.attempts.map((attempt) => attempt.attempt)).toEqual([1])
+        expect(yield* comparable(ORG_CRASHED)).toEqual(yield* comparable(ORG_UNINTERRUPTED))
+        const { id: _a, ...resumed } = (yield* runOfJob(jobId))!
+        const { id: _b, ...uninterrupted } = (yield* runOfJob(reference))!
+        expect(resumed).toEqual(uninterrupted)
+        // The invoices of the first chunk were kept, not made again.
+        const final = yield* invoicesOf(ORG_CRASHED)
+        expect(final.slice(0, afterFirstChunk.length)).toEqual(afterFirstChunk)
+        expect((yield* auditOfJob(jobId)).map((entry) => entry.event)).toEqual([
+          "job_started", "billing_run_started", "job_released",
+          "job_started", "billing_run_resumed", "billing_run_completed", "job_completed"
+        ])
       }))
   })
 })

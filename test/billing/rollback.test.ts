@@ -1,19 +1,15 @@
 // Rolling back a billing run (docs/ROLLBACK_PLAYBOOK.md): allowed while none
-// of its invoices is exported or paid, refused otherwise; both audited.
+// of its invoices is exported or paid, refused otherwise; both audited. The
+// runs are billed with skiplock/testing (enqueue, then `SkiplockTest.drain`).
 import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, vi } from "@effect/vitest"
-import { Deferred, Effect, Exit, Scope, TestClock } from "effect"
-import {
-  billingCommand,
-  billingRunHandler,
-  makeBillingRunHandler,
-  rollbackBillingRun,
-  seedDemo
-} from "../../src/billing/index.js"
-import { Audit, type Outcome, Worker } from "../../src/index.js"
-import { BillingDatabase, enqueueBillingRun, invoicesOf, jobOf, runJobs, runOfJob } from "./support.js"
+import { Deferred, Effect, Fiber, TestClock } from "effect"
+import { Audit, JobQueue } from "skiplock"
+import { SkiplockTest } from "skiplock/testing"
+import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, seedDemo } from "../../src/billing/index.js"
+import { billingKit, invoicesOf, jobOf, outcomesByJob, runOfJob, withinRealTime } from "./support.js"
 
 const ACTOR = "7d9f3a52-1c4b-4e8a-9f0d-2b6c8e1a4f37"
 const PERIOD = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -23,8 +19,9 @@ const ROLLBACK_TIME = Date.parse("2025-04-03T09:30:00Z")
 const billedOrganization = (organizationId: string, customers = 40) =>
   Effect.gen(function* () {
     yield* seedDemo({ organizationId, customers, period: "2025-03", print: false })
-    const jobId = yield* enqueueBillingRun(organizationId, PERIOD)
-    yield* runJobs(billingRunHandler, [jobId])
+    const { id: jobId } = yield* JobQueue.enqueueJob(billingRun, PERIOD, { organizationId })
+    const result = yield* SkiplockTest.drain()
+    expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
     const run = (yield* runOfJob(jobId))!
     expect(run.status).toBe("completed")
     return { jobId, runId: run.id, invoices: run.invoicesCreated }
@@ -36,9 +33,10 @@ const trailOf = (jobId: string) =>
   )
 
 describe("rollbackBillingRun", () => {
-  it.layer(BillingDatabase, { timeout: 120_000 })((it) => {
+  it.layer(billingKit, { timeout: 120_000 })((it) => {
     it.effect("cancels the run's invoices, keeps their numbers, marks the run and audits actor and reason", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000001"
         const { jobId, runId, invoices } = yield* billedOrganization(org)
         const before = yield* invoicesOf(org)
@@ -82,14 +80,16 @@ describe("rollbackBillingRun", () => {
         })
 
         // The period can be billed again; the new invoices continue the sequence.
-        const again = yield* enqueueBillingRun(org, PERIOD)
-        yield* runJobs(billingRunHandler, [again])
+        const { id: again } = yield* JobQueue.enqueueJob(billingRun, PERIOD, { organizationId: org })
+        const rebilling = yield* SkiplockTest.drain()
+        expect(outcomesByJob(rebilling), rebilling.summary).toEqual({ [again]: ["Completed"] })
         const rebilled = (yield* invoicesOf(org)).filter((invoice) => invoice.status === "open")
         expect(rebilled.map((invoice) => invoice.numberSequence)).toEqual(Array.from({ length: invoices }, (_, i) => invoices + i + 1))
       }))
 
     it.effect("refuses when an invoice is exported to SEPA or paid, changes nothing, and audits the refusal", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000002"
         const { jobId, runId } = yield* billedOrganization(org)
         const sql = yield* SqlClient.SqlClient
@@ -125,6 +125,7 @@ describe("rollbackBillingRun", () => {
 
     it.effect("refuses a second rollback, an unknown run, and a request without a reason", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000003"
         const { jobId, runId } = yield* billedOrganization(org, 10)
         yield* rollbackBillingRun({ runId, reason: "Testlauf", actor: ACTOR })
@@ -146,27 +147,27 @@ describe("rollbackBillingRun", () => {
 
     it.effect("a run rolled back while its job is half-way stops that job instead of billing on", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000004"
         yield* seedDemo({ organizationId: org, customers: 60, period: "2025-03", print: false })
-        const jobId = yield* enqueueBillingRun(org, PERIOD)
         const firstChunk = yield* Deferred.make<void>()
         const gate = yield* Deferred.make<void>()
-        const finished = yield* Deferred.make<Outcome>()
         const handler = makeBillingRunHandler({
           chunkSize: 20,
           afterChunk: ({ chunk }) => (chunk === 1 ? Effect.zipRight(Deferred.succeed(firstChunk, undefined), Deferred.await(gate)) : Effect.void)
         })
-        const scope = yield* Scope.make()
-        yield* Worker.make({ handlers: [handler], listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(finished, Exit.succeed(outcome)) })
-          .pipe(Scope.extend(scope))
-        yield* Deferred.await(firstChunk)
+        // One attempt of the job, in a fiber of its own; it holds after its first chunk until the gate opens.
+        const attempt = yield* Effect.fork(SkiplockTest.runJob(handler, PERIOD, { organizationId: org }))
+        yield* withinRealTime(Deferred.await(firstChunk), "the first chunk committed")
+        const [job] = yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: org, status: "processing", count: 1 })
+        const jobId = job!.id
 
         const result = yield* rollbackBillingRun({ runId: (yield* runOfJob(jobId))!.id, reason: "falscher Zeitraum", actor: ACTOR })
         expect(result.previousStatus).toBe("running")
         yield* Deferred.succeed(gate, undefined)
-        const outcome = yield* Deferred.await(finished)
-        yield* Scope.close(scope, Exit.void)
+        const { jobId: ranJobId, outcome } = yield* Fiber.join(attempt)
 
+        expect(ranJobId).toBe(jobId)
         expect(outcome._tag).toBe("Failed")
         expect(yield* jobOf(jobId)).toMatchObject({ status: "failed", attempts: 1 })
         expect((yield* jobOf(jobId)).error).toContain("was rolled back")
@@ -177,6 +178,7 @@ describe("rollbackBillingRun", () => {
 
     it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000005"
         const { runId } = yield* billedOrganization(org, 10)
         const cli = Command.run(billingCommand, { name: "skiplock", version: "test" })

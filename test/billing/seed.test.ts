@@ -4,9 +4,10 @@ import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, vi } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
+import { SkiplockTest } from "skiplock/testing"
 import { isValidIban } from "../../src/billing/iban.js"
-import { billingRunHandler, DEMO_ORGANIZATION_ID, demoCommand, seedDemo } from "../../src/billing/index.js"
-import { BillingDatabase, expectedInvoices, invoicesOf, runJobs } from "./support.js"
+import { billingRun, DEMO_ORGANIZATION_ID, demoCommand, seedDemo } from "../../src/billing/index.js"
+import { billingKit, expectedInvoices, invoicesOf, outcomesByJob } from "./support.js"
 
 const capturePrinted = Effect.gen(function* () {
   const printed: Array<string> = []
@@ -16,9 +17,10 @@ const capturePrinted = Effect.gen(function* () {
 })
 
 describe("seedDemo", () => {
-  it.layer(BillingDatabase, { timeout: 120_000 })((it) => {
+  it.layer(billingKit, { timeout: 120_000 })((it) => {
     it.effect("loads the demo organization around the current month, once", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         yield* TestClock.setTime(Date.parse("2025-03-10T08:00:00Z"))
         const result = yield* seedDemo({ print: false })
         expect(result).toMatchObject({ organizationId: DEMO_ORGANIZATION_ID, period: "2025-03", alreadySeeded: false, customers: 300 })
@@ -51,8 +53,9 @@ describe("seedDemo", () => {
 
     it.effect("prints next steps whose SQL enqueues a billing run that a worker completes", () =>
       Effect.gen(function* () {
-        // The printed SQL lets the database stamp the job with its own now(); the Clock must not lag behind it.
-        yield* TestClock.setTime(Date.now() + 60_000)
+        yield* SkiplockTest.reset
+        // Seed around the current month (an earlier test moved the TestClock back to 2025).
+        yield* SkiplockTest.syncClock
         const organizationId = "c0000000-0000-4000-8000-000000000001"
         const printed = yield* capturePrinted
         const result = yield* seedDemo({ organizationId, customers: 30 })
@@ -63,9 +66,18 @@ describe("seedDemo", () => {
         const insert = /psql "\$DATABASE_URL" -c "(INSERT INTO job_queue .*)"/.exec(text)![1]!
         const sql = yield* SqlClient.SqlClient
         yield* sql.unsafe(insert)
-        const [job] = yield* sql<{ id: string }>`SELECT id FROM job_queue WHERE organization_id = ${organizationId}`
-        const [outcome] = yield* runJobs(billingRunHandler, [job!.id])
-        expect(outcome!._tag).toBe("Completed")
+        const [job] = yield* SkiplockTest.assertEnqueued({
+          jobType: billingRun,
+          organizationId,
+          payload: { billingPeriod: result.period },
+          status: "pending",
+          count: 1
+        })
+        // The printed SQL lets the database stamp the job with its own now(); the Clock must not lag behind it
+        // (and a minute's leeway covers a database server whose clock runs a little ahead).
+        yield* SkiplockTest.syncClock
+        const drained = yield* SkiplockTest.drain({ maxAdvance: "1 minute" })
+        expect(outcomesByJob(drained), drained.summary).toEqual({ [job!.id]: ["Completed"] })
         const expected = yield* expectedInvoices(organizationId, result.period)
         expect((yield* invoicesOf(organizationId)).length).toBe(expected.length)
         expect(expected.length).toBeGreaterThan(15)
@@ -73,6 +85,7 @@ describe("seedDemo", () => {
 
     it.effect("`demo seed` seeds through the CLI, and rejects options out of range", () =>
       Effect.gen(function* () {
+        yield* SkiplockTest.reset
         const organizationId = "c0000000-0000-4000-8000-000000000002"
         const printed = yield* capturePrinted
         const cli = Command.run(demoCommand, { name: "skiplock", version: "test" })

@@ -1,42 +1,48 @@
-// Test support for the billing module: a migrated database with the billing
-// tables, running billing jobs through a real Worker, reading the results, and
-// an expectation computed independently of the production pricing code.
+// Test support for the billing module: the testing kit's layer with the billing
+// handler and migrations, a real Worker for the tests that need concurrent
+// workers, reading the results, and an expectation computed independently of
+// the production pricing code.
 import { SqlClient } from "@effect/sql"
-import { Deferred, Effect, Exit, Layer, Scope, TestServices } from "effect"
-import { billingMigrations, billingRun } from "../../src/billing/index.js"
-import { Audit, type Handler, JobQueue, Migrator, type Outcome, Worker } from "../../src/index.js"
-import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { Deferred, Effect, Exit, Scope, TestServices } from "effect"
+import { type Handler, type Outcome, Worker } from "skiplock"
+import { type DrainResult, SkiplockTest } from "skiplock/testing"
+import { billingMigrations, billingRunHandler } from "../../src/billing/index.js"
 
-/** A fresh database with the core and billing migrations, plus the Audit service. */
-export const BillingDatabase = Layer.provideMerge(
-  Audit.layer,
-  TestDatabase.layer({ migrations: [Migrator.coreMigrations, billingMigrations] })
-)
+/**
+ * A fresh database with the core and billing migrations, on the TestClock, with
+ * the kit (`drain` runs `billing_run` jobs with the production handler), a
+ * JobQueue and Audit. Shared by a block's tests (`it.layer`): start each with
+ * `SkiplockTest.reset`.
+ */
+export const billingKit = SkiplockTest.layer({ handlers: [billingRunHandler], migrations: [billingMigrations] })
 
-export const enqueueBillingRun = (organizationId: string, payload: typeof billingRun.payload.Type) =>
-  JobQueue.enqueueJob(billingRun, payload, { organizationId }).pipe(
-    Effect.map((job) => job.id),
-    Effect.provide(JobQueue.layer([billingRun]))
-  )
+/**
+ * Each job the drain saw, by id, with the outcomes of the attempts it ran
+ * (a job still waiting afterwards shows up with none).
+ */
+export const outcomesByJob = (result: DrainResult): Record<string, ReadonlyArray<Outcome["_tag"]>> =>
+  Object.fromEntries(result.jobs.map((drained) => [drained.job.id, drained.attempts.map((attempt) => attempt.outcome._tag)]))
 
 const terminal = (outcome: Outcome | undefined) =>
   outcome !== undefined && (outcome._tag === "Completed" || outcome._tag === "Skipped" || outcome._tag === "Failed")
 
 /** Waits in real time (the TestClock does not move while the database works). */
-const withinRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string, seconds = 60) =>
+export const withinRealTime = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string, seconds = 60) =>
   Effect.raceFirst(
     effect,
     TestServices.provideLive(Effect.sleep(`${seconds} seconds`)).pipe(Effect.zipRight(Effect.dieMessage(`timed out waiting until ${what}`)))
   )
 
 /**
- * Starts a worker with the handler, waits until each of the jobs has a final
- * outcome (completed, skipped, failed), stops the worker and returns the outcomes.
+ * For tests that need jobs running at the same time: starts a worker (on the
+ * kit's database and TestClock) with the handler, waits until each of the jobs
+ * has a final outcome (completed, skipped, failed), stops the worker and
+ * returns the outcomes.
  */
-export const runJobs = <R>(
+export const runJobsConcurrently = <R>(
   handler: Handler.Handler<string, any, any, R>,
   jobIds: ReadonlyArray<string>,
-  options: { readonly concurrency?: number } = {}
+  options: { readonly concurrency: number }
 ) =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -45,7 +51,7 @@ export const runJobs = <R>(
       yield* Worker.make({
         handlers: [handler],
         listen: false,
-        concurrency: options.concurrency ?? 5,
+        concurrency: options.concurrency,
         onOutcome: (job, outcome) => {
           outcomes.set(job.id, outcome)
           if (jobIds.every((id) => terminal(outcomes.get(id)))) Deferred.unsafeDone(done, Exit.void)
@@ -57,9 +63,9 @@ export const runJobs = <R>(
   )
 
 /**
- * Starts a worker whose handler stops forever after its first committed chunk,
- * waits until that chunk is committed, then shuts the worker down without
- * waiting: the job's fiber is interrupted mid-run, as in a crash.
+ * Starts a worker (on the kit's database) whose handler stops forever after its
+ * first committed chunk, waits until that chunk is committed, then shuts the
+ * worker down without waiting: the job's fiber is interrupted mid-run, as in a crash.
  */
 export const runAndInterruptAfterFirstChunk = <R>(
   makeHandler: (afterFirstChunk: Effect.Effect<void>) => Handler.Handler<string, any, any, R>,
