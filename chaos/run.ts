@@ -74,7 +74,9 @@ const table = (results: ReadonlyArray<ScenarioResult>) => {
     r.tally.completed.toLocaleString("en"),
     String(r.tally.lost),
     String(r.tally.runTwice),
-    seconds(r.recovery.ms)
+    seconds(r.recovery.ms) + (typeof r.details["completedAfterMs"] === "number" && r.scenario.startsWith("kill")
+      ? ` (all completed after ${seconds(r.details["completedAfterMs"] as number)})`
+      : "")
   ])
   return [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`, ...rows.map((row) => `| ${row.join(" | ")} |`)].join("\n")
 }

@@ -14,6 +14,7 @@ import { CurrentJob, type JobContext } from "../JobContext.js"
 import { formatParseError } from "../JobQueue.js"
 import * as Metrics from "../Metrics.js"
 import type { ClaimedJob, JobStore } from "./JobStore.js"
+import { sqlErrorText } from "./sqlErrorText.js"
 import { jobParentSpan } from "./tracing.js"
 
 /** What happened to one attempt of a job. */
@@ -72,6 +73,8 @@ const describeError = (error: unknown): string => {
     const tag = (error as { _tag?: unknown })._tag
     const message = String((error as { message: unknown }).message)
     if (message === "") return typeof tag === "string" ? tag : String(error)
+    // A SqlError's own message is generic ("Failed to execute statement"); the database's reason is in its cause.
+    if (tag === "SqlError" && (error as { cause?: unknown }).cause !== undefined) return `SqlError: ${message}: ${sqlErrorText(error)}`
     return typeof tag === "string" && !message.startsWith(tag) ? `${tag}: ${message}` : message
   }
   if (typeof error === "object" && error !== null) {

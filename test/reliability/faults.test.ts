@@ -6,7 +6,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
-import { fastSettings } from "./harness/cluster.js"
+import { fastSettings, query } from "./harness/cluster.js"
 import { idleInTransaction, terminateRepeatedly } from "./harness/scenarios.js"
 
 const report = (result: { workers: unknown }) => console.log(JSON.stringify({ ...result, workers: undefined }))
@@ -22,6 +22,10 @@ describe("database faults during a run", () => {
         expect(result.details["backendsTerminated"]).toBeGreaterThanOrEqual(15)
         expect(result.workersAlive).toBe(3)
         expect(result.recovery.ms).toBeLessThan(3_000)
+        // An attempt cut off with its connection says why, in the database's words.
+        const reasons = yield* query<{ error: string }>(url, `SELECT DISTINCT details->>'error' AS error FROM audit_logs WHERE event = 'job_retry_scheduled'`)
+        expect(reasons.length).toBeGreaterThan(0)
+        for (const { error } of reasons) expect(error).toMatch(/terminating connection due to administrator command|Connection terminated|connection error and is not queryable/)
       }).pipe(Effect.scoped), { timeout: 60_000 })
 
     it.effect("a transaction idle for longer than the lease, holding running and waiting jobs: the rest goes on, no job is run twice", () =>

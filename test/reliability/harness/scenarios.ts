@@ -131,9 +131,11 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
       Duration.sum(Duration.millis(options.settings.leaseMs * 3), Duration.seconds(30))
     )
     const [times] = yield* query<{ last: Date | null }>(url, "SELECT max(completed_at) AS last FROM job_queue WHERE id = ANY($1::uuid[])", [held])
-    const rescues = yield* query<{ deadWorker: string; n: number }>(url, `
-      SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n FROM audit_logs
+    const rescues = yield* query<{ deadWorker: string; n: number; last: Date }>(url, `
+      SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n, max(created_at) AS last FROM audit_logs
       WHERE event = 'job_rescued' AND job_id = ANY($1::uuid[]) GROUP BY 1`, [held])
+    const lastRescue = rescues.reduce<number | undefined>((max, r) => Math.max(max ?? 0, r.last.getTime()), undefined)
+    const completedAfterMs = times?.last ? times.last.getTime() - stoppedAt : undefined
     const released = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM audit_logs WHERE event = 'job_released' AND job_id = ANY($1::uuid[])", [held])
     // The workers registry: a clean stop unregisters; a killed worker stays, its heartbeat frozen before the kill.
     const [registration] = yield* query<{ heartbeatBeforeStop: boolean }>(url,
@@ -143,11 +145,11 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
       url,
       workers,
       options,
+      signal === "SIGKILL"
+        ? { label: "the dead worker's jobs rescued (back in the queue, runnable), after the kill", ms: lastRescue === undefined ? undefined : lastRescue - stoppedAt }
+        : { label: "last job of the stopped worker completed, after the signal", ms: completedAfterMs },
       {
-        label: signal === "SIGKILL" ? "last job of the dead worker completed elsewhere, after the kill" : "last job of the stopped worker completed, after the signal",
-        ms: times?.last ? times.last.getTime() - stoppedAt : undefined
-      },
-      {
+        completedAfterMs,
         heldByStoppedWorker: held.length,
         rescuedFromStoppedWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])),
         releasedByStoppedWorker: released[0]!.n,
