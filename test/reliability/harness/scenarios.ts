@@ -134,6 +134,11 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
     const rescues = yield* query<{ deadWorker: string; n: number; last: Date }>(url, `
       SELECT details->>'deadWorker' AS "deadWorker", count(*)::int AS n, max(created_at) AS last FROM audit_logs
       WHERE event = 'job_rescued' AND job_id = ANY($1::uuid[]) GROUP BY 1`, [held])
+    // Rescues of jobs it did not hold when stopped: a claim that reached the database as the worker stopped.
+    const otherRescues = yield* query<{ deadWorker: string; n: number; events: string }>(url, `
+      SELECT a.details->>'deadWorker' AS "deadWorker", count(*)::int AS n,
+             string_agg((SELECT string_agg(b.event || '@' || b.actor, ' ' ORDER BY b.id) FROM audit_logs b WHERE b.job_id = a.job_id), ' | ') AS events
+      FROM audit_logs a WHERE a.event = 'job_rescued' AND NOT (a.job_id = ANY($1::uuid[])) GROUP BY 1`, [held])
     const lastRescue = rescues.reduce<number | undefined>((max, r) => Math.max(max ?? 0, r.last.getTime()), undefined)
     const completedAfterMs = times?.last ? times.last.getTime() - stoppedAt : undefined
     const released = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM audit_logs WHERE event = 'job_released' AND job_id = ANY($1::uuid[])", [held])
@@ -150,6 +155,7 @@ export const stopOneWorker = (url: string, options: ScenarioOptions & { readonly
         : { label: "last job of the stopped worker completed, after the signal", ms: completedAfterMs },
       {
         completedAfterMs,
+        ...(otherRescues.length > 0 ? { otherRescues } : {}),
         heldByStoppedWorker: held.length,
         rescuedFromStoppedWorker: Object.fromEntries(rescues.map((r) => [r.deadWorker, r.n])),
         releasedByStoppedWorker: released[0]!.n,
