@@ -15,6 +15,14 @@ export const handlerDuration = Metric.histogram(
   "Handler run time per attempt"
 )
 
+// Tagging makes a new metric object each time; jobs of one type share one (a hot path).
+const tagged = new WeakMap<object, Map<string, unknown>>()
+
 /** Tags a metric with the job type it counts. */
-export const forJobType = <M extends Metric.Metric<any, any, any>>(metric: M, jobType: string): M =>
-  Metric.tagged(metric, "job_type", jobType) as M
+export const forJobType = <M extends Metric.Metric<any, any, any>>(metric: M, jobType: string): M => {
+  let byType = tagged.get(metric)
+  if (byType === undefined) tagged.set(metric, (byType = new Map()))
+  let found = byType.get(jobType) as M | undefined
+  if (found === undefined) byType.set(jobType, (found = Metric.tagged(metric, "job_type", jobType) as M))
+  return found
+}

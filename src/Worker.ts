@@ -11,7 +11,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Metric, Queue, Ref } from "effect"
+import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Metric, Queue, Ref } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -136,8 +136,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const jobTypes = [...handlers.keys()]
 
     const running = new Map<string, RunningJob>()
-    const wake = yield* Queue.sliding<void>(1)
-    const slotFreed = yield* Queue.sliding<void>(1)
+    // Everything the claim loop reacts to arrives here: "look" (the poll, a notification, a
+    // rescue: runnable jobs may wait) or "changed" (a slot freed up, a claim finished).
+    const events = yield* Queue.unbounded<"look" | "changed">()
     const claiming = yield* Ref.make(false)
     const lastClaimAt = yield* Ref.make<number | undefined>(undefined)
     const nextPollAt = yield* Ref.make<number | undefined>(undefined)
@@ -163,54 +164,83 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
             Effect.suspend(() => {
               running.delete(job.id)
               return Effect.zipRight(
-                Queue.offer(slotFreed, undefined),
+                Queue.offer(events, "changed"),
                 running.size === 0 ? Effect.flatMap(Ref.get(idle), (d) => Deferred.succeed(d, undefined)) : Effect.void
               )
             })
           ),
           Effect.provide(context),
+          // Claims run uninterruptibly and a fiber inherits that: the job's own fiber must be interruptible.
+          Effect.interruptible,
           Effect.forkDaemon
         )
       })
 
-    // One claim. "saturated": the claim was full or no slot was free, so more work may be
-    // waiting for a slot; "drained": the queue had fewer runnable jobs than free slots.
-    const claimOnce = Effect.gen(function* () {
-      const free = concurrency - running.size
-      if (jobTypes.length === 0) return "drained" as const
-      if (free <= 0) return "saturated" as const
-      const requested = Math.min(batchSize, free)
-      const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
-      yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
-      if (jobs.length > 0) options.onClaim?.(jobs)
-      if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
-      for (const job of jobs) yield* start(job)
-      return jobs.length === requested ? "saturated" as const : "drained" as const
+    // Claims run in their own fibers, so that while one waits for the database the loop can
+    // already claim for the next freed slot: claiming is not serialised behind one round trip.
+    // Every claim reserves the slots it asks for, so running + reserved never exceeds concurrency.
+    let reserved = 0
+    // Whether runnable jobs probably wait: the last claim came back full, or a poll or a
+    // notification says to look. A claim that comes back short clears it.
+    let moreLikely = true
+    let claimFailures = 0
+    const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
+
+    const claim = (requested: number) =>
+      Effect.gen(function* () {
+        const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
+        yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
+        if (claimFailures > 0) yield* Effect.logInfo(`database reachable again after ${claimFailures} failed claim(s)`)
+        claimFailures = 0
+        if (jobs.length > 0) options.onClaim?.(jobs)
+        if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
+        for (const job of jobs) yield* start(job)
+        moreLikely = jobs.length === requested
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.suspend(() => {
+            moreLikely = false // wait for the poll before trying again
+            return ++claimFailures === 1 || claimFailures % 10 === 0
+              ? Effect.logWarning(`claiming jobs failed (${claimFailures} time(s) in a row): ${sqlErrorText(error)}`)
+              : Effect.void
+          })
+        ),
+        Effect.ensuring(Effect.suspend(() => {
+          reserved -= requested
+          return Queue.offer(events, "changed")
+        })),
+        // A claim that reached the database is seen through, also while the worker stops:
+        // its jobs then count as running and are awaited or released like the others.
+        Effect.uninterruptible
+      )
+
+    // The poll: a "look" every pollInterval. nextPollAt tells tests (and status) when it fires next.
+    let nextTickAt = 0
+    const poller = Effect.gen(function* () {
+      while (true) {
+        nextTickAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval)
+        yield* Effect.sleep(pollInterval)
+        yield* Queue.offer(events, "look")
+      }
     })
 
     const claimLoop = Effect.gen(function* () {
-      let failures = 0
       while (true) {
-        const result = yield* claimOnce.pipe(
-          Effect.tap(() => (failures > 0 ? Effect.logInfo(`database reachable again after ${failures} failed claim(s)`) : Effect.void)),
-          Effect.tap(() => Effect.sync(() => (failures = 0))),
-          Effect.catchAll((error) =>
-            Effect.as(
-              Effect.suspend(() => (++failures === 1 || failures % 10 === 0 ? Effect.logWarning(`claiming jobs failed (${failures} time(s) in a row): ${sqlErrorText(error)}`) : Effect.void)),
-              "drained" as const
-            )
-          )
-        )
-        // A full claim with slots still free: claim again at once.
-        if (result === "saturated" && running.size < concurrency) continue
-        // Wait for the poll, a notification, or (when saturated) a slot to free up.
-        yield* Ref.set(nextPollAt, (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval))
-        yield* Effect.raceAll([
-          Effect.sleep(pollInterval),
-          Queue.take(wake),
-          ...(result === "saturated" ? [Queue.take(slotFreed)] : [])
-        ])
+        const free = concurrency - running.size - reserved
+        if (moreLikely && free > 0 && jobTypes.length > 0) {
+          const requested = Math.min(batchSize, free)
+          reserved += requested
+          const fiber = yield* Effect.forkDaemon(claim(requested))
+          claimsInFlight.add(fiber)
+          fiber.addObserver(() => claimsInFlight.delete(fiber))
+          continue
+        }
+        // Idle until something happens; then take everything that happened at once.
+        if (claimsInFlight.size === 0) yield* Ref.set(nextPollAt, nextTickAt)
+        const first = yield* Queue.take(events)
+        const rest = yield* Queue.takeAll(events)
         yield* Ref.set(nextPollAt, undefined)
+        if (first === "look" || Chunk.some(rest, (event) => event === "look")) moreLikely = true
       }
     }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
 
@@ -263,7 +293,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           Effect.annotateLogs({ jobId: job.id })
         )
       }
-      yield* Queue.offer(wake, undefined)
+      yield* Queue.offer(events, "look")
     }).pipe(Effect.zipRight(rescueFailures.succeeded), Effect.catchAll(rescueFailures.failed))
 
     const every = (interval: Duration.Duration, effect: Effect.Effect<void>) =>
@@ -281,9 +311,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const listenerFiber = options.listen === false
       ? undefined
       : yield* listenForJobs(pgClient.config, (jobType) => {
-          if (jobType === "" || handledTypes.has(jobType)) Queue.unsafeOffer(wake, undefined)
+          if (jobType === "" || handledTypes.has(jobType)) Queue.unsafeOffer(events, "look")
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
+    const pollerFiber = yield* Effect.forkDaemon(poller)
     const heartbeatFiber = yield* Effect.forkDaemon(every(heartbeatInterval, heartbeat))
     const rescueFiber = yield* Effect.forkDaemon(every(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(every(pruneInterval, prune))
@@ -291,6 +322,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(loopFiber)
+        yield* Fiber.interrupt(pollerFiber)
+        // Claims already sent finish first, so that their jobs are awaited or released below.
+        yield* waitAtMost(Fiber.awaitAll([...claimsInFlight]), "10 seconds")
         if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
         yield* Fiber.interrupt(rescueFiber)
         yield* Fiber.interrupt(pruneFiber)

@@ -51,7 +51,7 @@ const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
 // Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
 const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
-  effect.pipe(Effect.retry({ schedule: Schedule.exponential("100 millis", 2), times: 6 }))
+  Effect.catchAll(effect, () => Effect.retry(effect, { schedule: Schedule.exponential("100 millis", 2), times: 5 }))
 
 // An error text is stored in job_queue, job_runs and the audit entry, and logged: a huge value quoted in it
 // (a 10 MB payload field) must not be copied four times.
@@ -193,6 +193,7 @@ export const executeJob = <R>(
     Effect.withSpan(`skiplock.job ${job.jobType}`, {
       parent: jobParentSpan(job.traceId, job.parentSpanId),
       kind: "consumer",
+      captureStackTrace: false,
       attributes: { "job.id": job.id, "job.type": job.jobType, "job.attempt": job.attempts, "organization.id": job.organizationId }
     })
   )

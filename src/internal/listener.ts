@@ -8,6 +8,7 @@
 import type { PgClient } from "@effect/sql-pg"
 import { Data, Effect, Redacted, Schedule } from "effect"
 import pg from "pg"
+import { waitAtMost } from "./bounded.js"
 
 export const JOBS_CHANNEL = "skiplock_jobs"
 
@@ -54,7 +55,8 @@ const listenOnce = (config: PgClient.PgClientConfig, onNotify: (payload: string)
           client.off("error", onError)
         })
       }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption("1 second"), Effect.interruptible)
+    // Bounded, and in a fresh fiber: the worker's fiber is usually being interrupted when this runs.
+    (client) => waitAtMost(Effect.promise(() => client.end().catch(() => undefined)), "1 second")
   )
 
 /** Listens forever, reconnecting with backoff (100 ms doubling, at most 5 s) after each loss. */

@@ -2,7 +2,7 @@
 // when the LISTEN connection dies, and the listener reconnects.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Schema } from "effect"
+import { Deferred, Effect, Fiber, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
@@ -42,6 +42,17 @@ describe("LISTEN", () => {
         yield* eventually(Effect.sync(() => started.has(2)), "job 2 started", "5 seconds")
         expect(started.get(2)! - again).toBeLessThan(1000)
       }).pipe(Effect.scoped), { timeout: 30_000 })
+
+    it.effect("a worker stopped by interrupting its fiber (SIGTERM) closes its LISTEN connection", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const listening = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '%-listen' AND datname = current_database()`
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const main = yield* Effect.fork(Effect.scoped(Effect.zipRight(Worker.make({ handlers: [handler] }), Effect.never)))
+        yield* eventually(Effect.map(listening, (rows) => rows[0]!.n === 1), "the worker listens")
+        yield* Fiber.interrupt(main)
+        yield* eventually(Effect.map(listening, (rows) => rows[0]!.n === 0), "the LISTEN connection is closed", "3 seconds")
+      }))
 
     it.effect("jobs of types the worker does not handle stay pending and visible", () =>
       Effect.gen(function* () {
