@@ -8,7 +8,7 @@
  *   npm run chaos                                  all scenarios, 5,000 jobs each
  *   npm run chaos -- --jobs 1000                   smaller
  *   npm run chaos -- --only kill,restart           some of them
- *   npm run chaos -- --markdown docs/_readme_chaos_section.md   also write the README section
+ *   npm run chaos -- --markdown docs/CHAOS.md   also rewrite docs/CHAOS.md (README shows its table)
  *
  * Exits 1 when a job was lost or run twice.
  */
@@ -150,7 +150,7 @@ Run it yourself:
 npm run chaos                      # all scenarios, 5,000 jobs each
 npm run chaos -- --jobs 1000       # smaller
 npm run chaos -- --only kill,restart
-npm run chaos -- --markdown docs/_readme_chaos_section.md   # also rewrite this section
+npm run chaos -- --markdown docs/CHAOS.md   # also rewrite this page
 \`\`\`
 
 The scenarios: \`kill\` (kill -9 of one of three workers mid-run), \`sigterm\` (graceful stop of one), \`restart\` (PostgreSQL
