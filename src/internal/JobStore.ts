@@ -55,8 +55,9 @@ export const make = Effect.gen(function* () {
         Effect.map((rows) => rows[0])
       ),
 
-    release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string) =>
-      sql<{ ok: boolean }>`SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}) AS ok`.pipe(
+    /** Back to pending without counting the attempt; with `retry`, not before its time and with its error recorded. */
+    release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string, retry?: { readonly runAt: Date; readonly error: string }) =>
+      sql<{ ok: boolean }>`SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 

@@ -15,6 +15,7 @@ import { formatParseError } from "../JobQueue.js"
 import * as Metrics from "../Metrics.js"
 import type { ClaimedJob, JobStore } from "./JobStore.js"
 import { sqlErrorText } from "./sqlErrorText.js"
+import { lostConnection } from "./connectionLoss.js"
 import { jobParentSpan } from "./tracing.js"
 
 /** What happened to one attempt of a job. */
@@ -180,6 +181,14 @@ export const executeJob = <R>(
       return released ? Outcome.Released() : Outcome.LeaseLost()
     }
     if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
+    if (lostConnection(cause)) {
+      // An outage is not the job's failure: back to pending without counting the attempt, after the backoff.
+      const at = yield* now
+      const error = bounded(`database connection lost: ${describeCause(cause)}`)
+      const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
+      const released = yield* persistently(store.release(job.id, workerId, attempt, at, "database connection lost", { runAt, error }))
+      return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
+    }
     return yield* fail(describeCause(cause), !isPermanent(handler, cause))
   }).pipe(
     Effect.catchAll((error) =>

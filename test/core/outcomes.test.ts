@@ -2,7 +2,7 @@
 // permanent errors, defects, timeouts, undecodable payloads, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Data, Deferred, Effect, Fiber, Schema, TestClock } from "effect"
+import { Clock, Data, Deferred, Effect, Fiber, Schema, TestClock } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
@@ -183,6 +183,36 @@ describe("outcomes", () => {
         const { outcome } = yield* firstOutcome(handler)
         expect(outcome._tag).toBe("LeaseLost")
         expect(yield* sql`SELECT * FROM settlements`).toEqual([])
+      }))
+
+    it.scoped("an attempt cut off by a lost database connection is released without counting it, and runs again after the backoff", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        let runs = 0
+        const handler = Handler.make(Settlement, {
+          transactional: true,
+          // The handler's own connection is terminated, as by a restart or pg_terminate_backend.
+          run: () => Effect.suspend(() => (++runs === 1 ? Effect.asVoid(sql`SELECT pg_terminate_backend(pg_backend_pid())`) : Effect.void))
+        })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("RetryScheduled")
+        const row = yield* jobRow(id)
+        expect(row).toMatchObject({ status: "pending", attempts: 0 })
+        expect(row.error).toContain("database connection lost")
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_released"])
+        const [release] = yield* sql<{ details: { reason: string } }>`SELECT details FROM audit_logs WHERE job_id = ${id} AND event = 'job_released'`
+        expect(release!.details.reason).toBe("database connection lost")
+        expect(row.runAt.getTime() - (yield* Clock.currentTimeMillis)).toBe(30_000)
+      }))
+
+    it.scoped("a handler's own SQL error still counts as a failed attempt", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const handler = Handler.make(Settlement, { run: () => Effect.asVoid(sql`SELECT * FROM no_such_table`) })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("RetryScheduled")
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 1 })
+        expect((yield* jobRow(id)).error).toContain("no_such_table")
       }))
 
     it.scoped("a job whose job_runs row says completed is never run again", () =>
