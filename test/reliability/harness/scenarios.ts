@@ -12,6 +12,8 @@ import {
   awaitStarted,
   connection,
   enqueueJobs,
+  JOB_TYPE,
+  ORG,
   prepareQueue,
   query,
   spawnWorker,
@@ -323,10 +325,17 @@ export const idleInTransaction = (url: string, options: ScenarioOptions & { read
 export const connectionsExhausted = (adminUrl: string, url: string, options: ScenarioOptions & { readonly holdMs: number }) =>
   Effect.scoped(Effect.gen(function* () {
     const workers = yield* startCluster(url, options.settings)
-    yield* enqueueJobs(url, options.jobs)
+    // A quarter of the jobs is enqueued while the slots are taken, due when they are freed, so that work is waiting
+    // then (otherwise fast workers, or one that kept a connection the hog missed, may finish everything before).
+    const heldBack = Math.floor(options.jobs / 4)
+    yield* enqueueJobs(url, options.jobs - heldBack)
     yield* awaitCompleted(url, Math.floor(options.jobs / 4))
     const hog: Array<pg.Client> = []
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(hog.map((client) => client.end().catch(() => undefined)))))
+    const inserter = new pg.Client({ connectionString: url, application_name: "skiplock-chaos-hog" })
+    inserter.on("error", () => undefined)
+    yield* Effect.promise(() => inserter.connect())
+    hog.push(inserter)
     // Take connection slots until the server refuses.
     const takeSlots = Effect.gen(function* () {
       while (true) {
@@ -353,6 +362,14 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
     }
     const hogged = hog.length
     const startedAt = Date.now()
+    yield* Effect.promise(() =>
+      inserter.query(
+        `INSERT INTO job_queue (organization_id, job_type, payload, max_attempts, run_at)
+         SELECT $1, $2, jsonb_build_object('n', n), 3, now() + $5::int * interval '1 millisecond'
+         FROM generate_series($3::int + 1, $3::int + $4::int) n`,
+        [ORG, JOB_TYPE, options.jobs - heldBack, heldBack, options.holdMs]
+      )
+    )
     yield* Effect.sleep(options.holdMs)
     yield* Effect.promise(() => Promise.all(hog.splice(0).map((client) => client.end().catch(() => undefined))))
     const endedAt = Date.now()
