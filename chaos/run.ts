@@ -141,8 +141,8 @@ Reading it: *recovery time* is, for kill -9, the time until every job the dead w
 the queue and runnable: lease + at most one rescue pass); they then complete in their turn, after the jobs ahead of
 them. For SIGTERM it is the time until the stopped worker's jobs were done (it finishes them before it exits). For
 the database faults it is the time from the fault's end until jobs complete again. Attempts cut off with their
-connection count as attempts (\`job_retry_scheduled\`) and are retried; none ran twice, because a transactional
-handler's effect commits with its completion or not at all.
+connection are released without counting them (\`job_released\`, reason \`database connection lost\`) and run again
+after the backoff; none ran twice, because a transactional handler's effect commits with its completion or not at all.
 
 Run it yourself:
 
