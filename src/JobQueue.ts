@@ -77,16 +77,8 @@ export const enqueueMany = (inputs: ReadonlyArray<EnqueueInput>) => Effect.flatM
 export const formatParseError = (error: ParseResult.ParseError): string =>
   ParseResult.TreeFormatter.formatErrorSync(error).replace(/\s*\n\s*/g, " ")
 
-interface Row {
-  readonly id: string
-  readonly jobType: string
-  readonly organizationId: string
-  readonly status: string
-  readonly runAt: Date
-  readonly createdAt: Date
-  readonly idempotencyKey: string | null
-  readonly traceId: string
-}
+/** A job row as the queries return it: the enqueued job without `existing`. */
+type Row = Omit<EnqueuedJob, "existing">
 
 /** Makes the queue for the given job definitions (their Schemas check payloads). */
 export const make = (definitions: ReadonlyArray<JobDefinition>) =>

@@ -7,6 +7,7 @@
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
 import type { BillingRun } from "./domain.js"
+import type { InvoiceLineDraft } from "./pricing.js"
 
 export interface OrganizationSettings {
   readonly id: string
@@ -47,20 +48,9 @@ export interface NewInvoiceRow {
   readonly mandateReference: string
 }
 
-export interface NewInvoiceLineRow {
+/** A priced line of a draft, on its way into invoice_lines. */
+export interface NewInvoiceLineRow extends InvoiceLineDraft {
   readonly invoiceId: string
-  readonly position: number
-  readonly contractId: string
-  readonly description: string
-  readonly serviceStart: string
-  readonly serviceEnd: string
-  readonly daysBilled: number
-  readonly daysInPeriod: number
-  readonly monthlyNetCents: number
-  readonly netCents: number
-  readonly vatRateBp: number
-  readonly vatCents: number
-  readonly grossCents: number
 }
 
 export interface ChunkProgress {
