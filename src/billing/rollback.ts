@@ -99,18 +99,8 @@ export const rollbackBillingRun = (request: RollbackRequest) =>
           actor,
           organizationId: run.organizationId,
           jobId: run.jobId,
-          details: {
-            runId,
-            reason,
-            billingPeriod: run.billingPeriod,
-            previousStatus: run.status,
-            invoicesCancelled: cancelled.count,
-            netCents: cancelled.netCents,
-            vatCents: cancelled.vatCents,
-            grossCents: cancelled.grossCents,
-            firstInvoiceNumber: cancelled.firstNumber,
-            lastInvoiceNumber: cancelled.lastNumber
-          }
+          // The result itself, less what the entry's own columns hold; rolledBackAt is the entry's time.
+          details: (({ organizationId: _org, jobId: _job, rolledBackAt: _at, ...details }) => ({ ...details, reason }))(result)
         })
         return result
       })
