@@ -10,6 +10,7 @@
  * released back to `pending` without counting the attempt.
  */
 import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Metric, Queue, Ref } from "effect"
 import { randomBytes } from "node:crypto"
@@ -18,7 +19,7 @@ import type { Handler, Requirements } from "./Handler.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
-import * as CompletionBatcher from "./internal/completionBatcher.js"
+import * as Deadlines from "./internal/deadlines.js"
 import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
 import { listenForJobs } from "./internal/listener.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
@@ -81,9 +82,22 @@ interface RunningJob {
   fiber: Fiber.RuntimeFiber<Outcome> | undefined
   /** Clock time (ms) until which the lease is known to hold. */
   leaseValidUntil: number
+  /** Clock time (ms) at which the handler times out. */
+  readonly deadline: number
+}
+
+interface Finished {
+  readonly id: string
+  readonly attempt: number
+  /** Whether the worker still held the job when its completion was written. */
+  readonly done: Deferred.Deferred<boolean, SqlError>
 }
 
 const PRUNE_BATCH = 1000
+// At most this many completions go into one statement.
+const MAX_COMPLETIONS = 100
+// Statements sent and not yet answered; finished jobs wait meanwhile and go together into the next.
+const MAX_STATEMENTS_IN_FLIGHT = 2
 
 // A background task that fails on every tick during an outage says so once, then every 10th time, and once
 // when it works again, so an outage of minutes is a few log lines, not a storm.
@@ -145,18 +159,30 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const idle = yield* Ref.make(yield* Deferred.make<void>())
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
-    const batcher = yield* CompletionBatcher.make(store, workerId)
-    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete: batcher.complete }
+
+    // Completions of finished jobs wait here for the next statement the loop sends.
+    const finished: Array<Finished> = []
+    const complete = (id: string, attempt: number) =>
+      Effect.gen(function* () {
+        const done = yield* Deferred.make<boolean, SqlError>()
+        finished.push({ id, attempt, done })
+        yield* Queue.offer(events, "changed")
+        return yield* Deferred.await(done)
+      })
+    const deadlines = yield* Deadlines.make(() => running.values())
+    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete, watchesTimeouts: true }
 
     const start = (job: ClaimedJob) =>
       Effect.gen(function* () {
         // The handler's requirements are in `context` (provided below), as the signature of make says.
         const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
+        const startedAt = yield* Clock.currentTimeMillis
         const entry: RunningJob = {
           job,
           control: { stopReason: undefined },
           fiber: undefined,
-          leaseValidUntil: (yield* Clock.currentTimeMillis) + Duration.toMillis(leaseDuration)
+          leaseValidUntil: startedAt + Duration.toMillis(leaseDuration),
+          deadline: startedAt + Duration.toMillis(handler.timeout)
         }
         running.set(job.id, entry)
         entry.fiber = yield* executeJob(handler, job, env, entry.control).pipe(
@@ -174,42 +200,65 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           Effect.interruptible,
           Effect.forkDaemon
         )
+        yield* deadlines.started(entry.deadline)
       })
 
-    // Claims run in their own fibers, so that while one waits for the database the loop can
-    // already claim for the next freed slot: claiming is not serialised behind one round trip.
-    // Every claim reserves the slots it asks for, so running + reserved never exceeds concurrency.
+    // Every statement the loop sends completes the jobs that finished since the last one and claims
+    // jobs for the slots free once they are done: a busy worker needs one round trip and one commit
+    // per batch of jobs, not one to complete and another to claim. Statements run in their own
+    // fibers, so that while one waits for the database the next can already be prepared; each
+    // reserves the slots it claims for, so running + reserved never exceeds concurrency.
     let reserved = 0
     // Whether runnable jobs probably wait: the last claim came back full, or a poll or a
     // notification says to look. A claim that comes back short clears it.
     let moreLikely = true
+    // Counts the looks; a claim sent before the latest look cannot tell that the queue is empty
+    // (a notification that arrives while a claim is on its way is about a job it may have missed).
+    let looks = 0
+    // Set on shutdown: statements then only complete jobs.
+    let stopping = false
     let claimFailures = 0
+    const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
 
-    const claim = (requested: number) =>
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
       Effect.gen(function* () {
-        const jobs = yield* store.claim(workerId, jobTypes, requested, yield* now, leaseDuration)
         yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
         if (claimFailures > 0) yield* Effect.logInfo(`database reachable again after ${claimFailures} failed claim(s)`)
         claimFailures = 0
         if (jobs.length > 0) options.onClaim?.(jobs)
         if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         for (const job of jobs) yield* start(job)
-        moreLikely = jobs.length === requested
+        moreLikely = jobs.length === requested || looks !== looksWhenSent
+      })
+
+    const send = (batch: ReadonlyArray<Finished>, requested: number) =>
+      Effect.gen(function* () {
+        const at = yield* now
+        const looksWhenSent = looks
+        if (batch.length === 0) {
+          return yield* claimed(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
+        }
+        const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
+        for (const job of batch) yield* Deferred.succeed(job.done, result.completed.has(job.id))
+        if (requested > 0) yield* claimed(result.claimed, requested, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>
-          Effect.suspend(() => {
-            moreLikely = false // wait for the poll before trying again
-            return ++claimFailures === 1 || claimFailures % 10 === 0
-              ? Effect.logWarning(`claiming jobs failed (${claimFailures} time(s) in a row): ${sqlErrorText(error)}`)
-              : Effect.void
+          Effect.gen(function* () {
+            // The jobs' own fibers retry their completion; claims wait for the poll.
+            for (const job of batch) yield* Deferred.fail(job.done, error)
+            if (requested === 0) return
+            moreLikely = false
+            if (++claimFailures === 1 || claimFailures % 10 === 0) {
+              yield* Effect.logWarning(`claiming jobs failed (${claimFailures} time(s) in a row): ${sqlErrorText(error)}`)
+            }
           })
         ),
         Effect.ensuring(Effect.suspend(() => {
           reserved -= requested
           return Queue.offer(events, "changed")
         })),
-        // A claim that reached the database is seen through, also while the worker stops:
+        // A statement that reached the database is seen through, also while the worker stops:
         // its jobs then count as running and are awaited or released like the others.
         Effect.uninterruptible
       )
@@ -225,24 +274,36 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     })
 
     const claimLoop = Effect.gen(function* () {
+      yield* Ref.set(claiming, true)
       while (true) {
-        const free = concurrency - running.size - reserved
-        if (moreLikely && free > 0 && jobTypes.length > 0) {
-          const requested = Math.min(batchSize, free)
-          reserved += requested
-          const fiber = yield* Effect.forkDaemon(claim(requested))
-          claimsInFlight.add(fiber)
-          fiber.addObserver(() => claimsInFlight.delete(fiber))
-          continue
+        if (inFlight.size < MAX_STATEMENTS_IN_FLIGHT) {
+          const batch = finished.splice(0, MAX_COMPLETIONS)
+          // The batch's jobs leave their slots when the statement commits.
+          const free = concurrency - running.size - reserved + batch.length
+          const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
+          if (batch.length > 0 || requested > 0) {
+            reserved += requested
+            const fiber = yield* Effect.forkDaemon(send(batch, requested))
+            inFlight.add(fiber)
+            if (requested > 0) claimsInFlight.add(fiber)
+            fiber.addObserver(() => {
+              inFlight.delete(fiber)
+              claimsInFlight.delete(fiber)
+            })
+            continue
+          }
         }
         // Idle until something happens; then take everything that happened at once.
-        if (claimsInFlight.size === 0) yield* Ref.set(nextPollAt, nextTickAt)
+        if (claimsInFlight.size === 0 && !stopping) yield* Ref.set(nextPollAt, nextTickAt)
         const first = yield* Queue.take(events)
         const rest = yield* Queue.takeAll(events)
         yield* Ref.set(nextPollAt, undefined)
-        if (first === "look" || Chunk.some(rest, (event) => event === "look")) moreLikely = true
+        if (first === "look" || Chunk.some(rest, (event) => event === "look")) {
+          moreLikely = true
+          looks++
+        }
       }
-    }).pipe((loop) => Effect.zipRight(Ref.set(claiming, true), loop), Effect.ensuring(Ref.set(claiming, false)))
+    })
 
     const heartbeatFailures = failureLog("heartbeat")
     const rescueFailures = failureLog("rescuing expired jobs")
@@ -318,10 +379,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const heartbeatFiber = yield* Effect.forkDaemon(every(heartbeatInterval, heartbeat))
     const rescueFiber = yield* Effect.forkDaemon(every(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(every(pruneInterval, prune))
+    const deadlineFiber = yield* Effect.forkDaemon(deadlines.watch)
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
-        yield* Fiber.interrupt(loopFiber)
+        // The loop goes on writing the completions of the jobs still running, but claims no more.
+        stopping = true
+        yield* Ref.set(claiming, false)
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
         yield* waitAtMost(Fiber.awaitAll([...claimsInFlight]), "10 seconds")
@@ -333,8 +397,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           yield* waitAtMost(Effect.flatMap(Ref.get(idle), Deferred.await), shutdownTimeout)
         }
         const left = [...running.values()]
-        for (const entry of left) entry.control.stopReason = "shutdown"
+        for (const entry of left) entry.control.stopReason ??= "shutdown"
         yield* Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : [])))
+        yield* Fiber.interrupt(loopFiber)
+        yield* Fiber.interrupt(deadlineFiber)
         yield* Fiber.interrupt(heartbeatFiber)
         yield* waitAtMost(store.unregister(workerId), "5 seconds")
       }).pipe(Effect.annotateLogs({ workerId }))

@@ -28,13 +28,15 @@ const interval = (duration: Duration.Duration) => `${Duration.toMillis(duration)
 
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  // The columns of claim_next_job's rows, named as ClaimedJob's fields.
+  const claimedColumns = sql.literal(`id, organization_id AS "organizationId", job_type AS "jobType", payload, priority, attempts,
+    max_attempts AS "maxAttempts", run_at AS "runAt", idempotency_key AS "idempotencyKey",
+    trace_id AS "traceId", parent_span_id AS "parentSpanId", created_by AS "createdBy",
+    created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"`)
   return {
     claim: (workerId: string, jobTypes: ReadonlyArray<string>, limit: number, now: Date, lease: Duration.Duration) =>
       sql<ClaimedJob>`
-        SELECT id, organization_id AS "organizationId", job_type AS "jobType", payload, priority, attempts,
-               max_attempts AS "maxAttempts", run_at AS "runAt", idempotency_key AS "idempotencyKey",
-               trace_id AS "traceId", parent_span_id AS "parentSpanId", created_by AS "createdBy",
-               created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"
+        SELECT ${claimedColumns}
         FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`,
 
     complete: (jobId: string, workerId: string, attempt: number, now: Date, details: Record<string, unknown> = {}) =>
@@ -42,10 +44,27 @@ export const make = Effect.gen(function* () {
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
-    /** Completes many jobs held by one worker; returns the ids it completed. */
-    completeMany: (workerId: string, jobs: ReadonlyArray<{ readonly id: string; readonly attempt: number }>, now: Date) =>
-      sql<{ id: string }>`SELECT complete_jobs AS id FROM complete_jobs(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[], ${now})`.pipe(
-        Effect.map((rows) => new Set(rows.map((row) => row.id)))
+    /**
+     * Completes jobs held by one worker and claims up to `limit` more, in one transaction
+     * (complete_and_claim). Returns the ids it completed (a job missing there was no longer
+     * held by this worker) and the jobs it claimed.
+     */
+    completeAndClaim: (
+      workerId: string,
+      jobs: ReadonlyArray<{ readonly id: string; readonly attempt: number }>,
+      jobTypes: ReadonlyArray<string>,
+      limit: number,
+      now: Date,
+      lease: Duration.Duration
+    ) =>
+      sql<ClaimedJob & { completedIds: ReadonlyArray<string> }>`
+        SELECT completed_ids AS "completedIds", ${claimedColumns}
+        FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
+                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`.pipe(
+        Effect.map((rows) => ({
+          completed: new Set(rows[0]?.completedIds ?? []),
+          claimed: rows.flatMap(({ completedIds: _, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
+        }))
       ),
 
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>

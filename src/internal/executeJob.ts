@@ -33,7 +33,7 @@ export const Outcome = Data.taggedEnum<Outcome>()
 
 /** Why a running job is being stopped from outside. */
 export interface JobControl {
-  stopReason: "shutdown" | "lease_lost" | undefined
+  stopReason: "shutdown" | "lease_lost" | "timeout" | undefined
 }
 
 export interface ExecuteEnv {
@@ -42,6 +42,11 @@ export interface ExecuteEnv {
   readonly retryBackoff: Duration.Duration
   /** Completes a non-transactional job (a batcher); default: one complete_job call. */
   readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
+  /**
+   * The caller stops the job at its handler's timeout (stop reason "timeout"), as the worker's
+   * deadline watcher does; otherwise the handler is raced against its timeout here.
+   */
+  readonly watchesTimeouts?: boolean | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
@@ -146,13 +151,9 @@ export const executeJob = <R>(
       return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
     }
 
-    const timed = Effect.suspend(() => handler.run(decoded.right, context)).pipe(
-      Effect.provideService(CurrentJob, context),
-      Effect.timeoutFail({
-        duration: handler.timeout,
-        onTimeout: () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
-      })
-    )
+    const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
+    const run = Effect.provideService(Effect.suspend(() => handler.run(decoded.right, context)), CurrentJob, context)
+    const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
     // A transactional handler commits together with its completion, or not at all.
     const attemptEffect = handler.transactional
       ? sql.withTransaction(
@@ -176,6 +177,7 @@ export const executeJob = <R>(
     const cause = exit.cause
     if (Cause.isInterruptedOnly(cause)) {
       if (control.stopReason === "lease_lost") return Outcome.LeaseLost()
+      if (control.stopReason === "timeout") return yield* fail(describeError(timedOut()), true)
       const at = yield* now
       const released = yield* persistently(store.release(job.id, workerId, attempt, at, "worker shutdown"))
       return released ? Outcome.Released() : Outcome.LeaseLost()

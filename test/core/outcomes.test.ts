@@ -137,6 +137,45 @@ describe("outcomes", () => {
         expect((yield* jobRow(id)).status).toBe("pending")
       }))
 
+    it.scoped("a job with a shorter timeout, started while a longer one runs, times out at its own deadline", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
+        const outcomes = new Map<string, Outcome>()
+        yield* Worker.make({
+          handlers: [
+            Handler.make(Settlement, { run: () => Effect.never, timeout: "10 minutes" }),
+            Handler.make(Report, { run: () => Effect.never, timeout: "1 minute" })
+          ],
+          onOutcome: (job, outcome) => outcomes.set(job.jobType, outcome)
+        })
+        const processing = (n: number) =>
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`, (rows) => rows[0]!.n === n)
+        yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "c-1", amountCents: 1 } }).pipe(
+          Effect.provide(JobQueue.layer([]))
+        )
+        yield* eventually(processing(1), "the long job runs")
+        // the notification wakes the worker; the watcher sleeps until the long job's deadline by now
+        yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 1 } }).pipe(Effect.provide(JobQueue.layer([])))
+        yield* eventually(processing(2), "both jobs run")
+
+        yield* TestClock.adjust("1 minute")
+        yield* eventually(Effect.sync(() => outcomes.has("report_generation")), "the short job's outcome")
+        expect(outcomes.get("report_generation")).toMatchObject({
+          _tag: "RetryScheduled",
+          error: `HandlerTimeout: handler for "report_generation" timed out after 60000 ms`
+        })
+        expect(outcomes.has("settlement_calculation")).toBe(false)
+
+        yield* TestClock.adjust("9 minutes")
+        yield* eventually(Effect.sync(() => outcomes.has("settlement_calculation")), "the long job's outcome")
+        expect(outcomes.get("settlement_calculation")).toMatchObject({
+          _tag: "RetryScheduled",
+          error: `HandlerTimeout: handler for "settlement_calculation" timed out after 600000 ms`
+        })
+      }))
+
     it.scoped("a transactional handler's SQL commits with the completion, and rolls back with a failure", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

@@ -2,9 +2,10 @@
 // (claim_next_job, decode, transaction, job_runs, audit), with its outcome.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Schema } from "effect"
+import { Clock, Effect, Fiber, Schema, TestClock } from "effect"
 import { Handler, JobDefinition, JobQueue, PermanentError } from "../../src/index.js"
 import { SkiplockTest, TEST_ORGANIZATION_ID } from "../../src/testing/index.js"
+import { eventually } from "../support/live.js"
 import { auditEvents, jobRun, ORG, Report } from "./support.js"
 
 // The stored payload is the Schema's encoded form; the handler gets the decoded one.
@@ -110,6 +111,23 @@ describe("runJob", () => {
       const error = yield* Effect.flip(SkiplockTest.runJob(settle, { contractId: "c-1", dueOn: new Date("not a date") }))
       expect(error._tag).toBe("InvalidPayload")
       expect(yield* SkiplockTest.enqueued()).toEqual([])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
+  })
+
+  it.effect("a handler that runs past its timeout is stopped at the deadline on the test's clock and retried", () => {
+    const hanging = Handler.make(Report, { run: () => Effect.never, timeout: "5 minutes" })
+    return Effect.gen(function* () {
+      const fiber = yield* Effect.fork(SkiplockTest.runJob(hanging, { month: "2025-03" }, { organizationId: ORG }))
+      // the handler runs once its timeout waits on the clock
+      yield* eventually(Effect.map(TestClock.sleeps(), (sleeps) => sleeps.length === 1), "the handler runs")
+      yield* TestClock.adjust("4 minutes")
+      expect(fiber.unsafePoll()).toBeNull()
+      yield* TestClock.adjust("1 minute")
+      const run = yield* Fiber.join(fiber)
+      expect(run.outcome).toEqual(expect.objectContaining({
+        _tag: "RetryScheduled",
+        error: `HandlerTimeout: handler for "report_generation" timed out after 300000 ms`
+      }))
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
   })
 })
