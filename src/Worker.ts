@@ -96,8 +96,9 @@ interface Finished {
 const PRUNE_BATCH = 1000
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
-// Statements sent and not yet answered; finished jobs wait meanwhile and go together into the next.
-const MAX_STATEMENTS_IN_FLIGHT = 2
+// Statements sent and not yet answered: at least 2, and enough to claim for every slot at once
+// (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
+const maxStatementsInFlight = (concurrency: number, batchSize: number) => Math.max(2, Math.ceil(concurrency / batchSize))
 
 // A background task that fails on every tick during an outage says so once, then every 10th time, and once
 // when it works again, so an outage of minutes is a few log lines, not a storm.
@@ -218,6 +219,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Set on shutdown: statements then only complete jobs.
     let stopping = false
     let claimFailures = 0
+    const statementsInFlight = maxStatementsInFlight(concurrency, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
 
@@ -276,7 +278,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const claimLoop = Effect.gen(function* () {
       yield* Ref.set(claiming, true)
       while (true) {
-        if (inFlight.size < MAX_STATEMENTS_IN_FLIGHT) {
+        if (inFlight.size < statementsInFlight) {
           const batch = finished.splice(0, MAX_COMPLETIONS)
           // The batch's jobs leave their slots when the statement commits.
           const free = concurrency - running.size - reserved + batch.length

@@ -124,8 +124,10 @@ describe("worker maintenance under TestClock", () => {
         expect(kept[0]!.n).toBe(3)
 
         yield* advance(worker, "2 minutes", "1 minute")
-        const left = yield* sql<{ id: string }>`SELECT id FROM job_queue`
-        expect(left.map((row) => row.id)).toEqual([later.id])
+        // the prune that the clock just triggered runs on its own fiber: wait for its DELETE to land
+        const left = sql<{ id: string }>`SELECT id FROM job_queue`
+        yield* eventually(Effect.map(left, (rows) => rows.length === 1), "the finished jobs are pruned")
+        expect((yield* left).map((row) => row.id)).toEqual([later.id])
         const runs = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_runs WHERE job_id IN (${done.id}, ${failed.id})`
         expect(runs[0]!.n).toBe(2)
         expect(yield* auditEvents(done.id)).toEqual(["job_started", "job_completed"])
