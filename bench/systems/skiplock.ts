@@ -100,5 +100,6 @@ export const skiplock: SystemAdapter = {
     await client.query("VACUUM ANALYZE job_queue, job_runs, audit_logs")
   },
 
-  isClaimQuery: (text) => /claim_next_job\s*\(/i.test(text)
+  // complete_and_claim claims too (it also completes the jobs that finished since the last statement)
+  isClaimQuery: (text) => /(claim_next_job|complete_and_claim)\s*\(/i.test(text)
 }
