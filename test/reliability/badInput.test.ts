@@ -181,8 +181,10 @@ describe("bad input", () => {
         yield* Worker.make({ handlers: [handler], pollInterval: "100 millis" })
         yield* eventually(Effect.sync(() => received.length === INJECTIONS.length), "every job ran", "20 seconds")
         expect(new Set(received)).toEqual(new Set(INJECTIONS.map((text) => ({ payload: { title: text, tags: [text], nested: { note: text } }, key: text }))))
-        const [tables] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'completed'`
-        expect(tables!.n).toBe(INJECTIONS.length)
+        // a completion is written after its handler returned: wait for the last one to land
+        const completed = Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'completed'`, (rows) => rows[0]!.n)
+        yield* eventually(Effect.map(completed, (n) => n === INJECTIONS.length), "every job completed")
+        expect(yield* completed).toBe(INJECTIONS.length)
         const [audit] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM audit_logs`
         expect(audit!.n).toBeGreaterThan(0)
       }).pipe(Effect.scoped), { timeout: 30_000 })
