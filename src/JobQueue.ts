@@ -152,34 +152,29 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const rows = yield* Effect.forEach(inputs, (input) => prepare(input, now))
         const trace = yield* currentTraceParent
         const at = new Date(now)
-        const traceId = trace?.traceId ?? null
-        const spanId = trace?.spanId ?? null
+        const into = sql`INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
+                                                idempotency_key, trace_id, parent_span_id, created_by, created_at, updated_at)`
+        const traceId = sql`coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', ''))`
+        const spanId = sql`${trace?.spanId ?? null}::text`
+        const orReturnEarlier = sql`ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+          ${returning}`
         const [one] = rows
         // One job (the common enqueue): a plain VALUES row plans and runs faster than unnest over arrays.
         const insert = rows.length === 1 && one !== undefined
-          ? sql<Row>`
-          INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key,
-                                 trace_id, parent_span_id, created_by, created_at, updated_at)
+          ? sql<Row>`${into}
           VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${one.payload}::jsonb, ${one.priority}, ${one.maxAttempts},
-                  ${one.runAt}::timestamptz, ${one.idempotencyKey}::text,
-                  coalesce(${traceId}::text, replace(gen_random_uuid()::text, '-', '')), ${spanId}::text,
-                  ${one.createdBy}::uuid, ${at}, ${at})
-          ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-          ${returning}`
-          : sql<Row>`
-          INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key,
-                                 trace_id, parent_span_id, created_by, created_at, updated_at)
+                  ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
+          ${orReturnEarlier}`
+          : sql<Row>`${into}
           SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
-                 coalesce(${traceId}::text, replace(gen_random_uuid()::text, '-', '')),
-                 ${spanId}::text, r.created_by, ${at}, ${at}
+                 ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
           FROM unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.organizationId)}::uuid[], ${rows.map((r) => r.jobType)}::text[],
                       ${rows.map((r) => r.payload)}::jsonb[], ${rows.map((r) => r.priority)}::smallint[],
                       ${rows.map((r) => r.maxAttempts)}::int[], ${rows.map((r) => r.runAt)}::timestamptz[],
                       ${rows.map((r) => r.idempotencyKey)}::text[], ${rows.map((r) => r.createdBy)}::uuid[])
                WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
           ORDER BY r.ord
-          ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-          ${returning}`
+          ${orReturnEarlier}`
         const inserted = yield* insert.pipe(Effect.catchTag("SqlError", mapInsertError))
         // A job whose idempotency key matched an earlier job comes back as that job.
         const byId = new Map(inserted.map((job) => [job.id, job]))

@@ -2,12 +2,15 @@
  * The worker: claims runnable jobs of the types it has handlers for and runs
  * them, at most `concurrency` at once. It claims on a poll (every 5 s), at
  * once again after a full claim while slots are free, and when a LISTEN
- * notification says a job was enqueued. Beside the claim loop it renews the
- * leases of its running jobs (heartbeat) and rescues jobs whose lease expired.
+ * notification says a job was enqueued. The completions of finished jobs go
+ * to the database with the next claim (complete_and_claim). Beside the claim
+ * loop it renews the leases of its running jobs (heartbeat), rescues jobs
+ * whose lease expired and stops handlers past their timeout (deadlines).
  *
  * Shutdown (closing the worker's scope): stop claiming, let running jobs
- * finish for up to `shutdownTimeout`, then interrupt the rest, which are
- * released back to `pending` without counting the attempt.
+ * finish (the loop still writes their completions) for up to
+ * `shutdownTimeout`, then interrupt the rest, which are released back to
+ * `pending` without counting the attempt.
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -305,7 +308,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           looks++
         }
       }
-    })
+    }).pipe(Effect.ensuring(Ref.set(claiming, false)))
 
     const heartbeatFailures = failureLog("heartbeat")
     const rescueFailures = failureLog("rescuing expired jobs")

@@ -1,7 +1,8 @@
 /**
  * The named queries of a job's life cycle. Each calls one SQL function from
- * migrations/core/0005_job_transitions.sql, which changes job_queue, job_runs
- * and audit_logs in one statement. Times come from the caller's Clock.
+ * migrations/core (0005_job_transitions.sql, replaced in part by later
+ * migrations), which changes job_queue, job_runs and audit_logs in one
+ * statement. Times come from the caller's Clock.
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"

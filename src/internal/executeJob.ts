@@ -40,7 +40,7 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
-  /** Completes a non-transactional job (a batcher); default: one complete_job call. */
+  /** Completes a non-transactional job (the worker: with its next claim); default: one complete_job call. */
   readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
   /**
    * The caller stops the job at its handler's timeout (stop reason "timeout"), as the worker's
