@@ -24,6 +24,7 @@ import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
 import * as Deadlines from "./internal/deadlines.js"
 import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
+import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
 
@@ -362,9 +363,6 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       yield* Queue.offer(events, "look")
     }).pipe(Effect.zipRight(rescueFailures.succeeded), Effect.catchAll(rescueFailures.failed))
 
-    const every = (interval: Duration.Duration, effect: Effect.Effect<void>) =>
-      Effect.forever(Effect.zipRight(Effect.sleep(interval), effect))
-
     // Registration is for operators: a worker that cannot register yet still runs, and retries with each heartbeat.
     let registered = false
     const register = Effect.flatMap(now, (at) => store.register({ workerId, host: hostname(), pid: process.pid, jobTypes, concurrency }, at)).pipe(
@@ -381,9 +379,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const pollerFiber = yield* Effect.forkDaemon(poller)
-    const heartbeatFiber = yield* Effect.forkDaemon(every(heartbeatInterval, heartbeat))
-    const rescueFiber = yield* Effect.forkDaemon(every(rescueInterval, rescue))
-    const pruneFiber = yield* Effect.forkDaemon(every(pruneInterval, prune))
+    const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat))
+    const rescueFiber = yield* Effect.forkDaemon(fixedRate(rescueInterval, rescue))
+    const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
     const deadlineFiber = yield* Effect.forkDaemon(deadlines.watch)
 
     yield* Effect.addFinalizer(() =>
