@@ -5,6 +5,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { JobDefinition, JobQueue } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { uuidv7Millis } from "../../src/internal/uuidv7.js"
 import { ORG, USER } from "../support/jobs.js"
 
 const SepaExport = JobDefinition.make(
@@ -156,5 +157,27 @@ describe("JobQueue.enqueue", () => {
         expect(row!.parentSpanId).toMatch(/^[0-9a-f]{16}$/)
         expect(row!.parentSpanId).not.toBe(span.spanId)
       }).pipe(Effect.provide(queue), Effect.scoped))
+
+    it.effect("job ids are time-ordered UUIDv7s, from JobQueue and from a plain SQL insert alike; a batch's ids are in order", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const before = Date.now()
+        const batch = yield* JobQueue.enqueueMany(
+          Array.from({ length: 50 }, (_, i) => ({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: `b-${i}` } }))
+        )
+        // The runbook's insert by hand takes the column default.
+        const [byHand] = yield* sql<{ id: string }>`
+          INSERT INTO job_queue (organization_id, job_type, payload, status)
+          VALUES (${ORG}, 'sepa_export', '{"batchId":"test-1"}'::jsonb, 'pending') RETURNING id`
+        const ids = [...batch.map((job) => job.id), byHand!.id]
+        for (const id of ids) {
+          expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+          expect(uuidv7Millis(id)).toBeGreaterThanOrEqual(before - 1000) // the server's clock may differ a little
+          expect(uuidv7Millis(id)).toBeLessThanOrEqual(Date.now() + 1000)
+        }
+        expect(batch.map((job) => job.id)).toEqual(batch.map((job) => job.id).slice().sort())
+        expect(new Set(ids).size).toBe(ids.length)
+      }).pipe(Effect.provide(queue)))
   })
 })
