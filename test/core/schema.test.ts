@@ -102,6 +102,25 @@ describe("schema", () => {
         expect(yield* sqlError(sql`INSERT INTO job_queue (organization_id, job_type) VALUES (${ORG}, '')`)).toContain(`unknown job type ""`)
       }))
 
+    it.effect("a multi-row insert with one unknown type among known ones writes nothing; a type change is checked; a type in use cannot be deleted", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const batch = yield* sqlError(sql`INSERT INTO job_queue (organization_id, job_type)
+                                          VALUES (${ORG}, 'sepa_export'), (${ORG}, 'dunning_rn'), (${ORG}, 'dunning_run')`)
+        expect(batch).toContain(`unknown job type "dunning_rn"`)
+        expect(batch).toContain("dunning_run, report_generation") // the hint
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type) VALUES (${ORG}, 'sepa_export') RETURNING id`
+        expect(yield* sqlError(sql`UPDATE job_queue SET job_type = 'sepa_exprot' WHERE id = ${job!.id}`)).toContain(`unknown job type "sepa_exprot"`)
+        yield* sql`UPDATE job_queue SET job_type = 'dunning_run' WHERE id = ${job!.id}`
+        // The foreign key is checked at commit: deleting a type that jobs use fails there.
+        const deleted = yield* sqlError(sql`DELETE FROM job_types WHERE name = 'dunning_run'`)
+        expect(deleted).toContain(`violates foreign key constraint "job_queue_job_type_fkey"`)
+        const left = yield* sql<{ jobType: string }>`SELECT job_type AS "jobType" FROM job_queue`
+        expect(left).toEqual([{ jobType: "dunning_run" }])
+        expect((yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_types WHERE name = 'dunning_run'`)[0]!.n).toBe(1)
+      }))
+
     it.effect("the six job types of the runbook are registered", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
