@@ -79,6 +79,31 @@ export const formatParseError = (error: ParseResult.ParseError): string =>
 
 /** A job row as the queries return it: the enqueued job without `existing`. */
 type Row = Omit<EnqueuedJob, "existing">
+/** What an insert returns of a new job. */
+type Inserted = Pick<EnqueuedJob, "id" | "status" | "traceId">
+
+/** A prepared job as a row of the batch insert's JSON document (jsonb_to_recordset's column names). */
+const asRecord = (row: {
+  readonly id: string
+  readonly organizationId: string
+  readonly jobType: string
+  readonly payload: unknown
+  readonly priority: number
+  readonly maxAttempts: number
+  readonly runAt: Date
+  readonly idempotencyKey: string | null
+  readonly createdBy: string | null
+}) => ({
+  id: row.id,
+  organization_id: row.organizationId,
+  job_type: row.jobType,
+  payload: row.payload,
+  priority: row.priority,
+  max_attempts: row.maxAttempts,
+  run_at: row.runAt.toISOString(),
+  idempotency_key: row.idempotencyKey,
+  created_by: row.createdBy
+})
 
 /** Makes the queue for the given job definitions (their Schemas check payloads). */
 export const make = (definitions: ReadonlyArray<JobDefinition>) =>
@@ -123,7 +148,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           id: uuidv7(Date.now()),
           organizationId: input.organizationId,
           jobType: input.jobType,
-          payload: JSON.stringify(payload),
+          payload,
           priority: input.priority ?? 0,
           maxAttempts: input.maxAttempts ?? 3,
           runAt: input.runAt ?? new Date(now),
@@ -132,9 +157,8 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         }
       })
 
-    const returning = sql`RETURNING id, job_type AS "jobType", organization_id AS "organizationId", status,
-                                    run_at AS "runAt", created_at AS "createdAt",
-                                    idempotency_key AS "idempotencyKey", trace_id AS "traceId"`
+    // The rest of a new job's row is what was sent: parsing it back cost more than writing it.
+    const returning = sql`RETURNING id, status, trace_id AS "traceId"`
 
     const findByKeys = (keys: ReadonlyArray<{ organizationId: string; idempotencyKey: string }>) =>
       keys.length === 0
@@ -160,19 +184,20 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const orReturnEarlier = sql`ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           ${returning}`
         const [one] = rows
-        // One job (the common enqueue): a plain VALUES row plans and runs faster than unnest over arrays.
+        // One job (the common enqueue): a plain VALUES row plans and runs faster than a set of rows.
+        // A batch travels as one JSON document, which the server splits into rows: one JSON.stringify
+        // instead of nine arrays escaped element by element.
         const insert = rows.length === 1 && one !== undefined
-          ? sql<Row>`${into}
-          VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${one.payload}::jsonb, ${one.priority}, ${one.maxAttempts},
+          ? sql<Inserted>`${into}
+          VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
                   ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
           ${orReturnEarlier}`
-          : sql<Row>`${into}
+          : sql<Inserted>`${into}
           SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
                  ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
-          FROM unnest(${rows.map((r) => r.id)}::uuid[], ${rows.map((r) => r.organizationId)}::uuid[], ${rows.map((r) => r.jobType)}::text[],
-                      ${rows.map((r) => r.payload)}::jsonb[], ${rows.map((r) => r.priority)}::smallint[],
-                      ${rows.map((r) => r.maxAttempts)}::int[], ${rows.map((r) => r.runAt)}::timestamptz[],
-                      ${rows.map((r) => r.idempotencyKey)}::text[], ${rows.map((r) => r.createdBy)}::uuid[])
+          FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(rows.map(asRecord))}::jsonb)
+                            AS (id uuid, organization_id uuid, job_type text, payload jsonb, priority smallint,
+                                max_attempts integer, run_at timestamptz, idempotency_key text, created_by uuid))
                WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
           ORDER BY r.ord
           ${orReturnEarlier}`
@@ -183,7 +208,19 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const earlier = yield* findByKeys(duplicates.map((row) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))
         return rows.map((row): EnqueuedJob => {
           const job = byId.get(row.id)
-          if (job !== undefined) return { ...job, existing: false }
+          if (job !== undefined) {
+            return {
+              id: job.id,
+              jobType: row.jobType,
+              organizationId: row.organizationId,
+              status: job.status,
+              runAt: row.runAt,
+              createdAt: at,
+              idempotencyKey: row.idempotencyKey,
+              traceId: job.traceId,
+              existing: false
+            }
+          }
           const first = earlier.find((j) => j.organizationId === row.organizationId && j.idempotencyKey === row.idempotencyKey)
           // Only reachable if the earlier job was deleted between the two statements.
           if (first === undefined) throw new Error(`job with idempotency key ${row.idempotencyKey} vanished while enqueueing`)

@@ -179,5 +179,41 @@ describe("JobQueue.enqueue", () => {
         expect(batch.map((job) => job.id)).toEqual(batch.map((job) => job.id).slice().sort())
         expect(new Set(ids).size).toBe(ids.length)
       }).pipe(Effect.provide(queue)))
+
+    it.effect("what enqueue and enqueueMany return is what the database holds, payloads verbatim, in input order", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const Free = JobDefinition.make("report_generation", Schema.Struct({ text: Schema.String, list: Schema.Array(Schema.Unknown) }))
+        const tricky = { text: `quotes " ' \\ backslash, {braces}, "NULL", ümlaut €, emoji 🧾, tab\t newline\n`, list: [1, "two", null, { "a-b": [true] }] }
+        const runAt = new Date(Date.now() + 3_600_000)
+        const inputs = [
+          { organizationId: ORG, jobType: "report_generation", payload: tricky, runAt, priority: 7, maxAttempts: 5, createdBy: USER, idempotencyKey: "key-1" },
+          { organizationId: ORG, jobType: "report_generation", payload: { text: "", list: [] } },
+          { organizationId: ORG, jobType: "report_generation", payload: { text: "x", list: [[]] }, idempotencyKey: "key-2" }
+        ]
+        const batch = yield* JobQueue.enqueueMany(inputs).pipe(Effect.provide(JobQueue.layer([Free])))
+        const single = yield* JobQueue.enqueue({ ...inputs[0]!, idempotencyKey: "key-3" }).pipe(Effect.provide(JobQueue.layer([Free])))
+        const rows = yield* sql<{
+          id: string; jobType: string; organizationId: string; status: string; runAt: Date; createdAt: Date
+          idempotencyKey: string | null; traceId: string; payload: unknown; priority: number; maxAttempts: number; createdBy: string | null
+        }>`SELECT id, job_type AS "jobType", organization_id AS "organizationId", status, run_at AS "runAt", created_at AS "createdAt",
+                  idempotency_key AS "idempotencyKey", trace_id AS "traceId", payload, priority, max_attempts AS "maxAttempts",
+                  created_by AS "createdBy"
+           FROM job_queue`
+        const byId = new Map(rows.map((row) => [row.id, row]))
+        const returned = [...batch, single]
+        expect(returned.map((job) => byId.has(job.id))).toEqual([true, true, true, true])
+        for (const job of returned) {
+          const { payload: _payload, priority: _priority, maxAttempts: _maxAttempts, createdBy: _createdBy, ...stored } = byId.get(job.id)!
+          expect(job).toEqual({ ...stored, existing: false })
+        }
+        expect(returned.map((job) => byId.get(job.id)!.payload)).toEqual([...inputs.map((input) => input.payload), tricky])
+        expect(byId.get(batch[0]!.id)).toMatchObject({ runAt, priority: 7, maxAttempts: 5, createdBy: USER, idempotencyKey: "key-1" })
+        expect(byId.get(batch[1]!.id)).toMatchObject({ priority: 0, maxAttempts: 3, createdBy: null, idempotencyKey: null })
+        // Rows were inserted in input order.
+        const order = yield* sql<{ id: string }>`SELECT id FROM job_queue ORDER BY ctid`
+        expect(order.map((row) => row.id)).toEqual(returned.map((job) => job.id))
+      }))
   })
 })
