@@ -2,7 +2,7 @@
 // permanent errors, defects, timeouts, undecodable payloads, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Data, Deferred, Effect, Fiber, Schema, TestClock } from "effect"
+import { Clock, Data, Deferred, Effect, Fiber, Schema, TestClock, type Tracer } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
@@ -278,17 +278,22 @@ describe("outcomes", () => {
     it.scoped("the handler runs in a span of the job's stored trace, and gets the job context", () =>
       Effect.gen(function* () {
         const seen: Array<{ traceId: string; spanTrace: string; current: string }> = []
+        const spans: Array<Tracer.Span> = []
         const handler = Handler.make(Settlement, {
           run: (_, job) =>
             Effect.gen(function* () {
               const span = yield* Effect.currentSpan
               const current = yield* CurrentJob
               seen.push({ traceId: job.traceId, spanTrace: span.traceId, current: current.jobId })
+              spans.push(span)
             })
         })
         const { id } = yield* firstOutcome(handler)
         const run = yield* jobRun(id)
         expect(seen).toEqual([{ traceId: run.traceId, spanTrace: run.traceId, current: id }])
+        // The job's span, ended with the job's outcome once it was recorded.
+        expect(spans[0]!.name).toBe("skiplock.job settlement_calculation")
+        expect(spans[0]!.status._tag).toBe("Ended")
       }))
   })
 })
