@@ -2,7 +2,7 @@
 // unknown types and bad options named, idempotency keys, batches, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Schema } from "effect"
+import { Effect, ParseResult, Schema } from "effect"
 import { JobDefinition, JobQueue } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { uuidv7Millis } from "../../src/internal/uuidv7.js"
@@ -214,6 +214,33 @@ describe("JobQueue.enqueue", () => {
         // Rows were inserted in input order.
         const order = yield* sql<{ id: string }>`SELECT id FROM job_queue ORDER BY ctid`
         expect(order.map((row) => row.id)).toEqual(returned.map((job) => job.id))
+      }))
+
+    it.effect("a payload Schema that decodes asynchronously works too, and its errors are named", () =>
+      Effect.gen(function* () {
+        yield* reset
+        // A schema whose check cannot run synchronously (e.g. it asks a service): enqueue takes the Effect path.
+        const Checked = Schema.transformOrFail(Schema.Struct({ batchId: Schema.String }), Schema.Struct({ batchId: Schema.String }), {
+          strict: true,
+          decode: (value, _, ast) =>
+            Effect.flatMap(Effect.promise(() => Promise.resolve(value.batchId !== "forbidden")), (ok) =>
+              ok ? Effect.succeed(value) : Effect.fail(new ParseResult.Type(ast, value, "this batch is forbidden"))
+            ),
+          encode: ParseResult.succeed
+        })
+        const queue = JobQueue.layer([JobDefinition.make("sepa_export", Checked)])
+        const jobs = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "a" } },
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "b" } }
+        ]).pipe(Effect.provide(queue))
+        expect(jobs).toHaveLength(2)
+        const error = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "forbidden" } }).pipe(
+          Effect.flip,
+          Effect.provide(queue)
+        )
+        expect(error._tag).toBe("InvalidPayload")
+        expect(error.message).toContain("this batch is forbidden")
+        expect(yield* countJobs).toBe(2)
       }))
   })
 })
