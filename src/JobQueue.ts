@@ -82,18 +82,24 @@ type Row = Omit<EnqueuedJob, "existing">
 /** What an insert returns of a new job. */
 type Inserted = Pick<EnqueuedJob, "id" | "status" | "traceId">
 
+/** A checked input, ready to insert. */
+const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({
+  // Generated here so that each input can be matched to its row afterwards. Time-ordered by the
+  // wall clock, not the Clock: the order is for index locality, shared with the SQL default.
+  id: uuidv7(Date.now()),
+  organizationId: input.organizationId,
+  jobType: input.jobType,
+  payload,
+  priority: input.priority ?? 0,
+  maxAttempts: input.maxAttempts ?? 3,
+  runAt: input.runAt ?? new Date(now),
+  idempotencyKey: input.idempotencyKey ?? null,
+  createdBy: input.createdBy ?? null
+})
+type PreparedJob = ReturnType<typeof toRow>
+
 /** A prepared job as a row of the batch insert's JSON document (jsonb_to_recordset's column names). */
-const asRecord = (row: {
-  readonly id: string
-  readonly organizationId: string
-  readonly jobType: string
-  readonly payload: unknown
-  readonly priority: number
-  readonly maxAttempts: number
-  readonly runAt: Date
-  readonly idempotencyKey: string | null
-  readonly createdBy: string | null
-}) => ({
+const asRecord = (row: PreparedJob) => ({
   id: row.id,
   organization_id: row.organizationId,
   job_type: row.jobType,
@@ -123,53 +129,33 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           )
         : Effect.fail(error)
 
-    const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({
-      // Generated here so that each input can be matched to its row afterwards. Time-ordered by the
-      // wall clock, not the Clock: the order is for index locality, shared with the SQL default.
-      id: uuidv7(Date.now()),
-      organizationId: input.organizationId,
-      jobType: input.jobType,
-      payload,
-      priority: input.priority ?? 0,
-      maxAttempts: input.maxAttempts ?? 3,
-      runAt: input.runAt ?? new Date(now),
-      idempotencyKey: input.idempotencyKey ?? null,
-      createdBy: input.createdBy ?? null
-    })
+    const notAnObject = (jobType: string, payload: unknown) =>
+      new InvalidPayload({ jobType, reason: `the payload must be a JSON object, got ${payload === null ? "null" : Array.isArray(payload) ? "an array" : typeof payload}` })
 
-    // The common case without Effect steps (a batch of 1,000 spent most of its Node time in them):
-    // undefined when anything is off, or when the Schema cannot decode synchronously; then
-    // `prepare` below goes through the same checks and says what is wrong.
-    const prepareQuickly = (input: EnqueueInput, now: number) => {
-      if (invalidOptionsReason(input) !== undefined || typeof input.jobType !== "string" || input.jobType.length === 0) return undefined
+    // Checks one input. The common case takes no Effect steps (a batch of 1,000 spent most of its Node
+    // time in them); an empty job type (the error lists the registered ones) and a payload the Schema
+    // cannot decode synchronously, or rejects, go through an Effect that names the problem.
+    const prepare = (input: EnqueueInput, now: number): PreparedJob | Effect.Effect<PreparedJob, EnqueueError> => {
+      const reason = invalidOptionsReason(input)
+      if (reason !== undefined) return Effect.fail(new InvalidJobOptions({ reason }))
+      if (typeof input.jobType !== "string" || input.jobType.length === 0) {
+        const jobType = String(input.jobType ?? "")
+        return Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType, registered })))
+      }
+      const withPayload = (payload: unknown): PreparedJob | Effect.Effect<never, InvalidPayload> =>
+        isJsonObject(payload) ? toRow(input, payload, now) : Effect.fail(notAnObject(input.jobType, payload))
       const schema = schemas.get(input.jobType)
-      const payload = schema === undefined
-        ? input.payload
-        : Either.getOrUndefined(Either.flatMap(Schema.decodeUnknownEither(schema)(input.payload), Schema.encodeEither(schema)))
-      return isJsonObject(payload) ? toRow(input, payload, now) : undefined
+      if (schema === undefined) return withPayload(input.payload)
+      // Decode then encode: validates, and stores the canonical encoded form.
+      const checked = Either.flatMap(Schema.decodeUnknownEither(schema)(input.payload), Schema.encodeEither(schema))
+      if (Either.isRight(checked)) return withPayload(checked.right)
+      return Schema.decodeUnknown(schema)(input.payload).pipe(
+        Effect.flatMap(Schema.encode(schema)),
+        Effect.mapError((error) => new InvalidPayload({ jobType: input.jobType, reason: formatParseError(error) })),
+        Effect.filterOrFail(isJsonObject, (payload) => notAnObject(input.jobType, payload)),
+        Effect.map((payload) => toRow(input, payload, now))
+      )
     }
-
-    const prepare = (input: EnqueueInput, now: number) =>
-      Effect.gen(function* () {
-        const reason = invalidOptionsReason(input)
-        if (reason !== undefined) return yield* new InvalidJobOptions({ reason })
-        if (typeof input.jobType !== "string" || input.jobType.length === 0) {
-          return yield* new UnknownJobType({ jobType: String(input.jobType ?? ""), registered: yield* registeredTypes })
-        }
-        const schema = schemas.get(input.jobType)
-        let payload: unknown = input.payload
-        if (schema !== undefined) {
-          // Decode then encode: validates, and stores the canonical encoded form.
-          payload = yield* Schema.decodeUnknown(schema)(input.payload).pipe(
-            Effect.flatMap(Schema.encode(schema)),
-            Effect.mapError((error) => new InvalidPayload({ jobType: input.jobType, reason: formatParseError(error) }))
-          )
-        }
-        if (!isJsonObject(payload)) {
-          return yield* new InvalidPayload({ jobType: input.jobType, reason: `the payload must be a JSON object, got ${payload === null ? "null" : Array.isArray(payload) ? "an array" : typeof payload}` })
-        }
-        return toRow(input, payload, now)
-      })
 
     // The rest of a new job's row is what was sent: parsing it back cost more than writing it.
     const returning = sql`RETURNING id, status, trace_id AS "traceId"`
@@ -188,8 +174,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
       Effect.gen(function* () {
         if (inputs.length === 0) return []
         const now = yield* Clock.currentTimeMillis
-        const rows: Array<ReturnType<typeof toRow>> = []
-        for (const input of inputs) rows.push(prepareQuickly(input, now) ?? (yield* prepare(input, now)))
+        const rows: Array<PreparedJob> = []
+        for (const input of inputs) {
+          const prepared = prepare(input, now)
+          rows.push(Effect.isEffect(prepared) ? yield* prepared : prepared)
+        }
         const trace = yield* currentTraceParent
         const at = new Date(now)
         const into = sql`INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
