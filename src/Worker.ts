@@ -173,7 +173,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         return yield* Deferred.await(done)
       })
     const deadlines = yield* Deadlines.make(() => running.values())
-    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete, watchesTimeouts: true, ownFiber: true }
+    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete, watchesTimeouts: true }
 
     const start = (job: ClaimedJob) =>
       Effect.gen(function* () {

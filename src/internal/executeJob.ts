@@ -47,11 +47,6 @@ export interface ExecuteEnv {
    * deadline watcher does; otherwise the handler is raced against its timeout here.
    */
   readonly watchesTimeouts?: boolean | undefined
-  /**
-   * The caller runs the job in a fiber of its own that ends with it (the worker does): annotations,
-   * span and CurrentJob are then set on that fiber instead of being scoped around the job.
-   */
-  readonly ownFiber?: boolean | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
@@ -118,7 +113,11 @@ export const jobContext = (job: ClaimedJob, workerId: string): JobContext => ({
   workerId
 })
 
-/** Runs the job and records its outcome. Never fails: every failure becomes an outcome. */
+/**
+ * Runs the job and records its outcome. Never fails: every failure becomes an outcome.
+ * Run it in a fiber of its own that ends with it (it sets the job's log annotations, span and
+ * CurrentJob on the fiber it runs in).
+ */
 export const executeJob = <R>(
   handler: Handler<string, any, any, R>,
   job: ClaimedJob,
@@ -157,8 +156,7 @@ export const executeJob = <R>(
     }
 
     const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
-    const handlerRun = Effect.suspend(() => handler.run(decoded.right, context))
-    const run = env.ownFiber === true ? handlerRun : Effect.provideService(handlerRun, CurrentJob, context)
+    const run = Effect.suspend(() => handler.run(decoded.right, context))
     const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
     // A transactional handler commits together with its completion, or not at all.
     const attemptEffect = handler.transactional
@@ -215,9 +213,8 @@ export const executeJob = <R>(
     captureStackTrace: false,
     attributes: { "job.id": job.id, "job.type": job.jobType, "job.attempt": job.attempts, "organization.id": job.organizationId }
   } as const
-  if (env.ownFiber !== true) return attemptAndRecord.pipe(Effect.annotateLogs(annotations), Effect.withSpan(spanName, spanOptions))
-  // In a fiber of its own the job's log annotations, span and CurrentJob are set on the fiber, which
-  // ends with the job: scoping each of them (and restoring it after) cost ~20 Effect steps a job.
+  // The job's log annotations, span and CurrentJob are set on its fiber, which ends with the job:
+  // scoping each of them around the job (and restoring it after) cost ~20 Effect steps a job.
   return Effect.gen(function* () {
     yield* FiberRef.update(FiberRef.currentLogAnnotations, (current) =>
       Object.entries(annotations).reduce((all, [key, value]) => HashMap.set(all, key, value as unknown), current)

@@ -17,7 +17,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Data, Duration, Effect, Layer, Schema, TestClock, TestServices } from "effect"
+import { Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, TestClock, TestServices } from "effect"
 import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
@@ -267,7 +267,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         const context = Context.merge(given, current)
         // Inline mode runs the jobs its handlers enqueue inline too.
         const provided = mode === "inline" ? Context.add(context, JobQueue.JobQueue, inlineQueue) : context
-        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(provided)) as Effect.Effect<Outcome, never, R>)
+        // In a fiber of its own, as executeJob asks, awaited rather than joined (joining would copy the job's
+        // annotations and span into this fiber): a job run inline inside another leaves the outer one's alone.
+        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(provided), Effect.fork, Effect.flatMap(Fiber.await), Effect.flatten) as Effect.Effect<Outcome, never, R>)
         const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
         history.push(attempt)
         return attempt

@@ -2,8 +2,8 @@
 // through the same real path as drain (the job, job_runs and audit exist).
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, FiberRef } from "effect"
-import { Handler, JobQueue } from "../../src/index.js"
+import { Clock, Effect, FiberRef, HashMap, Option } from "effect"
+import { CurrentJob, Handler, JobQueue } from "../../src/index.js"
 import { SkiplockTest } from "../../src/testing/index.js"
 import { auditEvents, ORG, Report, SepaExport } from "./support.js"
 
@@ -35,13 +35,18 @@ describe("inline mode", () => {
           order.push(`report ${payload.month} starts`)
           const follow = yield* JobQueue.enqueueJob(SepaExport, { month: payload.month, batch: 1 }, { organizationId: job.organizationId })
           order.push(`report ${payload.month} sees the export ${follow.status}`)
+          // The export ran inline in between; the report's job context and log annotations are still its own.
+          const current = yield* Effect.serviceOption(CurrentJob)
+          const annotated = HashMap.get(yield* FiberRef.get(FiberRef.currentLogAnnotations), "jobId")
+          const own = Option.map(current, (c) => c.jobId).pipe(Option.contains(job.jobId)) && Option.contains(annotated, job.jobId)
+          order.push(`report's context is ${own ? "its own" : "another job's"}`)
         })
     })
     const sepa = Handler.make(SepaExport, { run: (payload) => Effect.sync(() => order.push(`export ${payload.month}`)).pipe(Effect.zipRight(Effect.fail(new Error("SFTP refused")))) })
     return Effect.gen(function* () {
       const t0 = yield* Clock.currentTimeMillis
       yield* requestReport("2025-03")
-      expect(order).toEqual(["report 2025-03 starts", "export 2025-03", "report 2025-03 sees the export pending"])
+      expect(order).toEqual(["report 2025-03 starts", "export 2025-03", "report 2025-03 sees the export pending", "report's context is its own"])
       const [exportJob] = yield* SkiplockTest.assertEnqueued({ jobType: SepaExport, status: "pending" })
       expect(exportJob).toMatchObject({ attempts: 1, error: "SFTP refused", runAt: new Date(t0 + 30_000) })
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report, sepa], inline: true })))
