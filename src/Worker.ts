@@ -25,7 +25,7 @@ import * as Deadlines from "./internal/deadlines.js"
 import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
-import { sqlErrorText } from "./internal/sqlErrorText.js"
+import { makeOutageLog } from "./internal/outageLog.js"
 
 export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly handlers: Hs
@@ -102,23 +102,6 @@ const MAX_COMPLETIONS = 100
 // Statements sent and not yet answered: at least 2, and enough to claim for every slot at once
 // (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
 const maxStatementsInFlight = (concurrency: number, batchSize: number) => Math.max(2, Math.ceil(concurrency / batchSize))
-
-// A background task that fails on every tick during an outage says so once, then every 10th time, and once
-// when it works again, so an outage of minutes is a few log lines, not a storm.
-const failureLog = (task: string) => {
-  let failures = 0
-  return {
-    failed: (error: unknown) =>
-      Effect.suspend(() =>
-        ++failures === 1 || failures % 10 === 0 ? Effect.logWarning(`${task} failed (${failures} time(s) in a row): ${sqlErrorText(error)}`) : Effect.void
-      ),
-    succeeded: Effect.suspend(() => {
-      const before = failures
-      failures = 0
-      return before > 0 ? Effect.logInfo(`${task} works again after ${before} failure(s)`) : Effect.void
-    })
-  }
-}
 
 const positiveInteger = (name: string, value: number) => {
   if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a whole number of at least 1, got ${value}`)
@@ -220,7 +203,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let looks = 0
     // Set on shutdown: statements then only complete jobs.
     let stopping = false
-    let claimFailures = 0
+    const claimFailures = makeOutageLog("claiming jobs")
     const statementsInFlight = maxStatementsInFlight(concurrency, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
@@ -228,8 +211,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const claimed = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
       Effect.gen(function* () {
         yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
-        if (claimFailures > 0) yield* Effect.logInfo(`database reachable again after ${claimFailures} failed claim(s)`)
-        claimFailures = 0
+        yield* claimFailures.succeeded
         if (jobs.length > 0) options.onClaim?.(jobs)
         if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         for (const job of jobs) yield* start(job)
@@ -253,9 +235,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
             for (const job of batch) yield* Deferred.fail(job.done, error)
             if (requested === 0) return
             moreLikely = false
-            if (++claimFailures === 1 || claimFailures % 10 === 0) {
-              yield* Effect.logWarning(`claiming jobs failed (${claimFailures} time(s) in a row): ${sqlErrorText(error)}`)
-            }
+            yield* claimFailures.failed(error)
           })
         ),
         Effect.ensuring(Effect.suspend(() => {
@@ -309,8 +289,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }).pipe(Effect.ensuring(Ref.set(claiming, false)))
 
-    const heartbeatFailures = failureLog("heartbeat")
-    const rescueFailures = failureLog("rescuing expired jobs")
+    const heartbeatFailures = makeOutageLog("heartbeat")
+    const rescueFailures = makeOutageLog("rescuing expired jobs")
+    const pruneFailures = makeOutageLog("pruning finished jobs")
 
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease ran out while the database could not be reached.
@@ -347,7 +328,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         if (pruned > 0) yield* Effect.logDebug(`pruned ${pruned} finished job(s)`)
       }
       yield* store.forgetDeadWorkers(new Date(at - Math.max(Duration.toMillis(leaseDuration) * 10, 3_600_000)))
-    }).pipe(Effect.catchAll((error) => Effect.logWarning(`pruning finished jobs failed: ${sqlErrorText(error)}`)))
+    }).pipe(Effect.zipRight(pruneFailures.succeeded), Effect.catchAll(pruneFailures.failed))
 
     const rescue = Effect.gen(function* () {
       const rescued = yield* store.rescueExpired(workerId, yield* now, 100)
@@ -363,9 +344,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     // Registration is for operators: a worker that cannot register yet still runs, and retries with each heartbeat.
     let registered = false
+    const registerFailures = makeOutageLog("registering the worker")
     const register = Effect.flatMap(now, (at) => store.register({ workerId, host: hostname(), pid: process.pid, jobTypes, concurrency }, at)).pipe(
       Effect.tap(() => Effect.sync(() => (registered = true))),
-      Effect.catchAll((error) => Effect.logWarning(`registering the worker failed: ${sqlErrorText(error)}`))
+      Effect.zipRight(registerFailures.succeeded),
+      Effect.catchAll(registerFailures.failed)
     )
     yield* register
 

@@ -6,9 +6,10 @@
  * remains the safety net for any that are lost.
  */
 import type { PgClient } from "@effect/sql-pg"
-import { Data, Effect, Redacted, Schedule } from "effect"
+import { Data, Deferred, Effect, Redacted, Schedule } from "effect"
 import pg from "pg"
 import { waitAtMost } from "./bounded.js"
+import { makeOutageLog } from "./outageLog.js"
 
 export const JOBS_CHANNEL = "skiplock_jobs"
 
@@ -26,34 +27,41 @@ const clientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   keepAlive: true
 })
 
-/** Connects, listens, and calls `onNotify` with each payload until the connection is lost (then fails). */
-const listenOnce = (config: PgClient.PgClientConfig, onNotify: (payload: string) => void, onListening: () => void) =>
+/** Connects, listens, runs `onListening`, and calls `onNotify` with each payload until the connection is lost (then fails). */
+const listenOnce = (config: PgClient.PgClientConfig, onNotify: (payload: string) => void, onListening: Effect.Effect<void>) =>
   Effect.acquireUseRelease(
     Effect.tryPromise({
       try: async () => {
         const client = new pg.Client(clientConfig(config))
-        client.on("error", () => {}) // reported through the 'end' handler below
+        client.on("error", () => {}) // reported through the handlers below
         await client.connect()
         return client
       },
       catch: (cause) => new ListenConnectionLost({ cause })
     }),
     (client) =>
-      Effect.async<never, ListenConnectionLost>((resume) => {
+      Effect.gen(function* () {
+        const lost = yield* Deferred.make<never, ListenConnectionLost>()
+        const onLost = (cause: unknown) => Deferred.unsafeDone(lost, Effect.fail(new ListenConnectionLost({ cause })))
+        const onEnd = () => onLost("connection ended")
         const onNotification = (message: pg.Notification) => {
           if (message.channel === JOBS_CHANNEL) onNotify(message.payload ?? "")
         }
-        const onEnd = () => resume(Effect.fail(new ListenConnectionLost({ cause: "connection ended" })))
-        const onError = (cause: unknown) => resume(Effect.fail(new ListenConnectionLost({ cause })))
         client.on("notification", onNotification)
         client.once("end", onEnd)
-        client.once("error", onError)
-        client.query(`LISTEN ${JOBS_CHANNEL}`).then(onListening, onError)
-        return Effect.sync(() => {
-          client.off("notification", onNotification)
-          client.off("end", onEnd)
-          client.off("error", onError)
+        client.once("error", onLost)
+        const listen = Effect.tryPromise({
+          try: () => client.query(`LISTEN ${JOBS_CHANNEL}`),
+          catch: (cause) => new ListenConnectionLost({ cause })
         })
+        return yield* Effect.raceFirst(Effect.zipRight(listen, onListening), Deferred.await(lost)).pipe(
+          Effect.zipRight(Deferred.await(lost)),
+          Effect.ensuring(Effect.sync(() => {
+            client.off("notification", onNotification)
+            client.off("end", onEnd)
+            client.off("error", onLost)
+          }))
+        )
       }),
     // Bounded, and in a fresh fiber: the worker's fiber is usually being interrupted when this runs.
     (client) => waitAtMost(Effect.promise(() => client.end().catch(() => undefined)), "1 second")
@@ -62,19 +70,11 @@ const listenOnce = (config: PgClient.PgClientConfig, onNotify: (payload: string)
 /** Listens forever, reconnecting with backoff (100 ms doubling, at most 5 s) after each loss. */
 export const listenForJobs = (config: PgClient.PgClientConfig, onNotify: (payload: string) => void) =>
   Effect.suspend(() => {
-    let failures = 0
-    return listenOnce(config, onNotify, () => {
-      failures = 0
-      onNotify("") // jobs may have arrived while we were not listening
-    }).pipe(
-      Effect.tapError((error) =>
-        Effect.suspend(() => {
-          failures++
-          return failures === 1 || failures % 20 === 0
-            ? Effect.logWarning(`LISTEN connection lost (${failures} time(s) in a row); reconnecting`, error.cause)
-            : Effect.void
-        })
-      ),
+    const outage = makeOutageLog("LISTEN connection")
+    // Jobs may have arrived while we were not listening.
+    const listening = Effect.zipRight(outage.succeeded, Effect.sync(() => onNotify("")))
+    return listenOnce(config, onNotify, listening).pipe(
+      Effect.tapError((error) => outage.failed(error.cause)),
       Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("5 seconds")))),
       Effect.orDie
     )

@@ -1,0 +1,45 @@
+/**
+ * How a background task (claiming, heartbeat, rescue, prune, LISTEN) says that it keeps failing.
+ * An outage is a few lines, not a storm: a warning on its first failure, another every 10th failure,
+ * and one line when the task works again. A connection that is dropped again and again (a pooler,
+ * a flaky network, an operator terminating backends) makes the task fail, work, and fail again:
+ * a failure within `sameOutageWithin` of the previous one belongs to the same outage, so each
+ * flap does not start a new warning.
+ */
+import { Clock, Duration, Effect } from "effect"
+import { sqlErrorText } from "./sqlErrorText.js"
+
+export interface OutageLog {
+  readonly failed: (error: unknown) => Effect.Effect<void>
+  readonly succeeded: Effect.Effect<void>
+}
+
+export const makeOutageLog = (task: string, sameOutageWithin: Duration.DurationInput = "1 minute"): OutageLog => {
+  const windowMs = Duration.toMillis(sameOutageWithin)
+  let failures = 0
+  let since = 0
+  let lastFailureAt: number | undefined
+  // Whether a warning went out that no "works again" has answered yet.
+  let reported = false
+  return {
+    failed: (error) =>
+      Effect.flatMap(Clock.currentTimeMillis, (at) => {
+        const sameOutage = lastFailureAt !== undefined && at - lastFailureAt <= windowMs
+        lastFailureAt = at
+        if (!sameOutage) {
+          failures = 1
+          since = at
+          reported = true
+          return Effect.logWarning(`${task} failed: ${sqlErrorText(error)}`)
+        }
+        if (++failures % 10 !== 0) return Effect.void
+        reported = true
+        return Effect.logWarning(`${task} still failing (${failures} failures since ${new Date(since).toISOString()}): ${sqlErrorText(error)}`)
+      }),
+    succeeded: Effect.suspend(() => {
+      if (!reported) return Effect.void
+      reported = false
+      return Effect.logInfo(`${task} works again after ${failures} failure(s)`)
+    })
+  }
+}
