@@ -7,20 +7,29 @@
  *
  * It counts statements (a fallback for pg_stat_statements, which needs
  * shared_preload_libraries) and times the statements a matcher picks out (the
- * systems' claim queries) from the call to the result.
+ * systems' claim queries) from the call to the result; the latency probe
+ * traces when each enqueue and claim statement was sent and answered.
  */
 import pg from "pg"
 import { performance } from "node:perf_hooks"
 
 const HARNESS = Symbol.for("skiplock.bench.harnessClient")
 
-interface State {
-  statements: number
-  matcher: ((text: string) => boolean) | undefined
-  timings: Array<number>
+/** One statement picked out by `traceStatements`: when it was handed to `pg` and when its result came back. */
+export interface TracedStatement {
+  readonly label: string
+  readonly sentAt: number
+  readonly doneAt: number
 }
 
-const state: State = { statements: 0, matcher: undefined, timings: [] }
+interface State {
+  statements: number
+  // Names the statements to trace (undefined: not traced).
+  classify: ((text: string) => string | undefined) | undefined
+  traced: Array<TracedStatement>
+}
+
+const state: State = { statements: 0, classify: undefined, traced: [] }
 let installed = false
 
 type QueryFn = (...args: Array<unknown>) => unknown
@@ -39,13 +48,15 @@ export const installInstrumentation = (): void => {
   proto.query = function (this: Record<symbol, unknown>, ...args: Array<unknown>): unknown {
     if (this[HARNESS] === true) return original.apply(this, args)
     state.statements++
-    const matcher = state.matcher
-    if (matcher === undefined) return original.apply(this, args)
+    const classify = state.classify
+    if (classify === undefined) return original.apply(this, args)
     const text = queryText(args[0])
-    if (text === undefined || !matcher(text)) return original.apply(this, args)
-    const t0 = performance.now()
+    const label = text === undefined ? undefined : classify(text)
+    if (label === undefined) return original.apply(this, args)
+    const sentAt = performance.now()
+    const traced = state.traced
     const record = () => {
-      state.timings.push(performance.now() - t0)
+      traced.push({ label, sentAt, doneAt: performance.now() })
     }
     const last = args.length - 1
     const callback = args[last]
@@ -82,14 +93,20 @@ export const markHarness = <C extends pg.Client>(client: C): C => {
 /** Statements sent by the systems under test since the process started. */
 export const statementCount = (): number => state.statements
 
+/** Starts tracing the statements `classify` names; returns a function that stops and hands back what was traced. */
+export const traceStatements = (classify: (text: string) => string | undefined): (() => Array<TracedStatement>) => {
+  state.classify = classify
+  state.traced = []
+  return () => {
+    const traced = state.traced
+    state.classify = undefined
+    state.traced = []
+    return traced
+  }
+}
+
 /** Starts timing the statements `matcher` accepts; returns a function that stops and hands back the timings (ms). */
 export const timeStatements = (matcher: (text: string) => boolean): (() => Array<number>) => {
-  state.matcher = matcher
-  state.timings = []
-  return () => {
-    const timings = state.timings
-    state.matcher = undefined
-    state.timings = []
-    return timings
-  }
+  const stop = traceStatements((text) => (matcher(text) ? "timed" : undefined))
+  return () => stop().map((statement) => statement.doneAt - statement.sentAt)
 }
