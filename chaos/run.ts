@@ -64,7 +64,9 @@ const scenarios: ReadonlyArray<readonly [string, Scenario]> = [
 
 const selected = args.only === undefined ? scenarios : scenarios.filter(([name]) => args.only!.split(",").includes(name))
 
-const seconds = (ms: number | undefined) => (ms === undefined ? "—" : `${(ms / 1000).toFixed(1)} s`)
+// A recovery cannot take less than nothing: a job finished as the fault began (its completion time comes from
+// the worker's clock, the fault's from the harness's) shows as 0, its raw value stays in the details.
+const seconds = (ms: number | undefined) => (ms === undefined ? "—" : `${(Math.max(0, ms) / 1000).toFixed(1)} s`)
 
 const table = (results: ReadonlyArray<ScenarioResult>) => {
   const header = ["scenario", "jobs enqueued", "completed", "lost", "run twice", "recovery time"]
