@@ -15,6 +15,8 @@ import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import { createFreshDatabase, sleep } from "../db.js"
 import { installInstrumentation, traceStatements, type TracedStatement } from "../instrument.js"
+import { poolSizeFor } from "../scenarios/common.js"
+import { quantile } from "../stats.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
 import { skiplock } from "../systems/skiplock.js"
 import type { SystemAdapter } from "../systems/types.js"
@@ -39,7 +41,7 @@ const measure = async (probe: (typeof probes)[number]): Promise<Array<Sample>> =
   const db = await createFreshDatabase(serverUrl, `probe_${system.id}`)
   try {
     await system.install(db.url)
-    const instance = await system.open(db.url, { poolSize: 10 })
+    const instance = await system.open(db.url, { poolSize: poolSizeFor(5) })
     try {
       let onStart: ((at: number) => void) | undefined
       await instance.startWorkers({ concurrency: 5, onJob: () => onStart?.(performance.now()) })
@@ -78,11 +80,6 @@ const steps = (t0: number, enqueue: TracedStatement, claim: TracedStatement, sta
   "handler start after claim answered": startAt - claim.doneAt,
   total: startAt - t0
 })
-
-const quantile = (values: ReadonlyArray<number>, q: number) => {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
-}
 
 installInstrumentation()
 const results = new Map<string, Array<Sample>>()

@@ -1,12 +1,12 @@
 /**
- * How a background task (claiming, heartbeat, rescue, prune, LISTEN) says that it keeps failing.
+ * How a background task (claiming, heartbeat, rescue, prune, registration, LISTEN) says that it keeps failing.
  * An outage is a few lines, not a storm: a warning on its first failure, another every 10th failure,
  * and one line when the task works again. A connection that is dropped again and again (a pooler,
  * a flaky network, an operator terminating backends) makes the task fail, work, and fail again:
- * a failure within `sameOutageWithin` of the previous one belongs to the same outage, so each
- * flap does not start a new warning.
+ * a failure within a minute of the previous one belongs to the same outage, so each flap does not
+ * start a new warning.
  */
-import { Clock, Duration, Effect } from "effect"
+import { Clock, Effect } from "effect"
 import { sqlErrorText } from "./sqlErrorText.js"
 
 export interface OutageLog {
@@ -14,8 +14,9 @@ export interface OutageLog {
   readonly succeeded: Effect.Effect<void>
 }
 
-export const makeOutageLog = (task: string, sameOutageWithin: Duration.DurationInput = "1 minute"): OutageLog => {
-  const windowMs = Duration.toMillis(sameOutageWithin)
+const SAME_OUTAGE_WITHIN_MS = 60_000
+
+export const makeOutageLog = (task: string): OutageLog => {
   let failures = 0
   let since = 0
   let lastFailureAt: number | undefined
@@ -24,7 +25,7 @@ export const makeOutageLog = (task: string, sameOutageWithin: Duration.DurationI
   return {
     failed: (error) =>
       Effect.flatMap(Clock.currentTimeMillis, (at) => {
-        const sameOutage = lastFailureAt !== undefined && at - lastFailureAt <= windowMs
+        const sameOutage = lastFailureAt !== undefined && at - lastFailureAt <= SAME_OUTAGE_WITHIN_MS
         lastFailureAt = at
         if (!sameOutage) {
           failures = 1

@@ -56,7 +56,7 @@ describe("outage log", () => {
   it.effect("a failure long after the last one is a new outage, said again", () => {
     const { lines, layer } = capturingLogs()
     return Effect.gen(function* () {
-      const log = makeOutageLog("rescuing expired jobs", "1 minute")
+      const log = makeOutageLog("rescuing expired jobs")
       yield* log.failed(refused)
       yield* log.succeeded
       yield* TestClock.adjust("61 seconds")
