@@ -189,6 +189,22 @@ export const transactionCount = async (admin: pg.Client, database: string): Prom
 }
 
 /**
+ * WAL flushes to disk (fsync/fdatasync calls) by the whole server so far, from pg_stat_wal
+ * (PostgreSQL 14 and later; undefined before). Backends report theirs when idle or on exit,
+ * so read it once the sessions being measured have ended.
+ */
+export const walFlushCount = async (admin: pg.Client): Promise<number | undefined> => {
+  await admin.query("SELECT pg_stat_clear_snapshot()")
+  try {
+    const { rows } = await admin.query<{ n: string }>("SELECT wal_sync::text AS n FROM pg_stat_wal")
+    return rows[0] === undefined ? undefined : Number(rows[0].n)
+  } catch (error) {
+    if ((error as { code?: string }).code === "42P01") return undefined // undefined_table: no pg_stat_wal
+    throw error
+  }
+}
+
+/**
  * Calls of top-level statements pg_stat_statements recorded in one database
  * (its own reads excluded). Connects to that database, so call it while no
  * measurement window is open.

@@ -6,9 +6,15 @@
  * exit), minus an open-and-close baseline. Statements come from
  * pg_stat_statements when the server preloads it, otherwise from the
  * client-side count of statements the system sent.
+ *
+ * For processing it also gives the CPU time per job of this Node process and
+ * of the PostgreSQL server (bench/cpu.ts) and the server's WAL flushes per job
+ * (pg_stat_wal): what a job costs the machine, and the one resource every
+ * worker of a deployment shares, the database.
  */
 import pg from "pg"
-import { connect, statementCallsServer, transactionCount, waitForNoSessions, type FreshDatabase } from "../db.js"
+import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
+import { connect, statementCallsServer, transactionCount, waitForNoSessions, walFlushCount, type FreshDatabase } from "../db.js"
 import { statementCount } from "../instrument.js"
 import type { SystemAdapter, SystemInstance } from "../systems/types.js"
 import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, settleAfterClose, withFreshDatabase, type Context } from "./common.js"
@@ -16,7 +22,14 @@ import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, set
 interface Usage {
   readonly transactions: number
   readonly statements: number
+  readonly nodeCpuMicros: number
+  /** Undefined when the server's CPU time cannot be read (not on this host). */
+  readonly serverCpuMicros: number | undefined
+  /** Undefined without pg_stat_wal (PostgreSQL before 14). */
+  readonly walFlushes: number | undefined
 }
+
+const minus = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : a - b)
 
 export const runCost = async (ctx: Context, serverStatements: boolean): Promise<void> => {
   const { costRounds, costJobs: n, costConcurrency: c, batchSize, drainTimeoutMs } = ctx.config
@@ -27,20 +40,31 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
     batchX: metric(ctx, "cost", "cost.batch.xacts", `Transactions per job, batch enqueue ×${fmtInt(batchSize)}`, "xacts/job", "lower"),
     batchS: metric(ctx, "cost", "cost.batch.stmts", `Statements per job, batch enqueue ×${fmtInt(batchSize)} (${source})`, "stmts/job", "lower"),
     workX: metric(ctx, "cost", "cost.work.xacts", `Transactions per job processed, concurrency ${c}`, "xacts/job", "lower"),
-    workS: metric(ctx, "cost", "cost.work.stmts", `Statements per job processed, concurrency ${c} (${source})`, "stmts/job", "lower")
+    workS: metric(ctx, "cost", "cost.work.stmts", `Statements per job processed, concurrency ${c} (${source})`, "stmts/job", "lower"),
+    workNodeCpu: metric(ctx, "cost", "cost.work.cpu.node", `Worker process CPU per job processed, concurrency ${c}`, "µs/job", "lower"),
+    workServerCpu: metric(ctx, "cost", "cost.work.cpu.server", `PostgreSQL server CPU per job processed, concurrency ${c}`, "µs/job", "lower"),
+    workWalFlushes: metric(ctx, "cost", "cost.work.walflushes", `WAL flushes per job processed, concurrency ${c}`, "flushes/job", "lower")
   }
+  // A PostgreSQL on this host that is not the measured server must not be counted.
+  const localServer = serverIsLocal(ctx.config.serverUrl)
+  const serverCpu = localServer ? serverCpuMicros : () => undefined
+  const serverCpuNote = localServer ? "server processes not readable here" : "server not on this host"
+  const walNote = "no pg_stat_wal (PostgreSQL before 14)"
   for (let round = 0; round < costRounds; round++) {
     for (const system of ctx.systems) {
       await withFreshDatabase(ctx, system, "cost", async (db) => {
         const admin = await connect(ctx.config.serverUrl)
         try {
-          const phase = (f: (instance: SystemInstance) => Promise<void>) => measure(ctx, admin, db, system, serverStatements, poolSizeFor(c), f)
+          const phase = (f: (instance: SystemInstance) => Promise<void>) => measure(ctx, admin, db, system, { serverStatements, serverCpu }, poolSizeFor(c), f)
           // The first open after install does once-per-interval housekeeping (pg-boss); keep it out of the baseline.
           await phase(async () => {})
           const baseline = await phase(async () => {})
-          const net = (u: Usage) => ({
+          const net = (u: Usage): Usage => ({
             transactions: u.transactions - baseline.transactions,
-            statements: u.statements - baseline.statements
+            statements: u.statements - baseline.statements,
+            nodeCpuMicros: u.nodeCpuMicros - baseline.nodeCpuMicros,
+            serverCpuMicros: minus(u.serverCpuMicros, baseline.serverCpuMicros),
+            walFlushes: minus(u.walFlushes, baseline.walFlushes)
           })
           const single = net(await phase(async (instance) => {
             for (let k = 0; k < n; k++) await instance.enqueueOne({ i: k })
@@ -58,7 +82,7 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
           })
           // The harness's own unfinished-count queries ran in the system's database, one transaction
           // each, plus one for its connection's startup.
-          const worked = net({ transactions: work.transactions - probes - 1, statements: work.statements - (serverStatements ? probes : 0) })
+          const worked = net({ ...work, transactions: work.transactions - probes - 1, statements: work.statements - (serverStatements ? probes : 0) })
           const per = (u: Usage, jobs: number) => ({ x: u.transactions / jobs, s: u.statements / jobs })
           const ps = per(single, n)
           const pb = per(batch, n)
@@ -70,10 +94,17 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
           record(m.batchS, system.id, round, pb.s)
           record(m.workX, system.id, round, completed > 0 ? pw.x : null, cutNote)
           record(m.workS, system.id, round, completed > 0 ? pw.s : null, cutNote)
+          const perJob = (value: number | undefined) => (completed > 0 && value !== undefined ? value / completed : null)
+          record(m.workNodeCpu, system.id, round, perJob(worked.nodeCpuMicros), cutNote)
+          record(m.workServerCpu, system.id, round, perJob(worked.serverCpuMicros), worked.serverCpuMicros === undefined ? serverCpuNote : cutNote)
+          record(m.workWalFlushes, system.id, round, perJob(worked.walFlushes), worked.walFlushes === undefined ? walNote : cutNote)
           ctx.runs.push({ scenario: "cost", round, system: system.id, jobs: n, statementSource: source, baseline, single, batch, work: worked, completed })
           ctx.log(
             `cost round ${round + 1}/${costRounds} ${system.id}: single ${ps.x.toFixed(2)} xacts ${ps.s.toFixed(2)} stmts/job;` +
               ` batch ${pb.x.toFixed(3)} xacts ${pb.s.toFixed(3)} stmts/job; processing ${pw.x.toFixed(2)} xacts ${pw.s.toFixed(2)} stmts/job` +
+              `, ${fmtInt(worked.nodeCpuMicros / Math.max(1, completed))} µs Node CPU` +
+              `, ${worked.serverCpuMicros === undefined ? "?" : fmtInt(worked.serverCpuMicros / Math.max(1, completed))} µs server CPU` +
+              `, ${worked.walFlushes === undefined ? "?" : (worked.walFlushes / Math.max(1, completed)).toFixed(2)} WAL flushes/job` +
               ` (${fmtInt(completed)} jobs${cutOff ? ", cut off" : ""}; baseline open+close ${baseline.transactions} xacts)`
           )
         } finally {
@@ -89,7 +120,7 @@ const measure = async (
   admin: pg.Client,
   db: FreshDatabase,
   system: SystemAdapter,
-  serverStatements: boolean,
+  { serverStatements, serverCpu }: { readonly serverStatements: boolean; readonly serverCpu: () => number | undefined },
   poolSize: number,
   f: (instance: SystemInstance) => Promise<void>
 ): Promise<Usage> => {
@@ -98,6 +129,9 @@ const measure = async (
   const s0 = serverStatements ? await statementCallsServer(db.url) : statementCount()
   if (serverStatements) await waitForNoSessions(admin, db.name)
   const x0 = await transactionCount(admin, db.name)
+  const w0 = await walFlushCount(admin)
+  const server0 = serverCpu()
+  const node0 = processCpuMicros()
   const instance = await system.open(db.url, { poolSize })
   try {
     await f(instance)
@@ -106,7 +140,16 @@ const measure = async (
   }
   await settleAfterClose(ctx, system, db)
   await waitForNoSessions(admin, db.name)
+  const node1 = processCpuMicros()
+  const server1 = serverCpu()
   const x1 = await transactionCount(admin, db.name)
+  const w1 = await walFlushCount(admin)
   const s1 = serverStatements ? await statementCallsServer(db.url) : statementCount()
-  return { transactions: x1 - x0, statements: s1 - s0 }
+  return {
+    transactions: x1 - x0,
+    statements: s1 - s0,
+    nodeCpuMicros: node1 - node0,
+    serverCpuMicros: minus(server1, server0),
+    walFlushes: minus(w1, w0)
+  }
 }

@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
+import { serverCpuMicros, serverIsLocal } from "../../bench/cpu.js"
 
 // globalSetup always finds or starts a server (or fails the run), so one of the two is set.
 const serverUrl = process.env.DATABASE_URL || process.env.SKIPLOCK_TEST_ADMIN_URL || ""
@@ -69,6 +70,14 @@ describe("bench harness (smoke mode)", () => {
     }
     // Throughput is positive for everyone, even when a drain is cut off.
     for (const system of SYSTEMS) expect(values("drain.c50", system)[0]).toBeGreaterThan(0)
+    // What a processed job costs: CPU on both sides and WAL flushes (the two that always finish their jobs).
+    // The server's CPU is only readable when it runs on this host.
+    const serverReadable = serverIsLocal(serverUrl) && serverCpuMicros() !== undefined
+    for (const system of ["skiplock", "graphile-worker"]) {
+      expect(values("cost.work.cpu.node", system)[0], `Node CPU per job for ${system}`).toBeGreaterThan(0)
+      expect(values("cost.work.walflushes", system), `WAL flushes per job for ${system}`).toHaveLength(1)
+      if (serverReadable) expect(values("cost.work.cpu.server", system)[0], `server CPU per job for ${system}`).toBeGreaterThan(0)
+    }
 
     const markdown = readFileSync(join(outDir, "smoke-latest.md"), "utf8")
     expect(markdown).toContain("| Metric | Unit | skiplock | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
