@@ -33,7 +33,7 @@ const SCENARIO_TITLES: Record<ScenarioName, string> = {
   latency: "Latency: one job at a time into an idle queue",
   enqueue: "Enqueue throughput (no workers running)",
   history: "History: finished jobs kept in the table",
-  cost: "Cost per job (database work)"
+  cost: "Cost per job (database work and CPU)"
 }
 
 export interface MetricSummary {

@@ -94,7 +94,9 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
   if (config.scenarios.includes("cost")) {
     notes.push(
       `Cost: statements: ${server.pgStatStatements.detail}. Transactions are pg_stat_database deltas and include the one ` +
-        "transaction a LISTENing session commits for every NOTIFY it receives (why pg-boss tuned pays ~2 per single enqueue)."
+        "transaction a LISTENing session commits for every NOTIFY it receives (why pg-boss tuned pays ~2 per single enqueue). " +
+        "Worker process CPU is this Node process's (the harness included, the same for every system); server CPU is every " +
+        "postgres process on this host (background workers included); WAL flushes are pg_stat_wal's wal_sync, server-wide."
     )
   }
   if (config.scenarios.includes("history")) {

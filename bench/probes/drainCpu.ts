@@ -1,0 +1,60 @@
+/**
+ * Where a drain's time goes, in CPU: the drain scenario (20,000 queued jobs,
+ * concurrency 5) for skiplock and Graphile Worker, alternating, with the CPU
+ * time this Node process and the PostgreSQL server spent meanwhile
+ * (bench/cpu.ts; the server must run on this host). Per job, and as a share
+ * of one core over the drain's wall time: when the Node share and the server
+ * share add up to about one core, the two take turns (one waits while the
+ * other works) and the drain rate is about 1 ÷ (Node + server CPU per job).
+ *
+ *   npx tsx bench/probes/drainCpu.ts [--jobs 20000] [--concurrency 5] [--rounds 2]
+ */
+import { parseArgs } from "node:util"
+import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
+import { createFreshDatabase } from "../db.js"
+import { statementCount } from "../instrument.js"
+import { drain, enqueueAll, poolSizeFor } from "../scenarios/common.js"
+import { graphileWorker } from "../systems/graphile-worker.js"
+import { skiplock } from "../systems/skiplock.js"
+
+const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" } } })
+const jobs = Number(values.jobs ?? 20_000)
+const concurrency = Number(values.concurrency ?? 5)
+const rounds = Number(values.rounds ?? 2)
+const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
+if (!serverIsLocal(serverUrl) || serverCpuMicros() === undefined) {
+  console.error(`drainCpu: the server's CPU time is read from /proc, so it must run on this host (${serverUrl} does not, or its processes are not readable)`)
+  process.exit(2)
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
+console.log(`| round | system | jobs/s | Node CPU (µs/job) | server CPU (µs/job) | Node (% of a core) | server (% of a core) | together |`)
+console.log(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |`)
+for (let round = 1; round <= rounds; round++) {
+  for (const system of [skiplock, graphileWorker]) {
+    const db = await createFreshDatabase(serverUrl, `probe_drain_cpu_${system.id}`)
+    try {
+      await system.install(db.url)
+      const instance = await system.open(db.url, { poolSize: poolSizeFor(concurrency) })
+      try {
+        await enqueueAll(instance, jobs, 1000)
+        const observer = await db.observer()
+        const node0 = processCpuMicros()
+        const server0 = serverCpuMicros()!
+        const result = await drain(system, instance, observer, { jobs, concurrency, timeoutMs: 60_000, statementCount })
+        const node = processCpuMicros() - node0
+        const server = serverCpuMicros()! - server0
+        const wallMicros = result.elapsedMs * 1000
+        const share = (micros: number) => (100 * micros) / wallMicros
+        console.log(
+          `| ${round} | ${system.id} | ${fmt(result.jobsPerSec)} | ${fmt(node / result.completed)} | ${fmt(server / result.completed)}` +
+            ` | ${fmt(share(node))} % | ${fmt(share(server))} % | ${fmt(share(node + server))} % |`
+        )
+      } finally {
+        await instance.close()
+      }
+    } finally {
+      await db.drop()
+    }
+  }
+}
