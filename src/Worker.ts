@@ -97,6 +97,8 @@ interface Finished {
 }
 
 const PRUNE_BATCH = 1000
+// On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
+const RELEASE_TIMEOUT = Duration.seconds(5)
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
 // Statements sent and not yet answered: at least 2, and enough to claim for every slot at once
@@ -382,7 +384,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
         const left = [...running.values()]
         for (const entry of left) entry.control.stopReason ??= "shutdown"
-        yield* Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : [])))
+        // Releasing (or completing) a job can wait on its row, locked by someone else's open transaction:
+        // a stop must end anyway. A job still held then comes back when its lease expires.
+        const released = yield* waitAtMost(Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : []))), RELEASE_TIMEOUT)
+        if (!released) {
+          yield* Effect.logWarning(
+            `stopping: ${running.size} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
+              "does not answer); they go back to pending when their lease expires"
+          ).pipe(Effect.annotateLogs({ jobIds: [...running.keys()].join(",") }))
+        }
         yield* Fiber.interrupt(loopFiber)
         yield* Fiber.interrupt(deadlineFiber)
         yield* Fiber.interrupt(heartbeatFiber)

@@ -2,7 +2,8 @@
 // timeout; the rest are interrupted and released without counting the attempt.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Scope, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Logger, Option, Scope, Schema } from "effect"
+import pg from "pg"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
@@ -58,6 +59,51 @@ describe("graceful shutdown", () => {
         expect(yield* jobRow(slow.id)).toMatchObject({ status: "pending", attempts: 0 })
         expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
       }))
+
+    it.effect("a stop ends even when a running job's row is locked elsewhere: its release finishes once the lock is gone", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM job_queue`
+        const handler = Handler.make(Report, { run: (payload) => Effect.sleep(`${payload.seconds} seconds`) })
+        const slow = yield* enqueue(60)
+        const warnings: Array<string> = []
+        const capture = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(String(message))
+        })
+        const scope = yield* Scope.make()
+        yield* Worker.make({ handlers: [handler], shutdownTimeout: "500 millis", pollInterval: "100 millis" }).pipe(
+          Scope.extend(scope),
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+        yield* eventually(Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`, (rows) => rows[0]!.n === 1), "the job runs")
+        // An operator's transaction, left open, holds the job's row: the worker's release waits on it.
+        const locker = yield* Effect.acquireRelease(
+          Effect.promise(async () => {
+            const client = new pg.Client({ connectionString: url })
+            await client.connect()
+            await client.query("BEGIN")
+            await client.query("SELECT 1 FROM job_queue WHERE id = $1 FOR UPDATE", [slow.id])
+            return client
+          }),
+          (client) => Effect.promise(() => client.end())
+        )
+
+        const started = Date.now()
+        // Closing runs in its own fiber: a hang must fail the test, not stall it.
+        const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+        const closed = yield* Fiber.await(closing).pipe(Effect.timeout("20 seconds"), Effect.option)
+        expect(Option.isSome(closed), "the stop did not end").toBe(true)
+        expect(Date.now() - started).toBeLessThan(10_000)
+        expect(yield* jobRow(slow.id)).toMatchObject({ status: "processing" })
+        expect(warnings).toContainEqual(expect.stringContaining("1 job(s) not released within 5s"))
+
+        // The release was left running; it lands once the operator's transaction ends.
+        yield* Effect.promise(() => locker.query("ROLLBACK"))
+        yield* eventually(Effect.map(jobRow(slow.id), (row) => row.status === "pending"), "the job is released")
+        expect(yield* jobRow(slow.id)).toMatchObject({ attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
+      }).pipe(Effect.scoped))
 
     it.effect("a stop with nothing running is immediate and leaves nothing in processing", () =>
       Effect.gen(function* () {
