@@ -19,6 +19,7 @@ import {
   spawnWorker,
   stopWorker,
   outageWarnings,
+  tally,
   type Tally,
   warnings,
   type WorkerProcess,
@@ -221,6 +222,10 @@ export const restartPostgres = (
     yield* Effect.sleep(options.downMs)
     yield* server.start
     const upAt = Date.now()
+    const left = yield* Effect.map(tally(url), (counts) => counts.pending + counts.processing)
+    if (left === 0) {
+      return yield* Effect.dieMessage("every job finished before the server went down, so there is no recovery to measure: give the scenario more work (jobs or handlerMs)")
+    }
     const first = yield* firstCompletionAfter(url, upAt, "60 seconds")
     yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
     const listeningAfterMs = Date.now() - upAt
@@ -252,11 +257,18 @@ export const terminateRepeatedly = (url: string, options: ScenarioOptions & { re
     yield* enqueueJobs(url, options.jobs)
     yield* awaitCompleted(url, Math.floor(options.jobs / 5))
     let terminated = 0
+    let lastAt = 0
+    let leftAtLast = 0
     for (let round = 0; round < options.rounds; round++) {
       terminated += yield* terminateWorkerBackends(url)
+      lastAt = Date.now()
+      if (round === options.rounds - 1) leftAtLast = yield* Effect.map(tally(url), (counts) => counts.pending + counts.processing)
       yield* Effect.sleep(options.everyMs)
     }
-    const lastAt = Date.now() - options.everyMs
+    // Recovery is the first completion after the last termination: there must be work left for it.
+    if (leftAtLast === 0) {
+      return yield* Effect.dieMessage("every job finished before the last termination, so there is no recovery to measure: give the scenario more work (jobs or handlerMs)")
+    }
     const first = yield* firstCompletionAfter(url, lastAt, "60 seconds")
     yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
     return yield* summarize(
