@@ -1,5 +1,5 @@
 /**
- * Finding enqueued jobs by type, organization, status and partial payload,
+ * Finding enqueued jobs by id, type, organization, status and partial payload,
  * and saying why a job does not match: the assertions' failure messages list
  * what was enqueued instead, closest first, each with its differences.
  */
@@ -16,6 +16,8 @@ export type DeepPartial<A> = A extends ReadonlyArray<any> | Date | ((...args: Re
 
 /** Which jobs to look for; every field given must match. */
 export interface JobFilter<A = any> {
+  /** One job, as enqueue returned it (e.g. to ask whether that job completed). */
+  readonly id?: string
   /** A job type's name, or its definition: then `payload` is compared with the decoded payload. */
   readonly jobType?: string | JobDefinition<string, A, any>
   readonly organizationId?: string
@@ -52,6 +54,7 @@ const comparablePayload = (filter: JobFilter, job: JobRecord): { readonly value:
 export const differences = (filter: JobFilter, job: JobRecord): ReadonlyArray<string> => {
   const found: Array<string> = []
   const type = typeName(filter)
+  if (filter.id !== undefined && job.id !== filter.id) found.push(`id: expected ${show(filter.id)}, got ${show(job.id)}`)
   if (type !== undefined && job.jobType !== type) found.push(`jobType: expected ${show(type)}, got ${show(job.jobType)}`)
   if (filter.organizationId !== undefined && job.organizationId !== filter.organizationId) {
     found.push(`organizationId: expected ${show(filter.organizationId)}, got ${show(job.organizationId)}`)
@@ -114,6 +117,7 @@ export const show = (value: unknown, max = 160): string => {
 export const describeFilter = (filter: JobFilter): string => {
   const parts: Array<string> = []
   const type = typeName(filter)
+  if (filter.id !== undefined) parts.push(`id ${show(filter.id)}`)
   if (type !== undefined) parts.push(`jobType ${show(type)}`)
   if (filter.organizationId !== undefined) parts.push(`organizationId ${show(filter.organizationId)}`)
   const wanted = statuses(filter)
@@ -129,9 +133,11 @@ const MAX_LISTED = 20
 
 /** The jobs, closest to the filter first, each with the lines that differ. */
 const listClosest = (filter: JobFilter, jobs: ReadonlyArray<JobRecord>): string => {
+  // The job with the id asked for is the closest, whatever else differs.
+  const otherId = (job: JobRecord) => (filter.id !== undefined && job.id !== filter.id ? 1 : 0)
   const ranked = jobs
     .map((job, index) => ({ job, index, why: differences(filter, job) }))
-    .sort((a, b) => a.why.length - b.why.length || a.index - b.index)
+    .sort((a, b) => otherId(a.job) - otherId(b.job) || a.why.length - b.why.length || a.index - b.index)
   const lines = ranked.slice(0, MAX_LISTED).flatMap(({ job, why }) => [`  - ${describeJob(job)}`, ...why.map((line) => `      ${line}`)])
   if (ranked.length > MAX_LISTED) lines.push(`  … and ${ranked.length - MAX_LISTED} more`)
   return lines.join("\n")

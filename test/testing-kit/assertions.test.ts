@@ -57,6 +57,23 @@ describe("assertions on enqueued jobs", () => {
       expect(error.jobs).toHaveLength(3)
     }).pipe(Effect.provide(kit)))
 
+  it.effect("find one job by its id: its status, and the difference named when it is not the one", () =>
+    Effect.gen(function* () {
+      yield* enqueueSome
+      const sepa = yield* JobQueue.enqueueJob(SepaExport, { month: "2025-05", batch: 1 }, { organizationId: ORG })
+      const [found] = yield* SkiplockTest.assertEnqueued({ id: sepa.id, status: "pending", count: 1 })
+      expect(found).toMatchObject({ id: sepa.id, jobType: "sepa_export", payload: { month: "2025-05", batch: 1 } })
+      yield* SkiplockTest.assertNotEnqueued({ id: sepa.id, status: "completed" })
+
+      const error = yield* Effect.flip(SkiplockTest.assertEnqueued({ id: sepa.id, jobType: Report }))
+      const lines = error.message.split("\n")
+      expect(lines[0]).toBe(`assertEnqueued: expected a job with id "${sepa.id}", jobType "report_generation", but none was enqueued.`)
+      // The job with that id differs only in its type: it comes first.
+      expect(lines[2]).toMatch(new RegExp(`^  - sepa_export ${sepa.id} `))
+      expect(lines[3]).toBe(`      jobType: expected "report_generation", got "sepa_export"`)
+      expect(error.message).toContain(`      id: expected "${sepa.id}", got `)
+    }).pipe(Effect.provide(kit)))
+
   it.effect("nested payloads are matched partially and their differences named by path", () =>
     Effect.gen(function* () {
       yield* enqueueSome
