@@ -186,6 +186,17 @@ export const stopAll = (workers: ReadonlyArray<WorkerProcess>) =>
     { concurrency: "unbounded" }
   )
 
+/**
+ * Recovery is the first completion after a fault: fails at once when no job is left to complete
+ * (the run finished before `fault`), instead of waiting out the completion's timeout.
+ */
+const requireWorkLeft = (url: string, fault: string) =>
+  Effect.flatMap(tally(url), (counts) =>
+    counts.pending + counts.processing > 0
+      ? Effect.void
+      : Effect.dieMessage(`every job finished before ${fault}, so there is no recovery to measure: give the scenario more work (jobs or handlerMs)`)
+  )
+
 /** When the first job completed at or after `since` (ms), waiting for it up to `timeout`. */
 const firstCompletionAfter = (url: string, since: number, timeout: Duration.DurationInput) =>
   Effect.gen(function* () {
@@ -222,10 +233,7 @@ export const restartPostgres = (
     yield* Effect.sleep(options.downMs)
     yield* server.start
     const upAt = Date.now()
-    const left = yield* Effect.map(tally(url), (counts) => counts.pending + counts.processing)
-    if (left === 0) {
-      return yield* Effect.dieMessage("every job finished before the server went down, so there is no recovery to measure: give the scenario more work (jobs or handlerMs)")
-    }
+    yield* requireWorkLeft(url, "the server went down")
     const first = yield* firstCompletionAfter(url, upAt, "60 seconds")
     yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
     const listeningAfterMs = Date.now() - upAt
@@ -258,16 +266,11 @@ export const terminateRepeatedly = (url: string, options: ScenarioOptions & { re
     yield* awaitCompleted(url, Math.floor(options.jobs / 5))
     let terminated = 0
     let lastAt = 0
-    let leftAtLast = 0
     for (let round = 0; round < options.rounds; round++) {
       terminated += yield* terminateWorkerBackends(url)
       lastAt = Date.now()
-      if (round === options.rounds - 1) leftAtLast = yield* Effect.map(tally(url), (counts) => counts.pending + counts.processing)
+      if (round === options.rounds - 1) yield* requireWorkLeft(url, "the last termination")
       yield* Effect.sleep(options.everyMs)
-    }
-    // Recovery is the first completion after the last termination: there must be work left for it.
-    if (leftAtLast === 0) {
-      return yield* Effect.dieMessage("every job finished before the last termination, so there is no recovery to measure: give the scenario more work (jobs or handlerMs)")
     }
     const first = yield* firstCompletionAfter(url, lastAt, "60 seconds")
     yield* waitFor("every worker listens again", Effect.map(listenConnections(url), (n) => n === WORKER_IDS.length), "30 seconds")
