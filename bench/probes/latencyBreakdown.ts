@@ -59,7 +59,13 @@ const measure = async (probe: (typeof probes)[number]): Promise<Array<Sample>> =
         const enqueue = traced.find((s) => s.label === "enqueue")
         // The claim that found the job: the last one answered before the handler started.
         const claim = traced.filter((s) => s.label === "claim" && s.doneAt <= startAt).at(-1)
-        if (enqueue === undefined || claim === undefined) throw new Error(`${system.id}: sample ${k} has no ${enqueue ? "claim" : "enqueue"} statement`)
+        if (enqueue === undefined) throw new Error(`${system.id}: sample ${k} has no enqueue statement`)
+        // Rarely the claim that found the job was sent before tracing began (a poll whose snapshot the
+        // server took only after the enqueue committed): the sample cannot be split into steps.
+        if (claim === undefined) {
+          untraced.set(system.id, (untraced.get(system.id) ?? 0) + 1)
+          continue
+        }
         collected.push(steps(t0, enqueue, claim, startAt))
       }
       await instance.stopWorkers()
@@ -83,6 +89,8 @@ const steps = (t0: number, enqueue: TracedStatement, claim: TracedStatement, sta
 
 installInstrumentation()
 const results = new Map<string, Array<Sample>>()
+// Samples left out per system because no claim statement was traced for them.
+const untraced = new Map<string, number>()
 for (let round = 0; round < rounds; round++) {
   for (const probe of probes) {
     const collected = await measure(probe)
@@ -99,3 +107,4 @@ for (const step of STEPS) {
   })
   console.log(`| ${step} | ${cells.join(" | ")} |`)
 }
+for (const [id, n] of untraced) console.log(`\n${id}: ${n} sample(s) left out: the claim that found the job was sent before the enqueue call`)
