@@ -60,8 +60,9 @@ const measure = async (probe: (typeof probes)[number]): Promise<Array<Sample>> =
         // The claim that found the job: the last one answered before the handler started.
         const claim = traced.filter((s) => s.label === "claim" && s.doneAt <= startAt).at(-1)
         if (enqueue === undefined) throw new Error(`${system.id}: sample ${k} has no enqueue statement`)
-        // Rarely the claim that found the job was sent before tracing began (a poll whose snapshot the
-        // server took only after the enqueue committed): the sample cannot be split into steps.
+        // Rarely no claim is traced before the handler starts: the claim that found the job was sent
+        // before tracing began (probably a poll the server ran only after the enqueue committed), so
+        // the sample cannot be split into steps.
         if (claim === undefined) {
           untraced.set(system.id, (untraced.get(system.id) ?? 0) + 1)
           continue
@@ -107,4 +108,4 @@ for (const step of STEPS) {
   })
   console.log(`| ${step} | ${cells.join(" | ")} |`)
 }
-for (const [id, n] of untraced) console.log(`\n${id}: ${n} sample(s) left out: the claim that found the job was sent before the enqueue call`)
+for (const [id, n] of untraced) console.log(`\n${id}: ${n} sample(s) left out: no claim statement was traced between the enqueue call and the handler's start`)
