@@ -176,5 +176,94 @@ describe("schema", () => {
           ORDER BY priority, run_at, created_at LIMIT 5 FOR UPDATE SKIP LOCKED`
         expect(plan.map((row) => row["QUERY PLAN"]).join("\n")).toContain("job_queue_runnable_idx")
       }))
+
+    it.effect("claims and completions run on plans made once per session, not planned anew on every call", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        // A backlog large enough that the plan for unknown values looks dearer than one per call.
+        yield* analyzedBacklog(20000)
+        const lastCall = yield* Effect.promise(() =>
+          withPlanLog(url, async (client, plans) => {
+            // PostgreSQL decides between planning per call and one plan after the fifth call.
+            let held: Array<{ id: string; attempts: number }> = []
+            for (let call = 1; call <= 8; call++) {
+              plans.length = 0
+              const { rows } = await client.query(
+                "SELECT id, attempts FROM complete_and_claim('w', $1::uuid[], $2::int[], ARRAY['report_generation'], 5)",
+                [held.map((job) => job.id), held.map((job) => job.attempts)]
+              )
+              held = rows.filter((row) => row.id !== null)
+            }
+            return [...plans]
+          })
+        )
+        const claim = lastCall.find((plan) => plan.includes("WITH claimed AS"))
+        const completion = lastCall.find((plan) => plan.includes("UPDATE job_queue j\n    SET status = 'completed'"))
+        // A plan made once shows the parameters; a plan made for one call shows that call's values.
+        expect(claim).toMatch(/Index Cond: \(run_at <= \$\d+\)/)
+        expect(completion).toMatch(/locked_by = \$\d+/)
+      }))
+
+    it.effect("a held job is found by its id, not by reading the lease of every job in flight; the rescuer reads the leases", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        // Statistics gathered while no job is held, then 300 jobs held by another worker.
+        yield* analyzedBacklog(2000)
+        yield* sql`SELECT count(*) FROM claim_next_job('other', NULL, 300)`
+        const mine = yield* sql<{ id: string; attempts: number }>`SELECT id, attempts FROM claim_next_job('w', NULL, 5)`
+        const plans = yield* Effect.promise(() =>
+          withPlanLog(url, async (client, plans) => {
+            const call = async (name: string, text: string, values: Array<unknown>) => {
+              plans.length = 0
+              await client.query(text, values)
+              return { name, plans: plans.join("\n") }
+            }
+            const [a, b, c, d, e] = mine
+            return [
+              await call("worker_heartbeat", "SELECT * FROM worker_heartbeat('w', $1::uuid[])", [mine.map((job) => job.id)]),
+              await call("complete_jobs", "SELECT * FROM complete_jobs('w', $1::uuid[], $2::int[])", [[a!.id], [a!.attempts]]),
+              await call("complete_job", "SELECT complete_job($1, 'w', $2)", [b!.id, b!.attempts]),
+              await call("fail_job_attempt", "SELECT * FROM fail_job_attempt($1, 'w', $2, 'boom', true)", [c!.id, c!.attempts]),
+              await call("release_job", "SELECT release_job($1, 'w', $2)", [d!.id, d!.attempts]),
+              await call("complete_and_claim", "SELECT * FROM complete_and_claim('w', $1::uuid[], $2::int[], NULL, 0)", [[e!.id], [e!.attempts]]),
+              await call("rescue_expired_jobs", "SELECT * FROM rescue_expired_jobs('rescuer')", [])
+            ]
+          })
+        )
+        for (const { name, plans: text } of plans.slice(0, -1)) {
+          expect({ name, readsLeases: text.includes("job_queue_leases_idx"), readsKey: text.includes("job_queue_pkey") })
+            .toEqual({ name, readsLeases: false, readsKey: true })
+        }
+        expect(plans.at(-1)!.plans).toMatch(/Index Scan on job_queue_leases_idx|Index Scan using job_queue_leases_idx/)
+        const [held] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`
+        expect(held!.n).toBe(300)
+      }))
   })
 })
+
+// Replaces the queue with `jobs` pending jobs and gathers the planner's statistics on it.
+const analyzedBacklog = (jobs: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`DELETE FROM job_queue`
+    yield* sql`INSERT INTO job_queue (organization_id, job_type) SELECT ${ORG}, 'report_generation' FROM generate_series(1, ${jobs})`
+    yield* sql`ANALYZE job_queue`
+  })
+
+// Runs `use` on a connection that logs the plan of every statement, those inside functions included
+// (auto_explain, as notices to this client only).
+const withPlanLog = async <A>(url: string, use: (client: pg.Client, plans: Array<string>) => Promise<A>): Promise<A> => {
+  const client = new pg.Client({ connectionString: url })
+  const plans: Array<string> = []
+  client.on("notice", (notice) => plans.push(notice.message ?? ""))
+  await client.connect()
+  try {
+    await client.query(`LOAD 'auto_explain'`)
+    await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on;
+                        SET client_min_messages = log`)
+    return await use(client, plans)
+  } finally {
+    await client.end()
+  }
+}
