@@ -200,7 +200,7 @@ describe("schema", () => {
         const claim = lastCall.find((plan) => plan.includes("WITH claimed AS"))
         const completion = lastCall.find((plan) => plan.includes("UPDATE job_queue j\n    SET status = 'completed'"))
         // A plan made once shows the parameters; a plan made for one call shows that call's values.
-        expect(claim).toMatch(/Index Cond: \(run_at <= \$\d+\)/)
+        expect(claim).toMatch(/Index Scan using job_queue_runnable_idx on job_queue p .*\n.*Index Cond: \(run_at <= \$\d+\)/)
         expect(completion).toMatch(/locked_by = \$\d+/)
       }))
 
