@@ -48,13 +48,36 @@ export const serverCpuMicros = (): number | undefined => {
     } catch {
       continue // exited since the directory was read
     }
-    // "pid (comm) state ppid …": comm may hold spaces, so split after its closing parenthesis.
-    const close = stat.lastIndexOf(")")
-    if (stat.slice(stat.indexOf("(") + 1, close) !== "postgres") continue
-    const fields = stat.slice(close + 2).split(" ")
-    // Fields 14-17 of stat(5) (utime, stime, cutime, cstime) are 11-14 here: the list starts at field 3.
-    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+    const parsed = parseStat(stat)
+    if (parsed.command !== "postgres") continue
+    ticks += parsed.utime + parsed.stime + parsed.cutime + parsed.cstime
     found++
   }
   return found === 0 ? undefined : ticks * MICROS_PER_TICK
+}
+
+/** One process's own CPU time (user and system, in microseconds), or undefined when /proc has no such process. */
+export const processCpuOf = (pid: number): { user: number; system: number } | undefined => {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  } catch {
+    return undefined
+  }
+  const { utime, stime } = parseStat(stat)
+  return { user: utime * MICROS_PER_TICK, system: stime * MICROS_PER_TICK }
+}
+
+const parseStat = (stat: string) => {
+  // "pid (comm) state ppid …": comm may hold spaces, so split after its closing parenthesis.
+  const close = stat.lastIndexOf(")")
+  const fields = stat.slice(close + 2).split(" ")
+  // Fields 14-17 of stat(5) (utime, stime, cutime, cstime) are 11-14 here: the list starts at field 3.
+  return {
+    command: stat.slice(stat.indexOf("(") + 1, close),
+    utime: Number(fields[11]),
+    stime: Number(fields[12]),
+    cutime: Number(fields[13]),
+    cstime: Number(fields[14])
+  }
 }

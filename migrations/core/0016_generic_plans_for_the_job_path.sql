@@ -5,9 +5,10 @@
 -- and with LIMIT p_limit unknown it always did: every claim and completion
 -- planned its CTEs again, 16 % of the server's CPU in a profile of back-to-back
 -- complete_and_claim calls (perf, 2026-11-29). The generic plan is the same
--- index lookups (0013 pins them: no sequential or bitmap scans); forcing it
--- cut the server's CPU per complete_and_claim of 5 + 5 jobs from 1.25–1.41 ms
--- to 0.94–1.06 ms (.prof probe, alternating runs).
+-- index lookups (0013 pins them: no sequential or bitmap scans). The backend's
+-- CPU per complete_and_claim of 5 + 5 jobs on an analyzed table: 0.91–0.95 ms
+-- with this, 1.20–1.24 ms without (bench/probes/statementCost.ts, three
+-- alternating rounds, 2026-11-29).
 ALTER FUNCTION claim_next_job(text, text[], integer, timestamptz, interval)
   SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION complete_jobs(text, uuid[], integer[], timestamptz)
