@@ -121,6 +121,10 @@ describe("skiplock CLI", () => {
         expect(listed[0]).toMatchObject({ organizationId: OTHER_ORG, jobType: "report_generation", status: "pending" })
         const none = yield* run("jobs", "list", "--status", "failed", "--type", "report_generation")
         expect(none).toEqual({ code: 0, stdout: "no jobs", stderr: "" })
+
+        const [claimed] = yield* claim("report_generation")
+        const running = JSON.parse((yield* run("jobs", "list", "--status", "processing", "--json")).stdout)
+        expect(running).toEqual([expect.objectContaining({ id: claimed!.id, jobType: "report_generation", status: "processing" })])
       }))
 
     it.effect("jobs list: a bad status, organization or limit is a usage error (2); an unknown type fails (1)", () =>
