@@ -7,8 +7,9 @@
 -- complete_and_claim calls (perf, 2026-11-29). The generic plan is the same
 -- index lookups (0013 pins them: no sequential or bitmap scans). The backend's
 -- CPU per complete_and_claim of 5 + 5 jobs on an analyzed table: 0.91–0.95 ms
--- with this, 1.20–1.24 ms without (bench/probes/statementCost.ts, three
--- alternating rounds, 2026-11-29).
+-- as migrated, 1.20–1.24 ms before this and 0017 (bench/probes/statementCost.ts,
+-- three alternating rounds, 2026-11-29; with no jobs held elsewhere 0017 does
+-- not change the plans, so the difference is this migration's).
 ALTER FUNCTION claim_next_job(text, text[], integer, timestamptz, interval)
   SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION complete_jobs(text, uuid[], integer[], timestamptz)
