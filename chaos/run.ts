@@ -58,7 +58,7 @@ const scenarios: ReadonlyArray<readonly [string, Scenario]> = [
   ["sigterm", (_, url) => stopOneWorker(url, { jobs, settings, signal: "SIGTERM" })],
   ["restart", (server, url) => restartPostgres(server, url, { jobs, settings, downMs: 5_000 })],
   ["terminate", (_, url) => terminateRepeatedly(url, { jobs, settings, rounds: 10, everyMs: 1_000 })],
-  ["idle", (_, url) => idleInTransaction(url, { jobs, settings, holdMs: 15_000, lockedJobs: 50 })],
+  ["idle", (_, url) => idleInTransaction(url, { jobs, settings, holdMs: 15_000, lockedRunning: 7, lockedWaiting: 40 })],
   ["slots", (server, url) => connectionsExhausted(server.adminUrl, url, { jobs, settings, holdMs: 10_000 })]
 ]
 

@@ -89,11 +89,13 @@ interface RunningJob {
   readonly deadline: number
 }
 
+/** What became of a completion: written, not the worker's job any more, or waiting for another transaction's row lock. */
+type Completion = "completed" | "lost" | "busy"
+
 interface Finished {
   readonly id: string
   readonly attempt: number
-  /** Whether the worker still held the job when its completion was written. */
-  readonly done: Deferred.Deferred<boolean, SqlError>
+  readonly done: Deferred.Deferred<Completion, SqlError>
 }
 
 const PRUNE_BATCH = 1000
@@ -152,10 +154,19 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const finished: Array<Finished> = []
     const complete = (id: string, attempt: number) =>
       Effect.gen(function* () {
-        const done = yield* Deferred.make<boolean, SqlError>()
-        finished.push({ id, attempt, done })
-        yield* Queue.offer(events, "changed")
-        return yield* Deferred.await(done)
+        let backoff = 100
+        while (true) {
+          const done = yield* Deferred.make<Completion, SqlError>()
+          finished.push({ id, attempt, done })
+          yield* Queue.offer(events, "changed")
+          const completion = yield* Deferred.await(done)
+          if (completion !== "busy") return completion === "completed"
+          // Another transaction holds the job's row (0018): ask again after a pause; the worker's
+          // other completions and claims go on meanwhile instead of waiting for that lock.
+          if (backoff === 100) yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
+          yield* Effect.sleep(Duration.millis(backoff))
+          backoff = Math.min(backoff * 2, 2_000)
+        }
       })
     const deadlines = yield* Deadlines.make(() => running.values())
     const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete, watchesTimeouts: true }
@@ -228,7 +239,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           return yield* claimed(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
-        for (const job of batch) yield* Deferred.succeed(job.done, result.completed.has(job.id))
+        for (const job of batch) {
+          yield* Deferred.succeed(job.done, result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost")
+        }
         if (requested > 0) yield* claimed(result.claimed, requested, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>

@@ -47,8 +47,9 @@ export const make = Effect.gen(function* () {
 
     /**
      * Completes jobs held by one worker and claims up to `limit` more, in one transaction
-     * (complete_and_claim). Returns the ids it completed (a job missing there was no longer
-     * held by this worker) and the jobs it claimed.
+     * (complete_and_claim). Returns the ids it completed, the ids it could not complete yet
+     * because another transaction holds their rows (busy: still the worker's, try again),
+     * and the jobs it claimed. A job in neither set was no longer held by this worker.
      */
     completeAndClaim: (
       workerId: string,
@@ -58,13 +59,14 @@ export const make = Effect.gen(function* () {
       now: Date,
       lease: Duration.Duration
     ) =>
-      sql<ClaimedJob & { completedIds: ReadonlyArray<string> }>`
-        SELECT completed_ids AS "completedIds", ${claimedColumns}
+      sql<ClaimedJob & { completedIds: ReadonlyArray<string>; busyIds: ReadonlyArray<string> }>`
+        SELECT completed_ids AS "completedIds", busy_ids AS "busyIds", ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
                                 ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`.pipe(
         Effect.map((rows) => ({
           completed: new Set(rows[0]?.completedIds ?? []),
-          claimed: rows.flatMap(({ completedIds: _, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
+          busy: new Set(rows[0]?.busyIds ?? []),
+          claimed: rows.flatMap(({ completedIds: _, busyIds: __, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
         }))
       ),
 

@@ -39,9 +39,10 @@ describe("database faults during a run", () => {
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         const settings = { ...fastSettings, handlerMs: 30 }
-        const result = yield* idleInTransaction(url, { jobs: 400, settings, holdMs: 3_000, lockedJobs: 20 })
+        const result = yield* idleInTransaction(url, { jobs: 400, settings, holdMs: 3_000, lockedRunning: 6, lockedWaiting: 8 })
         report(result)
         expect(result.tally).toMatchObject({ enqueued: 400, completed: 400, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+        expect(result.details["lockedRunning"]).toBeGreaterThan(0) // the lock did catch running jobs
         expect(result.details["completedWhileHeld"]).toBeGreaterThan(0) // slowed down, not stopped
         expect(Object.values(result.warnings).reduce((a, b) => a + b, 0)).toBeLessThan(30)
       }).pipe(Effect.scoped), { timeout: 60_000 })

@@ -285,24 +285,33 @@ export const terminateRepeatedly = (url: string, options: ScenarioOptions & { re
   })
 
 /**
- * A transaction elsewhere locks the next `lockedJobs` jobs in line, some of them
- * running, and stays idle in transaction for `holdMs`. Recovery: from its end
- * until every job it had locked is completed.
+ * A transaction elsewhere locks `lockedRunning` running jobs and the next
+ * `lockedWaiting` jobs in line, and stays idle in transaction for `holdMs`.
+ * Recovery: from its end until every job it had locked is completed. (Locking
+ * as many running jobs as the workers have slots would leave no slot to go on
+ * with: the first version locked "the next 20 jobs", running ones first, and
+ * so caught all 12 slots whenever they were all busy.)
  */
-export const idleInTransaction = (url: string, options: ScenarioOptions & { readonly holdMs: number; readonly lockedJobs: number }) =>
+export const idleInTransaction = (
+  url: string,
+  options: ScenarioOptions & { readonly holdMs: number; readonly lockedRunning: number; readonly lockedWaiting: number }
+) =>
   Effect.scoped(Effect.gen(function* () {
     const workers = yield* startCluster(url, options.settings)
     yield* enqueueJobs(url, options.jobs)
     yield* awaitCompleted(url, Math.floor(options.jobs / 4))
     const operator = yield* connection(url, "skiplock-chaos-operator")
     yield* Effect.promise(() => operator.query("BEGIN"))
-    // An operator's edit in an open transaction: it row-locks running and waiting jobs alike.
+    // An operator's edit in an open transaction: it row-locks running and waiting jobs alike. The running
+    // jobs it takes are the ones claimed last, whose handlers are furthest from done (an older one may be
+    // completing as the edit comes, which then finds it completed).
     const locked = yield* Effect.promise(() =>
       operator.query<{ id: string; status: string }>(`
         UPDATE job_queue SET priority = priority
-        WHERE id IN (SELECT id FROM job_queue WHERE status IN ('processing', 'pending')
-                     ORDER BY status DESC, priority, run_at, created_at LIMIT $1)
-        RETURNING id, status`, [options.lockedJobs])
+        WHERE id IN ((SELECT id FROM job_queue WHERE status = 'processing' ORDER BY locked_at DESC LIMIT $1)
+                     UNION ALL
+                     (SELECT id FROM job_queue WHERE status = 'pending' ORDER BY priority, run_at, created_at LIMIT $2))
+        RETURNING id, status`, [options.lockedRunning, options.lockedWaiting])
     )
     const startedAt = Date.now()
     const [before] = yield* query<{ n: number }>(url, "SELECT count(*)::int AS n FROM job_queue WHERE status = 'completed'")
