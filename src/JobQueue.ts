@@ -2,12 +2,16 @@
  * Enqueueing jobs. Every enqueue checks the payload against its job type's
  * Schema before it writes, and joins the caller's transaction when there is
  * one (so a job is enqueued if and only if the caller's work commits).
+ * Outside a transaction, with LocalWorkers provided, an enqueue also claims
+ * for a worker of this process that has free slots (see LocalWorkers.ts).
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
+import { Clock, Context, Effect, Either, Exit, Layer, Option, ParseResult, Schema } from "effect"
 import { InvalidJobOptions, InvalidPayload, UnknownJobType } from "./Errors.js"
 import type { JobDefinition } from "./JobDefinition.js"
+import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
+import { type InsertedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
 import { invalidOptionsReason, isJsonObject } from "./internal/validate.js"
@@ -79,8 +83,6 @@ export const formatParseError = (error: ParseResult.ParseError): string =>
 
 /** A job row as the queries return it: the enqueued job without `existing`. */
 type Row = Omit<EnqueuedJob, "existing">
-/** What an insert returns of a new job. */
-type Inserted = Pick<EnqueuedJob, "id" | "status" | "traceId">
 
 /** A checked input, ready to insert. */
 const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({
@@ -115,6 +117,8 @@ const asRecord = (row: PreparedJob) => ({
 export const make = (definitions: ReadonlyArray<JobDefinition>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const store = yield* makeJobStore
+    const localWorkers = Option.getOrUndefined(yield* Effect.serviceOption(LocalWorkers))
     const schemas = new Map(definitions.map((definition) => [definition.jobType, definition.payload]))
 
     const registeredTypes = sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`.pipe(
@@ -192,11 +196,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         // A batch travels as one JSON document, which the server splits into rows: one JSON.stringify
         // instead of nine arrays escaped element by element.
         const insert = rows.length === 1 && one !== undefined
-          ? sql<Inserted>`${into}
+          ? sql<InsertedJob>`${into}
           VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
                   ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
           ${orReturnEarlier}`
-          : sql<Inserted>`${into}
+          : sql<InsertedJob>`${into}
           SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
                  ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
           FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(rows.map(asRecord))}::jsonb)
@@ -205,7 +209,26 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
                WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
           ORDER BY r.ord
           ${orReturnEarlier}`
-        const inserted = yield* insert.pipe(Effect.catchTag("SqlError", mapInsertError))
+        // Outside a transaction, a local worker with free slots gets the jobs due now in the same statement.
+        const inTransaction = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
+        const due = localWorkers === undefined || inTransaction
+          ? []
+          : rows.filter((row) => row.runAt.getTime() <= now && localWorkers.handles(row.jobType))
+        const insertAndHandOff = (reservation: Reservation) =>
+          store.enqueueAndClaim(JSON.stringify(rows.map(asRecord)), { traceId: trace?.traceId ?? null, spanId: trace?.spanId ?? null }, at, reservation).pipe(
+            Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed) : reservation.cancel)),
+            Effect.map((result) => result.inserted)
+          )
+        const inserted = yield* (localWorkers === undefined || due.length === 0
+          ? insert
+          : Effect.uninterruptibleMask((restore) =>
+              Effect.suspend(() => {
+                const reservation = localWorkers.reserve([...new Set(due.map((row) => row.jobType))], due.length)
+                // Once reserved, the claim must reach the worker: cancelling the statement could come after its commit.
+                return reservation === undefined ? restore(insert) : insertAndHandOff(reservation)
+              })
+            )
+        ).pipe(Effect.catchTag("SqlError", mapInsertError))
         // A job whose idempotency key matched an earlier job comes back as that job.
         const byId = new Map(inserted.map((job) => [job.id, job]))
         const duplicates = rows.filter((row) => !byId.has(row.id))

@@ -12,12 +12,14 @@
  * `shutdownTimeout`, then interrupt the rest, which are released back to
  * `pending` without counting the attempt.
  */
+import type { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, Layer, Metric, Queue, Ref } from "effect"
+import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Queue, Ref, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
+import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
@@ -117,6 +119,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
   Effect.gen(function* () {
     const pgClient = yield* PgClient.PgClient
     const store = yield* makeJobStore
+    const localWorkers = yield* Effect.serviceOption(LocalWorkers)
+    // Jobs that enqueues of this process claim for the worker start here, with the worker's services.
+    const workerRuntime = yield* Effect.runtime<SqlClient.SqlClient | Requirements<Hs>>()
 
     const workerId = options.workerId ?? defaultWorkerId()
     const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
@@ -221,15 +226,47 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
 
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
+    // `requested` undefined: a claim made by an enqueue, which says nothing about other jobs waiting
+    // (the jobs it left pending were announced with NOTIFY).
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>, requested: number | undefined, looksWhenSent: number) =>
       Effect.gen(function* () {
         yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
         yield* claimFailures.succeeded
         if (jobs.length > 0) options.onClaim?.(jobs)
         if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         for (const job of jobs) yield* start(job)
-        moreLikely = jobs.length === requested || looks !== looksWhenSent
+        if (requested !== undefined) moreLikely = jobs.length === requested || looks !== looksWhenSent
       })
+
+    // Claims of enqueues of this process (LocalWorkers) not yet handed off or cancelled; shutdown awaits them.
+    const enqueueClaims = new Set<Deferred.Deferred<void>>()
+    const reserveForEnqueue = (wanted: number): Reservation | undefined => {
+      const slots = Math.min(batchSize, concurrency - running.size - reserved, wanted)
+      if (stopping || slots <= 0) return undefined
+      reserved += slots
+      const settled = Deferred.unsafeMake<void>(FiberId.none)
+      enqueueClaims.add(settled)
+      let ended = false
+      const end = Effect.suspend(() => {
+        if (ended) return Effect.void
+        ended = true
+        reserved -= slots
+        enqueueClaims.delete(settled)
+        return Effect.zipRight(Queue.offer(events, "changed"), Deferred.succeed(settled, undefined))
+      })
+      return {
+        workerId,
+        jobTypes,
+        limit: slots,
+        lease: leaseDuration,
+        // Started in a fiber of the worker's: the jobs get its services, and run on when the enqueue's fiber ends.
+        handOff: (jobs) =>
+          Effect.sync(() => {
+            Runtime.runFork(workerRuntime)(claimed(jobs, undefined, looks).pipe(Effect.ensuring(end), Effect.uninterruptible))
+          }),
+        cancel: end
+      }
+    }
 
     const send = (batch: ReadonlyArray<Finished>, requested: number) =>
       Effect.gen(function* () {
@@ -387,7 +424,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Ref.set(claiming, false)
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
-        yield* waitAtMost(Fiber.awaitAll([...claimsInFlight]), "10 seconds")
+        yield* waitAtMost(Effect.zip(Fiber.awaitAll([...claimsInFlight]), Effect.all([...enqueueClaims].map(Deferred.await))), "10 seconds")
         if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
         yield* Fiber.interrupt(rescueFiber)
         yield* Fiber.interrupt(pruneFiber)
@@ -412,6 +449,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* waitAtMost(store.unregister(workerId), "5 seconds")
       }).pipe(Effect.annotateLogs({ workerId }))
     )
+
+    // Added after the finalizer above, so removed before it runs: no enqueue reserves slots once the worker stops.
+    if (Option.isSome(localWorkers)) yield* localWorkers.value.add({ handles: (jobType) => handledTypes.has(jobType), reserve: reserveForEnqueue })
 
     yield* Effect.logInfo(`worker started for job types: ${jobTypes.join(", ") || "none"}`).pipe(
       Effect.annotateLogs({ workerId, concurrency, batchSize, pollInterval: Duration.format(pollInterval) })

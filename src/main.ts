@@ -26,6 +26,7 @@ import { StartupError } from "./app/StartupError.js"
 import { describeConfigError, serviceConfig, type ServiceConfig } from "./config/ServiceConfig.js"
 import * as Http from "./http/server.js"
 import * as JobQueue from "./JobQueue.js"
+import * as LocalWorkers from "./LocalWorkers.js"
 import * as Worker from "./Worker.js"
 
 /** The whole service as one layer. */
@@ -60,9 +61,11 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
     })
   )
 
+  // Shared by the queue and the worker: follow-up jobs that handlers enqueue go straight to a free slot.
   const CoreLive = RunningLive.pipe(
     Layer.provide(WorkerLive),
     Layer.provide(HandlerServicesLive),
+    Layer.provide(LocalWorkers.layer),
     Layer.provideMerge(DatabaseLive)
   )
 

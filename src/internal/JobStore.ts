@@ -27,6 +27,21 @@ export interface ClaimedJob {
 
 const interval = (duration: Duration.Duration) => `${Duration.toMillis(duration)} milliseconds`
 
+/** A claim made for a worker by someone else's statement (enqueue_and_claim). */
+export interface ClaimFor {
+  readonly workerId: string
+  readonly jobTypes: ReadonlyArray<string>
+  readonly limit: number
+  readonly lease: Duration.Duration
+}
+
+/** What an insert returns of a new job. */
+export interface InsertedJob {
+  readonly id: string
+  readonly status: string
+  readonly traceId: string
+}
+
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   // The columns of claim_next_job's rows, named as ClaimedJob's fields.
@@ -67,6 +82,22 @@ export const make = Effect.gen(function* () {
           completed: new Set(rows[0]?.completedIds ?? []),
           busy: new Set(rows[0]?.busyIds ?? []),
           claimed: rows.flatMap(({ completedIds: _, busyIds: __, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
+        }))
+      ),
+
+    /**
+     * Inserts jobs (a JSON array of job_queue rows) and claims for a worker in the same transaction
+     * (enqueue_and_claim). Returns the jobs inserted (a job whose idempotency key was taken is not)
+     * and the jobs claimed, which the worker must start.
+     */
+    enqueueAndClaim: (jobs: string, trace: { readonly traceId: string | null; readonly spanId: string | null }, now: Date, claim: ClaimFor) =>
+      sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`
+        SELECT enqueued, ${claimedColumns}
+        FROM enqueue_and_claim(${jobs}::jsonb, ${trace.traceId}::text, ${trace.spanId}::text, ${now},
+                               ${claim.workerId}, ${claim.jobTypes}::text[], ${claim.limit}, ${interval(claim.lease)}::interval)`.pipe(
+        Effect.map((rows) => ({
+          inserted: rows[0]?.enqueued ?? [],
+          claimed: rows.flatMap(({ enqueued: _, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
         }))
       ),
 

@@ -1,0 +1,174 @@
+// An enqueue in the worker's own process (LocalWorkers) claims for a free slot in the same statement
+// (enqueue_and_claim): the job starts without a notification or a poll. Real clock; the workers here
+// neither listen nor poll (1 hour) unless a test says so, so only a hand-off can start a job.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, layer } from "@effect/vitest"
+import { Deferred, Effect, Schema } from "effect"
+import pg from "pg"
+import { Handler, JobDefinition, JobQueue, LocalWorkers, UnknownJobType, Worker } from "../../src/index.js"
+import type { ClaimedJob } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow, ORG } from "../support/jobs.js"
+import { eventually, pauseLive, settled } from "../support/live.js"
+
+const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
+const Unregistered = JobDefinition.make("not_in_job_types", Schema.Struct({ n: Schema.Number }))
+
+const report = (n: number, extra: Partial<JobQueue.EnqueueOptions> = {}) => ({ organizationId: ORG, jobType: "report_generation", payload: { n }, ...extra })
+
+// A LISTEN connection of its own on skiplock_jobs, collecting the payloads it receives.
+const listener = Effect.acquireRelease(
+  Effect.gen(function* () {
+    const { url } = yield* TestDatabase
+    const client = new pg.Client({ connectionString: url })
+    const received: Array<string> = []
+    yield* Effect.promise(() => client.connect())
+    client.on("notification", (message) => received.push(message.payload ?? ""))
+    yield* Effect.promise(() => client.query("LISTEN skiplock_jobs"))
+    return { client, received }
+  }),
+  ({ client }) => Effect.promise(() => client.end())
+)
+
+describe("hand-off to a worker of the enqueuing process", () => {
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+    const fresh = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DELETE FROM job_queue`)
+
+    it.effect("an enqueue starts its job in a free slot at once, recorded as any claim; a repeated idempotency key returns the first job", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const started = yield* Deferred.make<number>()
+        const handler = Handler.make(Report, { run: (payload) => Deferred.succeed(started, payload.n) })
+        const worker = yield* Worker.make({ handlers: [handler], workerId: "local", listen: false, pollInterval: "1 hour" })
+        yield* settled(worker)
+
+        const job = yield* JobQueue.enqueue(report(1, { idempotencyKey: "k-1" }))
+        expect(yield* Deferred.await(started).pipe(Effect.timeout("5 seconds"))).toBe(1)
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the job completed")
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
+        const sql = yield* SqlClient.SqlClient
+        const runs = yield* sql<{ workerId: string; status: string }>`SELECT worker_id AS "workerId", status FROM job_runs WHERE job_id = ${job.id}`
+        expect(runs).toEqual([{ workerId: "local", status: "completed" }])
+        expect(job).toMatchObject({ status: "pending", existing: false, idempotencyKey: "k-1" })
+
+        const again = yield* JobQueue.enqueue(report(2, { idempotencyKey: "k-1" }))
+        expect(again).toMatchObject({ id: job.id, existing: true })
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("inside a transaction the job is not handed off: it must not start before the caller commits", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const sql = yield* SqlClient.SqlClient
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, pollInterval: "1 hour" })
+        yield* settled(worker)
+        const job = yield* sql.withTransaction(JobQueue.enqueue(report(1)))
+        yield* pauseLive("300 millis")
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "pending", lockedBy: null })
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("the claim keeps claim_next_job's order: a more urgent job waiting first is taken, and the new one is announced", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const sql = yield* SqlClient.SqlClient
+        const started: Array<number> = []
+        const handler = Handler.make(Report, { run: (payload) => Effect.zipRight(Effect.sync(() => started.push(payload.n)), Effect.never) })
+        const worker = yield* Worker.make({ handlers: [handler], concurrency: 1, listen: false, pollInterval: "1 hour", shutdownTimeout: "10 millis" })
+        yield* settled(worker)
+        const urgent = yield* sql.withTransaction(JobQueue.enqueue(report(1, { priority: -1 })))
+        const { received } = yield* listener
+
+        const later = yield* JobQueue.enqueue(report(2))
+        yield* eventually(Effect.sync(() => started.length === 1), "a job started")
+        expect(started).toEqual([1])
+        expect(yield* jobRow(urgent.id)).toMatchObject({ status: "processing" })
+        expect(yield* jobRow(later.id)).toMatchObject({ status: "pending", lockedBy: null })
+        yield* eventually(Effect.sync(() => received.length === 1), "the pending job was announced")
+        expect(received).toEqual(["report_generation"])
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("a job claimed by its enqueue is not announced with NOTIFY (no worker wakes for it)", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const started = yield* Deferred.make<number>()
+        const handler = Handler.make(Report, { run: (payload) => Deferred.succeed(started, payload.n) })
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, pollInterval: "1 hour" })
+        yield* settled(worker)
+        const { received } = yield* listener
+
+        yield* JobQueue.enqueue(report(1))
+        expect(yield* Deferred.await(started).pipe(Effect.timeout("5 seconds"))).toBe(1)
+        // Notifications arrive in commit order: once the later one is here, the earlier would have been.
+        yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "b-1" } })
+        yield* eventually(Effect.sync(() => received.length > 0), "the sepa_export job was announced")
+        expect(received).toEqual(["sepa_export"])
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("enqueues never run more than `concurrency` jobs at once; the rest wait for the worker's own claims", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const gate = yield* Deferred.make<void>()
+        let running = 0
+        let most = 0
+        let done = 0
+        const handler = Handler.make(Report, {
+          run: () =>
+            Effect.acquireUseRelease(
+              Effect.sync(() => {
+                running++
+                most = Math.max(most, running)
+              }),
+              () => Deferred.await(gate),
+              () => Effect.sync(() => {
+                running--
+                done++
+              })
+            )
+        })
+        const worker = yield* Worker.make({ handlers: [handler], concurrency: 2, pollInterval: "1 hour" })
+        yield* settled(worker)
+        const jobs = yield* Effect.forEach([1, 2, 3, 4], (n) => JobQueue.enqueue(report(n)))
+        yield* eventually(Effect.sync(() => running === 2), "two jobs run")
+        yield* pauseLive("200 millis")
+        expect(running).toBe(2)
+        const pendingNow = yield* Effect.forEach(jobs, (job) => Effect.map(jobRow(job.id), (row) => row.status))
+        expect(pendingNow.filter((status) => status === "pending")).toHaveLength(2)
+
+        yield* Deferred.succeed(gate, undefined)
+        yield* eventually(Effect.sync(() => done === 4), "all four jobs ran")
+        expect(most).toBe(2)
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("enqueueMany hands several jobs to the free slots in one statement", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const claims: Array<ReadonlyArray<ClaimedJob>> = []
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, pollInterval: "1 hour", onClaim: (jobs) => claims.push(jobs) })
+        yield* settled(worker)
+        const jobs = yield* JobQueue.enqueueMany([report(1), report(2), report(3)])
+        yield* eventually(Effect.sync(() => claims.length === 1), "one claim")
+        expect(claims[0]!.map((job) => job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("an enqueue that fails (unknown job type) inserts nothing, says why, and gives the slots back", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const started = yield* Deferred.make<number>()
+        const handlers = [
+          Handler.make(Unregistered, { run: () => Effect.void }),
+          Handler.make(Report, { run: (payload) => Deferred.succeed(started, payload.n) })
+        ] as const
+        const worker = yield* Worker.make({ handlers, concurrency: 1, listen: false, pollInterval: "1 hour" })
+        yield* settled(worker)
+        const error = yield* Effect.flip(JobQueue.enqueue({ organizationId: ORG, jobType: "not_in_job_types", payload: { n: 1 } }))
+        expect(error).toBeInstanceOf(UnknownJobType)
+        expect(error).toMatchObject({ jobType: "not_in_job_types" })
+        const sql = yield* SqlClient.SqlClient
+        expect(yield* sql`SELECT 1 FROM job_queue`).toHaveLength(0)
+        // The one slot is free again: the next enqueue is handed off.
+        yield* JobQueue.enqueue(report(7))
+        expect(yield* Deferred.await(started).pipe(Effect.timeout("5 seconds"))).toBe(7)
+      }).pipe(Effect.provide(JobQueue.layer([Report, Unregistered])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+  })
+})
