@@ -102,18 +102,21 @@ interface Table {
 
 const buildTables = (input: ReportInput): Array<Table> => {
   const summaries = new Map(summarizeMetrics(input.metrics, input.systems).map((s) => [s.key, s]))
-  const hasRef = input.systems.some((s) => s.id === REFERENCE)
-  const peers = input.systems.filter((s) => s.id !== REFERENCE)
   const tables: Array<Table> = []
   const scenarios = [...new Set(input.metrics.map((m) => m.scenario))]
   let footnoteCount = 0
   for (const scenario of scenarios) {
-    const header = ["Metric", "Unit", ...input.systems.map((s) => s.label), ...(hasRef ? peers.map((p) => `skiplock ÷ ${p.label}`) : [])]
+    const metrics = input.metrics.filter((x) => x.scenario === scenario)
+    // Columns for the systems that ran in this scenario (some run in a few only).
+    const systems = input.systems.filter((s) => metrics.some((m) => (m.values[s.id] ?? []).length > 0))
+    const hasRef = systems.some((s) => s.id === REFERENCE)
+    const peers = systems.filter((s) => s.id !== REFERENCE)
+    const header = ["Metric", "Unit", ...systems.map((s) => s.label), ...(hasRef ? peers.map((p) => `skiplock ÷ ${p.label}`) : [])]
     const rows: Array<Array<string>> = []
     const footnotes: Array<string> = []
-    for (const m of input.metrics.filter((x) => x.scenario === scenario)) {
+    for (const m of metrics) {
       const summary = summaries.get(m.key)!
-      const cells = input.systems.map((s) => {
+      const cells = systems.map((s) => {
         const notes = m.notes[s.id] ?? {}
         if (Object.keys(notes).length === 0) return cell(summary.perSystem[s.id] ?? null, m.unit, "")
         footnoteCount++

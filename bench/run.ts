@@ -64,11 +64,12 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     if (!warnings.has(key)) log(`warning: ${key}`)
     warnings.set(key, (warnings.get(key) ?? 0) + 1)
   }
-  const ctx: Context = { config, systems, metrics, runs, log, warn }
+  const everywhere: Context = { config, systems, metrics, runs, log, warn }
   const scenarioSeconds: Partial<Record<ScenarioName, number>> = {}
   for (const scenario of config.scenarios) {
     const s0 = performance.now()
     log(`scenario ${scenario}`)
+    const ctx: Context = { ...everywhere, systems: systems.filter((s) => s.onlyScenarios === undefined || s.onlyScenarios.includes(scenario)) }
     switch (scenario) {
       case "drain":
         await runDrain(ctx)

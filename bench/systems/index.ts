@@ -2,11 +2,12 @@
 import type { BenchConfig } from "../config.js"
 import { graphileWorker } from "./graphile-worker.js"
 import { makePgBoss } from "./pg-boss.js"
-import { skiplock } from "./skiplock.js"
+import { skiplock, skiplockNoHandOff } from "./skiplock.js"
 import type { SystemAdapter } from "./types.js"
 
 export const allSystems = (config: BenchConfig): Array<SystemAdapter> => [
   skiplock,
+  skiplockNoHandOff,
   graphileWorker,
   makePgBoss(false),
   makePgBoss(true, config.bossBatchSize)

@@ -3,9 +3,16 @@
  * up to 5 jobs, 5 s fallback poll) with `concurrency` = C. Jobs are
  * `report_generation`, one of the built-in job types, for one organization.
  * Enqueues go through JobQueue (payload checked against the job's Schema).
+ *
+ * - `skiplock`: queue and worker share LocalWorkers, as in the service
+ *   (main.ts): an enqueue while the worker has a free slot claims for it in
+ *   the same statement. Only the latency scenario enqueues while workers run.
+ * - `skiplock-no-handoff`: without LocalWorkers, as an enqueue from a process
+ *   that runs no worker: it only inserts, and NOTIFY wakes the worker. Runs
+ *   in the latency scenario only; everywhere else it would repeat `skiplock`.
  */
 import { Effect, Fiber, Layer, Logger, LogLevel, ManagedRuntime, Schema } from "effect"
-import { Db, Handler, JobDefinition, JobQueue, Migrator, Worker } from "../../src/index.js"
+import { Db, Handler, JobDefinition, JobQueue, LocalWorkers, Migrator, Worker } from "../../src/index.js"
 import type { BenchPayload, SystemAdapter, SystemInstance } from "./types.js"
 
 const JOB_TYPE = "report_generation"
@@ -22,12 +29,15 @@ const packageVersion = async (): Promise<string> => {
   return `${json.version} (working tree)`
 }
 
-export const skiplock: SystemAdapter = {
-  id: "skiplock",
-  label: "skiplock",
+const makeSkiplock = (handOff: boolean): SystemAdapter => ({
+  id: handOff ? "skiplock" : "skiplock-no-handoff",
+  label: handOff ? "skiplock" : "skiplock (no hand-off)",
   packageName: "skiplock",
-  configuration: "defaults: LISTEN/NOTIFY, claims of up to 5 jobs (batchSize 5), pollInterval 5 s; `concurrency` = C",
+  configuration: handOff
+    ? "defaults: LISTEN/NOTIFY, claims of up to 5 jobs (batchSize 5), pollInterval 5 s; `concurrency` = C; queue and worker share LocalWorkers (as in the service), so an enqueue hands its job to a free slot"
+    : "as skiplock, but the queue has no LocalWorkers (as when enqueued from a process without a worker): the enqueue only inserts, NOTIFY wakes the worker; latency scenario only",
   idlePollMs: 0,
+  ...(handOff ? {} : { onlyScenarios: ["latency"] as const }),
 
   probe: async () => ({ ok: true, version: await packageVersion() }),
 
@@ -38,7 +48,8 @@ export const skiplock: SystemAdapter = {
   },
 
   open: async (url, { poolSize }): Promise<SystemInstance> => {
-    const runtime = ManagedRuntime.make(Layer.mergeAll(JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize))), quiet))
+    const queue = JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize)))
+    const runtime = ManagedRuntime.make(Layer.mergeAll(handOff ? queue.pipe(Layer.provideMerge(LocalWorkers.layer)) : queue, quiet))
     let worker: Fiber.RuntimeFiber<never, unknown> | undefined
     const stopWorkers = async () => {
       const fiber = worker
@@ -101,5 +112,8 @@ export const skiplock: SystemAdapter = {
   },
 
   // complete_and_claim claims too (it also completes the jobs that finished since the last statement)
-  isClaimQuery: (text) => /(claim_next_job|complete_and_claim)\s*\(/i.test(text)
-}
+  isClaimQuery: (text) => /(claim_next_job|complete_and_claim|enqueue_and_claim)\s*\(/i.test(text)
+})
+
+export const skiplock = makeSkiplock(true)
+export const skiplockNoHandOff = makeSkiplock(false)

@@ -4,6 +4,7 @@
  * and workers are started and stopped on the open instance.
  */
 import type pg from "pg"
+import type { ScenarioName } from "../config.js"
 
 /** Every benchmark job carries this payload; `i` identifies latency samples. */
 export interface BenchPayload {
@@ -46,6 +47,8 @@ export interface SystemAdapter {
    * cycle instead of right after one. 0 for systems woken by NOTIFY.
    */
   readonly idlePollMs: number
+  /** Runs in these scenarios only (a variant that differs from another system only there); default: all. */
+  readonly onlyScenarios?: ReadonlyArray<ScenarioName>
   /** The installed version, or why the system cannot run here. */
   probe(): Promise<{ readonly ok: true; readonly version: string } | { readonly ok: false; readonly reason: string }>
   /** Creates the system's schema in an empty database. */
