@@ -103,6 +103,8 @@ interface Finished {
 const PRUNE_BATCH = 1000
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
+// A completion held up this long by another transaction's row lock is worth a warning (ms).
+const BUSY_WARNING_AFTER = 1_000
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
 // Statements sent and not yet answered: at least 2, and enough to claim for every slot at once
@@ -159,18 +161,24 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const finished: Array<Finished> = []
     const complete = (id: string, attempt: number) =>
       Effect.gen(function* () {
-        let backoff = 100
+        let tries = 0
+        let waited = 0
         while (true) {
           const done = yield* Deferred.make<Completion, SqlError>()
           finished.push({ id, attempt, done })
           yield* Queue.offer(events, "changed")
           const completion = yield* Deferred.await(done)
           if (completion !== "busy") return completion === "completed"
-          // Another transaction holds the job's row (0018): ask again after a pause; the worker's
-          // other completions and claims go on meanwhile instead of waiting for that lock.
-          if (backoff === 100) yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
-          yield* Effect.sleep(Duration.millis(backoff))
-          backoff = Math.min(backoff * 2, 2_000)
+          // Another transaction holds the job's row (0018); the worker's other completions and claims
+          // go on meanwhile. Mostly it is a heartbeat renewing the lease, for a moment: the first retry
+          // goes with the next statement, the next ones after 10 ms, doubling up to 2 s.
+          const pause = tries === 0 ? 0 : Math.min(10 * 2 ** (tries - 1), 2_000)
+          tries++
+          if (waited < BUSY_WARNING_AFTER && waited + pause >= BUSY_WARNING_AFTER) {
+            yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
+          }
+          if (pause > 0) yield* Effect.sleep(Duration.millis(pause))
+          waited += pause
         }
       })
     const deadlines = yield* Deadlines.make(() => running.values())
