@@ -7,7 +7,10 @@
  *
  * and reports the median and p95 of each step. The claim may leave before the
  * enqueue's answer is read (the notification came first): that step is then
- * negative. Not part of `npm run bench`; a tool for finding where time goes.
+ * negative. skiplock's hand-off claims in the enqueue statement itself
+ * (enqueue_and_claim): its two claim steps are then 0, and `skiplock (no
+ * hand-off)` shows the path through NOTIFY. Not part of `npm run bench`; a
+ * tool for finding where time goes.
  *
  *   npx tsx bench/probes/latencyBreakdown.ts [--samples 500] [--rounds 2]
  */
@@ -18,7 +21,7 @@ import { installInstrumentation, traceStatements, type TracedStatement } from ".
 import { poolSizeFor } from "../scenarios/common.js"
 import { quantile } from "../stats.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
-import { skiplock } from "../systems/skiplock.js"
+import { skiplock, skiplockNoHandOff } from "../systems/skiplock.js"
 import type { SystemAdapter } from "../systems/types.js"
 
 const { values } = parseArgs({ options: { samples: { type: "string" }, rounds: { type: "string" } } })
@@ -30,6 +33,7 @@ const WARMUP = 20
 // The statement that inserts a job, per system (the claim statement comes from the adapter).
 const probes: ReadonlyArray<{ readonly system: SystemAdapter; readonly isEnqueue: (text: string) => boolean }> = [
   { system: skiplock, isEnqueue: (text) => /INSERT INTO job_queue/i.test(text) },
+  { system: skiplockNoHandOff, isEnqueue: (text) => /INSERT INTO job_queue/i.test(text) },
   { system: graphileWorker, isEnqueue: (text) => /\badd_job\s*\(/i.test(text) }
 ]
 
@@ -50,15 +54,19 @@ const measure = async (probe: (typeof probes)[number]): Promise<Array<Sample>> =
       for (let k = 0; k < WARMUP + samples; k++) {
         await sleep(1 + Math.random() * 10)
         const started = new Promise<number>((resolve) => (onStart = resolve))
-        const stop = traceStatements((text) => (probe.isEnqueue(text) ? "enqueue" : system.isClaimQuery(text) ? "claim" : undefined))
+        const stop = traceStatements((text) =>
+          /enqueue_and_claim\s*\(/i.test(text) ? "hand-off" : probe.isEnqueue(text) ? "enqueue" : system.isClaimQuery(text) ? "claim" : undefined
+        )
         const t0 = performance.now()
         await instance.enqueueOne({ i: k })
         const startAt = await started
         const traced = stop()
         if (k < WARMUP) continue
-        const enqueue = traced.find((s) => s.label === "enqueue")
-        // The claim that found the job: the last one answered before the handler started.
-        const claim = traced.filter((s) => s.label === "claim" && s.doneAt <= startAt).at(-1)
+        const enqueue = traced.find((s) => s.label === "enqueue" || s.label === "hand-off")
+        // The claim that found the job: the enqueue's own (a hand-off), or the last one answered before the handler started.
+        const claim = enqueue?.label === "hand-off"
+          ? enqueue
+          : traced.filter((s) => s.label === "claim" && s.doneAt <= startAt).at(-1)
         if (enqueue === undefined) throw new Error(`${system.id}: sample ${k} has no enqueue statement`)
         // Rarely no claim is traced before the handler starts: the claim that found the job was sent
         // before tracing began (probably a poll the server ran only after the enqueue committed), so
@@ -79,11 +87,12 @@ const measure = async (probe: (typeof probes)[number]): Promise<Array<Sample>> =
   }
 }
 
+// A hand-off's claim is its enqueue statement: no steps of its own.
 const steps = (t0: number, enqueue: TracedStatement, claim: TracedStatement, startAt: number): Sample => ({
   "enqueue statement sent": enqueue.sentAt - t0,
   "enqueue round trip": enqueue.doneAt - enqueue.sentAt,
-  "claim sent after enqueue answered": claim.sentAt - enqueue.doneAt,
-  "claim round trip": claim.doneAt - claim.sentAt,
+  "claim sent after enqueue answered": claim === enqueue ? 0 : claim.sentAt - enqueue.doneAt,
+  "claim round trip": claim === enqueue ? 0 : claim.doneAt - claim.sentAt,
   "handler start after claim answered": startAt - claim.doneAt,
   total: startAt - t0
 })

@@ -3,7 +3,7 @@
 // neither listen nor poll (1 hour) unless a test says so, so only a hand-off can start a job.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope, Schema } from "effect"
 import pg from "pg"
 import { Handler, JobDefinition, JobQueue, LocalWorkers, UnknownJobType, Worker } from "../../src/index.js"
 import type { ClaimedJob } from "../../src/index.js"
@@ -138,6 +138,33 @@ describe("hand-off to a worker of the enqueuing process", () => {
         yield* eventually(Effect.sync(() => done === 4), "all four jobs ran")
         expect(most).toBe(2)
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("a worker that stops while a hand-off is on its way takes the job, runs it and records it before it stops", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const { url } = yield* TestDatabase
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const scope = yield* Scope.make()
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, pollInterval: "1 hour" }).pipe(Scope.extend(scope))
+        yield* settled(worker)
+        // Another session holds job_queue in SHARE mode: the hand-off's insert waits for it.
+        const blocker = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () => Effect.promise(() => blocker.end()))
+        yield* Effect.promise(() => blocker.query("BEGIN; LOCK TABLE job_queue IN SHARE MODE"))
+        const enqueueing = yield* Effect.fork(JobQueue.enqueue(report(1)))
+        const sql = yield* SqlClient.SqlClient
+        yield* eventually(
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%enqueue_and_claim%' AND wait_event_type = 'Lock'`, (rows) => rows[0]!.n === 1),
+          "the hand-off waits for the lock"
+        )
+        const stopping = yield* Effect.fork(Scope.close(scope, Exit.void))
+        yield* pauseLive("200 millis")
+        yield* Effect.promise(() => blocker.query("ROLLBACK"))
+        const job = yield* Fiber.join(enqueueing)
+        yield* Fiber.join(stopping)
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "completed", lockedBy: null })
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped), { timeout: 30_000 })
 
     it.effect("enqueueMany hands several jobs to the free slots in one statement", () =>
       Effect.gen(function* () {
