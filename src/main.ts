@@ -61,11 +61,12 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
     })
   )
 
-  // Shared by the queue and the worker: follow-up jobs that handlers enqueue go straight to a free slot.
+  // Shared by the queue and the worker: follow-up jobs that handlers enqueue go straight to a free slot
+  // (WORKER_HAND_OFF=false: every job waits for a claim of a worker, as when enqueued elsewhere).
   const CoreLive = RunningLive.pipe(
     Layer.provide(WorkerLive),
     Layer.provide(HandlerServicesLive),
-    Layer.provide(LocalWorkers.layer),
+    Layer.provide(config.worker.handOff ? LocalWorkers.layer : Layer.empty),
     Layer.provideMerge(DatabaseLive)
   )
 

@@ -53,6 +53,9 @@ const oneOf = <const L extends ReadonlyArray<string>>(...literals: L) => (raw: s
     ? Either.right(raw.toLowerCase() as L[number])
     : Either.left(`one of ${literals.join(", ")}`)
 
+const SWITCHES = { true: true, yes: true, on: true, "1": true, false: false, no: false, off: false, "0": false } as const
+const onOff = (raw: string) => Either.map(oneOf("true", "false", "yes", "no", "on", "off", "1", "0")(raw), (name) => SWITCHES[name])
+
 const postgresUrl = (raw: string) => {
   const accepts = "a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database"
   if (!/^postgres(ql)?:\/\//.test(raw)) return Either.left(accepts)
@@ -121,6 +124,8 @@ export interface WorkerConfig {
   readonly shutdownTimeout: Duration.Duration
   /** How long finished (completed or failed) jobs stay in job_queue; job_runs and audit_logs keep them for good. */
   readonly retention: Duration.Duration | "forever"
+  /** Whether enqueues of this process hand jobs to its worker's free slots (LocalWorkers). */
+  readonly handOff: boolean
 }
 
 export const workerConfig: Config.Config<WorkerConfig> = Config.all({
@@ -134,7 +139,8 @@ export const workerConfig: Config.Config<WorkerConfig> = Config.all({
     raw.toLowerCase() === "forever"
       ? Either.right("forever" as const)
       : Either.mapLeft(duration(Duration.hours(1))(raw), (accepts) => `${accepts}, or "forever"`)
-  )
+  ),
+  handOff: setting("WORKER_HAND_OFF", true, onOff)
 })
 
 export type LogFormat = "auto" | "json" | "pretty" | "logfmt"

@@ -27,6 +27,7 @@ describe("service configuration", () => {
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(30_000)
       expect(Option.isNone(config.worker.workerId)).toBe(true)
       expect(config.worker.retention).toEqual(Duration.days(7))
+      expect(config.worker.handOff).toBe(true)
       expect(config.log).toEqual({ level: LogLevel.Info, format: "auto" })
       expect(config.handlerModules).toEqual([])
     }))
@@ -41,6 +42,7 @@ describe("service configuration", () => {
           WORKER_SHUTDOWN_TIMEOUT: "2 minutes",
           WORKER_BATCH_SIZE: "10",
           WORKER_JOB_RETENTION: "Forever",
+          WORKER_HAND_OFF: "Off",
           LOG_LEVEL: "WARN",
           LOG_FORMAT: "json",
           SKIPLOCK_HANDLER_MODULES: "./a.ts, ./b.ts"
@@ -52,6 +54,7 @@ describe("service configuration", () => {
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
       expect(config.worker.batchSize).toBe(10)
       expect(config.worker.retention).toBe("forever")
+      expect(config.worker.handOff).toBe(false)
       expect(config.log).toEqual({ level: LogLevel.Warning, format: "json" })
       expect(config.handlerModules).toEqual(["./a.ts", "./b.ts"])
     }))
@@ -67,6 +70,7 @@ describe("service configuration", () => {
           WORKER_MAX_ATTEMPTS: "101",
           WORKER_SHUTDOWN_TIMEOUT: "soon",
           WORKER_JOB_RETENTION: "30m",
+          WORKER_HAND_OFF: "sometimes",
           LOG_LEVEL: "loud",
           LOG_FORMAT: "xml"
         })
@@ -78,6 +82,7 @@ describe("service configuration", () => {
         'WORKER_MAX_ATTEMPTS="101" is not valid: expected a whole number from 1 to 100',
         'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_JOB_RETENTION="30m" is not valid: expected a duration of at least 1h with a unit, such as 500ms, 5s, 2m or "5 seconds", or "forever"',
+        'WORKER_HAND_OFF="sometimes" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
         'LOG_LEVEL="loud" is not valid: expected one of trace, debug, info, warning, warn, error, fatal, none, all',
         'LOG_FORMAT="xml" is not valid: expected one of auto, json, pretty, logfmt'
       ])

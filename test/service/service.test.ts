@@ -4,6 +4,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { coreMigrations } from "../../src/Migrator.js"
 import { acquireTestDatabase, TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -109,6 +110,38 @@ describe("the service", () => {
 
         service.child.kill("SIGTERM")
         expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+      }))
+
+    it.scoped("a handler's follow-up job goes straight to a free slot, announced to no one (hand-off); with WORKER_HAND_OFF=false it goes through NOTIFY", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`INSERT INTO job_types (name, description) VALUES ('test_follow_up', 'test only: enqueues a sepa_export job') ON CONFLICT DO NOTHING`
+        // What skiplock_jobs announces while the service runs a test_follow_up job, up to a marker job inserted after.
+        const announcements = (handOff: boolean, batchId: string) =>
+          Effect.scoped(Effect.gen(function* () {
+            const port = yield* freePort
+            const service = yield* startService(serviceEnv(url, port, { WORKER_HAND_OFF: String(handOff) }))
+            yield* waitForReady(service, port)
+            const listener = new pg.Client({ connectionString: url })
+            yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+            const received: Array<string> = []
+            listener.on("notification", (message) => received.push(message.payload ?? ""))
+            yield* Effect.promise(() => listener.query("LISTEN skiplock_jobs"))
+
+            yield* sql`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'test_follow_up', ${JSON.stringify({ batchId })}::jsonb)`
+            const followUpDone = sql`SELECT 1 FROM job_queue WHERE job_type = 'sepa_export' AND payload->>'batchId' = ${batchId} AND status = 'completed'`
+            yield* waitUntil("the follow-up job completes", Effect.map(followUpDone, (rows) => (rows.length === 1 ? true : undefined)), service)
+            // Notifications arrive in commit order: once the marker's is here, the follow-up's would have been.
+            yield* sql`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'dunning_run', '{}'::jsonb)`
+            yield* waitUntil("the marker is announced", Effect.sync(() => (received.includes("dunning_run") ? true : undefined)), service)
+            yield* sql`DELETE FROM job_queue WHERE job_type = 'dunning_run'`
+            service.child.kill("SIGTERM")
+            expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+            return [...received]
+          }))
+        expect(yield* announcements(true, "handed-off")).toEqual(["test_follow_up", "dunning_run"])
+        expect(yield* announcements(false, "notified")).toEqual(["test_follow_up", "sepa_export", "dunning_run"])
       }))
 
     it.scoped("SIGTERM during a slow job: /readyz says stopping, the job finishes, the process exits 0", () =>
