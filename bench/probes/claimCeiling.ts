@@ -34,7 +34,7 @@ try {
       [(statements * rounds + WARMUP) * 2 * BATCH + BATCH]
     )
     await client.query("VACUUM ANALYZE job_queue")
-    const text = `SELECT * FROM complete_and_claim($1, $2::uuid[], $3::int[], $4::text[], $5, $6, $7::interval)`
+    const text = `SELECT * FROM complete_and_claim($1, $2::uuid[], $3::int[], $4::text[], $5, $6, $7::interval, true)`
     let held: Array<{ id: string; attempts: number }> = []
     const drain = async (prepared: boolean, count = statements) => {
       const cpu0 = process.cpuUsage()

@@ -31,8 +31,8 @@ const WARMUP = 100
 
 const HOT_FUNCTIONS = [
   "claim_next_job(text, text[], integer, timestamptz, interval)",
-  "complete_jobs(text, uuid[], integer[], timestamptz)",
-  "complete_and_claim(text, uuid[], integer[], text[], integer, timestamptz, interval)"
+  "complete_jobs(text, uuid[], integer[], timestamptz, boolean)",
+  "complete_and_claim(text, uuid[], integer[], text[], integer, timestamptz, interval, boolean)"
 ]
 const leaseIndex = (predicate: string) =>
   `DROP INDEX job_queue_leases_idx; CREATE INDEX job_queue_leases_idx ON job_queue (lease_expires_at) WHERE ${predicate};`
@@ -57,7 +57,8 @@ const run = async (url: string) => {
   const client = await connect(url)
   try {
     const { rows: [backend] } = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
-    const text = `SELECT * FROM complete_and_claim('probe', $1::uuid[], $2::int[], ARRAY['report_generation'], $3)`
+    // As the worker sends it (skipping rows locked elsewhere: 0018).
+    const text = `SELECT * FROM complete_and_claim('probe', $1::uuid[], $2::int[], ARRAY['report_generation'], $3, now(), interval '30 seconds', true)`
     let mine: Array<{ id: string; attempts: number }> = []
     const send = async (count: number) => {
       for (let i = 0; i < count; i++) {

@@ -77,7 +77,7 @@ export const make = Effect.gen(function* () {
       sql<ClaimedJob & { completedIds: ReadonlyArray<string>; busyIds: ReadonlyArray<string> }>`
         SELECT completed_ids AS "completedIds", busy_ids AS "busyIds", ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
-                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`.pipe(
+                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval, true)`.pipe(
         Effect.map((rows) => ({
           completed: new Set(rows[0]?.completedIds ?? []),
           busy: new Set(rows[0]?.busyIds ?? []),

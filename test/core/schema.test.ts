@@ -189,7 +189,8 @@ describe("schema", () => {
             for (let call = 1; call <= 8; call++) {
               plans.length = 0
               const { rows } = await client.query(
-                "SELECT id, attempts FROM complete_and_claim('w', $1::uuid[], $2::int[], ARRAY['report_generation'], 5)",
+                // As the worker calls it: skipping rows locked elsewhere (0018).
+                "SELECT id, attempts FROM complete_and_claim('w', $1::uuid[], $2::int[], ARRAY['report_generation'], 5, now(), interval '30 seconds', true)",
                 [held.map((job) => job.id), held.map((job) => job.attempts)]
               )
               held = rows.filter((row) => row.id !== null)
@@ -222,11 +223,11 @@ describe("schema", () => {
             const [a, b, c, d, e] = mine
             return [
               await call("worker_heartbeat", "SELECT * FROM worker_heartbeat('w', $1::uuid[])", [mine.map((job) => job.id)]),
-              await call("complete_jobs", "SELECT * FROM complete_jobs('w', $1::uuid[], $2::int[])", [[a!.id], [a!.attempts]]),
+              await call("complete_jobs", "SELECT * FROM complete_jobs('w', $1::uuid[], $2::int[], now(), true)", [[a!.id], [a!.attempts]]),
               await call("complete_job", "SELECT complete_job($1, 'w', $2)", [b!.id, b!.attempts]),
               await call("fail_job_attempt", "SELECT * FROM fail_job_attempt($1, 'w', $2, 'boom', true)", [c!.id, c!.attempts]),
               await call("release_job", "SELECT release_job($1, 'w', $2)", [d!.id, d!.attempts]),
-              await call("complete_and_claim", "SELECT * FROM complete_and_claim('w', $1::uuid[], $2::int[], NULL, 0)", [[e!.id], [e!.attempts]]),
+              await call("complete_and_claim", "SELECT * FROM complete_and_claim('w', $1::uuid[], $2::int[], NULL, 0, now(), interval '30 seconds', true)", [[e!.id], [e!.attempts]]),
               await call("rescue_expired_jobs", "SELECT * FROM rescue_expired_jobs('rescuer')", [])
             ]
           })

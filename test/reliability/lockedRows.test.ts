@@ -5,6 +5,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { Deferred, Effect, Schema } from "effect"
 import pg from "pg"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { sqlErrorText } from "../../src/internal/sqlErrorText.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { eventually, pauseLive } from "../support/live.js"
@@ -63,5 +64,30 @@ describe("job rows locked by another transaction", () => {
         const runs = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_runs WHERE job_id IN ${sql.in(gated.map((job) => job.id))} AND status = 'completed'`
         expect(runs[0]!.n).toBe(2)
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.scoped), { timeout: 30_000 })
+
+    it.effect("only this version's workers ask to skip locked rows; a worker of the version before (rolling deploy) still waits for the lock", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 1 } })
+        const [job] = yield* sql<{ id: string; attempts: number }>`SELECT id, attempts FROM claim_next_job('w', ARRAY['report_generation'], 1)`
+        const operator = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => operator.connect()), () => Effect.promise(() => operator.end()))
+        yield* Effect.promise(() => operator.query("BEGIN"))
+        yield* Effect.promise(() => operator.query("UPDATE job_queue SET priority = priority WHERE id = $1", [job!.id]))
+
+        const [now] = yield* sql<{ completedIds: Array<string>; busyIds: Array<string> }>`
+          SELECT completed_ids AS "completedIds", busy_ids AS "busyIds"
+          FROM complete_and_claim('w', ARRAY[${job!.id}]::uuid[], ARRAY[${job!.attempts}]::int[], ARRAY['report_generation'], 0, now(), interval '30 seconds', true)`
+        expect(now).toEqual({ completedIds: [], busyIds: [job!.id] })
+
+        // The call as the version before makes it: it waits (cut off here by a statement timeout) instead of skipping.
+        const before = sql`SELECT completed_ids AS "completedIds" FROM complete_and_claim('w', ARRAY[${job!.id}]::uuid[], ARRAY[${job!.attempts}]::int[], ARRAY['report_generation'], 0)`
+        const waited = yield* Effect.flip(sql.withTransaction(Effect.zipRight(sql`SET LOCAL statement_timeout = '300ms'`, before)))
+        expect(sqlErrorText(waited)).toContain("statement timeout")
+        yield* Effect.promise(() => operator.query("ROLLBACK"))
+        expect(yield* before).toEqual([{ completedIds: [job!.id] }])
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.scoped))
   })
 })
