@@ -210,8 +210,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           ORDER BY r.ord
           ${orReturnEarlier}`
         // Outside a transaction, a local worker with free slots gets the jobs due now in the same statement.
-        const inTransaction = Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
-        const due = localWorkers === undefined || inTransaction
+        const due = localWorkers === undefined || Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
           ? []
           : rows.filter((row) => row.runAt.getTime() <= now && localWorkers.handles(row.jobType))
         const insertAndHandOff = (reservation: Reservation) =>

@@ -234,17 +234,18 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
 
-    // `requested` undefined: a claim made by an enqueue, which says nothing about other jobs waiting
-    // (the jobs it left pending were announced with NOTIFY).
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>, requested: number | undefined, looksWhenSent: number) =>
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>) =>
       Effect.gen(function* () {
         yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
         yield* claimFailures.succeeded
         if (jobs.length > 0) options.onClaim?.(jobs)
         if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         for (const job of jobs) yield* start(job)
-        if (requested !== undefined) moreLikely = jobs.length === requested || looks !== looksWhenSent
       })
+    // A claim of the loop's own that came back full, or was sent before the latest look, may have left jobs waiting.
+    // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
+    const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
+      Effect.zipRight(claimed(jobs), Effect.sync(() => void (moreLikely = jobs.length === requested || looks !== looksWhenSent)))
 
     // Claims of enqueues of this process (LocalWorkers) not yet handed off or cancelled; shutdown awaits them.
     const enqueueClaims = new Set<Deferred.Deferred<void>>()
@@ -270,7 +271,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // Started in a fiber of the worker's: the jobs get its services, and run on when the enqueue's fiber ends.
         handOff: (jobs) =>
           Effect.sync(() => {
-            Runtime.runFork(workerRuntime)(claimed(jobs, undefined, looks).pipe(Effect.ensuring(end), Effect.uninterruptible))
+            Runtime.runFork(workerRuntime)(claimed(jobs).pipe(Effect.ensuring(end), Effect.uninterruptible))
           }),
         cancel: end
       }
@@ -281,13 +282,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         const at = yield* now
         const looksWhenSent = looks
         if (batch.length === 0) {
-          return yield* claimed(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
+          return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
         for (const job of batch) {
           yield* Deferred.succeed(job.done, result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost")
         }
-        if (requested > 0) yield* claimed(result.claimed, requested, looksWhenSent)
+        if (requested > 0) yield* claimedByLoop(result.claimed, requested, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>
           Effect.gen(function* () {

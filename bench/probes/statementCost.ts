@@ -31,7 +31,7 @@ const WARMUP = 100
 
 const HOT_FUNCTIONS = [
   "claim_next_job(text, text[], integer, timestamptz, interval)",
-  "complete_jobs(text, uuid[], integer[], timestamptz, boolean)",
+  "complete_jobs(text, uuid[], integer[], timestamptz)",
   "complete_and_claim(text, uuid[], integer[], text[], integer, timestamptz, interval, boolean)"
 ]
 const leaseIndex = (predicate: string) =>

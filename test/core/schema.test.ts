@@ -223,7 +223,7 @@ describe("schema", () => {
             const [a, b, c, d, e] = mine
             return [
               await call("worker_heartbeat", "SELECT * FROM worker_heartbeat('w', $1::uuid[])", [mine.map((job) => job.id)]),
-              await call("complete_jobs", "SELECT * FROM complete_jobs('w', $1::uuid[], $2::int[], now(), true)", [[a!.id], [a!.attempts]]),
+              await call("complete_jobs", "SELECT * FROM complete_jobs('w', $1::uuid[], $2::int[])", [[a!.id], [a!.attempts]]),
               await call("complete_job", "SELECT complete_job($1, 'w', $2)", [b!.id, b!.attempts]),
               await call("fail_job_attempt", "SELECT * FROM fail_job_attempt($1, 'w', $2, 'boom', true)", [c!.id, c!.attempts]),
               await call("release_job", "SELECT release_job($1, 'w', $2)", [d!.id, d!.attempts]),
