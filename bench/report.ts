@@ -11,6 +11,8 @@ export interface SystemInfo {
   readonly packageName: string
   readonly version: string
   readonly configuration: string
+  /** A skiplock variant whose own ratio to each peer gets columns too (beside skiplock's). */
+  readonly comparedWithPeers?: boolean
 }
 
 export interface ReportInput {
@@ -41,19 +43,23 @@ export interface MetricSummary {
   readonly perSystem: Record<string, Summary | null>
   /** skiplock ÷ peer, computed per round, summarised over rounds. */
   readonly ratioToPeer: Record<string, Summary | null>
+  /** For each variant compared with peers: variant ÷ peer (peers: systems that are not skiplock). */
+  readonly variantRatioToPeer: Record<string, Record<string, Summary | null>>
 }
+
+const isPeer = (system: SystemInfo) => system.packageName !== "skiplock"
 
 export const summarizeMetrics = (metrics: ReadonlyArray<Metric>, systems: ReadonlyArray<SystemInfo>): Array<MetricSummary> =>
   metrics.map((m) => {
     const perSystem: Record<string, Summary | null> = {}
     for (const s of systems) perSystem[s.id] = summarize((m.values[s.id] ?? []).filter((v): v is number => v !== null))
-    const ratioToPeer: Record<string, Summary | null> = {}
-    const ref = m.values[REFERENCE]
-    for (const s of systems) {
-      if (s.id === REFERENCE) continue
-      ratioToPeer[s.id] = ref === undefined ? null : summarize(pairedRatios(ref, m.values[s.id] ?? []))
-    }
-    return { key: m.key, perSystem, ratioToPeer }
+    const ratiosTo = (values: ReadonlyArray<number | null> | undefined, peers: ReadonlyArray<SystemInfo>) =>
+      Object.fromEntries(peers.map((s) => [s.id, values === undefined ? null : summarize(pairedRatios(values, m.values[s.id] ?? []))]))
+    const ratioToPeer = ratiosTo(m.values[REFERENCE], systems.filter((s) => s.id !== REFERENCE))
+    const variantRatioToPeer = Object.fromEntries(
+      systems.filter((s) => s.comparedWithPeers === true).map((v) => [v.id, ratiosTo(m.values[v.id], systems.filter(isPeer))])
+    )
+    return { key: m.key, perSystem, ratioToPeer, variantRatioToPeer }
   })
 
 const decimals = (unit: string, value: number): number => {
@@ -111,7 +117,14 @@ const buildTables = (input: ReportInput): Array<Table> => {
     const systems = input.systems.filter((s) => metrics.some((m) => (m.values[s.id] ?? []).length > 0))
     const hasRef = systems.some((s) => s.id === REFERENCE)
     const peers = systems.filter((s) => s.id !== REFERENCE)
-    const header = ["Metric", "Unit", ...systems.map((s) => s.label), ...(hasRef ? peers.map((p) => `skiplock ÷ ${p.label}`) : [])]
+    const variantPairs = systems.filter((s) => s.comparedWithPeers === true).flatMap((v) => systems.filter(isPeer).map((p) => [v, p] as const))
+    const header = [
+      "Metric",
+      "Unit",
+      ...systems.map((s) => s.label),
+      ...(hasRef ? peers.map((p) => `skiplock ÷ ${p.label}`) : []),
+      ...variantPairs.map(([v, p]) => `${v.label} ÷ ${p.label}`)
+    ]
     const rows: Array<Array<string>> = []
     const footnotes: Array<string> = []
     for (const m of metrics) {
@@ -124,7 +137,13 @@ const buildTables = (input: ReportInput): Array<Table> => {
         return cell(summary.perSystem[s.id] ?? null, m.unit, ` [${footnoteCount}]`)
       })
       const unit = `${m.unit} ${m.better === "higher" ? "↑" : "↓"}`
-      rows.push([m.label, unit, ...cells, ...(hasRef ? peers.map((p) => ratioCell(summary.ratioToPeer[p.id])) : [])])
+      rows.push([
+        m.label,
+        unit,
+        ...cells,
+        ...(hasRef ? peers.map((p) => ratioCell(summary.ratioToPeer[p.id])) : []),
+        ...variantPairs.map(([v, p]) => ratioCell(summary.variantRatioToPeer[v.id]?.[p.id]))
+      ])
     }
     tables.push({ title: SCENARIO_TITLES[scenario], header, rows, footnotes })
   }

@@ -47,7 +47,14 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     const probe = await system.probe()
     if (probe.ok) {
       systems.push(system)
-      infos.push({ id: system.id, label: system.label, packageName: system.packageName, version: probe.version, configuration: system.configuration })
+      infos.push({
+        id: system.id,
+        label: system.label,
+        packageName: system.packageName,
+        version: probe.version,
+        configuration: system.configuration,
+        ...(system.comparedWithPeers === true ? { comparedWithPeers: true } : {})
+      })
     } else {
       skipped.push({ id: system.id, reason: probe.reason })
       log(`skipping ${system.id}: ${probe.reason}`)

@@ -6,8 +6,11 @@
  * to the database with the next claim (complete_and_claim). Beside the claim
  * loop it renews the leases of its running jobs (heartbeat), rescues jobs
  * whose lease expired and stops handlers past their timeout (deadlines).
+ * With `prefetch`, it also claims jobs ahead of free slots; they start as
+ * handlers finish.
  *
- * Shutdown (closing the worker's scope): stop claiming, let running jobs
+ * Shutdown (closing the worker's scope): stop claiming, release prefetched
+ * jobs that have not started, let running jobs
  * finish (the loop still writes their completions) for up to
  * `shutdownTimeout`, then interrupt the rest, which are released back to
  * `pending` without counting the attempt.
@@ -37,8 +40,16 @@ export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly pollInterval?: Duration.DurationInput
   /** At most this many jobs per claim. Default 5 (runbook). */
   readonly batchSize?: number
-  /** At most this many jobs running at once. Default 5. */
+  /** At most this many handlers running at once. Default 5. */
   readonly concurrency?: number
+  /**
+   * Jobs the worker may claim ahead, beyond its free handler slots: they wait in the worker (held,
+   * `processing`, their lease renewed) and start in claim order as handlers finish, so the
+   * database claims the next jobs while the current ones run. Costs: a job claimed ahead waits
+   * behind running ones even when another worker is idle, and its `job_started` entry is written
+   * at the claim. Default 0: a claimed job starts at once.
+   */
+  readonly prefetch?: number
   /** Retry n waits retryBackoff × n². Default 30 s (runbook). */
   readonly retryBackoff?: Duration.DurationInput
   /** How long a claimed job is held without a heartbeat. Default 30 s. */
@@ -64,8 +75,10 @@ export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
 export interface WorkerStatus {
   readonly workerId: string
   readonly jobTypes: ReadonlyArray<string>
-  /** Jobs running now. */
+  /** Jobs started and not yet finished (their handler runs, or their outcome is being written). */
   readonly running: number
+  /** Jobs claimed and not started yet (prefetch). */
+  readonly prefetched: number
   /** True while the claim loop runs. */
   readonly claiming: boolean
   /** When the last claim query succeeded (Clock time, ms), if ever. */
@@ -84,11 +97,20 @@ export const defaultWorkerId = () => `${hostname()}:${process.pid}:${randomBytes
 interface RunningJob {
   readonly job: ClaimedJob
   readonly control: JobControl
+  /** Until the handler returns: it occupies one of the `concurrency` slots. */
+  handlerActive: boolean
   fiber: Fiber.RuntimeFiber<Outcome> | undefined
   /** Clock time (ms) until which the lease is known to hold. */
   leaseValidUntil: number
   /** Clock time (ms) at which the handler times out. */
   readonly deadline: number
+}
+
+/** A job claimed ahead (prefetch), waiting for a slot. */
+interface PrefetchedJob {
+  readonly job: ClaimedJob
+  /** Clock time (ms) until which the lease is known to hold. */
+  leaseValidUntil: number
 }
 
 /** What became of a completion: written, not the worker's job any more, or waiting for another transaction's row lock. */
@@ -107,12 +129,12 @@ const RELEASE_TIMEOUT = Duration.seconds(5)
 const BUSY_WARNING_AFTER = 1_000
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
-// Statements sent and not yet answered: at least 2, and enough to claim for every slot at once
-// (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
-const maxStatementsInFlight = (concurrency: number, batchSize: number) => Math.max(2, Math.ceil(concurrency / batchSize))
+// Statements sent and not yet answered: at least 2, and enough to claim for every slot (and every
+// prefetched job) at once (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
+const maxStatementsInFlight = (jobs: number, batchSize: number) => Math.max(2, Math.ceil(jobs / batchSize))
 
-const positiveInteger = (name: string, value: number) => {
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name} must be a whole number of at least 1, got ${value}`)
+const wholeNumber = (name: string, value: number, least: number) => {
+  if (!Number.isInteger(value) || value < least) throw new Error(`${name} must be a whole number of at least ${least}, got ${value}`)
   return value
 }
 
@@ -127,8 +149,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     const workerId = options.workerId ?? defaultWorkerId()
     const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
-    const batchSize = positiveInteger("batchSize", options.batchSize ?? 5)
-    const concurrency = positiveInteger("concurrency", options.concurrency ?? 5)
+    const batchSize = wholeNumber("batchSize", options.batchSize ?? 5, 1)
+    const concurrency = wholeNumber("concurrency", options.concurrency ?? 5, 1)
+    const prefetch = wholeNumber("prefetch", options.prefetch ?? 0, 0)
     const retryBackoff = Duration.decode(options.retryBackoff ?? "30 seconds")
     const leaseDuration = Duration.decode(options.leaseDuration ?? "30 seconds")
     const heartbeatInterval = Duration.decode(options.heartbeatInterval ?? "10 seconds")
@@ -147,6 +170,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const jobTypes = [...handlers.keys()]
 
     const running = new Map<string, RunningJob>()
+    // Claimed ahead, in claim order; they start as handlers finish (never while the worker stops).
+    const prefetched: Array<PrefetchedJob> = []
+    let handlersRunning = 0
+    const handlerDone = (entry: RunningJob) => {
+      if (!entry.handlerActive) return
+      entry.handlerActive = false
+      handlersRunning--
+      if (prefetch > 0) Queue.unsafeOffer(events, "changed")
+    }
     // Everything the claim loop reacts to arrives here: "look" (the poll, a notification, a
     // rescue: runnable jobs may wait) or "changed" (a slot freed up, a claim finished).
     const events = yield* Queue.unbounded<"look" | "changed">()
@@ -182,25 +214,40 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
       })
     const deadlines = yield* Deadlines.make(() => running.values())
-    const env = { workerId, store, retryBackoff, onOutcome: options.onOutcome, complete, watchesTimeouts: true }
+    const env = {
+      workerId,
+      store,
+      retryBackoff,
+      onOutcome: options.onOutcome,
+      complete,
+      watchesTimeouts: true,
+      handlerDone: (jobId: string) => {
+        const entry = running.get(jobId)
+        if (entry !== undefined) handlerDone(entry)
+      }
+    }
 
-    const start = (job: ClaimedJob) =>
+    const start = ({ job, leaseValidUntil }: PrefetchedJob) =>
       Effect.gen(function* () {
         // The handler's requirements are in the worker's context (make requires them), which the job's
         // fiber inherits like every fiber the worker forks: providing it again cost ~20 Effect steps a job.
         const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
         const startedAt = yield* Clock.currentTimeMillis
+        if (running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         const entry: RunningJob = {
           job,
           control: { stopReason: undefined },
+          handlerActive: true,
           fiber: undefined,
-          leaseValidUntil: startedAt + Duration.toMillis(leaseDuration),
+          leaseValidUntil,
           deadline: startedAt + Duration.toMillis(handler.timeout)
         }
         running.set(job.id, entry)
+        handlersRunning++
         entry.fiber = yield* executeJob(handler, job, env, entry.control).pipe(
           Effect.ensuring(
             Effect.suspend(() => {
+              handlerDone(entry)
               running.delete(job.id)
               return Effect.zipRight(
                 Queue.offer(events, "changed"),
@@ -214,13 +261,24 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         )
         yield* deadlines.started(entry.deadline)
       })
+    // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
+    // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
+    // releases the prefetched ones.
+    const startPrefetched = (whileStopping: boolean) =>
+      Effect.gen(function* () {
+        while ((whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0) yield* start(prefetched.shift()!)
+      })
 
     // Every statement the loop sends completes the jobs that finished since the last one and claims
     // jobs for the slots free once they are done: a busy worker needs one round trip and one commit
     // per batch of jobs, not one to complete and another to claim. Statements run in their own
     // fibers, so that while one waits for the database the next can already be prepared; each
-    // reserves the slots it claims for, so running + reserved never exceeds concurrency.
+    // reserves the slots it claims for (see claimable).
     let reserved = 0
+    // How many more jobs the worker may claim: running handlers, prefetched jobs and claims on their way stay within
+    // concurrency + prefetch. A job whose handler returned no longer counts: its completion goes with the next
+    // statement, which claims for its slot (so without prefetch, running handlers + reserved ≤ concurrency).
+    const claimable = () => concurrency + prefetch - handlersRunning - prefetched.length - reserved
     // Whether runnable jobs probably wait: the last claim came back full, or a poll or a
     // notification says to look. A claim that comes back short clears it.
     let moreLikely = true
@@ -230,17 +288,20 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Set on shutdown: statements then only complete jobs.
     let stopping = false
     const claimFailures = makeOutageLog("claiming jobs")
-    const statementsInFlight = maxStatementsInFlight(concurrency, batchSize)
+    const statementsInFlight = maxStatementsInFlight(concurrency + prefetch, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
 
     const claimed = (jobs: ReadonlyArray<ClaimedJob>) =>
       Effect.gen(function* () {
-        yield* Ref.set(lastClaimAt, yield* Clock.currentTimeMillis)
+        const at = yield* Clock.currentTimeMillis
+        yield* Ref.set(lastClaimAt, at)
         yield* claimFailures.succeeded
-        if (jobs.length > 0) options.onClaim?.(jobs)
-        if (jobs.length > 0 && running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
-        for (const job of jobs) yield* start(job)
+        if (jobs.length === 0) return
+        options.onClaim?.(jobs)
+        const leaseValidUntil = at + Duration.toMillis(leaseDuration)
+        for (const job of jobs) prefetched.push({ job, leaseValidUntil })
+        yield* startPrefetched(true)
       })
     // A claim of the loop's own that came back full, or was sent before the latest look, may have left jobs waiting.
     // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
@@ -250,7 +311,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Claims of enqueues of this process (LocalWorkers) not yet handed off or cancelled; shutdown awaits them.
     const enqueueClaims = new Set<Deferred.Deferred<void>>()
     const reserveForEnqueue = (wanted: number): Reservation | undefined => {
-      const slots = Math.min(batchSize, concurrency - running.size - reserved, wanted)
+      // Only for jobs that can start at once: a handler slot and room to hold them.
+      const slots = Math.min(batchSize, wanted, concurrency - handlersRunning - prefetched.length - reserved)
       if (stopping || slots <= 0) return undefined
       reserved += slots
       const settled = Deferred.unsafeMake<void>(FiberId.none)
@@ -321,10 +383,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const claimLoop = Effect.gen(function* () {
       yield* Ref.set(claiming, true)
       while (true) {
+        yield* startPrefetched(false)
         if (inFlight.size < statementsInFlight) {
           const batch = finished.splice(0, MAX_COMPLETIONS)
-          // The batch's jobs leave their slots when the statement commits.
-          const free = concurrency - running.size - reserved + batch.length
+          const free = claimable()
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
             reserved += requested
@@ -350,6 +412,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }).pipe(Effect.ensuring(Ref.set(claiming, false)))
 
+    const releaseNotStarted = (job: ClaimedJob) =>
+      Effect.flatMap(now, (at) => store.release(job.id, workerId, job.attempts, at, "worker shutdown")).pipe(
+        Effect.tap((released) => (released ? Metric.increment(Metrics.forJobType(Metrics.jobsReleased, job.jobType)) : Effect.void)),
+        Effect.catchAll((error) => Effect.logWarning("could not release a prefetched job; it goes back to pending when its lease expires", error)),
+        Effect.annotateLogs({ jobId: job.id })
+      )
+
     const heartbeatFailures = makeOutageLog("heartbeat")
     const rescueFailures = makeOutageLog("rescuing expired jobs")
     const pruneFailures = makeOutageLog("pruning finished jobs")
@@ -358,9 +427,23 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // and the ones whose lease ran out while the database could not be reached.
     const heartbeat = Effect.gen(function* () {
       if (!registered) yield* register
-      const ids = [...running.keys()]
+      const ids = [...running.keys(), ...prefetched.map(({ job }) => job.id)]
       const at = yield* Clock.currentTimeMillis
       const held = yield* store.heartbeat(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
+      // A prefetched job the worker no longer holds is not started; one whose lease ran out while
+      // the database could not be reached neither (another worker may rescue it meanwhile).
+      // (Jobs claimed while the heartbeat was on its way were not asked about.)
+      const asked = new Set(ids)
+      for (let i = prefetched.length - 1; i >= 0; i--) {
+        const waiting = prefetched[i]!
+        if (!asked.has(waiting.job.id)) continue
+        const lost = held._tag === "Right" ? !held.right.has(waiting.job.id) : at >= waiting.leaseValidUntil
+        if (held._tag === "Right" && !lost) waiting.leaseValidUntil = at + Duration.toMillis(leaseDuration)
+        if (!lost) continue
+        prefetched.splice(i, 1)
+        yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
+        yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
+      }
       for (const id of ids) {
         const entry = running.get(id)
         if (entry === undefined) continue
@@ -434,6 +517,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
         yield* waitAtMost(Effect.zip(Fiber.awaitAll([...claimsInFlight]), Effect.all([...enqueueClaims].map(Deferred.await))), "10 seconds")
+        // Jobs claimed and not started go back to pending at once, their attempt not counted.
+        const notStarted = prefetched.splice(0)
+        if (notStarted.length > 0) {
+          const released = yield* waitAtMost(Effect.forEach(notStarted, ({ job }) => releaseNotStarted(job), { discard: true }), RELEASE_TIMEOUT)
+          if (!released) yield* Effect.logWarning("stopping: prefetched jobs not all released in time; they go back to pending when their lease expires")
+        }
         if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
         yield* Fiber.interrupt(rescueFiber)
         yield* Fiber.interrupt(pruneFiber)
@@ -469,7 +558,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     return Worker.of({
       workerId,
       status: Effect.all({ claiming: Ref.get(claiming), lastClaimAt: Ref.get(lastClaimAt), nextPollAt: Ref.get(nextPollAt) }).pipe(
-        Effect.map((state) => ({ workerId, jobTypes, running: running.size, ...state }))
+        Effect.map((state) => ({ workerId, jobTypes, running: running.size, prefetched: prefetched.length, ...state }))
       )
     })
   }).pipe(Effect.annotateLogs({ component: "worker" }))

@@ -45,6 +45,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
     pollInterval: config.worker.pollInterval,
     batchSize: config.worker.batchSize,
     concurrency: config.worker.concurrency,
+    prefetch: config.worker.prefetch,
     shutdownTimeout: config.worker.shutdownTimeout,
     retention: config.worker.retention
   })
@@ -99,7 +100,7 @@ export const runService = Effect.gen(function* () {
     const jobs = yield* AppJobs.load(config.handlerModules)
     yield* Effect.logInfo(
       `starting skiplock: handlers for ${jobs.handlers.map((h) => h.definition.jobType).join(", ") || "no job types"}; ` +
-        `poll every ${Duration.format(config.worker.pollInterval)}, batch ${config.worker.batchSize}, concurrency ${config.worker.concurrency}, shutdown timeout ${Duration.format(config.worker.shutdownTimeout)}`
+        `poll every ${Duration.format(config.worker.pollInterval)}, batch ${config.worker.batchSize}, concurrency ${config.worker.concurrency}, prefetch ${config.worker.prefetch}, shutdown timeout ${Duration.format(config.worker.shutdownTimeout)}`
     )
     return yield* launch(ServiceLive(config, jobs))
   }).pipe(Effect.provide(Logging.layer(config.log)), reportFailure)

@@ -1,6 +1,7 @@
 /**
  * Where a drain's time goes, in CPU: the drain scenario (20,000 queued jobs,
- * concurrency 5) for skiplock and Graphile Worker, alternating, with the CPU
+ * concurrency 5) for skiplock (without and with prefetch 5) and Graphile
+ * Worker, alternating, with the CPU
  * time this Node process and the PostgreSQL server spent meanwhile
  * (bench/cpu.ts; the server must run on this host). Per job, and as a share
  * of one core over the drain's wall time: when the Node share and the server
@@ -15,7 +16,7 @@ import { createFreshDatabase } from "../db.js"
 import { statementCount } from "../instrument.js"
 import { drain, enqueueAll, poolSizeFor } from "../scenarios/common.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
-import { skiplock } from "../systems/skiplock.js"
+import { skiplock, skiplockPrefetch } from "../systems/skiplock.js"
 
 const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" } } })
 const jobs = Number(values.jobs ?? 20_000)
@@ -31,7 +32,7 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 console.log(`| round | system | jobs/s | Node CPU (µs/job) | server CPU (µs/job) | Node (% of a core) | server (% of a core) | together |`)
 console.log(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |`)
 for (let round = 1; round <= rounds; round++) {
-  for (const system of [skiplock, graphileWorker]) {
+  for (const system of [skiplock, skiplockPrefetch, graphileWorker]) {
     const db = await createFreshDatabase(serverUrl, `probe_drain_cpu_${system.id}`)
     try {
       await system.install(db.url)

@@ -2,12 +2,13 @@
 import type { BenchConfig } from "../config.js"
 import { graphileWorker } from "./graphile-worker.js"
 import { makePgBoss } from "./pg-boss.js"
-import { skiplock, skiplockNoHandOff } from "./skiplock.js"
+import { skiplock, skiplockNoHandOff, skiplockPrefetch } from "./skiplock.js"
 import type { SystemAdapter } from "./types.js"
 
 export const allSystems = (config: BenchConfig): Array<SystemAdapter> => [
   skiplock,
   skiplockNoHandOff,
+  skiplockPrefetch,
   graphileWorker,
   makePgBoss(false),
   makePgBoss(true, config.bossBatchSize)

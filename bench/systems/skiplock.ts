@@ -10,9 +10,12 @@
  * - `skiplock-no-handoff`: without LocalWorkers, as an enqueue from a process
  *   that runs no worker: it only inserts, and NOTIFY wakes the worker. Runs
  *   in the latency scenario only; everywhere else it would repeat `skiplock`.
+ * - `skiplock-prefetch`: `prefetch: 5`, the worker claims a batch ahead of its
+ *   free slots. Drain scenario only; the report also gives its ratio to each peer.
  */
 import { Effect, Fiber, Layer, Logger, LogLevel, ManagedRuntime, Schema } from "effect"
 import { Db, Handler, JobDefinition, JobQueue, LocalWorkers, Migrator, Worker } from "../../src/index.js"
+import type { ScenarioName } from "../config.js"
 import type { BenchPayload, SystemAdapter, SystemInstance } from "./types.js"
 
 const JOB_TYPE = "report_generation"
@@ -29,15 +32,20 @@ const packageVersion = async (): Promise<string> => {
   return `${json.version} (working tree)`
 }
 
-const makeSkiplock = (handOff: boolean): SystemAdapter => ({
-  id: handOff ? "skiplock" : "skiplock-no-handoff",
-  label: handOff ? "skiplock" : "skiplock (no hand-off)",
+interface Variant {
+  readonly id: string
+  readonly label: string
+  readonly configuration: string
+  readonly handOff: boolean
+  readonly prefetch: number
+  readonly onlyScenarios?: ReadonlyArray<ScenarioName>
+  readonly comparedWithPeers?: boolean
+}
+
+export const makeSkiplock = ({ handOff, prefetch, ...variant }: Variant): SystemAdapter => ({
+  ...variant,
   packageName: "skiplock",
-  configuration: handOff
-    ? "defaults: LISTEN/NOTIFY, claims of up to 5 jobs (batchSize 5), pollInterval 5 s; `concurrency` = C; queue and worker share LocalWorkers (as in the service), so an enqueue hands its job to a free slot"
-    : "as skiplock, but the queue has no LocalWorkers (as when enqueued from a process without a worker): the enqueue only inserts, NOTIFY wakes the worker; latency scenario only",
   idlePollMs: 0,
-  ...(handOff ? {} : { onlyScenarios: ["latency"] as const }),
 
   probe: async () => ({ ok: true, version: await packageVersion() }),
 
@@ -66,7 +74,7 @@ const makeSkiplock = (handOff: boolean): SystemAdapter => ({
       },
       startWorkers: async ({ concurrency, onJob }) => {
         const handler = Handler.make(BenchJob, { run: (payload) => Effect.sync(() => onJob(payload)) })
-        worker = runtime.runFork(Layer.launch(Worker.layer({ handlers: [handler], concurrency })))
+        worker = runtime.runFork(Layer.launch(Worker.layer({ handlers: [handler], concurrency, prefetch })))
       },
       stopWorkers,
       close: async () => {
@@ -115,5 +123,30 @@ const makeSkiplock = (handOff: boolean): SystemAdapter => ({
   isClaimQuery: (text) => /(claim_next_job|complete_and_claim|enqueue_and_claim)\s*\(/i.test(text)
 })
 
-export const skiplock = makeSkiplock(true)
-export const skiplockNoHandOff = makeSkiplock(false)
+export const skiplock = makeSkiplock({
+  id: "skiplock",
+  label: "skiplock",
+  configuration:
+    "defaults: LISTEN/NOTIFY, claims of up to 5 jobs (batchSize 5), pollInterval 5 s, no prefetch; `concurrency` = C; queue and worker share LocalWorkers (as in the service), so an enqueue hands its job to a free slot",
+  handOff: true,
+  prefetch: 0
+})
+export const skiplockNoHandOff = makeSkiplock({
+  id: "skiplock-no-handoff",
+  label: "skiplock (no hand-off)",
+  configuration:
+    "as skiplock, but the queue has no LocalWorkers (as when enqueued from a process without a worker): the enqueue only inserts, NOTIFY wakes the worker; latency scenario only",
+  handOff: false,
+  prefetch: 0,
+  onlyScenarios: ["latency"]
+})
+export const skiplockPrefetch = makeSkiplock({
+  id: "skiplock-prefetch",
+  label: "skiplock (prefetch 5)",
+  configuration:
+    "as skiplock, with `prefetch: 5` (`WORKER_PREFETCH=5`): the worker claims up to 5 jobs ahead of its C handler slots, which start as handlers finish, so the database completes one batch and claims the next while the current one runs; drain scenario only",
+  handOff: true,
+  prefetch: 5,
+  onlyScenarios: ["drain"],
+  comparedWithPeers: true
+})

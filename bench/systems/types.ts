@@ -47,6 +47,8 @@ export interface SystemAdapter {
    * cycle instead of right after one. 0 for systems woken by NOTIFY.
    */
   readonly idlePollMs: number
+  /** A skiplock variant whose ratio to each peer the report shows beside skiplock's. */
+  readonly comparedWithPeers?: boolean
   /** Runs in these scenarios only (a variant that differs from another system only there); default: all. */
   readonly onlyScenarios?: ReadonlyArray<ScenarioName>
   /** The installed version, or why the system cannot run here. */

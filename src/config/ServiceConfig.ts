@@ -119,6 +119,8 @@ export interface WorkerConfig {
   readonly pollInterval: Duration.Duration
   readonly batchSize: number
   readonly concurrency: number
+  /** Jobs claimed ahead of free slots (Worker's `prefetch`); 0: none. */
+  readonly prefetch: number
   /** Attempts for jobs enqueued through skiplock (CLI, Promise facade) without their own; SQL inserts use the column default 3. */
   readonly maxAttempts: number
   readonly shutdownTimeout: Duration.Duration
@@ -133,6 +135,7 @@ export const workerConfig: Config.Config<WorkerConfig> = Config.all({
   pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(Duration.millis(10))),
   batchSize: setting("WORKER_BATCH_SIZE", 5, integer(1, 1000)),
   concurrency: setting("WORKER_CONCURRENCY", 5, integer(1, 1000)),
+  prefetch: setting("WORKER_PREFETCH", 0, integer(0, 1000)),
   maxAttempts: setting("WORKER_MAX_ATTEMPTS", 3, integer(1, 100)),
   shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero)),
   retention: setting("WORKER_JOB_RETENTION", Duration.days(7) as Duration.Duration | "forever", (raw) =>

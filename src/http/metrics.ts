@@ -85,6 +85,7 @@ export const workerGauges: Collector = (service) =>
         const labels = { worker_id: status.workerId }
         return [
           gauge("skiplock_worker_running_jobs", "Jobs this worker is running now", [{ labels, value: status.running }]),
+          gauge("skiplock_worker_prefetched_jobs", "Jobs this worker claimed ahead and has not started yet", [{ labels, value: status.prefetched }]),
           gauge("skiplock_worker_concurrency", "At most this many jobs run at once in this worker", [{ labels, value: service.concurrency }]),
           gauge("skiplock_worker_claiming", "1 while this worker's claim loop runs", [{ labels, value: status.claiming ? 1 : 0 }])
         ]

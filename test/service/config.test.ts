@@ -23,6 +23,7 @@ describe("service configuration", () => {
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(5000)
       expect(config.worker.batchSize).toBe(5)
       expect(config.worker.concurrency).toBe(5)
+      expect(config.worker.prefetch).toBe(0)
       expect(config.worker.maxAttempts).toBe(3)
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(30_000)
       expect(Option.isNone(config.worker.workerId)).toBe(true)
@@ -41,6 +42,7 @@ describe("service configuration", () => {
           WORKER_POLL_INTERVAL: "500ms",
           WORKER_SHUTDOWN_TIMEOUT: "2 minutes",
           WORKER_BATCH_SIZE: "10",
+          WORKER_PREFETCH: "5",
           WORKER_JOB_RETENTION: "Forever",
           WORKER_HAND_OFF: "Off",
           LOG_LEVEL: "WARN",
@@ -53,6 +55,7 @@ describe("service configuration", () => {
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(500)
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
       expect(config.worker.batchSize).toBe(10)
+      expect(config.worker.prefetch).toBe(5)
       expect(config.worker.retention).toBe("forever")
       expect(config.worker.handOff).toBe(false)
       expect(config.log).toEqual({ level: LogLevel.Warning, format: "json" })
@@ -67,6 +70,7 @@ describe("service configuration", () => {
           PORT: "70000",
           WORKER_POLL_INTERVAL: "5",
           WORKER_BATCH_SIZE: "five",
+          WORKER_PREFETCH: "-1",
           WORKER_MAX_ATTEMPTS: "101",
           WORKER_SHUTDOWN_TIMEOUT: "soon",
           WORKER_JOB_RETENTION: "30m",
@@ -79,6 +83,7 @@ describe("service configuration", () => {
         'PORT="70000" is not valid: expected a whole number from 0 to 65535',
         'WORKER_POLL_INTERVAL="5" is not valid: expected a duration of at least 10ms with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_BATCH_SIZE="five" is not valid: expected a whole number from 1 to 1000',
+        'WORKER_PREFETCH="-1" is not valid: expected a whole number from 0 to 1000',
         'WORKER_MAX_ATTEMPTS="101" is not valid: expected a whole number from 1 to 100',
         'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_JOB_RETENTION="30m" is not valid: expected a duration of at least 1h with a unit, such as 500ms, 5s, 2m or "5 seconds", or "forever"',

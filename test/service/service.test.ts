@@ -95,6 +95,7 @@ describe("the service", () => {
         expect(body).toContain("# TYPE skiplock_jobs_completed_total counter")
         expect(body).toContain("# TYPE skiplock_handler_duration_seconds histogram")
         expect(body).toMatch(/^skiplock_worker_claiming\{worker_id="[^"]+"\} 1$/m)
+        expect(body).toMatch(/^skiplock_worker_prefetched_jobs\{worker_id="[^"]+"\} 0$/m)
         // The service's worker is registered in job_workers and counted alive.
         expect(sample(body, "skiplock_workers", { state: "alive" })).toBe(1)
         expect(body).toMatch(/^skiplock_worker_heartbeat_age_seconds\{worker_id="[^"]+",host="[^"]+"\} [0-9.]+$/m)

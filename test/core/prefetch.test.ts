@@ -1,0 +1,174 @@
+// prefetch: the worker claims jobs ahead of its free handler slots. At most `concurrency` handlers
+// run; the others wait, held and renewed, and start in claim order; a stop releases them unstarted.
+// TestClock against a real database; the workers neither listen nor poll unless time moves.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Schema, Scope } from "effect"
+import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { auditEvents, jobRow, ORG, statusCounts } from "../support/jobs.js"
+import { advance, eventually } from "../support/live.js"
+
+const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
+
+const reset = Effect.flatMap(SqlClient.SqlClient, (sql) => sql`DELETE FROM job_queue`)
+
+// Jobs 1..count, claimed in that order (priority n).
+const enqueueReports = (count: number) =>
+  JobQueue.enqueueMany(
+    Array.from({ length: count }, (_, i) => ({ organizationId: ORG, jobType: "report_generation", payload: { n: i + 1 }, priority: i + 1 }))
+  ).pipe(Effect.provide(JobQueue.layer([Report])))
+
+// A handler that records which jobs started and how many ran at once, and waits for each job's gate.
+const gatedHandler = Effect.gen(function* () {
+  const gates = new Map<number, Deferred.Deferred<void>>()
+  const gate = (n: number) => {
+    let found = gates.get(n)
+    if (found === undefined) gates.set(n, (found = Deferred.unsafeMake<void>(FiberId.none)))
+    return found
+  }
+  const started: Array<number> = []
+  let running = 0
+  let mostAtOnce = 0
+  const handler = Handler.make(Report, {
+    run: (payload) =>
+      Effect.gen(function* () {
+        started.push(payload.n)
+        running++
+        mostAtOnce = Math.max(mostAtOnce, running)
+        yield* Deferred.await(gate(payload.n))
+        running--
+      })
+  })
+  const open = (...ns: Array<number>) => Effect.forEach(ns, (n) => Deferred.succeed(gate(n), undefined), { discard: true })
+  return { handler, started, open, mostAtOnce: () => mostAtOnce }
+})
+
+const processingBy = (workerId: string) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing' AND locked_by = ${workerId}`
+  ).pipe(Effect.map((rows) => rows[0]!.n))
+
+const quiet = { listen: false, pollInterval: "1 hour" } as const
+
+describe("prefetch", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.scoped("holds concurrency + prefetch jobs, runs at most concurrency at once, starts the others in claim order as handlers finish", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* gatedHandler
+        yield* enqueueReports(10)
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "ahead", concurrency: 2, prefetch: 3, ...quiet })
+
+        yield* eventually(Effect.map(processingBy("ahead"), (n) => n === 5), "the worker holds 2 + 3 jobs")
+        expect(jobs.started).toEqual([1, 2])
+        expect(yield* worker.status).toMatchObject({ running: 2, prefetched: 3 })
+        // Claimed ahead means claimed: processing, held by the worker, and started in the audit trail.
+        const waiting = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ id: string }>`SELECT id FROM job_queue WHERE (payload->>'n')::int = 3`
+        )
+        expect(yield* jobRow(waiting[0]!.id)).toMatchObject({ status: "processing", lockedBy: "ahead", attempts: 1 })
+        expect(yield* auditEvents(waiting[0]!.id)).toEqual(["job_started"])
+
+        // Job 1 finishes: job 3 (the next in claim order) starts, and the worker claims one more (job 6).
+        yield* jobs.open(1)
+        yield* eventually(Effect.sync(() => jobs.started.length === 3), "the next prefetched job started")
+        expect(jobs.started).toEqual([1, 2, 3])
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 1 && c.processing === 5), "one completed, 5 held again")
+
+        yield* jobs.open(...Array.from({ length: 10 }, (_, i) => i + 1))
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 10), "all completed")
+        expect(jobs.started).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+        expect(jobs.mostAtOnce()).toBe(2)
+      }))
+
+    it.scoped("a prefetched job's lease is renewed while it waits: a minute behind a long job, it is not rescued, and starts once", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        // Lease 30 s, heartbeat every 10 s, rescue every 5 s (defaults): the worker rescues expired leases itself.
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "patient", concurrency: 1, prefetch: 1, listen: false })
+        yield* eventually(Effect.map(processingBy("patient"), (n) => n === 2), "the worker holds both jobs")
+
+        yield* advance(worker, "65 seconds", "5 seconds", { running: 1 })
+        const [lease] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ expires: Date }>`SELECT lease_expires_at AS expires FROM job_queue WHERE id = ${second!.id}`
+        )
+        expect(lease!.expires.getTime()).toBeGreaterThan(yield* Clock.currentTimeMillis)
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "patient", attempts: 1 })
+        expect(jobs.started).toEqual([1])
+
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
+        expect(yield* auditEvents(second!.id)).toEqual(["job_started", "job_completed"])
+        expect(jobs.started).toEqual([1, 2])
+      }))
+
+    it.scoped("a handler's timeout counts from its start, not from the claim", () =>
+      Effect.gen(function* () {
+        yield* reset
+        // Each job takes 8 s of a 10 s timeout; the second waits 8 s before it starts.
+        const handler = Handler.make(Report, { timeout: "10 seconds", run: () => Effect.sleep("8 seconds") })
+        const [first, second] = yield* enqueueReports(2)
+        const worker = yield* Worker.make({ handlers: [handler], workerId: "timed", concurrency: 1, prefetch: 1, ...quiet })
+        yield* eventually(Effect.map(processingBy("timed"), (n) => n === 2), "the worker holds both jobs")
+        // (Timed out at 10 s after the claim, the second job would go back to pending and nothing would run.)
+        yield* advance(worker, "15 seconds", "1 second", { running: 1 })
+        yield* advance(worker, "1 second")
+        expect(yield* statusCounts).toEqual({ completed: 2 })
+        expect(yield* jobRow(first!.id)).toMatchObject({ attempts: 1, error: null })
+        expect(yield* jobRow(second!.id)).toMatchObject({ attempts: 1, error: null })
+      }))
+
+    it.scoped("a prefetched job the worker lost (taken over elsewhere) is dropped at the next heartbeat, never started", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "loser", concurrency: 1, prefetch: 1, ...quiet })
+        yield* eventually(Effect.map(processingBy("loser"), (n) => n === 2), "the worker holds both jobs")
+        // As if another worker had rescued it (a lease that ran out while this one could not reach the database).
+        yield* sql`UPDATE job_queue SET locked_by = 'other' WHERE id = ${second!.id}`
+
+        yield* advance(worker, "10 seconds", "1 second", { running: 1 }) // the heartbeat
+        expect(yield* worker.status).toMatchObject({ running: 1, prefetched: 0 })
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 1), "the first completed")
+        yield* advance(worker, "1 second")
+        expect(jobs.started).toEqual([1])
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "other" })
+        expect(yield* auditEvents(second!.id)).toEqual(["job_started"])
+      }))
+
+    it.scoped("a stop releases the prefetched jobs at once, unstarted and their attempt not counted, and lets the running one finish", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* gatedHandler
+        const [first, ...waiting] = yield* enqueueReports(3)
+        const scope = yield* Scope.make()
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "stopper", concurrency: 1, prefetch: 2, ...quiet }).pipe(Scope.extend(scope))
+        yield* eventually(Effect.map(processingBy("stopper"), (n) => n === 3), "the worker holds all three")
+        expect(yield* worker.status).toMatchObject({ running: 1, prefetched: 2 })
+
+        const stopping = yield* Effect.fork(Scope.close(scope, Exit.void))
+        for (const job of waiting) {
+          yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "pending"), "a prefetched job is back to pending")
+          expect(yield* jobRow(job.id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+          expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_released"])
+        }
+        yield* jobs.open(1, 2, 3)
+        yield* Fiber.join(stopping)
+        expect(yield* jobRow(first!.id)).toMatchObject({ status: "completed", attempts: 1 })
+        expect(jobs.started).toEqual([1])
+      }))
+
+    it.effect("prefetch must be a whole number of at least 0", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], prefetch: -1, ...quiet })))
+        expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("prefetch must be a whole number of at least 0, got -1")
+      }))
+  })
+})
