@@ -8,6 +8,7 @@
  *   npm run chaos                                  all scenarios, 5,000 jobs each
  *   npm run chaos -- --jobs 1000                   smaller
  *   npm run chaos -- --only kill,restart           some of them
+ *   npm run chaos -- --prefetch 5                  workers that claim 5 ahead
  *   npm run chaos -- --markdown docs/CHAOS.md   also rewrite docs/CHAOS.md (README shows its table)
  *
  * Exits 1 when a job was lost or run twice.
@@ -31,6 +32,7 @@ const { values: args } = parseArgs({
   options: {
     jobs: { type: "string", default: "5000" },
     only: { type: "string" },
+    prefetch: { type: "string", default: "0" },
     markdown: { type: "string" }
   }
 })
@@ -45,6 +47,7 @@ const settings: WorkerSettings = {
   pollMs: 2_000,
   concurrency: 5,
   batchSize: 5,
+  prefetch: Number(args.prefetch),
   handlerMs: 20,
   maxConnections: 8,
   retryBackoffMs: 1_000,
@@ -108,7 +111,8 @@ const program = Effect.gen(function* () {
     results.push(result)
     console.log(`${result.tally.completed}/${result.tally.enqueued} completed, ${result.tally.lost} lost, ${result.tally.runTwice} run twice, recovery ${seconds(result.recovery.ms)} (${seconds(Date.now() - t0)})`)
   }
-  const settingsLine = `Worker settings: 3 processes × concurrency ${settings.concurrency}, lease ${settings.leaseMs / 1000} s, heartbeat ${settings.heartbeatMs / 1000} s, ` +
+  const settingsLine = `Worker settings: 3 processes × concurrency ${settings.concurrency}` +
+    `${settings.prefetch ? `, prefetch ${settings.prefetch}` : ""}, lease ${settings.leaseMs / 1000} s, heartbeat ${settings.heartbeatMs / 1000} s, ` +
     `rescue every ${settings.rescueMs / 1000} s, poll ${settings.pollMs / 1000} s, retry backoff ${settings.retryBackoffMs / 1000} s × attempt², ` +
     `handler ${settings.handlerMs} ms inside its transaction. Total run time ${seconds(Date.now() - started)}.`
   console.log(`\n${table(results)}\n\n${settingsLine}\n\n${notes(results)}`)
@@ -152,6 +156,7 @@ Run it yourself:
 npm run chaos                      # all scenarios, 5,000 jobs each
 npm run chaos -- --jobs 1000       # smaller
 npm run chaos -- --only kill,restart
+npm run chaos -- --prefetch 5       # workers that claim ahead (WORKER_PREFETCH)
 npm run chaos -- --markdown docs/CHAOS.md   # also rewrite this page
 \`\`\`
 

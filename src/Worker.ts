@@ -18,7 +18,7 @@
 import type { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Deferred, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Queue, Ref, Runtime } from "effect"
+import { Chunk, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberId, Layer, Metric, Option, Queue, Ref, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -290,7 +290,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const claimFailures = makeOutageLog("claiming jobs")
     const statementsInFlight = maxStatementsInFlight(concurrency + prefetch, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
-    const claimsInFlight = new Set<Fiber.RuntimeFiber<void>>()
+    // Claims decided and not yet answered, counted from the decision on (the loop may pause between deciding
+    // and forking): a stop waits until none is left, so no claim's jobs arrive after it has released the prefetched.
+    let claimsOnTheirWay = 0
+    let noClaimsOnTheirWay = Deferred.unsafeMake<void>(FiberId.none)
+    Deferred.unsafeDone(noClaimsOnTheirWay, Exit.void)
+    const claimSettled = Effect.suspend(() => {
+      claimsOnTheirWay--
+      return claimsOnTheirWay === 0 ? Deferred.succeed(noClaimsOnTheirWay, undefined) : Effect.void
+    })
 
     const claimed = (jobs: ReadonlyArray<ClaimedJob>) =>
       Effect.gen(function* () {
@@ -339,11 +347,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }
 
-    const send = (batch: ReadonlyArray<Finished>, requested: number) =>
+    const send = (batch: ReadonlyArray<Finished>, reservedSlots: number) =>
       Effect.gen(function* () {
+        // A stop that began since the loop decided: complete only.
+        const requested = stopping ? 0 : reservedSlots
         const at = yield* now
         const looksWhenSent = looks
         if (batch.length === 0) {
+          if (requested === 0) return
           return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
@@ -356,14 +367,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           Effect.gen(function* () {
             // The jobs' own fibers retry their completion; claims wait for the poll.
             for (const job of batch) yield* Deferred.fail(job.done, error)
-            if (requested === 0) return
+            if (reservedSlots === 0) return
             moreLikely = false
             yield* claimFailures.failed(error)
           })
         ),
         Effect.ensuring(Effect.suspend(() => {
-          reserved -= requested
-          return Queue.offer(events, "changed")
+          reserved -= reservedSlots
+          return Effect.zipRight(Queue.offer(events, "changed"), reservedSlots > 0 ? claimSettled : Effect.void)
         })),
         // A statement that reached the database is seen through, also while the worker stops:
         // its jobs then count as running and are awaited or released like the others.
@@ -390,18 +401,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
             reserved += requested
+            if (requested > 0 && claimsOnTheirWay++ === 0) noClaimsOnTheirWay = Deferred.unsafeMake<void>(FiberId.none)
             const fiber = yield* Effect.forkDaemon(send(batch, requested))
             inFlight.add(fiber)
-            if (requested > 0) claimsInFlight.add(fiber)
-            fiber.addObserver(() => {
-              inFlight.delete(fiber)
-              claimsInFlight.delete(fiber)
-            })
+            fiber.addObserver(() => inFlight.delete(fiber))
             continue
           }
         }
         // Idle until something happens; then take everything that happened at once.
-        if (claimsInFlight.size === 0 && !stopping) yield* Ref.set(nextPollAt, nextTickAt)
+        if (claimsOnTheirWay === 0 && !stopping) yield* Ref.set(nextPollAt, nextTickAt)
         const first = yield* Queue.take(events)
         const rest = yield* Queue.takeAll(events)
         yield* Ref.set(nextPollAt, undefined)
@@ -516,7 +524,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Ref.set(claiming, false)
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
-        yield* waitAtMost(Effect.zip(Fiber.awaitAll([...claimsInFlight]), Effect.all([...enqueueClaims].map(Deferred.await))), "10 seconds")
+        yield* waitAtMost(Effect.zip(Deferred.await(noClaimsOnTheirWay), Effect.all([...enqueueClaims].map(Deferred.await))), "10 seconds")
         // Jobs claimed and not started go back to pending at once, their attempt not counted.
         const notStarted = prefetched.splice(0)
         if (notStarted.length > 0) {

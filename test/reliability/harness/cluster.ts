@@ -23,6 +23,8 @@ export interface WorkerSettings {
   readonly pollMs: number
   readonly concurrency: number
   readonly batchSize: number
+  /** Jobs claimed ahead of free slots (Worker's `prefetch`); default 0. */
+  readonly prefetch?: number
   /** How long each handler sleeps inside its transaction, after writing its effect. */
   readonly handlerMs: number
   readonly maxConnections: number
@@ -206,6 +208,7 @@ export const spawnWorker = (
         CHAOS_POLL_MS: String(settings.pollMs),
         CHAOS_CONCURRENCY: String(settings.concurrency),
         CHAOS_BATCH_SIZE: String(settings.batchSize),
+        CHAOS_PREFETCH: String(settings.prefetch ?? 0),
         CHAOS_HANDLER_MS: String(settings.handlerMs),
         CHAOS_MAX_CONNECTIONS: String(settings.maxConnections),
         CHAOS_RETRY_BACKOFF_MS: String(settings.retryBackoffMs),
