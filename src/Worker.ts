@@ -264,9 +264,21 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
     // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
     // releases the prefetched ones.
+    // A job whose lease ran out while it waited (the heartbeat could not renew it) may have been rescued
+    // and claimed elsewhere: it is dropped, not started.
     const startPrefetched = (whileStopping: boolean) =>
       Effect.gen(function* () {
-        while ((whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0) yield* start(prefetched.shift()!)
+        while ((whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0) {
+          const next = prefetched.shift()!
+          if ((yield* Clock.currentTimeMillis) < next.leaseValidUntil) {
+            yield* start(next)
+            continue
+          }
+          yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, next.job.jobType))
+          yield* Effect.logWarning("the lease of a prefetched job ran out before it could start; it will not start here").pipe(
+            Effect.annotateLogs({ jobId: next.job.id })
+          )
+        }
       })
 
     // Every statement the loop sends completes the jobs that finished since the last one and claims

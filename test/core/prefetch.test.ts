@@ -28,12 +28,15 @@ const gatedHandler = Effect.gen(function* () {
     return found
   }
   const started: Array<number> = []
+  // Which attempts of each job started, e.g. { 2: [1, 2] }.
+  const attempts: Record<number, Array<number>> = {}
   let running = 0
   let mostAtOnce = 0
   const handler = Handler.make(Report, {
-    run: (payload) =>
+    run: (payload, job) =>
       Effect.gen(function* () {
         started.push(payload.n)
+        ;(attempts[payload.n] ??= []).push(job.attempt)
         running++
         mostAtOnce = Math.max(mostAtOnce, running)
         yield* Deferred.await(gate(payload.n))
@@ -41,7 +44,7 @@ const gatedHandler = Effect.gen(function* () {
       })
   })
   const open = (...ns: Array<number>) => Effect.forEach(ns, (n) => Deferred.succeed(gate(n), undefined), { discard: true })
-  return { handler, started, open, mostAtOnce: () => mostAtOnce }
+  return { handler, started, attempts, open, mostAtOnce: () => mostAtOnce }
 })
 
 const processingBy = (workerId: string) =>
@@ -140,6 +143,26 @@ describe("prefetch", () => {
         expect(jobs.started).toEqual([1])
         expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "other" })
         expect(yield* auditEvents(second!.id)).toEqual(["job_started"])
+      }))
+
+    it.scoped("a prefetched job whose lease ran out while it waited (not renewed) is not started: it was rescued, and runs once, when claimed again", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        // No heartbeat within the test: leases (30 s) are not renewed; the worker's rescue (every 5 s) takes back what expires.
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "stale", concurrency: 1, prefetch: 1, heartbeatInterval: "1 hour", ...quiet })
+        yield* eventually(Effect.map(processingBy("stale"), (n) => n === 2), "the worker holds both jobs")
+
+        yield* advance(worker, "40 seconds", "5 seconds", { running: 1 })
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "pending", attempts: 1 }) // rescued at 35 s
+        // (So was the first, whose handler still runs: without a heartbeat the worker is as good as paused.)
+        yield* jobs.open(1, 2)
+        yield* advance(worker, "5 seconds")
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
+        // The second job's first attempt, claimed ahead and expired, never started; its second did.
+        expect(jobs.attempts[2]).toEqual([2])
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "completed", attempts: 2 })
       }))
 
     it.scoped("a stop releases the prefetched jobs at once, unstarted and their attempt not counted, and lets the running one finish", () =>
