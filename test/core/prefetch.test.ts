@@ -1,13 +1,13 @@
 // prefetch: the worker claims jobs ahead of its free handler slots. At most `concurrency` handlers
 // run; the others wait, held and renewed, and start in claim order; a stop releases them unstarted.
-// TestClock against a real database; the workers neither listen nor poll unless time moves.
+// Most tests use TestClock against a real database; the workers neither listen nor poll unless time moves.
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
 import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Schema, Scope } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG, statusCounts } from "../support/jobs.js"
-import { advance, eventually } from "../support/live.js"
+import { advance, eventually, pauseLive } from "../support/live.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -19,7 +19,8 @@ const enqueueReports = (count: number) =>
     Array.from({ length: count }, (_, i) => ({ organizationId: ORG, jobType: "report_generation", payload: { n: i + 1 }, priority: i + 1 }))
   ).pipe(Effect.provide(JobQueue.layer([Report])))
 
-// A handler that records which jobs started and how many ran at once, and waits for each job's gate.
+// A handler that records which jobs started and how many ran at once, and waits for each job's gate
+// (all opened when the test's scope closes, so a failing test does not leave the worker's stop waiting).
 const gatedHandler = Effect.gen(function* () {
   const gates = new Map<number, Deferred.Deferred<void>>()
   const gate = (n: number) => {
@@ -44,6 +45,7 @@ const gatedHandler = Effect.gen(function* () {
       })
   })
   const open = (...ns: Array<number>) => Effect.forEach(ns, (n) => Deferred.succeed(gate(n), undefined), { discard: true })
+  yield* Effect.addFinalizer(() => Effect.forEach([...gates.values()], (d) => Deferred.succeed(d, undefined), { discard: true }))
   return { handler, started, attempts, open, mostAtOnce: () => mostAtOnce }
 })
 
@@ -124,47 +126,6 @@ describe("prefetch", () => {
         expect(yield* jobRow(second!.id)).toMatchObject({ attempts: 1, error: null })
       }))
 
-    it.scoped("a prefetched job the worker lost (taken over elsewhere) is dropped at the next heartbeat, never started", () =>
-      Effect.gen(function* () {
-        yield* reset
-        const sql = yield* SqlClient.SqlClient
-        const jobs = yield* gatedHandler
-        const [, second] = yield* enqueueReports(2)
-        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "loser", concurrency: 1, prefetch: 1, ...quiet })
-        yield* eventually(Effect.map(processingBy("loser"), (n) => n === 2), "the worker holds both jobs")
-        // As if another worker had rescued it (a lease that ran out while this one could not reach the database).
-        yield* sql`UPDATE job_queue SET locked_by = 'other' WHERE id = ${second!.id}`
-
-        yield* advance(worker, "10 seconds", "1 second", { running: 1 }) // the heartbeat
-        expect(yield* worker.status).toMatchObject({ running: 1, prefetched: 0 })
-        yield* jobs.open(1, 2)
-        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 1), "the first completed")
-        yield* advance(worker, "1 second")
-        expect(jobs.started).toEqual([1])
-        expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "other" })
-        expect(yield* auditEvents(second!.id)).toEqual(["job_started"])
-      }))
-
-    it.scoped("a prefetched job whose lease ran out while it waited (not renewed) is not started: it was rescued, and runs once, when claimed again", () =>
-      Effect.gen(function* () {
-        yield* reset
-        const jobs = yield* gatedHandler
-        const [, second] = yield* enqueueReports(2)
-        // No heartbeat within the test: leases (30 s) are not renewed; the worker's rescue (every 5 s) takes back what expires.
-        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "stale", concurrency: 1, prefetch: 1, heartbeatInterval: "1 hour", ...quiet })
-        yield* eventually(Effect.map(processingBy("stale"), (n) => n === 2), "the worker holds both jobs")
-
-        yield* advance(worker, "40 seconds", "5 seconds", { running: 1 })
-        expect(yield* jobRow(second!.id)).toMatchObject({ status: "pending", attempts: 1 }) // rescued at 35 s
-        // (So was the first, whose handler still runs: without a heartbeat the worker is as good as paused.)
-        yield* jobs.open(1, 2)
-        yield* advance(worker, "5 seconds")
-        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
-        // The second job's first attempt, claimed ahead and expired, never started; its second did.
-        expect(jobs.attempts[2]).toEqual([2])
-        expect(yield* jobRow(second!.id)).toMatchObject({ status: "completed", attempts: 2 })
-      }))
-
     it.scoped("a stop releases the prefetched jobs at once, unstarted and their attempt not counted, and lets the running one finish", () =>
       Effect.gen(function* () {
         yield* reset
@@ -192,6 +153,60 @@ describe("prefetch", () => {
         const handler = Handler.make(Report, { run: () => Effect.void })
         const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], prefetch: -1, ...quiet })))
         expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("prefetch must be a whole number of at least 0, got -1")
+      }))
+  })
+
+  // Leases lost and run out: with the real clock, because these tests wait for the worker's own statements
+  // (heartbeat, rescue) while its jobs finish, and TestClock.adjust waits for every fiber to be suspended.
+  layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
+    it.scoped("a prefetched job the worker lost (taken over elsewhere) is dropped at the next heartbeat, never started", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "loser", concurrency: 1, prefetch: 1, heartbeatInterval: "100 millis", ...quiet })
+        yield* eventually(Effect.map(processingBy("loser"), (n) => n === 2), "the worker holds both jobs")
+        // As if another worker had rescued it (a lease that ran out while this one could not reach the database).
+        yield* sql`UPDATE job_queue SET locked_by = 'other' WHERE id = ${second!.id}`
+
+        yield* eventually(Effect.map(worker.status, (status) => status.prefetched === 0), "the heartbeat dropped the job")
+        expect(yield* worker.status).toMatchObject({ running: 1, prefetched: 0 })
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 1), "the first completed")
+        yield* pauseLive("300 millis") // its slot free: the lost job would have started by now
+        expect(jobs.started).toEqual([1])
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "other" })
+        expect(yield* auditEvents(second!.id)).toEqual(["job_started"])
+      }))
+
+    it.scoped("a prefetched job whose lease ran out while it waited (not renewed) is not started: it was rescued, and runs once, when claimed again", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        // No heartbeat within the test: leases (1 s) are not renewed; the worker's rescue (every 100 ms) takes back what expires.
+        const worker = yield* Worker.make({
+          handlers: [jobs.handler],
+          workerId: "stale",
+          concurrency: 1,
+          prefetch: 1,
+          leaseDuration: "1 second",
+          heartbeatInterval: "1 hour",
+          rescueInterval: "100 millis",
+          ...quiet
+        })
+        yield* eventually(Effect.map(processingBy("stale"), (n) => n === 2), "the worker holds both jobs")
+        // (The first is rescued too, its handler still running: without a heartbeat the worker is as good as paused.)
+        yield* eventually(Effect.map(jobRow(second!.id), (row) => row.status === "pending"), "the second job was rescued")
+        expect(yield* worker.status).toMatchObject({ prefetched: 1 })
+
+        // Once the first job's handler returns, the worker claims both again (attempt 2) and runs them.
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
+        // The second job's first attempt, claimed ahead and expired, never started; its second did.
+        expect(jobs.attempts[2]).toEqual([2])
+        expect(yield* jobRow(second!.id)).toMatchObject({ status: "completed", attempts: 2 })
       }))
   })
 })
