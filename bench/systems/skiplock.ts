@@ -42,7 +42,7 @@ interface Variant {
   readonly comparedWithPeers?: boolean
 }
 
-export const makeSkiplock = ({ handOff, prefetch, ...variant }: Variant): SystemAdapter => ({
+const makeSkiplock = ({ handOff, prefetch, ...variant }: Variant): SystemAdapter => ({
   ...variant,
   packageName: "skiplock",
   idlePollMs: 0,
