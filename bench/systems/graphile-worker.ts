@@ -2,6 +2,11 @@
  * Graphile Worker, default configuration: LISTEN/NOTIFY wake-ups, one job per
  * fetch, 2 s fallback poll. The producer (WorkerUtils) and the runner share
  * one pg pool of the run's size.
+ *
+ * - `graphile-worker-local-queue`: with its `localQueue` (off by default), its
+ *   counterpart of skiplock's prefetch: the pool fetches and locks a batch of
+ *   C + 1 jobs (the size its documentation suggests as a start) and hands them
+ *   to its workers. Drain scenario only.
  */
 import { Logger, makeWorkerUtils, run, runMigrations, type Runner, type WorkerUtils } from "graphile-worker"
 import pg from "pg"
@@ -14,11 +19,20 @@ const quietLogger = new Logger(() => (level, message) => {
   if (level === "error") process.stderr.write(`[graphile-worker] ${message}\n`)
 })
 
-export const graphileWorker: SystemAdapter = {
-  id: "graphile-worker",
-  label: "Graphile Worker",
+const makeGraphileWorker = (localQueue: boolean): SystemAdapter => ({
+  ...(localQueue
+    ? {
+        id: "graphile-worker-local-queue",
+        label: "Graphile Worker (local queue)",
+        configuration: "as Graphile Worker, with `localQueue.size` = C + 1: the pool fetches and locks C + 1 jobs at a time and hands them to its workers; drain scenario only",
+        onlyScenarios: ["drain"] as const
+      }
+    : {
+        id: "graphile-worker",
+        label: "Graphile Worker",
+        configuration: "defaults: LISTEN/NOTIFY, 1 job per fetch, pollInterval 2000 ms; `concurrency` = C"
+      }),
   packageName: "graphile-worker",
-  configuration: "defaults: LISTEN/NOTIFY, 1 job per fetch, pollInterval 2000 ms; `concurrency` = C",
   idlePollMs: 0,
 
   probe: async () => {
@@ -57,6 +71,7 @@ export const graphileWorker: SystemAdapter = {
           pgPool: pool,
           concurrency,
           noHandleSignals: true,
+          ...(localQueue ? { preset: { worker: { localQueue: { size: concurrency + 1 } } } } : {}),
           logger: quietLogger,
           crontab: "",
           taskList: {
@@ -103,4 +118,7 @@ export const graphileWorker: SystemAdapter = {
   },
 
   isClaimQuery: (text) => /update\s+"?graphile_worker"?\._private_jobs\s+as\s+jobs\s+set\s+attempts\s*=\s*jobs\.attempts\s*\+\s*1/i.test(text)
-}
+})
+
+export const graphileWorker = makeGraphileWorker(false)
+export const graphileWorkerLocalQueue = makeGraphileWorker(true)

@@ -1,6 +1,6 @@
 /** The systems under test, in the order they alternate within a round. */
 import type { BenchConfig } from "../config.js"
-import { graphileWorker } from "./graphile-worker.js"
+import { graphileWorker, graphileWorkerLocalQueue } from "./graphile-worker.js"
 import { makePgBoss } from "./pg-boss.js"
 import { skiplock, skiplockNoHandOff, skiplockPrefetch } from "./skiplock.js"
 import type { SystemAdapter } from "./types.js"
@@ -10,6 +10,7 @@ export const allSystems = (config: BenchConfig): Array<SystemAdapter> => [
   skiplockNoHandOff,
   skiplockPrefetch,
   graphileWorker,
+  graphileWorkerLocalQueue,
   makePgBoss(false),
   makePgBoss(true, config.bossBatchSize)
 ]

@@ -54,7 +54,14 @@ describe("bench harness (smoke mode)", () => {
     const result = JSON.parse(readFileSync(join(outDir, "smoke-latest.json"), "utf8")) as Result
     expect(result.smoke).toBe(true)
     expect(result.skipped).toEqual([])
-    expect(result.systems.map((s) => s.id)).toEqual(["skiplock", "skiplock-no-handoff", "skiplock-prefetch", ...SYSTEMS.slice(1)])
+    expect(result.systems.map((s) => s.id)).toEqual([
+      "skiplock",
+      "skiplock-no-handoff",
+      "skiplock-prefetch",
+      "graphile-worker",
+      "graphile-worker-local-queue",
+      ...SYSTEMS.slice(2)
+    ])
 
     const values = (key: string, system: string) => (result.metrics.find((m) => m.key === key)?.values[system] ?? []).filter((v): v is number => v !== null)
     for (const system of SYSTEMS) {
@@ -74,6 +81,9 @@ describe("bench harness (smoke mode)", () => {
     // The variant with prefetch runs in the drain scenario only, and is compared with each peer there.
     expect(values("drain.c5", "skiplock-prefetch")[0]).toBeGreaterThan(0)
     expect(values("latency.p50", "skiplock-prefetch")).toHaveLength(0)
+    // So does Graphile Worker with its local queue, its counterpart.
+    expect(values("drain.c5", "graphile-worker-local-queue")[0]).toBeGreaterThan(0)
+    expect(values("latency.p50", "graphile-worker-local-queue")).toHaveLength(0)
     // Throughput is positive for everyone, even when a drain is cut off.
     for (const system of SYSTEMS) expect(values("drain.c50", system)[0]).toBeGreaterThan(0)
     // What a processed job costs: CPU on both sides and WAL flushes (the two that always finish their jobs).
@@ -89,8 +99,9 @@ describe("bench harness (smoke mode)", () => {
     expect(markdown).toContain("| Metric | Unit | skiplock | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
     expect(markdown).toContain("| Metric | Unit | skiplock | skiplock (no hand-off) | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
     expect(markdown).toContain(
-      "| Metric | Unit | skiplock | skiplock (prefetch 5) | Graphile Worker | pg-boss (default) | pg-boss (tuned) | skiplock ÷ skiplock (prefetch 5) | " +
-        "skiplock ÷ Graphile Worker | skiplock ÷ pg-boss (default) | skiplock ÷ pg-boss (tuned) | skiplock (prefetch 5) ÷ Graphile Worker | " +
+      "| Metric | Unit | skiplock | skiplock (prefetch 5) | Graphile Worker | Graphile Worker (local queue) | pg-boss (default) | pg-boss (tuned) | " +
+        "skiplock ÷ skiplock (prefetch 5) | skiplock ÷ Graphile Worker | skiplock ÷ Graphile Worker (local queue) | skiplock ÷ pg-boss (default) | " +
+        "skiplock ÷ pg-boss (tuned) | skiplock (prefetch 5) ÷ Graphile Worker | skiplock (prefetch 5) ÷ Graphile Worker (local queue) | " +
         "skiplock (prefetch 5) ÷ pg-boss (default) | skiplock (prefetch 5) ÷ pg-boss (tuned) |"
     )
     expect(stdout).toContain("Drain: jobs already queued")
