@@ -170,14 +170,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const jobTypes = [...handlers.keys()]
 
     const running = new Map<string, RunningJob>()
-    // Claimed ahead, in claim order; they start as handlers finish (never while the worker stops).
+    // Claimed and not started yet, in claim order; they start as handler slots free up.
     const prefetched: Array<PrefetchedJob> = []
     let handlersRunning = 0
+    // The job's completion (or its fiber's end) that follows wakes the claim loop.
     const handlerDone = (entry: RunningJob) => {
       if (!entry.handlerActive) return
       entry.handlerActive = false
       handlersRunning--
-      if (prefetch > 0) Queue.unsafeOffer(events, "changed")
     }
     // Everything the claim loop reacts to arrives here: "look" (the poll, a notification, a
     // rescue: runnable jobs may wait) or "changed" (a slot freed up, a claim finished).
@@ -227,12 +227,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }
 
-    const start = ({ job, leaseValidUntil }: PrefetchedJob) =>
+    const start = ({ job, leaseValidUntil }: PrefetchedJob, startedAt: number) =>
       Effect.gen(function* () {
         // The handler's requirements are in the worker's context (make requires them), which the job's
         // fiber inherits like every fiber the worker forks: providing it again cost ~20 Effect steps a job.
         const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
-        const startedAt = yield* Clock.currentTimeMillis
         if (running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
         const entry: RunningJob = {
           job,
@@ -263,15 +262,17 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       })
     // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
     // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
-    // releases the prefetched ones.
-    // A job whose lease ran out while it waited (the heartbeat could not renew it) may have been rescued
-    // and claimed elsewhere: it is dropped, not started.
+    // releases the prefetched ones. A job whose lease ran out while it waited (the heartbeat could not
+    // renew it) may have been rescued and claimed elsewhere: it is dropped, not started.
+    const canStart = (whileStopping: boolean) => (whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0
+    // (Effect.void when there is nothing to start: the claim loop asks on every turn.)
     const startPrefetched = (whileStopping: boolean) =>
-      Effect.gen(function* () {
-        while ((whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0) {
+      !canStart(whileStopping) ? Effect.void : Effect.gen(function* () {
+        const at = yield* Clock.currentTimeMillis
+        while (canStart(whileStopping)) {
           const next = prefetched.shift()!
-          if ((yield* Clock.currentTimeMillis) < next.leaseValidUntil) {
-            yield* start(next)
+          if (at < next.leaseValidUntil) {
+            yield* start(next, at)
             continue
           }
           yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, next.job.jobType))

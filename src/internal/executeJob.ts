@@ -47,7 +47,7 @@ export interface ExecuteEnv {
    * deadline watcher does; otherwise the handler is raced against its timeout here.
    */
   readonly watchesTimeouts?: boolean | undefined
-  /** Called once the handler has returned (or was never run), before its outcome is recorded. */
+  /** Called once the handler has returned, before its outcome is recorded (not when it never ran). */
   readonly handlerDone?: ((jobId: string) => void) | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
@@ -147,16 +147,13 @@ export const executeJob = <R>(
     const complete = (details?: Record<string, unknown>) =>
       Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))
 
-    const handlerDone = Effect.sync(() => env.handlerDone?.(job.id))
     if (job.runIdempotencyStatus === "completed") {
-      yield* handlerDone
       const ok = yield* persistently(complete({ skipped: "an earlier attempt already completed this job" }))
       return ok ? Outcome.Skipped() : Outcome.LeaseLost()
     }
 
     const decoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
     if (decoded._tag === "Left") {
-      yield* handlerDone
       return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
     }
 
@@ -175,7 +172,7 @@ export const executeJob = <R>(
 
     const started = yield* Clock.currentTimeMillis
     const exit = yield* Effect.exit(restore(attemptEffect))
-    yield* handlerDone
+    env.handlerDone?.(job.id)
     const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
     yield* Metric.update(Metrics.forJobType(Metrics.handlerDuration, job.jobType), seconds)
 
