@@ -185,31 +185,40 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const claiming = yield* Ref.make(false)
     const lastClaimAt = yield* Ref.make<number | undefined>(undefined)
     const nextPollAt = yield* Ref.make<number | undefined>(undefined)
-    const idle = yield* Ref.make(yield* Deferred.make<void>())
+    // Completed whenever no job runs (the shutdown waits for it).
+    let idle = Deferred.unsafeMake<void>(FiberId.none)
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
     // Completions of finished jobs wait here for the next statement the loop sends.
     const finished: Array<Finished> = []
-    const complete = (id: string, attempt: number) =>
+    const awaitCompletion = (id: string, attempt: number) =>
+      Effect.suspend(() => {
+        const done = Deferred.unsafeMake<Completion, SqlError>(FiberId.none)
+        finished.push({ id, attempt, done })
+        Queue.unsafeOffer(events, "changed")
+        return Deferred.await(done)
+      })
+    // (Built without Effect.gen: it runs once per job.)
+    const complete = (id: string, attempt: number): Effect.Effect<boolean, SqlError> =>
+      Effect.flatMap(awaitCompletion(id, attempt), (completion) =>
+        completion === "busy" ? completeOnceUnlocked(id, attempt) : Effect.succeed(completion === "completed"))
+    const completeOnceUnlocked = (id: string, attempt: number) =>
       Effect.gen(function* () {
-        let tries = 0
+        // Another transaction holds the job's row (0018); the worker's other completions and claims
+        // go on meanwhile. Mostly it is a heartbeat renewing the lease, for a moment: the first retry
+        // goes with the next statement, the next ones after 10 ms, doubling up to 2 s.
+        let tries = 1
         let waited = 0
         while (true) {
-          const done = yield* Deferred.make<Completion, SqlError>()
-          finished.push({ id, attempt, done })
-          yield* Queue.offer(events, "changed")
-          const completion = yield* Deferred.await(done)
+          const completion = yield* awaitCompletion(id, attempt)
           if (completion !== "busy") return completion === "completed"
-          // Another transaction holds the job's row (0018); the worker's other completions and claims
-          // go on meanwhile. Mostly it is a heartbeat renewing the lease, for a moment: the first retry
-          // goes with the next statement, the next ones after 10 ms, doubling up to 2 s.
-          const pause = tries === 0 ? 0 : Math.min(10 * 2 ** (tries - 1), 2_000)
+          const pause = Math.min(10 * 2 ** (tries - 1), 2_000)
           tries++
           if (waited < BUSY_WARNING_AFTER && waited + pause >= BUSY_WARNING_AFTER) {
             yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
           }
-          if (pause > 0) yield* Effect.sleep(Duration.millis(pause))
+          yield* Effect.sleep(Duration.millis(pause))
           waited += pause
         }
       })
@@ -232,7 +241,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // The handler's requirements are in the worker's context (make requires them), which the job's
         // fiber inherits like every fiber the worker forks: providing it again cost ~20 Effect steps a job.
         const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
-        if (running.size === 0) yield* Ref.set(idle, yield* Deferred.make<void>())
+        if (running.size === 0) idle = Deferred.unsafeMake<void>(FiberId.none)
         const entry: RunningJob = {
           job,
           control: { stopReason: undefined },
@@ -243,21 +252,19 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
         running.set(job.id, entry)
         handlersRunning++
-        entry.fiber = yield* executeJob(handler, job, env, entry.control).pipe(
-          Effect.ensuring(
-            Effect.suspend(() => {
-              handlerDone(entry)
-              running.delete(job.id)
-              return Effect.zipRight(
-                Queue.offer(events, "changed"),
-                running.size === 0 ? Effect.flatMap(Ref.get(idle), (d) => Deferred.succeed(d, undefined)) : Effect.void
-              )
-            })
-          ),
+        const fiber = yield* executeJob(handler, job, env, entry.control).pipe(
           // Claims run uninterruptibly and a fiber inherits that: the job's own fiber must be interruptible.
           Effect.interruptible,
           Effect.forkDaemon
         )
+        entry.fiber = fiber
+        // When the job's fiber ends, however it ends (an observer, not an Effect: it runs once per job).
+        fiber.addObserver(() => {
+          handlerDone(entry)
+          running.delete(job.id)
+          Queue.unsafeOffer(events, "changed")
+          if (running.size === 0) Deferred.unsafeDone(idle, Exit.void)
+        })
         yield* deadlines.started(entry.deadline)
       })
     // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
@@ -549,7 +556,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Fiber.interrupt(pruneFiber)
         if (running.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
-          yield* waitAtMost(Effect.flatMap(Ref.get(idle), Deferred.await), shutdownTimeout)
+          yield* waitAtMost(Effect.suspend(() => Deferred.await(idle)), shutdownTimeout)
         }
         const left = [...running.values()]
         for (const entry of left) entry.control.stopReason ??= "shutdown"

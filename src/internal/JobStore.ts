@@ -65,6 +65,7 @@ export const make = Effect.gen(function* () {
      * (complete_and_claim). Returns the ids it completed, the ids it could not complete yet
      * because another transaction holds their rows (busy: still the worker's, try again),
      * and the jobs it claimed. A job in neither set was no longer held by this worker.
+     * (Every row repeats the two id arrays; only the first row's are sent, to be parsed once.)
      */
     completeAndClaim: (
       workerId: string,
@@ -74,15 +75,19 @@ export const make = Effect.gen(function* () {
       now: Date,
       lease: Duration.Duration
     ) =>
-      sql<ClaimedJob & { completedIds: ReadonlyArray<string>; busyIds: ReadonlyArray<string> }>`
-        SELECT completed_ids AS "completedIds", busy_ids AS "busyIds", ${claimedColumns}
+      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`
+        SELECT CASE WHEN ordinality = 1 THEN completed_ids END AS "completedIds", CASE WHEN ordinality = 1 THEN busy_ids END AS "busyIds",
+               ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
-                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval, true)`.pipe(
-        Effect.map((rows) => ({
-          completed: new Set(rows[0]?.completedIds ?? []),
-          busy: new Set(rows[0]?.busyIds ?? []),
-          claimed: rows.flatMap(({ completedIds: _, busyIds: __, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
-        }))
+                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval, true) WITH ORDINALITY`.pipe(
+        Effect.map((rows) => {
+          const first = rows.find((row) => row.completedIds !== null)
+          return {
+            completed: new Set(first?.completedIds ?? []),
+            busy: new Set(first?.busyIds ?? []),
+            claimed: rows.flatMap(({ completedIds: _, busyIds: __, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
+          }
+        })
       ),
 
     /**

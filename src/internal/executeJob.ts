@@ -130,7 +130,6 @@ export const executeJob = <R>(
   const context = jobContext(job, workerId)
   // Only the handler is interruptible: an outcome, once reached, is always recorded.
   const attemptAndRecord = Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
     const attempt = job.attempts
     yield* Metric.increment(Metrics.forJobType(Metrics.jobsClaimed, job.jobType))
 
@@ -162,12 +161,13 @@ export const executeJob = <R>(
     const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
     // A transactional handler commits together with its completion, or not at all.
     const attemptEffect = handler.transactional
-      ? sql.withTransaction(
-          Effect.zipRight(
-            timed,
-            Effect.flatMap(complete(), (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
-          )
-        )
+      ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql.withTransaction(
+            Effect.zipRight(
+              timed,
+              Effect.flatMap(complete(), (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
+            )
+          ))
       : timed
 
     const started = yield* Clock.currentTimeMillis
@@ -219,11 +219,16 @@ export const executeJob = <R>(
   // The job's log annotations, span and CurrentJob are set on its fiber, which ends with the job:
   // scoping each of them around the job (and restoring it after) cost ~20 Effect steps a job.
   return Effect.gen(function* () {
+    // (HashMap.mutate and one Context.merge: one copy of each per job, not one per entry.)
     yield* FiberRef.update(FiberRef.currentLogAnnotations, (current) =>
-      Object.entries(annotations).reduce((all, [key, value]) => HashMap.set(all, key, value as unknown), current)
+      HashMap.mutate(current, (all) => {
+        for (const [key, value] of Object.entries(annotations)) HashMap.set(all, key, value as unknown)
+      })
     )
     const span = yield* Effect.makeSpan(spanName, spanOptions)
-    yield* FiberRef.update(FiberRef.currentContext, (services) => Context.add(Context.add(services, Tracer.ParentSpan, span), CurrentJob, context))
+    yield* FiberRef.update(FiberRef.currentContext, (services) =>
+      Context.merge(services, Context.add(Context.make(Tracer.ParentSpan, span), CurrentJob, context))
+    )
     const outcome = yield* attemptAndRecord
     span.end(yield* Clock.currentTimeNanos, Exit.succeed(outcome))
     return outcome
