@@ -12,11 +12,11 @@
  */
 import { parseArgs } from "node:util"
 import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
-import { createFreshDatabase } from "../db.js"
 import { statementCount } from "../instrument.js"
-import { drain, enqueueAll, poolSizeFor } from "../scenarios/common.js"
+import { drain } from "../scenarios/common.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
 import { skiplock, skiplockPrefetch } from "../systems/skiplock.js"
+import { withQueuedJobs } from "./queuedDrain.js"
 
 const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" } } })
 const jobs = Number(values.jobs ?? 20_000)
@@ -33,29 +33,18 @@ console.log(`| round | system | jobs/s | Node CPU (µs/job) | server CPU (µs/jo
 console.log(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |`)
 for (let round = 1; round <= rounds; round++) {
   for (const system of [skiplock, skiplockPrefetch, graphileWorker]) {
-    const db = await createFreshDatabase(serverUrl, `probe_drain_cpu_${system.id}`)
-    try {
-      await system.install(db.url)
-      const instance = await system.open(db.url, { poolSize: poolSizeFor(concurrency) })
-      try {
-        await enqueueAll(instance, jobs, 1000)
-        const observer = await db.observer()
-        const node0 = processCpuMicros()
-        const server0 = serverCpuMicros()!
-        const result = await drain(system, instance, observer, { jobs, concurrency, timeoutMs: 60_000, statementCount })
-        const node = processCpuMicros() - node0
-        const server = serverCpuMicros()! - server0
-        const wallMicros = result.elapsedMs * 1000
-        const share = (micros: number) => (100 * micros) / wallMicros
-        console.log(
-          `| ${round} | ${system.id} | ${fmt(result.jobsPerSec)} | ${fmt(node / result.completed)} | ${fmt(server / result.completed)}` +
-            ` | ${fmt(share(node))} % | ${fmt(share(server))} % | ${fmt(share(node + server))} % |`
-        )
-      } finally {
-        await instance.close()
-      }
-    } finally {
-      await db.drop()
-    }
+    await withQueuedJobs(serverUrl, "probe_drain_cpu", system, { jobs, concurrency }, async (instance, observer) => {
+      const node0 = processCpuMicros()
+      const server0 = serverCpuMicros()!
+      const result = await drain(system, instance, observer, { jobs, concurrency, timeoutMs: 60_000, statementCount })
+      const node = processCpuMicros() - node0
+      const server = serverCpuMicros()! - server0
+      const wallMicros = result.elapsedMs * 1000
+      const share = (micros: number) => (100 * micros) / wallMicros
+      console.log(
+        `| ${round} | ${system.id} | ${fmt(result.jobsPerSec)} | ${fmt(node / result.completed)} | ${fmt(server / result.completed)}` +
+          ` | ${fmt(share(node))} % | ${fmt(share(server))} % | ${fmt(share(node + server))} % |`
+      )
+    })
   }
 }

@@ -1,0 +1,27 @@
+/** What the drain probes share: a fresh database with `jobs` queued, the system open on it, then dropped. */
+import type pg from "pg"
+import { createFreshDatabase } from "../db.js"
+import { enqueueAll, poolSizeFor } from "../scenarios/common.js"
+import type { SystemAdapter, SystemInstance } from "../systems/types.js"
+
+export const withQueuedJobs = async <A>(
+  serverUrl: string,
+  label: string,
+  system: SystemAdapter,
+  options: { readonly jobs: number; readonly concurrency: number },
+  f: (instance: SystemInstance, observer: pg.Client) => Promise<A>
+): Promise<A> => {
+  const db = await createFreshDatabase(serverUrl, `${label}_${system.id}`)
+  try {
+    await system.install(db.url)
+    const instance = await system.open(db.url, { poolSize: poolSizeFor(options.concurrency) })
+    try {
+      await enqueueAll(instance, options.jobs, 1000)
+      return await f(instance, await db.observer())
+    } finally {
+      await instance.close()
+    }
+  } finally {
+    await db.drop()
+  }
+}
