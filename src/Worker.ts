@@ -458,26 +458,28 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       const ids = [...running.keys(), ...prefetched.map(({ job }) => job.id)]
       const at = yield* Clock.currentTimeMillis
       const held = yield* store.heartbeat(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
-      // A prefetched job the worker no longer holds is not started; one whose lease ran out while
-      // the database could not be reached neither (another worker may rescue it meanwhile).
+      // Whether the worker still holds a job it asked about, renewing the lease it knows of: the database's
+      // answer, or while it cannot be reached, the lease's own end.
+      const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {
+        if (held._tag === "Left") return at < holder.leaseValidUntil
+        if (!held.right.has(id)) return false
+        holder.leaseValidUntil = at + Duration.toMillis(leaseDuration)
+        return true
+      }
+      // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
       // (Jobs claimed while the heartbeat was on its way were not asked about.)
       const asked = new Set(ids)
       for (let i = prefetched.length - 1; i >= 0; i--) {
         const waiting = prefetched[i]!
-        if (!asked.has(waiting.job.id)) continue
-        const lost = held._tag === "Right" ? !held.right.has(waiting.job.id) : at >= waiting.leaseValidUntil
-        if (held._tag === "Right" && !lost) waiting.leaseValidUntil = at + Duration.toMillis(leaseDuration)
-        if (!lost) continue
+        if (!asked.has(waiting.job.id) || stillHeld(waiting.job.id, waiting)) continue
         prefetched.splice(i, 1)
         yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
         yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
       }
       for (const id of ids) {
         const entry = running.get(id)
-        if (entry === undefined) continue
-        const lost = held._tag === "Right" ? !held.right.has(id) : at >= entry.leaseValidUntil
-        if (held._tag === "Right" && !lost) entry.leaseValidUntil = at + Duration.toMillis(leaseDuration)
-        if (lost && entry.fiber !== undefined && entry.control.stopReason === undefined) {
+        if (entry === undefined || stillHeld(id, entry)) continue
+        if (entry.fiber !== undefined && entry.control.stopReason === undefined) {
           entry.control.stopReason = "lease_lost"
           yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))
           yield* Fiber.interruptFork(entry.fiber)
