@@ -148,7 +148,7 @@ the queue and runnable: lease + at most one rescue pass); they then complete in 
 them. For SIGTERM it is the time until the stopped worker's jobs were done (it finishes them before it exits). For
 the database faults it is the time from the fault's end until jobs complete again. Attempts cut off with their
 connection are released without counting them (\`job_released\`, reason \`database connection lost\`) and run again
-after the backoff; none ran twice, because a transactional handler's effect commits with its completion or not at all.
+after the backoff; none ran twice, because a transactional handler's effect commits with its run's record (job_runs) or not at all.
 
 Run it yourself:
 

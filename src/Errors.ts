@@ -49,9 +49,13 @@ export class InvalidJobState extends Data.TaggedError("InvalidJobState")<{
   readonly status: string
   readonly operation: string
   readonly allowed: ReadonlyArray<string>
+  /** Why, when the status alone does not say (it is one of the allowed). */
+  readonly because?: string
 }> {
   override get message() {
-    return `cannot ${this.operation} job ${this.jobId}: it is ${this.status} (allowed: ${this.allowed.join(", ")})`
+    return this.because !== undefined
+      ? `cannot ${this.operation} job ${this.jobId}: it is ${this.status}, but ${this.because}`
+      : `cannot ${this.operation} job ${this.jobId}: it is ${this.status} (allowed: ${this.allowed.join(", ")})`
   }
 }
 

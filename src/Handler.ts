@@ -11,8 +11,9 @@ export interface Handler<Type extends string = string, A = any, E = any, R = any
   readonly definition: JobDefinition<Type, A, any>
   readonly run: (payload: A, job: JobContext) => Effect.Effect<unknown, E, R>
   /**
-   * Run inside one database transaction with the job's completion, its
-   * `job_runs` row and its audit entry: its SQL effects happen exactly once.
+   * Run inside one database transaction that also records the run as committed
+   * (`job_runs.idempotency_status`): its SQL effects happen exactly once. The
+   * job's row is completed after the commit, as any job's.
    */
   readonly transactional: boolean
   /** Errors for which retrying cannot help: the job fails at once. (Called only with the handler's own errors, E.) */

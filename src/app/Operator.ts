@@ -141,8 +141,15 @@ const stateChange = (
     const code = sqlErrorCode(result.left)
     if (code === "P0002") return yield* new JobNotFound({ jobId })
     if (code === "55000") {
-      const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${jobId}`
-      return yield* new InvalidJobState({ jobId, status: row?.status ?? "gone", operation, allowed: ALLOWED[operation] })
+      const [row] = yield* sql<{ status: string; runCommitted: boolean }>`
+        SELECT q.status, coalesce(r.idempotency_status = 'completed', false) AS "runCommitted"
+        FROM job_queue q LEFT JOIN job_runs r ON r.job_id = q.id WHERE q.id = ${jobId}`
+      const status = row?.status ?? "gone"
+      // fail_job_manually refuses a processing job whose transactional run committed (0020): it is completing.
+      const because = status === "processing" && row?.runCommitted === true
+        ? "its handler's transaction has committed: it completes shortly"
+        : undefined
+      return yield* new InvalidJobState({ jobId, status, operation, allowed: ALLOWED[operation], ...(because === undefined ? {} : { because }) })
     }
     return yield* result.left
   }).pipe(Effect.withSpan(`Operator.${operation}`, { attributes: { jobId } }))

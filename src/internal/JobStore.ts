@@ -61,6 +61,16 @@ export const make = Effect.gen(function* () {
       ),
 
     /**
+     * Records, inside a transactional handler's transaction, that its run committed (commit_job_run,
+     * 0020): the job is never run again, and its row is completed afterwards like any other job's.
+     * False when the worker no longer holds the job (the transaction must roll back).
+     */
+    commitRun: (jobId: string, workerId: string, attempt: number, now: Date) =>
+      sql<{ ok: boolean }>`SELECT commit_job_run(${jobId}, ${workerId}, ${attempt}, ${now}) AS ok`.pipe(
+        Effect.map((rows) => rows[0]?.ok === true)
+      ),
+
+    /**
      * Completes jobs held by one worker and claims up to `limit` more, in one transaction
      * (complete_and_claim). Returns the ids it completed, the ids it could not complete yet
      * because another transaction holds their rows (busy: still the worker's, try again),

@@ -40,7 +40,7 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
-  /** Completes a non-transactional job (the worker: with its next claim); default: one complete_job call. */
+  /** Completes a job whose handler succeeded (the worker: with its next claim); default: one complete_job call. */
   readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
   /**
    * The caller stops the job at its handler's timeout (stop reason "timeout"), as the worker's
@@ -159,13 +159,15 @@ export const executeJob = <R>(
     const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
     const run = Effect.suspend(() => handler.run(decoded.right, context))
     const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
-    // A transactional handler commits together with its completion, or not at all.
+    // A transactional handler's SQL commits together with its run's record, or not at all; the job's
+    // row is completed afterwards, like any other job's (its transaction never waits for that row).
+    const commitRun = Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at))
     const attemptEffect = handler.transactional
       ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
           sql.withTransaction(
             Effect.zipRight(
               timed,
-              Effect.flatMap(complete(), (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
+              Effect.flatMap(commitRun, (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
             )
           ))
       : timed
@@ -177,9 +179,9 @@ export const executeJob = <R>(
     yield* Metric.update(Metrics.forJobType(Metrics.handlerDuration, job.jobType), seconds)
 
     if (Exit.isSuccess(exit)) {
-      if (handler.transactional) return Outcome.Completed()
       const completed = env.complete !== undefined ? env.complete(job.id, attempt) : complete()
-      return (yield* persistently(completed)) ? Outcome.Completed() : Outcome.LeaseLost()
+      // A committed run is done even if its row was taken meanwhile: only the rescuer can take it, and it completes it.
+      return (yield* persistently(completed)) || handler.transactional ? Outcome.Completed() : Outcome.LeaseLost()
     }
     const cause = exit.cause
     if (Cause.isInterruptedOnly(cause)) {

@@ -43,6 +43,7 @@ describe("database faults during a run", () => {
         report(result)
         expect(result.tally).toMatchObject({ enqueued: 400, completed: 400, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
         expect(result.details["lockedRunning"]).toBeGreaterThan(0) // the lock did catch running jobs
+        expect(result.details["lockedWaiting"]).toBe(8) // and waiting ones
         expect(result.details["completedWhileHeld"]).toBeGreaterThan(0) // slowed down, not stopped
         expect(Object.values(result.warnings).reduce((a, b) => a + b, 0)).toBeLessThan(30)
       }).pipe(Effect.scoped), { timeout: 60_000 })

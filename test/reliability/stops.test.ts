@@ -1,8 +1,11 @@
 // Stopping a worker in each phase of a job: while it claims, while the handler
-// runs, while it completes. A graceful stop (the worker's scope closes, as on
-// SIGTERM) gives the job back without counting the attempt; a hard stop
-// (kill -9 of a worker process) leaves it to the lease, and it is rescued.
-// Either way the job ends completed once, its transactional effect committed once.
+// runs, while its transaction commits, while the job's row is completed after
+// the commit. A graceful stop (the worker's scope closes, as on SIGTERM) gives
+// back a job whose effect has not committed, without counting the attempt, and
+// completes one whose effect has; a hard stop (kill -9 of a worker process)
+// leaves the job to the lease, and it is rescued (run again, or completed when
+// its run had committed). Either way the job ends completed once, its
+// transactional effect committed once.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Deferred, Duration, Effect, Exit, Fiber, Layer, Schema, Scope } from "effect"
@@ -16,10 +19,10 @@ import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { eventually } from "../support/live.js"
 import { awaitStarted, connection, fastSettings, prepareQueue, query, spawnWorker, type WorkerProcess } from "./harness/cluster.js"
 
-const TYPES = { claim: "dunning_run", handler: "report_generation", completion: "sepa_export" } as const
+const TYPES = { claim: "dunning_run", handler: "report_generation", commit: "settlement_calculation", completion: "sepa_export" } as const
 const definition = (jobType: string) => JobDefinition.make(jobType, Schema.Struct({ n: Schema.Int }))
 
-/** The fixture's handler, in process: its effect row commits with the completion. */
+/** The fixture's handler, in process: its effect row commits with its run's record. */
 const effectHandler = (jobType: string, gate?: Deferred.Deferred<void>) =>
   Handler.make(definition(jobType), {
     transactional: true,
@@ -49,11 +52,19 @@ const waitingOnLock = (url: string, applicationName: string, statement: string) 
     (rows) => rows[0]!.n > 0
   )
 
+/** The job's run committed (commit_job_run) while its row is not completed yet. */
+const runCommitted = (url: string, jobId: string) =>
+  Effect.map(
+    query<{ n: number }>(url, `SELECT count(*)::int AS n FROM job_runs r JOIN job_queue q ON q.id = r.job_id
+      WHERE r.job_id = $1 AND r.idempotency_status = 'completed' AND q.status = 'processing'`, [jobId]),
+    (rows) => rows[0]!.n > 0
+  )
+
 const timing = { leaseDuration: 1_500, heartbeatInterval: 300, rescueInterval: 300, pollInterval: 300 }
 
 describe("stops in every phase of a job", () => {
   layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
-    it.effect("graceful stop while claiming, while the handler runs, while completing: the job goes back to pending, attempt not counted, no effect", () =>
+    it.effect("graceful stop while claiming, while the handler runs, while committing: the job goes back to pending, attempt not counted, no effect; once committed, it is completed", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         yield* prepareQueue(url)
@@ -95,24 +106,47 @@ describe("stops in every phase of a job", () => {
         expect(yield* auditEvents(handlerJob)).toEqual(["job_started", "job_released"])
         expect(yield* effectsOf(url, handlerJob)).toBe(0)
 
-        // Completion: the handler is done, its complete_job waits for a row lock held elsewhere.
+        // Commit: the handler is done, its commit_job_run waits for the run's row, locked elsewhere.
+        const commitGate = yield* Deferred.make<void>()
+        const committing = yield* runWorker(TYPES.commit, commitGate)
+        const commitJob = yield* enqueue(url, TYPES.commit, 3)
+        yield* eventually(Effect.map(jobRow(commitJob), (row) => row.status === "processing"), "the handler runs")
+        yield* sqlOn("BEGIN")
+        yield* sqlOn("SELECT job_id FROM job_runs WHERE job_id = $1 FOR UPDATE", [commitJob])
+        yield* Deferred.succeed(commitGate, undefined)
+        yield* eventually(waitingOnLock(url, `graceful-${TYPES.commit}`, "commit_job_run"), "the commit waits")
+        const commitStop = yield* Effect.fork(committing.stop)
+        yield* Effect.sleep("1 second")
+        yield* sqlOn("ROLLBACK")
+        const commitStopTook = yield* Fiber.join(commitStop)
+        expect(yield* jobRow(commitJob)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(commitJob)).toEqual(["job_started", "job_released"])
+        expect(yield* effectsOf(url, commitJob)).toBe(0)
+
+        // Completion: the effect and run committed; the job's row, locked elsewhere, waits to be completed.
+        // The stop sees it through (the lock ends while it waits): the job is not given back, its effect is in.
         const gate = yield* Deferred.make<void>()
         const completing = yield* runWorker(TYPES.completion, gate)
-        const completionJob = yield* enqueue(url, TYPES.completion, 3)
+        const completionJob = yield* enqueue(url, TYPES.completion, 4)
         yield* eventually(Effect.map(jobRow(completionJob), (row) => row.status === "processing"), "the handler runs")
         yield* sqlOn("BEGIN")
         yield* sqlOn("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [completionJob])
         yield* Deferred.succeed(gate, undefined)
-        yield* eventually(waitingOnLock(url, `graceful-${TYPES.completion}`, "complete_job"), "the completion waits")
+        yield* eventually(runCommitted(url, completionJob), "the run commits")
         const completionStop = yield* Effect.fork(completing.stop)
         yield* Effect.sleep("1 second")
         yield* sqlOn("ROLLBACK")
         const completionStopTook = yield* Fiber.join(completionStop)
-        expect(yield* jobRow(completionJob)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
-        expect(yield* auditEvents(completionJob)).toEqual(["job_started", "job_released"])
-        expect(yield* effectsOf(url, completionJob)).toBe(0)
+        expect(yield* jobRow(completionJob)).toMatchObject({ status: "completed", attempts: 1, lockedBy: null })
+        expect(yield* auditEvents(completionJob)).toEqual(["job_started", "job_completed"])
+        expect(yield* effectsOf(url, completionJob)).toBe(1)
 
-        console.log(JSON.stringify({ gracefulStopMs: { claim: Duration.toMillis(claimStop), handler: Duration.toMillis(handlerStop), completion: Duration.toMillis(completionStopTook) } }))
+        console.log(JSON.stringify({
+          gracefulStopMs: {
+            claim: Duration.toMillis(claimStop), handler: Duration.toMillis(handlerStop),
+            commit: Duration.toMillis(commitStopTook), completion: Duration.toMillis(completionStopTook)
+          }
+        }))
 
         // Another worker then runs all three, once.
         yield* Layer.build(
@@ -120,14 +154,14 @@ describe("stops in every phase of a job", () => {
             Layer.provide(Db.layer({ url, maxConnections: 4 }))
           )
         )
-        for (const id of [claimJob, handlerJob, completionJob]) {
+        for (const id of [claimJob, handlerJob, commitJob]) {
           yield* eventually(Effect.map(jobRow(id), (row) => row.status === "completed"), "the job completed")
           expect(yield* effectsOf(url, id)).toBe(1)
           expect((yield* jobRow(id)).attempts).toBe(1)
         }
       }).pipe(Effect.scoped), { timeout: 60_000 })
 
-    it.effect("kill -9 while claiming, while the handler runs, while completing: the job is rescued after its lease and completed once", () =>
+    it.effect("kill -9 while claiming, while the handler runs, while committing, once committed: the job is rescued after its lease and completed once", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         yield* prepareQueue(url)
@@ -136,9 +170,9 @@ describe("stops in every phase of a job", () => {
         const settings = { ...fastSettings, leaseMs: timing.leaseDuration, heartbeatMs: timing.heartbeatInterval, rescueMs: timing.rescueInterval, pollMs: timing.pollInterval }
         const start = (phase: keyof typeof TYPES) =>
           spawnWorker(url, `w-${phase}`, settings, { CHAOS_JOB_TYPE: TYPES[phase], CHAOS_PHASES: "1", CHAOS_HOLD_FILE: hold })
-        const workers = yield* Effect.all([start("claim"), start("handler"), start("completion")])
+        const workers = yield* Effect.all([start("claim"), start("handler"), start("commit"), start("completion")])
         yield* Effect.forEach(workers, (worker) => awaitStarted(worker), { concurrency: "unbounded" })
-        const [claimWorker, handlerWorker, completionWorker] = workers as [WorkerProcess, WorkerProcess, WorkerProcess]
+        const [claimWorker, handlerWorker, commitWorker, completionWorker] = workers as [WorkerProcess, WorkerProcess, WorkerProcess, WorkerProcess]
         const kill = (worker: WorkerProcess) =>
           Effect.gen(function* () {
             worker.child.kill("SIGKILL")
@@ -156,13 +190,22 @@ describe("stops in every phase of a job", () => {
         yield* eventually(phaseSeen(handlerWorker, "handler", handlerJob), "the handler runs", "20 seconds")
         const handlerKilledAt = yield* kill(handlerWorker)
 
-        // Completion: killed while complete_job waits for a row lock held elsewhere.
-        const completionJob = yield* enqueue(url, TYPES.completion, 3)
+        // Commit: killed while commit_job_run waits for the run's row, locked elsewhere (effect not committed).
+        const commitJob = yield* enqueue(url, TYPES.commit, 3)
+        yield* eventually(phaseSeen(commitWorker, "handler", commitJob), "the handler runs", "20 seconds")
+        yield* sqlOn("BEGIN")
+        yield* sqlOn("SELECT job_id FROM job_runs WHERE job_id = $1 FOR UPDATE", [commitJob])
+        yield* Effect.promise(() => rm(hold, { force: true }))
+        yield* eventually(waitingOnLock(url, "skiplock-chaos-w-commit", "commit_job_run"), "the commit waits", "20 seconds")
+        const commitKilledAt = yield* kill(commitWorker)
+        yield* sqlOn("ROLLBACK")
+
+        // Completion: killed after its effect and run committed, while the job's row, locked elsewhere, waits to be completed.
+        const completionJob = yield* enqueue(url, TYPES.completion, 4)
         yield* eventually(phaseSeen(completionWorker, "handler", completionJob), "the handler runs", "20 seconds")
         yield* sqlOn("BEGIN")
         yield* sqlOn("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [completionJob])
-        yield* Effect.promise(() => rm(hold, { force: true }))
-        yield* eventually(waitingOnLock(url, "skiplock-chaos-w-completion", "complete_job"), "the completion waits", "20 seconds")
+        yield* eventually(runCommitted(url, completionJob), "the run commits", "20 seconds")
         const completionKilledAt = yield* kill(completionWorker)
         yield* sqlOn("ROLLBACK")
 
@@ -182,19 +225,29 @@ describe("stops in every phase of a job", () => {
           )
         )
         const recovered: Record<string, number> = {}
-        for (const [phase, id, killedAt] of [["claim", claimJob, claimKilledAt], ["handler", handlerJob, handlerKilledAt], ["completion", completionJob, completionKilledAt]] as const) {
+        const phases = [
+          ["claim", claimJob, claimKilledAt], ["handler", handlerJob, handlerKilledAt],
+          ["commit", commitJob, commitKilledAt], ["completion", completionJob, completionKilledAt]
+        ] as const
+        for (const [phase, id, killedAt] of phases) {
           yield* eventually(Effect.map(jobRow(id), (row) => row.status === "completed"), `the ${phase} job completed`, "20 seconds")
           expect(yield* effectsOf(url, id)).toBe(1)
           const [done] = yield* query<{ at: Date }>(url, "SELECT completed_at AS at FROM job_queue WHERE id = $1", [id])
           recovered[phase] = done!.at.getTime() - killedAt
         }
         console.log(JSON.stringify({ hardStopRecoveredMs: recovered }))
-        // The handler and completion jobs were rescued in the dead workers' names, their attempt counted.
-        const rescues = yield* query<{ jobId: string; deadWorker: string }>(url,
-          `SELECT job_id AS "jobId", details->>'deadWorker' AS "deadWorker" FROM audit_logs WHERE event = 'job_rescued' ORDER BY id`)
-        expect(rescues).toContainEqual({ jobId: handlerJob, deadWorker: "w-handler" })
-        expect(rescues).toContainEqual({ jobId: completionJob, deadWorker: "w-completion" })
+        // The handler, commit and completion jobs were rescued in the dead workers' names: the first two to run
+        // again (their attempt counted), the committed one completed by the rescue, not run again.
+        const rescues = yield* query<{ jobId: string; deadWorker: string; newStatus: string }>(url,
+          `SELECT job_id AS "jobId", details->>'deadWorker' AS "deadWorker", details->>'newStatus' AS "newStatus"
+           FROM audit_logs WHERE event = 'job_rescued' ORDER BY id`)
+        expect(rescues).toContainEqual({ jobId: handlerJob, deadWorker: "w-handler", newStatus: "pending" })
+        expect(rescues).toContainEqual({ jobId: commitJob, deadWorker: "w-commit", newStatus: "pending" })
+        expect(rescues).toContainEqual({ jobId: completionJob, deadWorker: "w-completion", newStatus: "completed" })
         expect((yield* jobRow(handlerJob)).attempts).toBe(2)
+        expect((yield* jobRow(commitJob)).attempts).toBe(2)
+        expect((yield* jobRow(completionJob)).attempts).toBe(1)
+        expect(yield* auditEvents(completionJob)).toEqual(expect.arrayContaining(["job_started", "job_rescued", "job_completed"]))
         for (const ms of Object.values(recovered)) expect(ms).toBeLessThan(timing.leaseDuration + timing.rescueInterval + 2_000)
       }).pipe(Effect.scoped), { timeout: 60_000 })
   })

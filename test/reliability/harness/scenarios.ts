@@ -303,14 +303,16 @@ export const idleInTransaction = (
     const operator = yield* connection(url, "skiplock-chaos-operator")
     yield* Effect.promise(() => operator.query("BEGIN"))
     // An operator's edit in an open transaction: it row-locks running and waiting jobs alike. The running
-    // jobs it takes are the ones claimed last, whose handlers are furthest from done (an older one may be
-    // completing as the edit comes, which then finds it completed).
+    // jobs it takes are the ones claimed last, whose handlers are furthest from done; the waiting ones are
+    // next in line. Each is locked as it is picked (skipping one a worker is claiming or completing right
+    // then), so a waiting job is still waiting once locked: picked first and locked later, it was often
+    // claimed in between, and the edit then held running jobs only.
     const locked = yield* Effect.promise(() =>
       operator.query<{ id: string; status: string }>(`
+        WITH running AS (SELECT id FROM job_queue WHERE status = 'processing' ORDER BY locked_at DESC LIMIT $1 FOR UPDATE SKIP LOCKED),
+             waiting AS (SELECT id FROM job_queue WHERE status = 'pending' ORDER BY priority, run_at, created_at LIMIT $2 FOR UPDATE SKIP LOCKED)
         UPDATE job_queue SET priority = priority
-        WHERE id IN ((SELECT id FROM job_queue WHERE status = 'processing' ORDER BY locked_at DESC LIMIT $1)
-                     UNION ALL
-                     (SELECT id FROM job_queue WHERE status = 'pending' ORDER BY priority, run_at, created_at LIMIT $2))
+        WHERE id IN (SELECT id FROM running UNION ALL SELECT id FROM waiting)
         RETURNING id, status`, [options.lockedRunning, options.lockedWaiting])
     )
     const startedAt = Date.now()
