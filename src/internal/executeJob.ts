@@ -161,13 +161,15 @@ export const executeJob = <R>(
     const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
     // A transactional handler's SQL commits together with its run's record, or not at all; the job's
     // row is completed afterwards, like any other job's (its transaction never waits for that row).
-    const commitRun = Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at))
     const attemptEffect = handler.transactional
       ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
           sql.withTransaction(
             Effect.zipRight(
               timed,
-              Effect.flatMap(commitRun, (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost())))
+              Effect.flatMap(
+                Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at)),
+                (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost()))
+              )
             )
           ))
       : timed
