@@ -11,8 +11,9 @@
 -- The run's record is what makes the effect happen once: a run that committed
 -- is never run again (claim_next_job has kept a committed run committed since
 -- 0005; the worker then completes the job without running the handler).
--- Three functions that end a run against its worker's will now respect one
--- that committed, serialized with commit_job_run by the job_runs row lock:
+-- The two functions that end a run against its worker's will now respect one
+-- that committed, and commit_job_run respects them; the job_runs row lock
+-- serializes the three:
 --   rescue_expired_jobs  completes a job whose run committed (instead of
 --                        returning it to pending, or failing it when its
 --                        attempts are used up), and skips a run being committed;
