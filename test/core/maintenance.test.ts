@@ -6,7 +6,7 @@ import { Clock, Deferred, Effect, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
-import { advance, eventually, settled } from "../support/live.js"
+import { advance, eventually, pauseLive, settled } from "../support/live.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -80,8 +80,12 @@ describe("worker maintenance under TestClock", () => {
         const worker = yield* Worker.make({ handlers: [handler], listen: false })
         yield* settled(worker)
         yield* advance(worker, "30 seconds", "5 seconds")
+        // The rescue the clock just triggered runs on its own fiber (settled waits for the claim loop only): let it land.
+        yield* pauseLive("300 millis")
         expect(yield* jobRow(job.id)).toMatchObject({ status: "processing", lockedBy: "dead-worker" }) // expiry is strict
         yield* advance(worker, "5 seconds")
+        // Rescued at t0 + 35 s, then claimed and run again with the clock standing still.
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the rescued job ran again")
         expect(yield* jobRow(job.id)).toMatchObject({ status: "completed", attempts: 2 })
         expect(runs).toBe(1)
         expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_rescued", "job_started", "job_completed"])
@@ -99,6 +103,7 @@ describe("worker maintenance under TestClock", () => {
         const worker = yield* Worker.make({ handlers: [Handler.make(Report, { run: () => Effect.void })], listen: false })
         yield* settled(worker)
         yield* advance(worker, "35 seconds", "5 seconds")
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "failed"), "the job was rescued")
         const row = yield* jobRow(job.id)
         expect(row).toMatchObject({ status: "failed", attempts: 1 })
         expect(row.error).toBe("lease expired: worker dead-worker stopped renewing it")
