@@ -53,8 +53,9 @@ const oneOf = <const L extends ReadonlyArray<string>>(...literals: L) => (raw: s
     ? Either.right(raw.toLowerCase() as L[number])
     : Either.left(`one of ${literals.join(", ")}`)
 
-const SWITCHES = { true: true, yes: true, on: true, "1": true, false: false, no: false, off: false, "0": false } as const
-const onOff = (raw: string) => Either.map(oneOf("true", "false", "yes", "no", "on", "off", "1", "0")(raw), (name) => SWITCHES[name])
+// Each word with its value, in the order the error message lists them.
+const SWITCHES = new Map([["true", true], ["false", false], ["yes", true], ["no", false], ["on", true], ["off", false], ["1", true], ["0", false]])
+const onOff = (raw: string) => Either.map(oneOf(...SWITCHES.keys())(raw), (word) => SWITCHES.get(word)!)
 
 const postgresUrl = (raw: string) => {
   const accepts = "a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database"
