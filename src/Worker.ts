@@ -18,7 +18,7 @@
 import type { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberId, Layer, Metric, Option, Queue, Ref, Runtime } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -119,7 +119,8 @@ type Completion = "completed" | "lost" | "busy"
 interface Finished {
   readonly id: string
   readonly attempt: number
-  readonly done: Deferred.Deferred<Completion, SqlError>
+  /** Resumes the job's fiber, which waits for this completion. */
+  readonly done: (result: Effect.Effect<Completion, SqlError>) => void
 }
 
 const PRUNE_BATCH = 1000
@@ -146,6 +147,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const localWorkers = yield* Effect.serviceOption(LocalWorkers)
     // Jobs that enqueues of this process claim for the worker start here, with the worker's services.
     const workerRuntime = yield* Effect.runtime<SqlClient.SqlClient | Requirements<Hs>>()
+    const runInWorker = Runtime.runFork(workerRuntime)
+    // Read directly on the paths every job takes (TestClock in tests, like every Clock use here).
+    const clock = yield* Effect.clock
 
     const workerId = options.workerId ?? defaultWorkerId()
     const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
@@ -179,25 +183,40 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       entry.handlerActive = false
       handlersRunning--
     }
-    // Everything the claim loop reacts to arrives here: "look" (the poll, a notification, a
-    // rescue: runnable jobs may wait) or "changed" (a slot freed up, a claim finished).
-    const events = yield* Queue.unbounded<"look" | "changed">()
-    const claiming = yield* Ref.make(false)
-    const lastClaimAt = yield* Ref.make<number | undefined>(undefined)
-    const nextPollAt = yield* Ref.make<number | undefined>(undefined)
-    // Completed whenever no job runs (the shutdown waits for it).
-    let idle = Deferred.unsafeMake<void>(FiberId.none)
+    // What the claim loop reacts to: a look (the poll, a notification, a rescue: runnable jobs may
+    // wait) or a change (a slot freed up, a claim finished). Signals that come while the loop is busy
+    // are taken together when it next waits. (A flag and a callback rather than a Queue: the loop is
+    // signalled several times a job.)
+    let signalled = false
+    let lookSignalled = false
+    let wakeLoop: (() => void) | undefined
+    const signal = (look: boolean) => {
+      signalled = true
+      if (look) lookSignalled = true
+      const wake = wakeLoop
+      wakeLoop = undefined
+      wake?.()
+    }
+    const nextSignal = Effect.async<void>((resume) => {
+      if (signalled) return resume(Effect.void)
+      wakeLoop = () => resume(Effect.void)
+      return Effect.sync(() => void (wakeLoop = undefined))
+    })
+    // For status.
+    let claiming = false
+    let lastClaimAt: number | undefined
+    let nextPollAt: number | undefined
+    // Completed once no job runs, when the shutdown waits for that.
+    let idle: Deferred.Deferred<void> | undefined
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
     // Completions of finished jobs wait here for the next statement the loop sends.
     const finished: Array<Finished> = []
     const awaitCompletion = (id: string, attempt: number) =>
-      Effect.suspend(() => {
-        const done = Deferred.unsafeMake<Completion, SqlError>(FiberId.none)
+      Effect.async<Completion, SqlError>((done) => {
         finished.push({ id, attempt, done })
-        Queue.unsafeOffer(events, "changed")
-        return Deferred.await(done)
+        signal(false)
       })
     // (Built without Effect.gen: it runs once per job.)
     const complete = (id: string, attempt: number): Effect.Effect<boolean, SqlError> =>
@@ -236,58 +255,59 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }
 
-    const start = ({ job, leaseValidUntil }: PrefetchedJob, startedAt: number) =>
-      Effect.gen(function* () {
-        // The handler's requirements are in the worker's context (make requires them), which the job's
-        // fiber inherits like every fiber the worker forks: providing it again cost ~20 Effect steps a job.
-        const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
-        if (running.size === 0) idle = Deferred.unsafeMake<void>(FiberId.none)
-        const entry: RunningJob = {
-          job,
-          control: { stopReason: undefined },
-          handlerActive: true,
-          fiber: undefined,
-          leaseValidUntil,
-          deadline: startedAt + Duration.toMillis(handler.timeout)
-        }
-        running.set(job.id, entry)
-        handlersRunning++
-        const fiber = yield* executeJob(handler, job, env, entry.control).pipe(
-          // Claims run uninterruptibly and a fiber inherits that: the job's own fiber must be interruptible.
-          Effect.interruptible,
-          Effect.forkDaemon
-        )
-        entry.fiber = fiber
-        // When the job's fiber ends, however it ends (an observer, not an Effect: it runs once per job).
-        fiber.addObserver(() => {
-          handlerDone(entry)
-          running.delete(job.id)
-          Queue.unsafeOffer(events, "changed")
-          if (running.size === 0) Deferred.unsafeDone(idle, Exit.void)
-        })
-        yield* deadlines.started(entry.deadline)
+    // Starts a job in a fiber of the worker's runtime, whoever claimed it (the claim loop's statement,
+    // or an enqueue of this process): the job gets the worker's services and runs on when the claimer's
+    // fiber ends. (Plain code, not an Effect: it runs once per job.)
+    const start = ({ job, leaseValidUntil }: PrefetchedJob, startedAt: number) => {
+      // The handler's requirements are in the worker's context (make requires them), which the job's
+      // fiber gets with the worker's runtime: providing them again cost ~20 Effect steps a job.
+      const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
+      const entry: RunningJob = {
+        job,
+        control: { stopReason: undefined },
+        handlerActive: true,
+        fiber: undefined,
+        leaseValidUntil,
+        deadline: startedAt + Duration.toMillis(handler.timeout)
+      }
+      running.set(job.id, entry)
+      handlersRunning++
+      // The worker's runtime may be uninterruptible (layers are built so): the job's own fiber must not be.
+      // (Started on the scheduler's next turn, as a fork would: the claimer first finishes its own bookkeeping.)
+      const fiber = runInWorker(Effect.interruptible(executeJob(handler, job, env, entry.control)), { immediate: false })
+      entry.fiber = fiber
+      // When the job's fiber ends, however it ends.
+      fiber.addObserver(() => {
+        handlerDone(entry)
+        running.delete(job.id)
+        signal(false)
+        if (running.size === 0 && idle !== undefined) Deferred.unsafeDone(idle, Exit.void)
       })
+      deadlines.started(entry.deadline)
+    }
     // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
     // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
     // releases the prefetched ones. A job whose lease ran out while it waited (the heartbeat could not
     // renew it) may have been rescued and claimed elsewhere: it is dropped, not started.
     const canStart = (whileStopping: boolean) => (whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0
-    // (Effect.void when there is nothing to start: the claim loop asks on every turn.)
-    const startPrefetched = (whileStopping: boolean) =>
-      !canStart(whileStopping) ? Effect.void : Effect.gen(function* () {
-        const at = yield* Clock.currentTimeMillis
-        while (canStart(whileStopping)) {
-          const next = prefetched.shift()!
-          if (at < next.leaseValidUntil) {
-            yield* start(next, at)
-            continue
-          }
-          yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, next.job.jobType))
-          yield* Effect.logWarning("the lease of a prefetched job ran out before it could start; it will not start here").pipe(
-            Effect.annotateLogs({ jobId: next.job.id })
+    // Starts them at once; returns what is left to record of jobs dropped, if any.
+    const startPrefetched = (whileStopping: boolean): Effect.Effect<void> | undefined => {
+      if (!canStart(whileStopping)) return undefined
+      const at = clock.unsafeCurrentTimeMillis()
+      let dropped: Array<ClaimedJob> | undefined
+      while (canStart(whileStopping)) {
+        const next = prefetched.shift()!
+        if (at < next.leaseValidUntil) start(next, at)
+        else (dropped ??= []).push(next.job)
+      }
+      return dropped === undefined ? undefined : Effect.forEach(dropped, (job) =>
+        Effect.zipRight(
+          Metric.increment(Metrics.forJobType(Metrics.leasesLost, job.jobType)),
+          Effect.logWarning("the lease of a prefetched job ran out before it could start; it will not start here").pipe(
+            Effect.annotateLogs({ jobId: job.id })
           )
-        }
-      })
+        ), { discard: true })
+    }
 
     // Every statement the loop sends completes the jobs that finished since the last one and claims
     // jobs for the slots free once they are done: a busy worker needs one round trip and one commit
@@ -320,50 +340,58 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       return claimsOnTheirWay === 0 ? Deferred.succeed(noClaimsOnTheirWay, undefined) : Effect.void
     })
 
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>) =>
-      Effect.gen(function* () {
-        const at = yield* Clock.currentTimeMillis
-        yield* Ref.set(lastClaimAt, at)
-        yield* claimFailures.succeeded
-        if (jobs.length === 0) return
-        options.onClaim?.(jobs)
-        const leaseValidUntil = at + Duration.toMillis(leaseDuration)
-        for (const job of jobs) prefetched.push({ job, leaseValidUntil })
-        yield* startPrefetched(true)
-      })
+    // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>): Effect.Effect<void> | undefined => {
+      const at = clock.unsafeCurrentTimeMillis()
+      lastClaimAt = at
+      let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
+      if (jobs.length === 0) return toLog
+      options.onClaim?.(jobs)
+      const leaseValidUntil = at + Duration.toMillis(leaseDuration)
+      for (const job of jobs) prefetched.push({ job, leaseValidUntil })
+      const dropped = startPrefetched(true)
+      if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
+      return toLog
+    }
     // A claim of the loop's own that came back full, or was sent before the latest look, may have left jobs waiting.
     // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
     const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
-      Effect.zipRight(claimed(jobs), Effect.sync(() => void (moreLikely = jobs.length === requested || looks !== looksWhenSent)))
+      Effect.suspend(() => {
+        const toLog = claimed(jobs)
+        moreLikely = jobs.length === requested || looks !== looksWhenSent
+        return toLog ?? Effect.void
+      })
 
     // Claims of enqueues of this process (LocalWorkers) not yet handed off or cancelled; shutdown awaits them.
-    const enqueueClaims = new Set<Deferred.Deferred<void>>()
+    let enqueueClaims = 0
+    let noEnqueueClaims: Deferred.Deferred<void> | undefined
     const reserveForEnqueue = (wanted: number): Reservation | undefined => {
       // Only for jobs that can start at once: a handler slot and room to hold them.
       const slots = Math.min(batchSize, wanted, concurrency - handlersRunning - prefetched.length - reserved)
       if (stopping || slots <= 0) return undefined
       reserved += slots
-      const settled = Deferred.unsafeMake<void>(FiberId.none)
-      enqueueClaims.add(settled)
+      enqueueClaims++
       let ended = false
-      const end = Effect.suspend(() => {
-        if (ended) return Effect.void
+      const end = () => {
+        if (ended) return
         ended = true
         reserved -= slots
-        enqueueClaims.delete(settled)
-        return Effect.zipRight(Queue.offer(events, "changed"), Deferred.succeed(settled, undefined))
-      })
+        if (--enqueueClaims === 0 && noEnqueueClaims !== undefined) Deferred.unsafeDone(noEnqueueClaims, Exit.void)
+        signal(false)
+      }
       return {
         workerId,
         jobTypes,
         limit: slots,
         lease: leaseDuration,
-        // Started in a fiber of the worker's: the jobs get its services, and run on when the enqueue's fiber ends.
+        // The jobs start in fibers of the worker's (see start); what is left to log, if anything, too.
         handOff: (jobs) =>
           Effect.sync(() => {
-            Runtime.runFork(workerRuntime)(claimed(jobs).pipe(Effect.ensuring(end), Effect.uninterruptible))
+            const toLog = claimed(jobs)
+            end()
+            if (toLog !== undefined) runInWorker(toLog, { immediate: false })
           }),
-        cancel: end
+        cancel: Effect.sync(end)
       }
     }
 
@@ -379,14 +407,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
         for (const job of batch) {
-          yield* Deferred.succeed(job.done, result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost")
+          job.done(Effect.succeed(result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost"))
         }
         if (requested > 0) yield* claimedByLoop(result.claimed, requested, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>
           Effect.gen(function* () {
             // The jobs' own fibers retry their completion; claims wait for the poll.
-            for (const job of batch) yield* Deferred.fail(job.done, error)
+            for (const job of batch) job.done(Effect.fail(error))
             if (reservedSlots === 0) return
             moreLikely = false
             yield* claimFailures.failed(error)
@@ -394,7 +422,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         ),
         Effect.ensuring(Effect.suspend(() => {
           reserved -= reservedSlots
-          return Effect.zipRight(Queue.offer(events, "changed"), reservedSlots > 0 ? claimSettled : Effect.void)
+          signal(false)
+          return reservedSlots > 0 ? claimSettled : Effect.void
         })),
         // A statement that reached the database is seen through, also while the worker stops:
         // its jobs then count as running and are awaited or released like the others.
@@ -407,14 +436,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       while (true) {
         nextTickAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval)
         yield* Effect.sleep(pollInterval)
-        yield* Queue.offer(events, "look")
+        signal(true)
       }
     })
 
     const claimLoop = Effect.gen(function* () {
-      yield* Ref.set(claiming, true)
+      claiming = true
       while (true) {
-        yield* startPrefetched(false)
+        const dropped = startPrefetched(false)
+        if (dropped !== undefined) yield* dropped
         if (inFlight.size < statementsInFlight) {
           const batch = finished.splice(0, MAX_COMPLETIONS)
           const free = claimable()
@@ -429,16 +459,17 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           }
         }
         // Idle until something happens; then take everything that happened at once.
-        if (claimsOnTheirWay === 0 && !stopping) yield* Ref.set(nextPollAt, nextTickAt)
-        const first = yield* Queue.take(events)
-        const rest = yield* Queue.takeAll(events)
-        yield* Ref.set(nextPollAt, undefined)
-        if (first === "look" || Chunk.some(rest, (event) => event === "look")) {
+        if (claimsOnTheirWay === 0 && !stopping) nextPollAt = nextTickAt
+        yield* nextSignal
+        nextPollAt = undefined
+        signalled = false
+        if (lookSignalled) {
+          lookSignalled = false
           moreLikely = true
           looks++
         }
       }
-    }).pipe(Effect.ensuring(Ref.set(claiming, false)))
+    }).pipe(Effect.ensuring(Effect.sync(() => void (claiming = false))))
 
     const releaseNotStarted = (job: ClaimedJob) =>
       Effect.flatMap(now, (at) => store.release(job.id, workerId, job.attempts, at, "worker shutdown")).pipe(
@@ -513,7 +544,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           Effect.annotateLogs({ jobId: job.id })
         )
       }
-      yield* Queue.offer(events, "look")
+      signal(true)
     }).pipe(Effect.zipRight(rescueFailures.succeeded), Effect.catchAll(rescueFailures.failed))
 
     // Registration is for operators: a worker that cannot register yet still runs, and retries with each heartbeat.
@@ -530,7 +561,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const listenerFiber = options.listen === false
       ? undefined
       : yield* listenForJobs(pgClient.config, (jobType) => {
-          if (jobType === "" || handledTypes.has(jobType)) Queue.unsafeOffer(events, "look")
+          if (jobType === "" || handledTypes.has(jobType)) signal(true)
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const pollerFiber = yield* Effect.forkDaemon(poller)
@@ -543,10 +574,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       Effect.gen(function* () {
         // The loop goes on writing the completions of the jobs still running, but claims no more.
         stopping = true
-        yield* Ref.set(claiming, false)
+        claiming = false
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
-        yield* waitAtMost(Effect.zip(Deferred.await(noClaimsOnTheirWay), Effect.all([...enqueueClaims].map(Deferred.await))), "10 seconds")
+        if (enqueueClaims > 0) noEnqueueClaims = Deferred.unsafeMake<void>(FiberId.none)
+        yield* waitAtMost(Effect.zip(Deferred.await(noClaimsOnTheirWay), noEnqueueClaims === undefined ? Effect.void : Deferred.await(noEnqueueClaims)), "10 seconds")
         // Jobs claimed and not started go back to pending at once, their attempt not counted.
         const notStarted = prefetched.splice(0)
         if (notStarted.length > 0) {
@@ -558,7 +590,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Fiber.interrupt(pruneFiber)
         if (running.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
-          yield* waitAtMost(Effect.suspend(() => Deferred.await(idle)), shutdownTimeout)
+          const noneRunning = (idle = Deferred.unsafeMake<void>(FiberId.none))
+          // The last job may have ended while the line above was logged.
+          if (running.size === 0) Deferred.unsafeDone(noneRunning, Exit.void)
+          yield* waitAtMost(Deferred.await(noneRunning), shutdownTimeout)
         }
         const left = [...running.values()]
         for (const entry of left) entry.control.stopReason ??= "shutdown"
@@ -587,9 +622,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     return Worker.of({
       workerId,
-      status: Effect.all({ claiming: Ref.get(claiming), lastClaimAt: Ref.get(lastClaimAt), nextPollAt: Ref.get(nextPollAt) }).pipe(
-        Effect.map((state) => ({ workerId, jobTypes, running: running.size, prefetched: prefetched.length, ...state }))
-      )
+      status: Effect.sync(() => ({ workerId, jobTypes, running: running.size, prefetched: prefetched.length, claiming, lastClaimAt, nextPollAt }))
     })
   }).pipe(Effect.annotateLogs({ component: "worker" }))
 

@@ -44,6 +44,8 @@ export const make = (jobs: () => Iterable<TimedJob>) =>
       /** Runs forever; fork it. */
       watch,
       /** Tells the watcher about a started job (its fiber set); wakes it if this deadline comes first. */
-      started: (deadline: number) => (deadline < sleepingUntil ? Queue.offer(wake, undefined) : Effect.void)
+      started: (deadline: number): void => {
+        if (deadline < sleepingUntil) Queue.unsafeOffer(wake, undefined)
+      }
     }
   })

@@ -55,8 +55,6 @@ export interface ExecuteEnv {
 
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
-const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
-
 // Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
 const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
   Effect.catchAll(effect, () => Effect.retry(effect, { schedule: Schedule.exponential("100 millis", 2), times: 5 }))
@@ -128,89 +126,97 @@ export const executeJob = <R>(
 ): Effect.Effect<Outcome, never, R | SqlClient.SqlClient> => {
   const { store, workerId } = env
   const context = jobContext(job, workerId)
-  // Only the handler is interruptible: an outcome, once reached, is always recorded.
-  const attemptAndRecord = Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
-    const attempt = job.attempts
-    yield* Metric.increment(Metrics.forJobType(Metrics.jobsClaimed, job.jobType))
+  // Times and metrics are read and written directly: this runs once per job, and each Clock or
+  // Metric Effect costs a few Effect steps. (Metric labels set on the fiber are not applied here.)
+  const attemptAndRecord = (clock: Clock.Clock) => {
+    const now = Effect.sync(() => new Date(clock.unsafeCurrentTimeMillis()))
+    // Only the handler is interruptible: an outcome, once reached, is always recorded.
+    return Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
+      const attempt = job.attempts
+      Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
 
-    const fail = (reason: string, retryable: boolean, error = bounded(reason)) =>
-      Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
-        Effect.map((result): Outcome => {
-          if (result === undefined) return Outcome.LeaseLost()
-          return result.status === "pending"
-            ? Outcome.RetryScheduled({ error, runAt: result.runAt })
-            : Outcome.Failed({ error })
-        })
-      )
+      const fail = (reason: string, retryable: boolean, error = bounded(reason)) =>
+        Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
+          Effect.map((result): Outcome => {
+            if (result === undefined) return Outcome.LeaseLost()
+            return result.status === "pending"
+              ? Outcome.RetryScheduled({ error, runAt: result.runAt })
+              : Outcome.Failed({ error })
+          })
+        )
 
-    const complete = (details?: Record<string, unknown>) =>
-      Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))
+      const complete = (details?: Record<string, unknown>) =>
+        Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))
 
-    if (job.runIdempotencyStatus === "completed") {
-      const ok = yield* persistently(complete({ skipped: "an earlier attempt already completed this job" }))
-      return ok ? Outcome.Skipped() : Outcome.LeaseLost()
-    }
+      if (job.runIdempotencyStatus === "completed") {
+        const ok = yield* persistently(complete({ skipped: "an earlier attempt already completed this job" }))
+        return ok ? Outcome.Skipped() : Outcome.LeaseLost()
+      }
 
-    const decoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
-    if (decoded._tag === "Left") {
-      return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
-    }
+      const decoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
+      if (decoded._tag === "Left") {
+        return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
+      }
 
-    const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
-    const run = Effect.suspend(() => handler.run(decoded.right, context))
-    const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
-    // A transactional handler's SQL commits together with its run's record, or not at all; the job's
-    // row is completed afterwards, like any other job's (its transaction never waits for that row).
-    const attemptEffect = handler.transactional
-      ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
-          sql.withTransaction(
-            Effect.zipRight(
-              timed,
-              Effect.flatMap(
-                Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at)),
-                (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost()))
+      const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
+      const run = Effect.suspend(() => handler.run(decoded.right, context))
+      const timed = env.watchesTimeouts === true ? run : Effect.timeoutFail(run, { duration: handler.timeout, onTimeout: timedOut })
+      // A transactional handler's SQL commits together with its run's record, or not at all; the job's
+      // row is completed afterwards, like any other job's (its transaction never waits for that row).
+      const attemptEffect = handler.transactional
+        ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
+            sql.withTransaction(
+              Effect.zipRight(
+                timed,
+                Effect.flatMap(
+                  Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at)),
+                  (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost()))
+                )
               )
-            )
-          ))
-      : timed
+            ))
+        : timed
 
-    const started = yield* Clock.currentTimeMillis
-    const exit = yield* Effect.exit(restore(attemptEffect))
-    env.handlerDone?.(job.id)
-    const seconds = ((yield* Clock.currentTimeMillis) - started) / 1000
-    yield* Metric.update(Metrics.forJobType(Metrics.handlerDuration, job.jobType), seconds)
+      const started = clock.unsafeCurrentTimeMillis()
+      const exit = yield* Effect.exit(restore(attemptEffect))
+      env.handlerDone?.(job.id)
+      Metrics.forJobType(Metrics.handlerDuration, job.jobType).unsafeUpdate((clock.unsafeCurrentTimeMillis() - started) / 1000, [])
 
-    if (Exit.isSuccess(exit)) {
-      const completed = env.complete !== undefined ? env.complete(job.id, attempt) : complete()
-      // A committed run is done even if its row was taken meanwhile: only the rescuer can take it, and it completes it.
-      return (yield* persistently(completed)) || handler.transactional ? Outcome.Completed() : Outcome.LeaseLost()
-    }
-    const cause = exit.cause
-    if (Cause.isInterruptedOnly(cause)) {
-      if (control.stopReason === "lease_lost") return Outcome.LeaseLost()
-      if (control.stopReason === "timeout") return yield* fail(describeError(timedOut()), true)
-      const at = yield* now
-      const released = yield* persistently(store.release(job.id, workerId, attempt, at, "worker shutdown"))
-      return released ? Outcome.Released() : Outcome.LeaseLost()
-    }
-    if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
-    if (lostConnection(cause)) {
-      // An outage is not the job's failure: back to pending without counting the attempt, after the backoff.
-      const at = yield* now
-      const error = bounded(`database connection lost: ${describeCause(cause)}`)
-      const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
-      const released = yield* persistently(store.release(job.id, workerId, attempt, at, "database connection lost", { runAt, error }))
-      return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
-    }
-    return yield* fail(describeCause(cause), !isPermanent(handler, cause))
-  }).pipe(
-    Effect.catchAll((error) =>
-      // The database stayed unreachable while recording: the lease will expire and the job be rescued.
-      Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())
-    ),
-    Effect.tap((outcome) => countOutcome(job.jobType, outcome)),
-    Effect.tap((outcome) => Effect.sync(() => env.onOutcome?.(job, outcome)))
-  ))
+      if (Exit.isSuccess(exit)) {
+        const completed = env.complete !== undefined ? env.complete(job.id, attempt) : complete()
+        // A committed run is done even if its row was taken meanwhile: only the rescuer can take it, and it completes it.
+        return (yield* persistently(completed)) || handler.transactional ? Outcome.Completed() : Outcome.LeaseLost()
+      }
+      const cause = exit.cause
+      if (Cause.isInterruptedOnly(cause)) {
+        if (control.stopReason === "lease_lost") return Outcome.LeaseLost()
+        if (control.stopReason === "timeout") return yield* fail(describeError(timedOut()), true)
+        const at = yield* now
+        const released = yield* persistently(store.release(job.id, workerId, attempt, at, "worker shutdown"))
+        return released ? Outcome.Released() : Outcome.LeaseLost()
+      }
+      if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
+      if (lostConnection(cause)) {
+        // An outage is not the job's failure: back to pending without counting the attempt, after the backoff.
+        const at = yield* now
+        const error = bounded(`database connection lost: ${describeCause(cause)}`)
+        const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
+        const released = yield* persistently(store.release(job.id, workerId, attempt, at, "database connection lost", { runAt, error }))
+        return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
+      }
+      return yield* fail(describeCause(cause), !isPermanent(handler, cause))
+    }).pipe(
+      Effect.catchAll((error) =>
+        // The database stayed unreachable while recording: the lease will expire and the job be rescued.
+        Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())
+      ),
+      Effect.tap((outcome) => {
+        // Counted before anyone is told, so that whoever is told sees it counted.
+        const toLog = countOutcome(job.jobType, outcome)
+        env.onOutcome?.(job, outcome)
+        return toLog
+      })
+    ))
+  }
 
   const annotations = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, traceId: job.traceId }
   const spanName = `skiplock.job ${job.jobType}`
@@ -223,6 +229,7 @@ export const executeJob = <R>(
   // The job's log annotations, span and CurrentJob are set on its fiber, which ends with the job:
   // scoping each of them around the job (and restoring it after) cost ~20 Effect steps a job.
   return Effect.gen(function* () {
+    const clock = yield* Effect.clock
     // (HashMap.mutate and one Context.merge: one copy of each per job, not one per entry.)
     yield* FiberRef.update(FiberRef.currentLogAnnotations, (current) =>
       HashMap.mutate(current, (all) => {
@@ -233,27 +240,31 @@ export const executeJob = <R>(
     yield* FiberRef.update(FiberRef.currentContext, (services) =>
       Context.merge(services, Context.add(Context.make(Tracer.ParentSpan, span), CurrentJob, context))
     )
-    const outcome = yield* attemptAndRecord
-    span.end(yield* Clock.currentTimeNanos, Exit.succeed(outcome))
+    const outcome = yield* attemptAndRecord(clock)
+    span.end(clock.unsafeCurrentTimeNanos(), Exit.succeed(outcome))
     return outcome
   })
 }
 
-const countOutcome = (jobType: string, outcome: Outcome) => {
+// Counts the outcome (directly, see attemptAndRecord) and returns what there is to log about it.
+const countOutcome = (jobType: string, outcome: Outcome): Effect.Effect<void> => {
+  const count = (metric: Metric.Metric.Counter<number>) => Metrics.forJobType(metric, jobType).unsafeUpdate(1, [])
   switch (outcome._tag) {
     case "Completed":
     case "Skipped":
-      return Metric.increment(Metrics.forJobType(Metrics.jobsCompleted, jobType))
+      count(Metrics.jobsCompleted)
+      return Effect.void
     case "RetryScheduled":
-      return Effect.zipRight(
-        Metric.increment(Metrics.forJobType(Metrics.jobsRetried, jobType)),
-        Effect.logWarning(`attempt failed, retry at ${outcome.runAt.toISOString()}: ${outcome.error}`)
-      )
+      count(Metrics.jobsRetried)
+      return Effect.logWarning(`attempt failed, retry at ${outcome.runAt.toISOString()}: ${outcome.error}`)
     case "Failed":
-      return Effect.zipRight(Metric.increment(Metrics.forJobType(Metrics.jobsFailed, jobType)), Effect.logError(`job failed: ${outcome.error}`))
+      count(Metrics.jobsFailed)
+      return Effect.logError(`job failed: ${outcome.error}`)
     case "Released":
-      return Metric.increment(Metrics.forJobType(Metrics.jobsReleased, jobType))
+      count(Metrics.jobsReleased)
+      return Effect.void
     case "LeaseLost":
-      return Effect.zipRight(Metric.increment(Metrics.forJobType(Metrics.leasesLost, jobType)), Effect.logWarning("lost the job's lease; another worker owns it now"))
+      count(Metrics.leasesLost)
+      return Effect.logWarning("lost the job's lease; another worker owns it now")
   }
 }

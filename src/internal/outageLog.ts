@@ -12,6 +12,8 @@ import { sqlErrorText } from "./sqlErrorText.js"
 export interface OutageLog {
   readonly failed: (error: unknown) => Effect.Effect<void>
   readonly succeeded: Effect.Effect<void>
+  /** Whether `succeeded` has something to log: a warning went out that no "works again" has answered yet. */
+  readonly reported: () => boolean
 }
 
 const SAME_OUTAGE_WITHIN_MS = 60_000
@@ -41,6 +43,7 @@ export const makeOutageLog = (task: string): OutageLog => {
       if (!reported) return Effect.void
       reported = false
       return Effect.logInfo(`${task} works again after ${failures} failure(s)`)
-    })
+    }),
+    reported: () => reported
   }
 }
