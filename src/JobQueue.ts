@@ -185,30 +185,33 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         }
         const trace = yield* currentTraceParent
         const at = new Date(now)
-        const into = sql`INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
-                                                idempotency_key, trace_id, parent_span_id, created_by, created_at, updated_at)`
-        const traceId = sql`coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', ''))`
-        const spanId = sql`${trace?.spanId ?? null}::text`
-        const orReturnEarlier = sql`ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-          ${returning}`
-        const [one] = rows
-        // One job (the common enqueue): a plain VALUES row plans and runs faster than a set of rows.
-        // A batch travels as one JSON document, which the server splits into rows: one JSON.stringify
-        // instead of nine arrays escaped element by element.
-        const insert = rows.length === 1 && one !== undefined
-          ? sql<InsertedJob>`${into}
-          VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
-                  ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
-          ${orReturnEarlier}`
-          : sql<InsertedJob>`${into}
-          SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
-                 ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
-          FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(rows.map(asRecord))}::jsonb)
-                            AS (id uuid, organization_id uuid, job_type text, payload jsonb, priority smallint,
-                                max_attempts integer, run_at timestamptz, idempotency_key text, created_by uuid))
-               WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
-          ORDER BY r.ord
-          ${orReturnEarlier}`
+        // Built only when used: with a local worker to hand off to, the insert goes through enqueue_and_claim.
+        const insert = Effect.suspend(() => {
+          const into = sql`INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
+                                                  idempotency_key, trace_id, parent_span_id, created_by, created_at, updated_at)`
+          const traceId = sql`coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', ''))`
+          const spanId = sql`${trace?.spanId ?? null}::text`
+          const orReturnEarlier = sql`ON CONFLICT (organization_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            ${returning}`
+          const [one] = rows
+          // One job (the common enqueue): a plain VALUES row plans and runs faster than a set of rows.
+          // A batch travels as one JSON document, which the server splits into rows: one JSON.stringify
+          // instead of nine arrays escaped element by element.
+          return rows.length === 1 && one !== undefined
+            ? sql<InsertedJob>`${into}
+            VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
+                    ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
+            ${orReturnEarlier}`
+            : sql<InsertedJob>`${into}
+            SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
+                   ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
+            FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(rows.map(asRecord))}::jsonb)
+                              AS (id uuid, organization_id uuid, job_type text, payload jsonb, priority smallint,
+                                  max_attempts integer, run_at timestamptz, idempotency_key text, created_by uuid))
+                 WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
+            ORDER BY r.ord
+            ${orReturnEarlier}`
+        })
         // Outside a transaction, a local worker with free slots gets the jobs due now in the same statement.
         const due = localWorkers === undefined || Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
           ? []
