@@ -18,7 +18,7 @@
 import type { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -31,6 +31,7 @@ import { executeJob, type JobControl, type Outcome } from "./internal/executeJob
 import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
 import { makeOutageLog } from "./internal/outageLog.js"
+import { untilNone } from "./internal/untilNone.js"
 
 export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly handlers: Hs
@@ -206,8 +207,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let claiming = false
     let lastClaimAt: number | undefined
     let nextPollAt: number | undefined
-    // Completed once no job runs, when the shutdown waits for that.
-    let idle: Deferred.Deferred<void> | undefined
+    // The shutdown waits for the running jobs.
+    const noneRunning = untilNone(() => running.size)
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
@@ -281,7 +282,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         handlerDone(entry)
         running.delete(job.id)
         signal(false)
-        if (running.size === 0 && idle !== undefined) Deferred.unsafeDone(idle, Exit.void)
+        noneRunning.settled()
       })
       deadlines.started(entry.deadline)
     }
@@ -333,12 +334,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Claims decided and not yet answered, counted from the decision on (the loop may pause between deciding
     // and forking): a stop waits until none is left, so no claim's jobs arrive after it has released the prefetched.
     let claimsOnTheirWay = 0
-    let noClaimsOnTheirWay = Deferred.unsafeMake<void>(FiberId.none)
-    Deferred.unsafeDone(noClaimsOnTheirWay, Exit.void)
-    const claimSettled = Effect.suspend(() => {
-      claimsOnTheirWay--
-      return claimsOnTheirWay === 0 ? Deferred.succeed(noClaimsOnTheirWay, undefined) : Effect.void
-    })
+    const noClaimsOnTheirWay = untilNone(() => claimsOnTheirWay)
 
     // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
     const claimed = (jobs: ReadonlyArray<ClaimedJob>): Effect.Effect<void> | undefined => {
@@ -364,7 +360,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     // Claims of enqueues of this process (LocalWorkers) not yet handed off or cancelled; shutdown awaits them.
     let enqueueClaims = 0
-    let noEnqueueClaims: Deferred.Deferred<void> | undefined
+    const noEnqueueClaims = untilNone(() => enqueueClaims)
     const reserveForEnqueue = (wanted: number): Reservation | undefined => {
       // Only for jobs that can start at once: a handler slot and room to hold them.
       const slots = Math.min(batchSize, wanted, concurrency - handlersRunning - prefetched.length - reserved)
@@ -376,7 +372,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         if (ended) return
         ended = true
         reserved -= slots
-        if (--enqueueClaims === 0 && noEnqueueClaims !== undefined) Deferred.unsafeDone(noEnqueueClaims, Exit.void)
+        enqueueClaims--
+        noEnqueueClaims.settled()
         signal(false)
       }
       return {
@@ -420,10 +417,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
             yield* claimFailures.failed(error)
           })
         ),
-        Effect.ensuring(Effect.suspend(() => {
+        Effect.ensuring(Effect.sync(() => {
           reserved -= reservedSlots
           signal(false)
-          return reservedSlots > 0 ? claimSettled : Effect.void
+          if (reservedSlots === 0) return
+          claimsOnTheirWay--
+          noClaimsOnTheirWay.settled()
         })),
         // A statement that reached the database is seen through, also while the worker stops:
         // its jobs then count as running and are awaited or released like the others.
@@ -451,7 +450,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
             reserved += requested
-            if (requested > 0 && claimsOnTheirWay++ === 0) noClaimsOnTheirWay = Deferred.unsafeMake<void>(FiberId.none)
+            if (requested > 0) claimsOnTheirWay++
             const fiber = yield* Effect.forkDaemon(send(batch, requested))
             inFlight.add(fiber)
             fiber.addObserver(() => inFlight.delete(fiber))
@@ -577,8 +576,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         claiming = false
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.
-        if (enqueueClaims > 0) noEnqueueClaims = Deferred.unsafeMake<void>(FiberId.none)
-        yield* waitAtMost(Effect.zip(Deferred.await(noClaimsOnTheirWay), noEnqueueClaims === undefined ? Effect.void : Deferred.await(noEnqueueClaims)), "10 seconds")
+        yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), "10 seconds")
         // Jobs claimed and not started go back to pending at once, their attempt not counted.
         const notStarted = prefetched.splice(0)
         if (notStarted.length > 0) {
@@ -590,10 +588,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Fiber.interrupt(pruneFiber)
         if (running.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
-          const noneRunning = (idle = Deferred.unsafeMake<void>(FiberId.none))
-          // The last job may have ended while the line above was logged.
-          if (running.size === 0) Deferred.unsafeDone(noneRunning, Exit.void)
-          yield* waitAtMost(Deferred.await(noneRunning), shutdownTimeout)
+          yield* waitAtMost(noneRunning.await, shutdownTimeout)
         }
         const left = [...running.values()]
         for (const entry of left) entry.control.stopReason ??= "shutdown"
