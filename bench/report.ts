@@ -19,6 +19,8 @@ export interface ReportInput {
   readonly startedAt: Date
   readonly finishedAt: Date
   readonly smoke: boolean
+  /** Only some scenarios or systems ran: not a full run, so not what `latest` names. */
+  readonly partial: boolean
   readonly environment: Record<string, unknown>
   readonly settings: Record<string, unknown>
   readonly systems: ReadonlyArray<SystemInfo>
@@ -223,6 +225,7 @@ export const toJson = (input: ReportInput) => ({
   finishedAt: input.finishedAt.toISOString(),
   durationSeconds: Math.round((input.finishedAt.getTime() - input.startedAt.getTime()) / 100) / 10,
   smoke: input.smoke,
+  partial: input.partial,
   environment: input.environment,
   settings: input.settings,
   systems: input.systems,
@@ -232,10 +235,13 @@ export const toJson = (input: ReportInput) => ({
   runs: input.runs
 })
 
-/** Writes `<stamp>.json`, `latest.json` and `latest.md` (prefixed `smoke-` for smoke runs); returns the paths. */
+/**
+ * Writes `<stamp>.json`, `latest.json` and `latest.md` (prefixed `smoke-` for smoke runs and `partial-` for runs of
+ * some scenarios or systems only, so that `latest` is always the latest full run); returns the paths.
+ */
 export const writeResults = (dir: string, input: ReportInput): Array<string> => {
   mkdirSync(dir, { recursive: true })
-  const prefix = input.smoke ? "smoke-" : ""
+  const prefix = input.smoke ? "smoke-" : input.partial ? "partial-" : ""
   const stamp = input.startedAt.toISOString().replace(/[:.]/g, "-")
   const json = `${JSON.stringify(toJson(input), null, 2)}\n`
   const paths = [join(dir, `${prefix}${stamp}.json`), join(dir, `${prefix}latest.json`), join(dir, `${prefix}latest.md`)]

@@ -3,11 +3,13 @@
  * server. See `npm run bench -- --help` and bench/README.md.
  */
 import { cpus, loadavg, totalmem } from "node:os"
+import { join, resolve } from "node:path"
 import { performance } from "node:perf_hooks"
-import { parseConfig, USAGE, type BenchConfig, type ScenarioName } from "./config.js"
+import { parseConfig, SCENARIOS, USAGE, type BenchConfig, type ScenarioName } from "./config.js"
 import { dropAllCreated, dropStaleDatabases, serverInfo } from "./db.js"
 import { installInstrumentation } from "./instrument.js"
-import { renderText, writeResults, type ReportInput, type SystemInfo } from "./report.js"
+import { writeLatestRun } from "./readme.js"
+import { renderMarkdown, renderText, writeResults, type ReportInput, type SystemInfo } from "./report.js"
 import type { Context, Metric } from "./scenarios/common.js"
 import { runCost } from "./scenarios/cost.js"
 import { runDrain } from "./scenarios/drain.js"
@@ -16,6 +18,8 @@ import { defaultHistorySystems, runHistory } from "./scenarios/history.js"
 import { runLatency } from "./scenarios/latency.js"
 import { allSystems } from "./systems/index.js"
 import type { SystemAdapter } from "./systems/types.js"
+
+const REPOSITORY = resolve(import.meta.dirname, "..")
 
 export interface BenchOutcome {
   readonly report: ReportInput
@@ -61,6 +65,7 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     }
   }
   if (systems.length === 0) throw new Error("no system can run")
+  const partial = SCENARIOS.some((s) => !config.scenarios.includes(s)) || known.some((s) => !requested.includes(s.id))
   log(`systems: ${infos.map((s) => `${s.id} ${s.version}`).join(", ")}; scenarios: ${config.scenarios.join(", ")}; rounds: ${config.rounds}`)
 
   const metrics: Array<Metric> = []
@@ -125,6 +130,7 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     startedAt,
     finishedAt: new Date(),
     smoke: config.smoke,
+    partial,
     environment: {
       node: process.versions.node,
       postgres: `PostgreSQL ${String(server.settings.server_version ?? server.version)}`,
@@ -146,6 +152,12 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     notes
   }
   const files = writeResults(config.outDir, report)
+  // A full run into this repository's results also goes into the README (its "Latest run" section).
+  if (!config.smoke && !partial && resolve(config.outDir) === join(REPOSITORY, "bench", "results")) {
+    const readme = join(REPOSITORY, "README.md")
+    writeLatestRun(readme, renderMarkdown(report))
+    files.push(readme)
+  }
   log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s; wrote ${files.join(", ")}`)
   return { report, files }
 }
