@@ -53,8 +53,12 @@ describe("bench harness (smoke mode)", () => {
 
   it("runs every scenario for skiplock, Graphile Worker and pg-boss and writes JSON and markdown", async () => {
     expect(serverUrl, "no PostgreSQL server: set DATABASE_URL or run through vitest's globalSetup").not.toBe("")
+    const readme = () => readFileSync(join(root, "README.md"), "utf8")
+    const readmeBefore = readme()
     const { code, stdout, stderr } = await runHarness(outDir)
     expect(code, `harness failed:\n${stderr}`).toBe(0)
+    // Only a full run goes into the README (its Latest run section).
+    expect(readme() === readmeBefore, "a smoke run changed README.md").toBe(true)
 
     expect(existsSync(join(outDir, "smoke-latest.json"))).toBe(true)
     const result = JSON.parse(readFileSync(join(outDir, "smoke-latest.json"), "utf8")) as Result
