@@ -19,6 +19,7 @@ import { poolSizeFor } from "../scenarios/common.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
 import { skiplock } from "../systems/skiplock.js"
 import type { SystemAdapter } from "../systems/types.js"
+import { type ProfileNode, sampleAllocations } from "./heapSampling.js"
 
 const { values } = parseArgs({ options: { samples: { type: "string" } } })
 const samples = Number(values.samples ?? 1000)
@@ -26,11 +27,6 @@ const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:
 const gc = (globalThis as { gc?: (options: { type: "minor" | "major" }) => void }).gc
 if (gc === undefined) throw new Error("run with node --expose-gc (see the header)")
 
-interface ProfileNode {
-  readonly callFrame: { readonly url: string }
-  readonly selfSize: number
-  readonly children: ReadonlyArray<ProfileNode>
-}
 
 /** A frame's package: the node_modules package, the repository folder, or a Node built-in. */
 const packageOf = (url: string) => {
@@ -78,18 +74,13 @@ const measure = async (system: SystemAdapter, keepCollectedByMinorGC: boolean) =
       await run(50) // warm-up
       const session = new Session()
       session.connect()
-      await session.post("HeapProfiler.startSampling", {
-        samplingInterval: 512,
-        includeObjectsCollectedByMajorGC: true,
-        includeObjectsCollectedByMinorGC: keepCollectedByMinorGC
-      } as never)
-      await run(samples)
-      // What the last young generation holds has not had its chance to die yet.
-      if (!keepCollectedByMinorGC) for (let i = 0; i < 2; i++) gc({ type: "minor" })
-      const { profile } = (await session.post("HeapProfiler.stopSampling")) as unknown as { profile: { head: ProfileNode } }
+      const head = await sampleAllocations(session, { intervalBytes: 512, keepCollectedByMinorGC }, () => run(samples), () => {
+        // What the last young generation holds has not had its chance to die yet.
+        if (!keepCollectedByMinorGC) for (let i = 0; i < 2; i++) gc({ type: "minor" })
+      })
       session.disconnect()
       await instance.stopWorkers()
-      return byPackage(profile.head)
+      return byPackage(head)
     } finally {
       await instance.close()
     }
