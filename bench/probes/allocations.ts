@@ -27,7 +27,6 @@ const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:
 const gc = (globalThis as { gc?: (options: { type: "minor" | "major" }) => void }).gc
 if (gc === undefined) throw new Error("run with node --expose-gc (see the header)")
 
-
 /** A frame's package: the node_modules package, the repository folder, or a Node built-in. */
 const packageOf = (url: string) => {
   const inModules = url.lastIndexOf("node_modules/")

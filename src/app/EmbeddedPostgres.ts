@@ -137,7 +137,7 @@ export const start = (options: EmbeddedOptions) =>
               Effect.catchAll(() => Effect.sync(() => running.kill("SIGQUIT")))
             )
           }
-          if (serverProcess(server) === undefined) forgetAtExit()
+          forgetAtExit()
         })
       )
     )

@@ -46,9 +46,10 @@ const toStopAtExit = new Set<object>()
 let exitHookAdded = false
 
 /**
- * Until the returned function is called, `server`'s process gets SIGINT (PostgreSQL's fast
- * shutdown) if this process exits while it still runs: a last resort, as the package's own exit
- * hook was. (Only a signal can be sent from an 'exit' listener.)
+ * `server`'s process gets SIGINT (PostgreSQL's fast shutdown) if this process exits while it still
+ * runs: a last resort, as the package's own exit hook was. (Only a signal can be sent from an 'exit'
+ * listener.) Call the returned function after stopping the server: it is forgotten once its process
+ * is gone, and stays covered if a stop was cut short.
  */
 export const stopAtExit = (server: object): (() => void) => {
   if (!exitHookAdded) {
@@ -58,5 +59,7 @@ export const stopAtExit = (server: object): (() => void) => {
     })
   }
   toStopAtExit.add(server)
-  return () => void toStopAtExit.delete(server)
+  return () => {
+    if (serverProcess(server) === undefined) toStopAtExit.delete(server)
+  }
 }

@@ -243,7 +243,7 @@ const fromEmbedded = (options: PostgresServerOptions): Attempt =>
               Effect.catchAll(() => Effect.sync(() => running.kill("SIGKILL")))
             )
           }
-          if (serverProcess(server) === undefined) forgetAtExit()
+          forgetAtExit()
         })
       )
     )

@@ -93,9 +93,7 @@ export const throwawayPostgres = (options: ThrowawayOptions = {}) =>
       try: () => server.initialise(),
       catch: (error) => new Error(`initdb failed: ${String(error)}; log: ${log.slice(-8).join(" | ")}`)
     })
-    yield* Effect.acquireRelease(Effect.sync(() => stopAtExit(server)), (forget) => Effect.sync(() => {
-      if (!running()) forget()
-    }))
+    yield* Effect.acquireRelease(Effect.sync(() => stopAtExit(server)), (forget) => Effect.sync(forget))
     yield* Effect.acquireRelease(start, () => stop)
     return {
       adminUrl: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
