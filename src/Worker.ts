@@ -16,7 +16,6 @@
  * `pending` without counting the attempt.
  */
 import type { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
@@ -27,9 +26,11 @@ import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
 import * as Deadlines from "./internal/deadlines.js"
+import { makeCompletions, type Finished } from "./internal/completions.js"
 import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
+import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
 import { makeOutageLog } from "./internal/outageLog.js"
 import { untilNone } from "./internal/untilNone.js"
 
@@ -114,21 +115,8 @@ interface PrefetchedJob {
   leaseValidUntil: number
 }
 
-/** What became of a completion: written, not the worker's job any more, or waiting for another transaction's row lock. */
-type Completion = "completed" | "lost" | "busy"
-
-interface Finished {
-  readonly id: string
-  readonly attempt: number
-  /** Resumes the job's fiber, which waits for this completion. */
-  readonly done: (result: Effect.Effect<Completion, SqlError>) => void
-}
-
-const PRUNE_BATCH = 1000
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
-// A completion held up this long by another transaction's row lock is worth a warning (ms).
-const BUSY_WARNING_AFTER = 1_000
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
 // Statements sent and not yet answered: at least 2, and enough to claim for every slot (and every
@@ -212,43 +200,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
-    // Completions of finished jobs wait here for the next statement the loop sends.
-    const finished: Array<Finished> = []
-    const awaitCompletion = (id: string, attempt: number) =>
-      Effect.async<Completion, SqlError>((done) => {
-        finished.push({ id, attempt, done })
-        signal(false)
-      })
-    // (Built without Effect.gen: it runs once per job.)
-    const complete = (id: string, attempt: number): Effect.Effect<boolean, SqlError> =>
-      Effect.flatMap(awaitCompletion(id, attempt), (completion) =>
-        completion === "busy" ? completeOnceUnlocked(id, attempt) : Effect.succeed(completion === "completed"))
-    const completeOnceUnlocked = (id: string, attempt: number) =>
-      Effect.gen(function* () {
-        // Another transaction holds the job's row (0018); the worker's other completions and claims
-        // go on meanwhile. Mostly it is a heartbeat renewing the lease, for a moment: the first retry
-        // goes with the next statement, the next ones after 10 ms, doubling up to 2 s.
-        let tries = 1
-        let waited = 0
-        while (true) {
-          const completion = yield* awaitCompletion(id, attempt)
-          if (completion !== "busy") return completion === "completed"
-          const pause = Math.min(10 * 2 ** (tries - 1), 2_000)
-          tries++
-          if (waited < BUSY_WARNING_AFTER && waited + pause >= BUSY_WARNING_AFTER) {
-            yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
-          }
-          yield* Effect.sleep(Duration.millis(pause))
-          waited += pause
-        }
-      })
+    // Completions of finished jobs wait for the next statement the loop sends.
+    const completions = makeCompletions(() => signal(false))
     const deadlines = yield* Deadlines.make(() => running.values())
     const env = {
       workerId,
       store,
       retryBackoff,
       onOutcome: options.onOutcome,
-      complete,
+      complete: completions.complete,
       watchesTimeouts: true,
       handlerDone: (jobId: string) => {
         const entry = running.get(jobId)
@@ -445,7 +405,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         const dropped = startPrefetched(false)
         if (dropped !== undefined) yield* dropped
         if (inFlight.size < statementsInFlight) {
-          const batch = finished.splice(0, MAX_COMPLETIONS)
+          const batch = completions.take(MAX_COMPLETIONS)
           const free = claimable()
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
@@ -477,14 +437,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         Effect.annotateLogs({ jobId: job.id })
       )
 
+    const registration = makeRegistration(store, { workerId, host: hostname(), pid: process.pid, jobTypes, concurrency })
     const heartbeatFailures = makeOutageLog("heartbeat")
-    const rescueFailures = makeOutageLog("rescuing expired jobs")
-    const pruneFailures = makeOutageLog("pruning finished jobs")
 
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease ran out while the database could not be reached.
     const heartbeat = Effect.gen(function* () {
-      if (!registered) yield* register
+      yield* registration.ensure
       const ids = [...running.keys(), ...prefetched.map(({ job }) => job.id)]
       const at = yield* Clock.currentTimeMillis
       const held = yield* store.heartbeat(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
@@ -518,43 +477,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       yield* held._tag === "Left" ? heartbeatFailures.failed(held.left) : heartbeatFailures.succeeded
     })
 
-    // Deletes finished jobs past retention in small batches, and forgets workers long dead.
-    const prune = Effect.gen(function* () {
-      const at = yield* Clock.currentTimeMillis
-      if (retention !== undefined) {
-        const before = new Date(at - Duration.toMillis(retention))
-        let pruned = 0
-        while (true) {
-          const n = yield* store.pruneFinished(before, PRUNE_BATCH)
-          pruned += n
-          if (n < PRUNE_BATCH) break
-        }
-        if (pruned > 0) yield* Effect.logDebug(`pruned ${pruned} finished job(s)`)
-      }
-      yield* store.forgetDeadWorkers(new Date(at - Math.max(Duration.toMillis(leaseDuration) * 10, 3_600_000)))
-    }).pipe(Effect.zipRight(pruneFailures.succeeded), Effect.catchAll(pruneFailures.failed))
+    const prune = makePrune(store, { retention, leaseDuration })
+    const rescue = makeRescue(store, workerId, () => signal(true))
 
-    const rescue = Effect.gen(function* () {
-      const rescued = yield* store.rescueExpired(workerId, yield* now, 100)
-      if (rescued.length === 0) return
-      yield* Metric.incrementBy(Metrics.jobsRescued, rescued.length)
-      for (const job of rescued) {
-        yield* Effect.logWarning(`rescued job whose worker ${job.deadWorker} stopped renewing its lease; now ${job.status}`).pipe(
-          Effect.annotateLogs({ jobId: job.id })
-        )
-      }
-      signal(true)
-    }).pipe(Effect.zipRight(rescueFailures.succeeded), Effect.catchAll(rescueFailures.failed))
-
-    // Registration is for operators: a worker that cannot register yet still runs, and retries with each heartbeat.
-    let registered = false
-    const registerFailures = makeOutageLog("registering the worker")
-    const register = Effect.flatMap(now, (at) => store.register({ workerId, host: hostname(), pid: process.pid, jobTypes, concurrency }, at)).pipe(
-      Effect.tap(() => Effect.sync(() => (registered = true))),
-      Effect.zipRight(registerFailures.succeeded),
-      Effect.catchAll(registerFailures.failed)
-    )
-    yield* register
+    yield* registration.ensure
 
     const handledTypes = new Set(jobTypes)
     const listenerFiber = options.listen === false

@@ -1,0 +1,71 @@
+/**
+ * The worker's maintenance tasks that need none of its in-memory state: its registration, pruning
+ * finished jobs (and workers long dead) and rescuing jobs whose lease expired. Each runs on its own fixed rate beside
+ * the claim loop; a failure is logged as an outage and the task tries again at its next tick.
+ */
+import { Clock, Duration, Effect, Metric } from "effect"
+import * as Metrics from "../Metrics.js"
+import type { JobStore } from "./JobStore.js"
+import { makeOutageLog } from "./outageLog.js"
+
+const PRUNE_BATCH = 1000
+// At most this many expired jobs rescued per statement; the next tick takes the rest.
+const RESCUE_BATCH = 100
+// A worker row unrenewed for this long (at least; ten leases if longer) belongs to a process that is gone.
+const DEAD_WORKER_AFTER_MS = 3_600_000
+
+/**
+ * Deletes finished jobs past `retention` in batches of 1,000 (short transactions, no long lock on
+ * the table), and forgets workers long dead. `retention` undefined keeps finished jobs forever.
+ */
+export const makePrune = (store: JobStore, options: { readonly retention: Duration.Duration | undefined; readonly leaseDuration: Duration.Duration }) => {
+  const failures = makeOutageLog("pruning finished jobs")
+  return Effect.gen(function* () {
+    const at = yield* Clock.currentTimeMillis
+    if (options.retention !== undefined) {
+      const before = new Date(at - Duration.toMillis(options.retention))
+      let pruned = 0
+      while (true) {
+        const n = yield* store.pruneFinished(before, PRUNE_BATCH)
+        pruned += n
+        if (n < PRUNE_BATCH) break
+      }
+      if (pruned > 0) yield* Effect.logDebug(`pruned ${pruned} finished job(s)`)
+    }
+    yield* store.forgetDeadWorkers(new Date(at - Math.max(Duration.toMillis(options.leaseDuration) * 10, DEAD_WORKER_AFTER_MS)))
+  }).pipe(Effect.zipRight(failures.succeeded), Effect.catchAll(failures.failed))
+}
+
+/**
+ * Gives jobs whose worker stopped renewing their lease back to the queue (rescue_expired_jobs fails them
+ * on their last attempt instead), then calls `rescued` so that the claim loop looks for them.
+ */
+export const makeRescue = (store: JobStore, workerId: string, rescued: () => void) => {
+  const failures = makeOutageLog("rescuing expired jobs")
+  return Effect.gen(function* () {
+    const jobs = yield* store.rescueExpired(workerId, new Date(yield* Clock.currentTimeMillis), RESCUE_BATCH)
+    if (jobs.length === 0) return
+    yield* Metric.incrementBy(Metrics.jobsRescued, jobs.length)
+    for (const job of jobs) {
+      yield* Effect.logWarning(`rescued job whose worker ${job.deadWorker} stopped renewing its lease; now ${job.status}`).pipe(
+        Effect.annotateLogs({ jobId: job.id })
+      )
+    }
+    rescued()
+  }).pipe(Effect.zipRight(failures.succeeded), Effect.catchAll(failures.failed))
+}
+
+/**
+ * The worker's row in `workers`, for operators. A worker that cannot register yet still runs;
+ * `ensure` registers it if that has not worked yet (the heartbeat calls it on every beat).
+ */
+export const makeRegistration = (store: JobStore, worker: Parameters<JobStore["register"]>[0]) => {
+  let registered = false
+  const failures = makeOutageLog("registering the worker")
+  const register = Effect.flatMap(Clock.currentTimeMillis, (at) => store.register(worker, new Date(at))).pipe(
+    Effect.tap(() => Effect.sync(() => (registered = true))),
+    Effect.zipRight(failures.succeeded),
+    Effect.catchAll(failures.failed)
+  )
+  return { ensure: Effect.suspend(() => (registered ? Effect.void : register)) }
+}
