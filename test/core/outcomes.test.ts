@@ -2,7 +2,7 @@
 // permanent errors, defects, timeouts, undecodable payloads, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Data, Deferred, Effect, Fiber, Schema, TestClock, type Tracer } from "effect"
+import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Schema, TestClock, type Tracer } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
@@ -48,6 +48,19 @@ const jobRun = (id: string) =>
              idempotency_key AS "idempotencyKey"
       FROM job_runs WHERE job_id = ${id}`
   ).pipe(Effect.map((rows) => rows[0]!))
+
+/**
+ * A job shows as processing once claimed, a moment before its handler starts
+ * and the timeout watcher arms: moving the TestClock before that would move
+ * the job's deadline along with it. Waits until a sleep ends `timeout` from
+ * now, and returns that time.
+ */
+const untilWatcherSleepsFor = (timeout: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const deadline = (yield* Clock.currentTimeMillis) + Duration.toMillis(Duration.decode(timeout))
+    yield* eventually(Effect.map(TestClock.sleeps(), (sleeps) => Chunk.contains(sleeps, deadline)), "the timeout watcher sleeps until the job's deadline")
+    return deadline
+  })
 
 describe("outcomes", () => {
   it.layer(TestDatabase.layer())((it) => {
@@ -131,6 +144,7 @@ describe("outcomes", () => {
         const handler = Handler.make(Settlement, { run: () => Effect.never, timeout: "2 minutes" })
         const fiber = yield* Effect.fork(firstOutcome(handler))
         yield* eventually(Effect.map(SqlClient.SqlClient.pipe(Effect.flatMap((sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`)), (rows) => rows[0]!.n === 1), "the job runs")
+        yield* untilWatcherSleepsFor("2 minutes")
         yield* TestClock.adjust("2 minutes")
         const { id, outcome } = yield* Fiber.join(fiber)
         expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: `HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms` })
@@ -146,7 +160,7 @@ describe("outcomes", () => {
         yield* Worker.make({
           handlers: [
             Handler.make(Settlement, { run: () => Effect.never, timeout: "10 minutes" }),
-            Handler.make(Report, { run: () => Effect.never, timeout: "1 minute" })
+            Handler.make(Report, { run: () => Effect.never, timeout: "90 seconds" })
           ],
           onOutcome: (job, outcome) => outcomes.set(job.jobType, outcome)
         })
@@ -159,16 +173,23 @@ describe("outcomes", () => {
         // the notification wakes the worker; the watcher sleeps until the long job's deadline by now
         yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 1 } }).pipe(Effect.provide(JobQueue.layer([])))
         yield* eventually(processing(2), "both jobs run")
+        const shortDeadline = yield* untilWatcherSleepsFor("90 seconds")
 
-        yield* TestClock.adjust("1 minute")
+        // TestClock keeps interrupted sleeps listed: count the long deadline's to see the watcher re-arm
+        const longDeadline = shortDeadline - 90_000 + 600_000
+        const armedForLong = Effect.map(TestClock.sleeps(), (sleeps) => Chunk.filter(sleeps, (at) => at === longDeadline).length)
+        const armedBefore = yield* armedForLong
+
+        yield* TestClock.adjust("90 seconds")
         yield* eventually(Effect.sync(() => outcomes.has("report_generation")), "the short job's outcome")
         expect(outcomes.get("report_generation")).toMatchObject({
           _tag: "RetryScheduled",
-          error: `HandlerTimeout: handler for "report_generation" timed out after 60000 ms`
+          error: `HandlerTimeout: handler for "report_generation" timed out after 90000 ms`
         })
         expect(outcomes.has("settlement_calculation")).toBe(false)
 
-        yield* TestClock.adjust("9 minutes")
+        yield* eventually(Effect.map(armedForLong, (n) => n > armedBefore), "the watcher sleeps until the long job's deadline")
+        yield* TestClock.adjust("510 seconds")
         yield* eventually(Effect.sync(() => outcomes.has("settlement_calculation")), "the long job's outcome")
         expect(outcomes.get("settlement_calculation")).toMatchObject({
           _tag: "RetryScheduled",
