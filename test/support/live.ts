@@ -12,7 +12,12 @@ export const eventually = <E, R>(
   Effect.gen(function* () {
     const deadline = Date.now() + Duration.toMillis(Duration.decode(timeout))
     while (!(yield* condition)) {
-      if (Date.now() > deadline) return yield* Effect.dieMessage(`timed out waiting until ${description}`)
+      if (Date.now() > deadline) {
+        // Printed as well: a worker still running a job then waits out its shutdown on the TestClock,
+        // which nothing moves any more, and vitest reports only its own timeout.
+        console.error(`eventually: timed out waiting until ${description}`)
+        return yield* Effect.dieMessage(`timed out waiting until ${description}`)
+      }
       yield* TestServices.provideLive(Effect.sleep("10 millis"))
     }
   })
