@@ -12,6 +12,7 @@ import { InvalidJobOptions, InvalidPayload, UnknownJobType } from "./Errors.js"
 import type { JobDefinition } from "./JobDefinition.js"
 import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
 import { type InsertedJob, make as makeJobStore } from "./internal/JobStore.js"
+import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
 import { invalidOptionsReason, isJsonObject } from "./internal/validate.js"
@@ -163,11 +164,13 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
 
     // The rest of a new job's row is what was sent: parsing it back cost more than writing it.
     const returning = sql`RETURNING id, status, trace_id AS "traceId"`
+    // Sent as named prepared statements (internal/preparedStatements.ts): their texts never vary.
+    const preparedMark = sql.literal(PREPARED)
 
     const findByKeys = (keys: ReadonlyArray<{ organizationId: string; idempotencyKey: string }>) =>
       keys.length === 0
         ? Effect.succeed([] as ReadonlyArray<Row>)
-        : sql<Row>`
+        : sql<Row>`${preparedMark}
             SELECT id, job_type AS "jobType", organization_id AS "organizationId", status, run_at AS "runAt",
                    created_at AS "createdAt", idempotency_key AS "idempotencyKey", trace_id AS "traceId"
             FROM job_queue j
@@ -187,7 +190,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const at = new Date(now)
         // Built only when used: with a local worker to hand off to, the insert goes through enqueue_and_claim.
         const insert = Effect.suspend(() => {
-          const into = sql`INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
+          const into = sql`${preparedMark} INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
                                                   idempotency_key, trace_id, parent_span_id, created_by, created_at, updated_at)`
           const traceId = sql`coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', ''))`
           const spanId = sql`${trace?.spanId ?? null}::text`

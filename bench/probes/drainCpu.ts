@@ -8,20 +8,25 @@
  * share add up to about one core, the two take turns (one waits while the
  * other works) and the drain rate is about 1 ÷ (Node + server CPU per job).
  *
- *   npx tsx bench/probes/drainCpu.ts [--jobs 20000] [--concurrency 5] [--rounds 2]
+ * With --unprepared, also skiplock without prepared statements (both variants).
+ *
+ *   npx tsx bench/probes/drainCpu.ts [--jobs 20000] [--concurrency 5] [--rounds 2] [--unprepared]
  */
 import { parseArgs } from "node:util"
 import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
 import { statementCount } from "../instrument.js"
 import { drain } from "../scenarios/common.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
-import { skiplock, skiplockPrefetch } from "../systems/skiplock.js"
+import { skiplock, skiplockPrefetch, skiplockPrefetchUnprepared, skiplockUnprepared } from "../systems/skiplock.js"
 import { withQueuedJobs } from "./queuedDrain.js"
 
-const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" } } })
+const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" }, unprepared: { type: "boolean" } } })
 const jobs = Number(values.jobs ?? 20_000)
 const concurrency = Number(values.concurrency ?? 5)
 const rounds = Number(values.rounds ?? 2)
+const systems = values.unprepared === true
+  ? [skiplock, skiplockUnprepared, skiplockPrefetch, skiplockPrefetchUnprepared, graphileWorker]
+  : [skiplock, skiplockPrefetch, graphileWorker]
 const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
 if (!serverIsLocal(serverUrl) || serverCpuMicros() === undefined) {
   console.error(`drainCpu: the server's CPU time is read from /proc, so it must run on this host (${serverUrl} does not, or its processes are not readable)`)
@@ -32,7 +37,7 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 console.log(`| round | system | jobs/s | Node CPU (µs/job) | server CPU (µs/job) | Node (% of a core) | server (% of a core) | together |`)
 console.log(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |`)
 for (let round = 1; round <= rounds; round++) {
-  for (const system of [skiplock, skiplockPrefetch, graphileWorker]) {
+  for (const system of systems) {
     await withQueuedJobs(serverUrl, "probe_drain_cpu", system, { jobs, concurrency }, async (instance, observer) => {
       const node0 = processCpuMicros()
       const server0 = serverCpuMicros()!

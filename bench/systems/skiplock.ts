@@ -24,7 +24,8 @@ const BenchJob = JobDefinition.make(JOB_TYPE, Schema.Struct({ i: Schema.Number }
 
 const quiet = Logger.minimumLogLevel(LogLevel.Warning)
 
-const dbLayer = (url: string, maxConnections: number) => Db.layer({ url, maxConnections, applicationName: "skiplock-bench" })
+const dbLayer = (url: string, maxConnections: number, preparedStatements = true) =>
+  Db.layer({ url, maxConnections, applicationName: "skiplock-bench", preparedStatements })
 
 const packageVersion = async (): Promise<string> => {
   const { readFile } = await import("node:fs/promises")
@@ -40,9 +41,11 @@ interface Variant {
   readonly prefetch: number
   readonly onlyScenarios?: ReadonlyArray<ScenarioName>
   readonly comparedWithPeers?: boolean
+  /** Db.layer's `preparedStatements` (default true, as in the service). */
+  readonly preparedStatements?: boolean
 }
 
-const makeSkiplock = ({ handOff, prefetch, ...variant }: Variant): SystemAdapter => ({
+const makeSkiplock = ({ handOff, prefetch, preparedStatements = true, ...variant }: Variant): SystemAdapter => ({
   ...variant,
   packageName: "skiplock",
   idlePollMs: 0,
@@ -56,7 +59,7 @@ const makeSkiplock = ({ handOff, prefetch, ...variant }: Variant): SystemAdapter
   },
 
   open: async (url, { poolSize }): Promise<SystemInstance> => {
-    const queue = JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize)))
+    const queue = JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize, preparedStatements)))
     const runtime = ManagedRuntime.make(Layer.mergeAll(handOff ? queue.pipe(Layer.provideMerge(LocalWorkers.layer)) : queue, quiet))
     let worker: Fiber.RuntimeFiber<never, unknown> | undefined
     const stopWorkers = async () => {
@@ -149,4 +152,22 @@ export const skiplockPrefetch = makeSkiplock({
   prefetch: 5,
   onlyScenarios: ["drain"],
   comparedWithPeers: true
+})
+
+/** For probes that compare (bench/probes/drainCpu.ts --unprepared): skiplock with every statement unnamed, as before prepared statements. */
+export const skiplockUnprepared = makeSkiplock({
+  id: "skiplock-unprepared",
+  label: "skiplock (unprepared)",
+  configuration: "as skiplock, with `DATABASE_PREPARED_STATEMENTS=false`: every statement unnamed, parsed and planned on each call",
+  handOff: true,
+  prefetch: 0,
+  preparedStatements: false
+})
+export const skiplockPrefetchUnprepared = makeSkiplock({
+  id: "skiplock-prefetch-unprepared",
+  label: "skiplock (prefetch 5, unprepared)",
+  configuration: "as skiplock-prefetch, with `DATABASE_PREPARED_STATEMENTS=false`",
+  handOff: true,
+  prefetch: 5,
+  preparedStatements: false
 })

@@ -70,7 +70,7 @@ export const CliDatabase = Layer.unwrapEffect(
     const hint = Option.isNone(config.url)
       ? ` (DATABASE_URL is not set, so skiplock uses the embedded PostgreSQL that \`npm start\` runs on 127.0.0.1:${config.embeddedPort}: start it, or set DATABASE_URL)`
       : ""
-    return Db.layer({ url, maxConnections: 3 }).pipe(
+    return Db.layer({ url, maxConnections: 3, preparedStatements: config.preparedStatements }).pipe(
       Layer.mapError((error) => new CliFailure({ message: `cannot reach the database ${display}: ${sqlErrorText(error)}${hint}`, cause: error }))
     )
   })

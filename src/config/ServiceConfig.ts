@@ -89,12 +89,15 @@ export interface DatabaseConfig {
   readonly dataDir: string
   /** The embedded server's port (`SKIPLOCK_EMBEDDED_PORT`, default 54329). */
   readonly embeddedPort: number
+  /** Whether skiplock's job-path statements are named prepared statements (`DATABASE_PREPARED_STATEMENTS`, default true). */
+  readonly preparedStatements: boolean
 }
 
 export const databaseConfig: Config.Config<DatabaseConfig> = Config.all({
   url: setting("DATABASE_URL", Option.none<Redacted.Redacted<string>>(), postgresUrl),
   dataDir: setting("SKIPLOCK_DATA_DIR", ".data", text).pipe(Config.map((dir) => (isAbsolute(dir) ? dir : resolve(process.cwd(), dir)))),
-  embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer(1, 65535))
+  embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer(1, 65535)),
+  preparedStatements: setting("DATABASE_PREPARED_STATEMENTS", true, onOff)
 })
 
 /** The URL of the embedded server's database (what `npm start` prints, and what the CLI uses without DATABASE_URL). */

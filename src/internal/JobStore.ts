@@ -6,6 +6,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
+import { PREPARED } from "./preparedStatements.js"
 
 export interface ClaimedJob {
   readonly id: string
@@ -44,6 +45,8 @@ export interface InsertedJob {
 
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  // Every statement here is sent as a named prepared statement (preparedStatements.ts).
+  const preparedMark = sql.literal(PREPARED)
   // The columns of claim_next_job's rows, named as ClaimedJob's fields.
   const claimedColumns = sql.literal(`id, organization_id AS "organizationId", job_type AS "jobType", payload, priority, attempts,
     max_attempts AS "maxAttempts", run_at AS "runAt", idempotency_key AS "idempotencyKey",
@@ -51,12 +54,12 @@ export const make = Effect.gen(function* () {
     created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"`)
   return {
     claim: (workerId: string, jobTypes: ReadonlyArray<string>, limit: number, now: Date, lease: Duration.Duration) =>
-      sql<ClaimedJob>`
+      sql<ClaimedJob>`${preparedMark}
         SELECT ${claimedColumns}
         FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`,
 
     complete: (jobId: string, workerId: string, attempt: number, now: Date, details: Record<string, unknown> = {}) =>
-      sql<{ ok: boolean }>`SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
+      sql<{ ok: boolean }>`${preparedMark} SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -66,7 +69,7 @@ export const make = Effect.gen(function* () {
      * False when the worker no longer holds the job (the transaction must roll back).
      */
     commitRun: (jobId: string, workerId: string, attempt: number, now: Date) =>
-      sql<{ ok: boolean }>`SELECT commit_job_run(${jobId}, ${workerId}, ${attempt}, ${now}) AS ok`.pipe(
+      sql<{ ok: boolean }>`${preparedMark} SELECT commit_job_run(${jobId}, ${workerId}, ${attempt}, ${now}) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -85,7 +88,7 @@ export const make = Effect.gen(function* () {
       now: Date,
       lease: Duration.Duration
     ) =>
-      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`
+      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`${preparedMark}
         SELECT CASE WHEN ordinality = 1 THEN completed_ids END AS "completedIds", CASE WHEN ordinality = 1 THEN busy_ids END AS "busyIds",
                ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
@@ -106,7 +109,7 @@ export const make = Effect.gen(function* () {
      * and the jobs claimed, which the worker must start.
      */
     enqueueAndClaim: (jobs: string, trace: { readonly traceId: string | null; readonly spanId: string | null }, now: Date, claim: ClaimFor) =>
-      sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`
+      sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`${preparedMark}
         SELECT enqueued, ${claimedColumns}
         FROM enqueue_and_claim(${jobs}::jsonb, ${trace.traceId}::text, ${trace.spanId}::text, ${now},
                                ${claim.workerId}, ${claim.jobTypes}::text[], ${claim.limit}, ${interval(claim.lease)}::interval)`.pipe(
@@ -117,7 +120,7 @@ export const make = Effect.gen(function* () {
       ),
 
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
-      sql<{ status: "pending" | "failed"; runAt: Date }>`
+      sql<{ status: "pending" | "failed"; runAt: Date }>`${preparedMark}
         SELECT status, run_at AS "runAt"
         FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`.pipe(
         Effect.map((rows) => rows[0])
@@ -125,31 +128,31 @@ export const make = Effect.gen(function* () {
 
     /** Back to pending without counting the attempt; with `retry`, not before its time and with its error recorded. */
     release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string, retry?: { readonly runAt: Date; readonly error: string }) =>
-      sql<{ ok: boolean }>`SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
+      sql<{ ok: boolean }>`${preparedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
     register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>
-      sql`SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
+      sql`${preparedMark} SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
         Effect.asVoid
       ),
 
     /** Renews the worker's registration and the leases of its jobs; returns the jobs it still holds. */
     heartbeat: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
-      sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
+      sql<{ id: string }>`${preparedMark} SELECT worker_heartbeat AS id FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
         Effect.map((rows) => new Set(rows.map((row) => row.id)))
       ),
 
-    unregister: (workerId: string) => sql`SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
+    unregister: (workerId: string) => sql`${preparedMark} SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
 
     forgetDeadWorkers: (olderThan: Date) =>
-      sql<{ n: number }>`SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+      sql<{ n: number }>`${preparedMark} SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     pruneFinished: (olderThan: Date, limit: number) =>
-      sql<{ n: number }>`SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+      sql<{ n: number }>`${preparedMark} SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     rescueExpired: (workerId: string, now: Date, limit: number) =>
-      sql<{ id: string; status: string; deadWorker: string }>`
+      sql<{ id: string; status: string; deadWorker: string }>`${preparedMark}
         SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`
   }
 })

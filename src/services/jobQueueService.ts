@@ -23,6 +23,7 @@ import * as AppJobs from "../app/jobs.js"
 import { StartupError } from "../app/StartupError.js"
 import { databaseConfig, describeConfigError, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
 import { type EnqueuedJob, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
+import { PreparingClient } from "../internal/preparedStatements.js"
 
 export interface JobQueueService {
   /** Enqueues one job; resolves with it (or with the earlier job of the same idempotency key). */
@@ -55,11 +56,17 @@ export const makeJobQueueService = <E>(layer: Layer.Layer<JobQueue, E>): JobQueu
 }
 
 // A pool that lets a script's process end while idle, instead of holding it open.
-const poolLayer = (url: Redacted.Redacted<string>) =>
+const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) =>
   PgClient.layerFromPool({
     acquire: Effect.acquireRelease(
       Effect.sync(() => {
-        const pool = new pg.Pool({ connectionString: Redacted.value(url), max: 5, allowExitOnIdle: true, application_name: "skiplock-enqueue" })
+        const pool = new pg.Pool({
+          connectionString: Redacted.value(url),
+          max: 5,
+          allowExitOnIdle: true,
+          application_name: "skiplock-enqueue",
+          ...(preparedStatements ? { Client: PreparingClient } : {})
+        })
         pool.on("error", () => undefined)
         return pool
       }),
@@ -83,7 +90,7 @@ export const layerFromEnv: Layer.Layer<JobQueue, StartupError | Error> = Layer.u
         })
       )
     )
-    return queueLayer.pipe(Layer.provide(poolLayer(effectiveDatabaseUrl(database))))
+    return queueLayer.pipe(Layer.provide(poolLayer(effectiveDatabaseUrl(database), database.preparedStatements)))
   }).pipe(
     Effect.mapError((error) =>
       ConfigError.isConfigError(error) ? new StartupError({ message: `invalid configuration: ${describeConfigError(error).join("; ")}` }) : error

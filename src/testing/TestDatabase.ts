@@ -6,9 +6,10 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import type { SqlClient, SqlError } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Redacted, Schedule, Scope } from "effect"
+import { Context, Data, Duration, Effect, Layer, Schedule, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import pg from "pg"
+import * as Db from "../Db.js"
 import { coreMigrations, migrate, type MigrationError } from "../Migrator.js"
 import {
   acquirePostgresServer,
@@ -38,7 +39,7 @@ export interface TestDatabaseOptions {
   readonly server?: PostgresServerOptions
   /** How long dropping the database may take before it is abandoned (default 15 s). */
   readonly dropTimeout?: Duration.DurationInput
-  /** Pool size of the provided PgClient (default: @effect/sql-pg's). */
+  /** Pool size of the provided PgClient (default 10, as Db.layer's). */
   readonly maxConnections?: number
 }
 
@@ -100,10 +101,10 @@ const withDatabase = (adminUrl: string, name: string) => {
   return url.toString()
 }
 
+// The service's own client (Db.layer): the same pool, prepared statements included.
 const clientLayer = (url: string, options: TestDatabaseOptions) =>
-  // No transformResultNames/transformQueryNames: they would also rewrite keys inside jsonb payloads.
-  PgClient.layer({
-    url: Redacted.make(url),
+  Db.layer({
+    url,
     applicationName: "skiplock-test",
     ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {})
   })

@@ -18,6 +18,7 @@ describe("service configuration", () => {
       expect(Option.isNone(config.database.url)).toBe(true)
       expect(config.database.dataDir).toBe(join(process.cwd(), ".data"))
       expect(config.database.embeddedPort).toBe(54329)
+      expect(config.database.preparedStatements).toBe(true)
       expect(Redacted.value(effectiveDatabaseUrl(config.database))).toBe("postgres://postgres:postgres@127.0.0.1:54329/skiplock")
       expect(config.http).toEqual({ host: "0.0.0.0", port: 8080 })
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(5000)
@@ -38,6 +39,7 @@ describe("service configuration", () => {
       const config = Either.getOrThrow(
         yield* load({
           DATABASE_URL: "postgresql://app:secret@db.internal:5432/billing",
+          DATABASE_PREPARED_STATEMENTS: "no",
           PORT: "",
           WORKER_POLL_INTERVAL: "500ms",
           WORKER_SHUTDOWN_TIMEOUT: "2 minutes",
@@ -51,6 +53,7 @@ describe("service configuration", () => {
         })
       )
       expect(Redacted.value(Option.getOrThrow(config.database.url))).toBe("postgresql://app:secret@db.internal:5432/billing")
+      expect(config.database.preparedStatements).toBe(false)
       expect(config.http.port).toBe(8080)
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(500)
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
@@ -67,6 +70,7 @@ describe("service configuration", () => {
       expect(
         yield* errors({
           DATABASE_URL: "mysql://localhost/x",
+          DATABASE_PREPARED_STATEMENTS: "maybe",
           PORT: "70000",
           WORKER_POLL_INTERVAL: "5",
           WORKER_BATCH_SIZE: "five",
@@ -80,6 +84,7 @@ describe("service configuration", () => {
         })
       ).toEqual([
         'DATABASE_URL="mysql://localhost/x" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database',
+        'DATABASE_PREPARED_STATEMENTS="maybe" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
         'PORT="70000" is not valid: expected a whole number from 0 to 65535',
         'WORKER_POLL_INTERVAL="5" is not valid: expected a duration of at least 10ms with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_BATCH_SIZE="five" is not valid: expected a whole number from 1 to 1000',
