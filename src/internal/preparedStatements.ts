@@ -3,7 +3,7 @@
  * sends every statement unnamed, so the server parses and plans it on every
  * call; a statement whose text begins with PREPARED is sent under a name
  * instead, which node-postgres parses once per connection and then only
- * executes (the drain's statement cost the server about 15 % less CPU:
+ * executes (in a drain the server spent 8–14 % less CPU a job:
  * docs/PERFORMANCE.md). Only skiplock's fixed job-path statements carry the
  * mark: their texts never vary and they select named columns.
  *
