@@ -6,7 +6,8 @@
  * have only one such statement doing useful work at a time (a claim takes what
  * the 5 slots free), so its drain rate stays below 5 jobs ÷ this statement's
  * round trip. Runs the statement unnamed (as @effect/sql-pg sends it) and as a
- * named prepared statement, alternating which goes first, after a warm-up.
+ * named prepared statement (as skiplock's pool sends it, src/internal/preparedStatements.ts),
+ * alternating which goes first, after a warm-up.
  *
  *   npx tsx bench/probes/claimCeiling.ts [--statements 1000] [--rounds 3]
  */
