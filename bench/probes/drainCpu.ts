@@ -13,12 +13,10 @@
  *   npx tsx bench/probes/drainCpu.ts [--jobs 20000] [--concurrency 5] [--rounds 2] [--unprepared]
  */
 import { parseArgs } from "node:util"
-import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
-import { statementCount } from "../instrument.js"
-import { drain } from "../scenarios/common.js"
+import { serverCpuMicros, serverIsLocal } from "../cpu.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
 import { skiplock, skiplockPrefetch, skiplockPrefetchUnprepared, skiplockUnprepared } from "../systems/skiplock.js"
-import { withQueuedJobs } from "./queuedDrain.js"
+import { drainWithCpu, withQueuedJobs } from "./queuedDrain.js"
 
 const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" }, unprepared: { type: "boolean" } } })
 const jobs = Number(values.jobs ?? 20_000)
@@ -39,11 +37,7 @@ console.log(`| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |`)
 for (let round = 1; round <= rounds; round++) {
   for (const system of systems) {
     await withQueuedJobs(serverUrl, "probe_drain_cpu", system, { jobs, concurrency }, async (instance, observer) => {
-      const node0 = processCpuMicros()
-      const server0 = serverCpuMicros()!
-      const result = await drain(system, instance, observer, { jobs, concurrency, timeoutMs: 60_000, statementCount })
-      const node = processCpuMicros() - node0
-      const server = serverCpuMicros()! - server0
+      const { result, nodeMicros: node, serverMicros: server } = await drainWithCpu(system, instance, observer, { jobs, concurrency })
       const wallMicros = result.elapsedMs * 1000
       const share = (micros: number) => (100 * micros) / wallMicros
       console.log(

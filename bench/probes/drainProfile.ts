@@ -1,6 +1,7 @@
 /**
  * Where the worker's Node main thread spends a drain: the drain scenario
- * (20,000 queued jobs, concurrency 5) for skiplock (or `--prefetch`) under
+ * (20,000 queued jobs, concurrency 5) for skiplock (or `--prefetch`, or
+ * `--tuned`: 100 jobs a claim and 100 claimed ahead) under
  * V8's CPU profiler (a sample every 100 µs), each sample given to the nearest
  * frame on its stack that belongs to a known owner: skiplock's own modules,
  * the `pg` client (protocol and row parsing), @effect/sql, the harness;
@@ -11,18 +12,18 @@
  * of main-thread time per job by owner. The profiler itself slows the drain;
  * compare shares, not the rate. Not part of `npm run bench`.
  *
- *   npx tsx bench/probes/drainProfile.ts [--jobs 20000] [--prefetch]
+ *   npx tsx bench/probes/drainProfile.ts [--jobs 20000] [--prefetch | --tuned]
  */
 import { Session } from "node:inspector/promises"
 import { parseArgs } from "node:util"
 import { statementCount } from "../instrument.js"
 import { drain } from "../scenarios/common.js"
-import { skiplock, skiplockPrefetch } from "../systems/skiplock.js"
+import { skiplock, skiplockPrefetch, skiplockTuned } from "../systems/skiplock.js"
 import { withQueuedJobs } from "./queuedDrain.js"
 
-const { values } = parseArgs({ options: { jobs: { type: "string" }, prefetch: { type: "boolean" } } })
+const { values } = parseArgs({ options: { jobs: { type: "string" }, prefetch: { type: "boolean" }, tuned: { type: "boolean" } } })
 const jobs = Number(values.jobs ?? 20_000)
-const system = values.prefetch === true ? skiplockPrefetch : skiplock
+const system = values.tuned === true ? skiplockTuned : values.prefetch === true ? skiplockPrefetch : skiplock
 const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
 
 interface ProfileNode {

@@ -1,7 +1,9 @@
 /** What the drain probes share: a fresh database with `jobs` queued, the system open on it, then dropped. */
 import type pg from "pg"
 import { createFreshDatabase } from "../db.js"
-import { enqueueAll, poolSizeFor } from "../scenarios/common.js"
+import { processCpuMicros, serverCpuMicros } from "../cpu.js"
+import { statementCount } from "../instrument.js"
+import { drain, enqueueAll, poolSizeFor } from "../scenarios/common.js"
 import type { SystemAdapter, SystemInstance } from "../systems/types.js"
 
 export const withQueuedJobs = async <A>(
@@ -24,4 +26,17 @@ export const withQueuedJobs = async <A>(
   } finally {
     await db.drop()
   }
+}
+
+/** A drain with the CPU time this Node process and the local PostgreSQL server spent meanwhile, in µs. */
+export const drainWithCpu = async (
+  system: SystemAdapter,
+  instance: SystemInstance,
+  observer: pg.Client,
+  options: { readonly jobs: number; readonly concurrency: number }
+) => {
+  const node0 = processCpuMicros()
+  const server0 = serverCpuMicros()!
+  const result = await drain(system, instance, observer, { ...options, timeoutMs: 60_000, statementCount })
+  return { result, nodeMicros: processCpuMicros() - node0, serverMicros: serverCpuMicros()! - server0 }
 }

@@ -39,13 +39,15 @@ interface Variant {
   readonly configuration: string
   readonly handOff: boolean
   readonly prefetch: number
+  /** Jobs per claim (default 5, the runbook's). */
+  readonly batchSize?: number
   readonly onlyScenarios?: ReadonlyArray<ScenarioName>
   readonly comparedWithPeers?: boolean
   /** Db.layer's `preparedStatements` (default true, as in the service). */
   readonly preparedStatements?: boolean
 }
 
-const makeSkiplock = ({ handOff, prefetch, preparedStatements = true, ...variant }: Variant): SystemAdapter => ({
+const makeSkiplock = ({ handOff, prefetch, batchSize, preparedStatements = true, ...variant }: Variant): SystemAdapter => ({
   ...variant,
   packageName: "skiplock",
   idlePollMs: 0,
@@ -77,7 +79,7 @@ const makeSkiplock = ({ handOff, prefetch, preparedStatements = true, ...variant
       },
       startWorkers: async ({ concurrency, onJob }) => {
         const handler = Handler.make(BenchJob, { run: (payload) => Effect.sync(() => onJob(payload)) })
-        worker = runtime.runFork(Layer.launch(Worker.layer({ handlers: [handler], concurrency, prefetch })))
+        worker = runtime.runFork(Layer.launch(Worker.layer({ handlers: [handler], concurrency, prefetch, ...(batchSize !== undefined ? { batchSize } : {}) })))
       },
       stopWorkers,
       close: async () => {
@@ -170,4 +172,14 @@ export const skiplockPrefetchUnprepared = makeSkiplock({
   handOff: true,
   prefetch: 5,
   preparedStatements: false
+})
+
+/** For probes (bench/probes/tunedDrain.ts): skiplock tuned for throughput as pg-boss tuned is, 100 jobs a claim, 100 claimed ahead. */
+export const skiplockTuned = makeSkiplock({
+  id: "skiplock-tuned",
+  label: "skiplock (tuned: batch 100, prefetch 100)",
+  configuration: "as skiplock, with `batchSize: 100` and `prefetch: 100` (`WORKER_BATCH_SIZE=100`, `WORKER_PREFETCH=100`): claims of up to 100 jobs, against the runbook's 5",
+  handOff: true,
+  prefetch: 100,
+  batchSize: 100
 })
