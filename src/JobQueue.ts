@@ -221,7 +221,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           : rows.filter((row) => row.runAt.getTime() <= now && localWorkers.handles(row.jobType))
         const insertAndHandOff = (reservation: Reservation) =>
           store.enqueueAndClaim(JSON.stringify(rows.map(asRecord)), { traceId: trace?.traceId ?? null, spanId: trace?.spanId ?? null }, at, reservation).pipe(
-            Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed) : reservation.cancel)),
+            Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed, at) : reservation.cancel)),
             Effect.map((result) => result.inserted)
           )
         const inserted = yield* (localWorkers === undefined || due.length === 0

@@ -14,8 +14,11 @@ import type { ClaimedJob, ClaimFor } from "./internal/JobStore.js"
 
 /** Slots of a worker reserved for one claim; exactly one of handOff or cancel ends it. */
 export interface Reservation extends ClaimFor {
-  /** Starts the jobs claimed for the worker (there may be none) and frees the rest of the reservation. */
-  readonly handOff: (jobs: ReadonlyArray<ClaimedJob>) => Effect.Effect<void>
+  /**
+   * Starts the jobs claimed for the worker (there may be none) and frees the rest of the reservation.
+   * `claimedAt` is the time the claim was made with, from which the jobs' leases run.
+   */
+  readonly handOff: (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date) => Effect.Effect<void>
   /** The statement failed: nothing was claimed. */
   readonly cancel: Effect.Effect<void>
 }

@@ -297,13 +297,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const noClaimsOnTheirWay = untilNone(() => claimsOnTheirWay)
 
     // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>): Effect.Effect<void> | undefined => {
-      const at = clock.unsafeCurrentTimeMillis()
-      lastClaimAt = at
+    // Their leases run from `claimedAt`, the time the claim was sent with, as in the database: counted from
+    // the answer instead, a claim slow to answer would stretch them past the time the rescuer goes by.
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: number): Effect.Effect<void> | undefined => {
+      lastClaimAt = clock.unsafeCurrentTimeMillis()
       let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
       if (jobs.length === 0) return toLog
       options.onClaim?.(jobs)
-      const leaseValidUntil = at + Duration.toMillis(leaseDuration)
+      const leaseValidUntil = claimedAt + Duration.toMillis(leaseDuration)
       for (const job of jobs) prefetched.push({ job, leaseValidUntil })
       const dropped = startPrefetched(true)
       if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
@@ -311,9 +312,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     }
     // A claim of the loop's own that came back full, or was sent before the latest look, may have left jobs waiting.
     // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
-    const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, requested: number, looksWhenSent: number) =>
+    const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date, requested: number, looksWhenSent: number) =>
       Effect.suspend(() => {
-        const toLog = claimed(jobs)
+        const toLog = claimed(jobs, claimedAt.getTime())
         moreLikely = jobs.length === requested || looks !== looksWhenSent
         return toLog ?? Effect.void
       })
@@ -342,9 +343,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         limit: slots,
         lease: leaseDuration,
         // The jobs start in fibers of the worker's (see start); what is left to log, if anything, too.
-        handOff: (jobs) =>
+        handOff: (jobs, claimedAt) =>
           Effect.sync(() => {
-            const toLog = claimed(jobs)
+            const toLog = claimed(jobs, claimedAt.getTime())
             end()
             if (toLog !== undefined) runInWorker(toLog, { immediate: false })
           }),
@@ -360,13 +361,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         const looksWhenSent = looks
         if (batch.length === 0) {
           if (requested === 0) return
-          return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), requested, looksWhenSent)
+          return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), at, requested, looksWhenSent)
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
         for (const job of batch) {
           job.done(Effect.succeed(result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost"))
         }
-        if (requested > 0) yield* claimedByLoop(result.claimed, requested, looksWhenSent)
+        if (requested > 0) yield* claimedByLoop(result.claimed, at, requested, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>
           Effect.gen(function* () {

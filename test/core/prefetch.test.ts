@@ -3,7 +3,7 @@
 // Most tests use TestClock against a real database; the workers neither listen nor poll unless time moves.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Schema, Scope } from "effect"
+import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Schema, Scope, TestClock } from "effect"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG, statusCounts } from "../support/jobs.js"
@@ -145,6 +145,43 @@ describe("prefetch", () => {
         yield* jobs.open(1, 2, 3)
         yield* Fiber.join(stopping)
         expect(yield* jobRow(first!.id)).toMatchObject({ status: "completed", attempts: 1 })
+        expect(jobs.started).toEqual([1])
+      }))
+
+    it.scoped("a prefetched job's lease runs from when its claim was sent, as in the database: a claim slow to answer does not stretch it", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const jobs = yield* gatedHandler
+        yield* enqueueReports(2)
+        // Another transaction holds audit_logs, so the claim (which writes job_started entries) waits in the database.
+        const locked = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const holder = yield* sql
+          .withTransaction(sql`LOCK TABLE audit_logs IN SHARE MODE`.pipe(Effect.zipRight(Deferred.succeed(locked, undefined)), Effect.zipRight(Deferred.await(release))))
+          .pipe(Effect.fork)
+        yield* Deferred.await(locked)
+        const worker = yield* Worker.make({
+          handlers: [jobs.handler], workerId: "slow-claim", concurrency: 1, prefetch: 1,
+          leaseDuration: "10 seconds", heartbeatInterval: "1 hour", rescueInterval: "1 hour", ...quiet
+        })
+        const claimWaits = Effect.map(
+          sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM claim_next_job(%'`,
+          (rows) => rows[0]!.n === 1
+        )
+        yield* eventually(claimWaits, "the worker's claim waits for the lock")
+        // The claim was sent at 0 s; it answers at 5 s: job 1 runs, job 2 waits with a lease until 10 s.
+        yield* TestClock.adjust("5 seconds")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+        yield* eventually(Effect.map(worker.status, (status) => status.running === 1 && status.prefetched === 1), "job 1 runs and job 2 waits")
+
+        // At 12 s job 1 returns. Job 2's lease ran out at 10 s (the rescuer may have taken it): it must not start.
+        yield* TestClock.adjust("7 seconds")
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && status.prefetched === 0), "job 1 finished and job 2 was let go")
+        yield* pauseLive("200 millis")
         expect(jobs.started).toEqual([1])
       }))
 
