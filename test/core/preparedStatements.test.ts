@@ -1,15 +1,17 @@
 // skiplock's job-path statements are named prepared statements: parsed once
 // per connection, then only executed; other statements stay unnamed; the
 // setting turns it off; and a migration that changes what a prepared statement
-// returns does not wedge it (pg_prepared_statements shows what each connection holds).
+// returns does not wedge it, nor a running worker's rescuer (pg_prepared_statements
+// shows what each connection holds).
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect, Layer, Schema } from "effect"
-import { Db, JobDefinition, JobQueue } from "../../src/index.js"
+import { Db, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { PREPARED } from "../../src/internal/preparedStatements.js"
 import { sqlErrorText } from "../../src/internal/sqlErrorText.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
-import { ORG } from "../support/jobs.js"
+import { jobStatus, ORG } from "../support/jobs.js"
+import { eventually } from "../support/live.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -74,5 +76,37 @@ describe("prepared statements", () => {
         yield* enqueueThree
         expect((yield* preparedHere).length).toBeGreaterThan(0)
       }).pipe(Effect.scoped))
+  })
+  // Live clock: the worker's own rescuer, every 100 ms, on a pool of one connection, so the statement it prepared is the one refused.
+  layer(TestDatabase.layer({ maxConnections: 1 }), { excludeTestServices: true })((it) => {
+    it.scoped("a running worker carries on when a migration changes what one of its prepared statements returns", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        // Listening would take a second connection; the poll finds the work.
+        yield* Worker.make({
+          handlers: [handler], workerId: "steady", concurrency: 1,
+          listen: false, pollInterval: "100 millis", rescueInterval: "100 millis", heartbeatInterval: "1 second"
+        })
+        // A job whose worker died holding it (of a type this worker does not run): the rescuer gives it back.
+        const abandoned = (n: number) =>
+          Effect.gen(function* () {
+            yield* sql`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+                       VALUES (${ORG}, 'sepa_export', ${JSON.stringify({ n })}::jsonb, now() - ${n + 1} * interval '1 minute')`
+            // Claimed before the jobs rescued earlier, which are pending again: its run_at is earlier.
+            const [claimed] = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('gone', ARRAY['sepa_export'], 1, now() - interval '1 minute', interval '1 second')`
+            return claimed!.id
+          })
+        const rescued = (id: string) => Effect.map(jobStatus(id), (status) => status === "pending")
+        yield* eventually(rescued(yield* abandoned(1)), "the first abandoned job was rescued")
+
+        // The migration: rescue_expired_jobs returns dead_worker as varchar instead of text.
+        const [definition] = yield* sql<{ def: string }>`SELECT pg_get_functiondef('rescue_expired_jobs'::regproc) AS def`
+        const changed = definition!.def.replace("dead_worker text)", "dead_worker character varying)")
+        expect(changed).not.toBe(definition!.def)
+        yield* sql.withTransaction(Effect.zipRight(sql`DROP FUNCTION rescue_expired_jobs(text, timestamptz, integer)`, sql.unsafe(changed)))
+
+        yield* eventually(rescued(yield* abandoned(2)), "the second abandoned job was rescued")
+      }))
   })
 })
