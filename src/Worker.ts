@@ -299,12 +299,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
     // Their leases run from `claimedAt`, the time the claim was sent with, as in the database: counted from
     // the answer instead, a claim slow to answer would stretch them past the time the rescuer goes by.
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: number): Effect.Effect<void> | undefined => {
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date): Effect.Effect<void> | undefined => {
       lastClaimAt = clock.unsafeCurrentTimeMillis()
       let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
       if (jobs.length === 0) return toLog
       options.onClaim?.(jobs)
-      const leaseValidUntil = claimedAt + Duration.toMillis(leaseDuration)
+      const leaseValidUntil = claimedAt.getTime() + Duration.toMillis(leaseDuration)
       for (const job of jobs) prefetched.push({ job, leaseValidUntil })
       const dropped = startPrefetched(true)
       if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
@@ -314,7 +314,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
     const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date, requested: number, looksWhenSent: number) =>
       Effect.suspend(() => {
-        const toLog = claimed(jobs, claimedAt.getTime())
+        const toLog = claimed(jobs, claimedAt)
         moreLikely = jobs.length === requested || looks !== looksWhenSent
         return toLog ?? Effect.void
       })
@@ -345,7 +345,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // The jobs start in fibers of the worker's (see start); what is left to log, if anything, too.
         handOff: (jobs, claimedAt) =>
           Effect.sync(() => {
-            const toLog = claimed(jobs, claimedAt.getTime())
+            const toLog = claimed(jobs, claimedAt)
             end()
             if (toLog !== undefined) runInWorker(toLog, { immediate: false })
           }),

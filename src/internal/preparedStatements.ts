@@ -43,7 +43,7 @@ export class PreparingClient extends pg.Client {
   private readonly renamed = new Map<string, string>()
   private renames = 0
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // pg's query is overloaded (text, config object, cursor, promise or callback); every other form passes through.
   override query(config: any, values?: any, callback?: any): any {
     const name = typeof config === "string" && config.startsWith(PREPARED) && typeof callback === "function" ? nameFor(config) : undefined
     if (name === undefined) return super.query(config, values, callback)
