@@ -119,8 +119,12 @@ export const make = Effect.gen(function* () {
         }))
       ),
 
+    /**
+     * Records a failed attempt: back to pending after the backoff, or failed. A job whose run had
+     * committed (the failure came after the handler's transaction did) is completed instead (0021).
+     */
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
-      sql<{ status: "pending" | "failed"; runAt: Date }>`${preparedMark}
+      sql<{ status: "pending" | "failed" | "completed"; runAt: Date }>`${preparedMark}
         SELECT status, run_at AS "runAt"
         FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`.pipe(
         Effect.map((rows) => rows[0])

@@ -139,9 +139,15 @@ export const executeJob = <R>(
         Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
           Effect.map((result): Outcome => {
             if (result === undefined) return Outcome.LeaseLost()
-            return result.status === "pending"
-              ? Outcome.RetryScheduled({ error, runAt: result.runAt })
-              : Outcome.Failed({ error })
+            switch (result.status) {
+              case "pending":
+                return Outcome.RetryScheduled({ error, runAt: result.runAt })
+              // The handler's transaction had committed before the failure (a timeout during its COMMIT).
+              case "completed":
+                return Outcome.Completed()
+              case "failed":
+                return Outcome.Failed({ error })
+            }
           })
         )
 

@@ -75,6 +75,39 @@ describe("committed runs", () => {
         const failed = yield* claimedJob(1)
         expect(yield* rescueLater).toEqual([{ id: failed, status: "failed" }])
         expect(yield* state(failed)).toMatchObject({ status: "failed", runStatus: "failed", idempotency: "failed" })
+        // Its last attempt ran out with its lease: a job_failed entry, as the runbook's operators look for (0021).
+        expect(yield* auditEvents(failed)).toEqual(["job_started", "job_rescued", "job_failed"])
+        const sql = yield* SqlClient.SqlClient
+        const [entry] = yield* sql<{ details: unknown }>`SELECT details FROM audit_logs WHERE job_id = ${failed} AND event = 'job_failed'`
+        expect(entry!.details).toEqual({
+          jobType: "report_generation",
+          attempt: 1,
+          maxAttempts: 1,
+          error: "lease expired: worker w stopped renewing it",
+          retryable: true
+        })
+      }))
+
+    it.effect("a failed attempt of a job whose run committed completes it, on the last attempt and before (0021)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const failAttempt = (id: string, retryable: boolean) =>
+          sql<{ status: string }>`SELECT status FROM fail_job_attempt(${id}, 'w', 1, 'HandlerTimeout: too slow', ${retryable})`
+        for (const [maxAttempts, retryable] of [[1, true], [3, true], [3, false]] as const) {
+          const id = yield* claimedJob(maxAttempts)
+          expect(yield* commit(id)).toBe(true)
+          expect(yield* failAttempt(id, retryable)).toEqual([{ status: "completed" }])
+          expect(yield* state(id)).toEqual({ status: "completed", runStatus: "completed", idempotency: "completed", error: null })
+          expect(yield* auditEvents(id)).toEqual(["job_started", "job_completed"])
+        }
+        // Without a committed run, as before: a retry, or failed on the last attempt.
+        const retried = yield* claimedJob(3)
+        expect(yield* failAttempt(retried, true)).toEqual([{ status: "pending" }])
+        expect(yield* state(retried)).toMatchObject({ status: "pending", runStatus: "retry_scheduled", idempotency: "in_progress" })
+        const failed = yield* claimedJob(1)
+        expect(yield* failAttempt(failed, true)).toEqual([{ status: "failed" }])
+        expect(yield* state(failed)).toMatchObject({ status: "failed", runStatus: "failed", idempotency: "failed" })
+        expect(yield* auditEvents(failed)).toEqual(["job_started", "job_failed"])
       }))
 
     it.effect("a run being committed is skipped by the rescuer, which completes it once committed", () =>

@@ -221,6 +221,46 @@ describe("outcomes", () => {
         expect(yield* auditEvents(ok.id)).toEqual(["job_started", "job_completed"])
       }))
 
+    it.scoped("a timeout that comes while a transactional handler's COMMIT is on its way completes the job: its effects are in", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* reset
+        yield* sql`DELETE FROM settlements`
+        // A deferred trigger holds the handler's COMMIT for 2 s of real time, while the TestClock passes the deadline.
+        yield* sql`CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`
+        yield* sql`CREATE CONSTRAINT TRIGGER settlements_slow_commit AFTER INSERT ON settlements
+                   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`
+        yield* Effect.addFinalizer(() => Effect.orDie(sql`DROP TRIGGER settlements_slow_commit ON settlements`))
+        let runs = 0
+        const handler = Handler.make(Settlement, {
+          transactional: true,
+          timeout: "1 minute",
+          run: (payload) =>
+            Effect.suspend(() => {
+              runs++
+              return Effect.asVoid(sql`INSERT INTO settlements (contract_id, amount_cents) VALUES (${payload.contractId}, ${payload.amountCents})`)
+            })
+        })
+        const fiber = yield* Effect.fork(firstOutcome(handler))
+        yield* eventually(Effect.map(SqlClient.SqlClient.pipe(Effect.flatMap((sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`)), (rows) => rows[0]!.n === 1), "the job runs")
+        yield* untilWatcherSleepsFor("1 minute")
+        const committing = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query = 'COMMIT'`
+        yield* eventually(Effect.map(committing, (rows) => rows[0]!.n === 1), "the handler's COMMIT is on its way")
+        yield* TestClock.adjust("1 minute")
+        const { id, outcome } = yield* Fiber.join(fiber)
+        // Before 0021 the attempt counted as timed out: a retry scheduled (a failed job on the last attempt).
+        expect(outcome._tag).toBe("Completed")
+        expect(runs).toBe(1)
+        expect(yield* jobRow(id)).toMatchObject({ status: "completed", attempts: 1, error: null, lockedBy: null })
+        expect(yield* jobRun(id)).toMatchObject({ status: "completed", idempotencyStatus: "completed" })
+        expect(yield* sql`SELECT contract_id AS "contractId" FROM settlements`).toEqual([{ contractId: "c-1" }])
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_completed"])
+        const [entry] = yield* sql<{ details: { completedBy: string } }>`SELECT details FROM audit_logs WHERE job_id = ${id} AND event = 'job_completed'`
+        expect(entry!.details.completedBy).toBe(
+          `the run had committed before the attempt failed: HandlerTimeout: handler for "settlement_calculation" timed out after 60000 ms`
+        )
+      }))
+
     it.scoped("a transactional handler that lost its job before committing leaves no effects behind", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
