@@ -17,7 +17,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -162,7 +162,17 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     }
     const jobTypes = [...handlers.keys()]
 
+    // The jobs started here, by id: the latest attempt of each.
     const running = new Map<string, RunningJob>()
+    // Earlier attempts of jobs claimed here again while their handler still ran (the job was rescued while this
+    // worker was stalled, or failed and requeued by an operator): stopped, and awaited like running jobs.
+    const superseded = new Set<RunningJob>()
+    const entryOf = (job: ClaimedJob): RunningJob | undefined => {
+      const latest = running.get(job.id)
+      if (latest?.job === job) return latest
+      for (const earlier of superseded) if (earlier.job === job) return earlier
+      return undefined
+    }
     // Claimed and not started yet, in claim order; they start as handler slots free up.
     const prefetched: Array<PrefetchedJob> = []
     let handlersRunning = 0
@@ -196,7 +206,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let lastClaimAt: number | undefined
     let nextPollAt: number | undefined
     // The shutdown waits for the running jobs.
-    const noneRunning = untilNone(() => running.size)
+    const noneRunning = untilNone(() => running.size + superseded.size)
 
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
@@ -210,8 +220,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       onOutcome: options.onOutcome,
       complete: completions.complete,
       watchesTimeouts: true,
-      handlerDone: (jobId: string) => {
-        const entry = running.get(jobId)
+      handlerDone: (job: ClaimedJob) => {
+        const entry = entryOf(job)
         if (entry !== undefined) handlerDone(entry)
       }
     }
@@ -231,6 +241,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         leaseValidUntil,
         deadline: startedAt + Duration.toMillis(handler.timeout)
       }
+      const earlier = running.get(job.id)
+      if (earlier !== undefined) supersede(earlier)
       running.set(job.id, entry)
       handlersRunning++
       // The worker's runtime may be uninterruptible (layers are built so): the job's own fiber must not be.
@@ -240,11 +252,27 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       // When the job's fiber ends, however it ends.
       fiber.addObserver(() => {
         handlerDone(entry)
-        running.delete(job.id)
+        if (running.get(job.id) === entry) running.delete(job.id)
+        else superseded.delete(entry)
         signal(false)
         noneRunning.settled()
       })
       deadlines.started(entry.deadline)
+    }
+    // The database gave this worker a job whose earlier attempt still runs here: that attempt no longer holds
+    // the job. It is stopped as one whose lease was lost (it records nothing), and keeps its slot until it ends.
+    const supersede = (earlier: RunningJob) => {
+      running.delete(earlier.job.id)
+      superseded.add(earlier)
+      if (earlier.control.stopReason !== undefined) return
+      earlier.control.stopReason = "lease_lost"
+      earlier.fiber?.unsafeInterruptAsFork(FiberId.none)
+      runInWorker(
+        Effect.logWarning("claimed a job again whose earlier attempt still ran here; stopping that attempt").pipe(
+          Effect.annotateLogs({ jobId: earlier.job.id, attempt: earlier.job.attempts })
+        ),
+        { immediate: false }
+      )
     }
     // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
     // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
@@ -513,18 +541,18 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
         yield* Fiber.interrupt(rescueFiber)
         yield* Fiber.interrupt(pruneFiber)
-        if (running.size > 0) {
-          yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size} running job(s)`)
+        if (running.size + superseded.size > 0) {
+          yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
           yield* waitAtMost(noneRunning.await, shutdownTimeout)
         }
-        const left = [...running.values()]
+        const left = [...running.values(), ...superseded]
         for (const entry of left) entry.control.stopReason ??= "shutdown"
         // Releasing (or completing) a job can wait on its row, locked by someone else's open transaction:
         // a stop must end anyway. A job still held then comes back when its lease expires.
         const released = yield* waitAtMost(Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : []))), RELEASE_TIMEOUT)
         if (!released) {
           yield* Effect.logWarning(
-            `stopping: ${running.size} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
+            `stopping: ${running.size + superseded.size} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
               "does not answer); they go back to pending when their lease expires"
           ).pipe(Effect.annotateLogs({ jobIds: [...running.keys()].join(",") }))
         }
@@ -544,7 +572,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     return Worker.of({
       workerId,
-      status: Effect.sync(() => ({ workerId, jobTypes, running: running.size, prefetched: prefetched.length, claiming, lastClaimAt, nextPollAt }))
+      status: Effect.sync(() => ({ workerId, jobTypes, running: running.size + superseded.size, prefetched: prefetched.length, claiming, lastClaimAt, nextPollAt }))
     })
   }).pipe(Effect.annotateLogs({ component: "worker" }))
 

@@ -141,14 +141,19 @@ const stateChange = (
     const code = sqlErrorCode(result.left)
     if (code === "P0002") return yield* new JobNotFound({ jobId })
     if (code === "55000") {
-      const [row] = yield* sql<{ status: string; runCommitted: boolean }>`
-        SELECT q.status, coalesce(r.idempotency_status = 'completed', false) AS "runCommitted"
+      const [row] = yield* sql<{ status: string; runCommitted: boolean; heldBy: string | null }>`
+        SELECT q.status, coalesce(r.idempotency_status = 'completed', false) AS "runCommitted",
+               job_handler_may_still_run(q.id, ${now}) AS "heldBy"
         FROM job_queue q LEFT JOIN job_runs r ON r.job_id = q.id WHERE q.id = ${jobId}`
       const status = row?.status ?? "gone"
-      // fail_job_manually refuses a processing job whose transactional run committed (0020): it is completing.
-      const because = status === "processing" && row?.runCommitted === true
-        ? "its handler's transaction has committed: it completes shortly"
-        : undefined
+      const because =
+        // fail_job_manually refuses a processing job whose transactional run committed (0020): it is completing.
+        status === "processing" && row?.runCommitted === true
+          ? "its handler's transaction has committed: it completes shortly"
+          // requeue_failed_job refuses a job failed by hand whose handler may still run (0022).
+          : status === "failed" && row?.heldBy != null
+          ? `its handler may still run on worker ${row.heldBy}, which stops it at its next heartbeat: retry in a few seconds`
+          : undefined
       return yield* new InvalidJobState({ jobId, status, operation, allowed: ALLOWED[operation], ...(because === undefined ? {} : { because }) })
     }
     return yield* result.left

@@ -48,7 +48,7 @@ export interface ExecuteEnv {
    */
   readonly watchesTimeouts?: boolean | undefined
   /** Called once the handler has returned, before its outcome is recorded (not when it never ran). */
-  readonly handlerDone?: ((jobId: string) => void) | undefined
+  readonly handlerDone?: ((job: ClaimedJob) => void) | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
@@ -184,7 +184,7 @@ export const executeJob = <R>(
 
       const started = clock.unsafeCurrentTimeMillis()
       const exit = yield* Effect.exit(restore(attemptEffect))
-      env.handlerDone?.(job.id)
+      env.handlerDone?.(job)
       Metrics.forJobType(Metrics.handlerDuration, job.jobType).unsafeUpdate((clock.unsafeCurrentTimeMillis() - started) / 1000, [])
 
       if (Exit.isSuccess(exit)) {

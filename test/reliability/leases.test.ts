@@ -5,6 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Effect, Ref, Schema, TestClock } from "effect"
+import * as Operator from "../../src/app/Operator.js"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import type { Outcome } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -31,6 +32,36 @@ const rescueAndClaimElsewhere = (jobId: string) =>
       return { rescued, claimed }
     })
   )
+
+/**
+ * A worker running one job whose k-th run waits for gate k (two gates): records the attempts it ran
+ * and how many run at once, and the outcomes. The gates open when the scope closes, before the
+ * worker's own finalizer, which waits for running handlers.
+ */
+const gatedWorker = (workerId: string) =>
+  Effect.gen(function* () {
+    const gates = [yield* Deferred.make<void>(), yield* Deferred.make<void>()]
+    const attempts: Array<number> = []
+    const outcomes: Array<Outcome["_tag"]> = []
+    let inHandler = 0
+    const handler = Handler.make(Report, {
+      run: (_, job) =>
+        Effect.suspend(() => {
+          const gate = gates[attempts.length]!
+          attempts.push(job.attempt)
+          inHandler++
+          return Deferred.await(gate).pipe(Effect.ensuring(Effect.sync(() => inHandler--)))
+        }),
+      timeout: "1 hour"
+    })
+    const worker = yield* Worker.make({
+      handlers: [handler], listen: false, workerId, concurrency: 2, rescueInterval: "1 hour",
+      onOutcome: (_, outcome) => outcomes.push(outcome._tag)
+    })
+    yield* Effect.addFinalizer(() => Effect.forEach(gates, (gate) => Deferred.succeed(gate, undefined)))
+    yield* settled(worker, { running: 1 })
+    return { worker, attempts, outcomes, inHandler: () => inHandler, open: (k: number) => Deferred.succeed(gates[k]!, undefined) }
+  })
 
 describe("leases", () => {
   it.layer(TestDatabase.layer())((it) => {
@@ -102,6 +133,59 @@ describe("leases", () => {
           const effects = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM lease_effects WHERE job_id = ${job.id}`
           expect(effects[0]!.n).toBe(transactional ? 0 : 1)
         }
+      }))
+
+    it.scoped("a job rescued from this worker while it stalled and claimed by it again: the earlier attempt stops, the new one is held and runs once", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const job = yield* enqueue(3)
+        const { worker, attempts, outcomes, inHandler, open } = yield* gatedWorker("stalled-worker")
+        // Its lease ran out while the worker stalled; another worker rescued it, and this one claims it again (attempt 2).
+        const at = (yield* Clock.currentTimeMillis) + 31_000
+        expect(yield* sql`SELECT id FROM rescue_expired_jobs('other-worker', ${new Date(at)})`).toEqual([{ id: job.id }])
+        yield* TestClock.adjust("5 seconds") // the poll
+        yield* eventually(Effect.sync(() => attempts.length === 2), "attempt 2 started here")
+        // Attempt 1 no longer holds the job: it is stopped at once, and only attempt 2 counts as running.
+        yield* eventually(Effect.sync(() => inHandler() === 1), "attempt 1 was stopped")
+        yield* eventually(Effect.map(worker.status, (status) => status.running === 1), "one job runs")
+        expect(outcomes).toEqual(["LeaseLost"])
+        // Attempt 2's lease is renewed: a minute later it is still this worker's, and not rescued again.
+        yield* advance(worker, "60 seconds", "5 seconds", { running: 1 })
+        const now = yield* Clock.currentTimeMillis
+        expect(yield* sql`SELECT id FROM rescue_expired_jobs('other-worker', ${new Date(now + 1)})`).toEqual([])
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "processing", attempts: 2, lockedBy: "stalled-worker" })
+        yield* open(1)
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "attempt 2 completed")
+        expect(attempts).toEqual([1, 2])
+        expect(outcomes).toEqual(["LeaseLost", "Completed"])
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_rescued", "job_started", "job_completed"])
+      }))
+
+    it.scoped("a job failed by hand while it runs is retried only once its worker stopped the handler, and then runs alone", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const job = yield* enqueue(4)
+        const { worker, attempts, outcomes, inHandler, open } = yield* gatedWorker("busy-worker")
+        yield* TestClock.adjust("3 seconds") // after the worker's last heartbeat, before its next
+        yield* Operator.failJob(job.id, "stuck on the bank's server", "cli:test")
+        // Requeued now, this worker could claim it again with the same attempt number while the handler still runs.
+        const refused = yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))
+        expect(refused.message).toBe(
+          `cannot retry job ${job.id}: it is failed, but its handler may still run on worker busy-worker, which stops it at its next heartbeat: retry in a few seconds`
+        )
+        yield* TestClock.adjust("7 seconds") // the heartbeat: the job is no longer held, its handler stops
+        yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && inHandler() === 0), "the handler stopped")
+        expect(outcomes).toEqual(["LeaseLost"])
+        yield* Operator.retryJob(job.id, "cli:test")
+        yield* TestClock.adjust("5 seconds") // the poll
+        yield* eventually(Effect.sync(() => attempts.length === 2), "the job started again")
+        expect(inHandler()).toBe(1)
+        yield* open(1)
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the job completed")
+        expect(attempts).toEqual([1, 1])
+        expect(outcomes).toEqual(["LeaseLost", "Completed"])
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_failed_manually", "job_requeued", "job_started", "job_completed"])
       }))
 
     it.scoped("a rescued job goes back to its place in line, ahead of the jobs enqueued after it", () =>
