@@ -17,7 +17,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Either, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -475,7 +475,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       yield* registration.ensure
       const ids = [...running.keys(), ...prefetched.map(({ job }) => job.id)]
       const at = yield* Clock.currentTimeMillis
-      const held = yield* store.heartbeat(workerId, ids, new Date(at), leaseDuration).pipe(Effect.either)
+      const beat = Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))
+      let answer = yield* beat
+      if (answer._tag === "Right" && !answer.right.registered) {
+        yield* registration.lost
+        yield* registration.ensure
+        // Again, now that there is a row to record in which jobs this worker holds (the rescuer spares them).
+        answer = yield* beat
+      }
+      const held = Either.map(answer, ({ held }) => held)
       // Whether the worker still holds a job it asked about, renewing the lease it knows of: the database's
       // answer, or while it cannot be reached, the lease's own end.
       const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {

@@ -141,10 +141,15 @@ export const make = Effect.gen(function* () {
         Effect.asVoid
       ),
 
-    /** Renews the worker's registration and the leases of its jobs; returns the jobs it still holds. */
+    /**
+     * Renews the worker's registration and the leases of its jobs; returns the jobs it still holds, and
+     * whether the worker's row is there to renew (forget_dead_workers deletes it after a long outage).
+     */
     heartbeat: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
-      sql<{ id: string }>`${preparedMark} SELECT worker_heartbeat AS id FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)`.pipe(
-        Effect.map((rows) => new Set(rows.map((row) => row.id)))
+      sql<{ held: ReadonlyArray<string>; registered: boolean }>`${preparedMark}
+        SELECT ARRAY(SELECT worker_heartbeat FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)) AS held,
+               EXISTS (SELECT 1 FROM job_workers WHERE worker_id = ${workerId}) AS registered`.pipe(
+        Effect.map(([row]) => ({ held: new Set(row?.held ?? []), registered: row?.registered === true }))
       ),
 
     unregister: (workerId: string) => sql`${preparedMark} SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),

@@ -56,8 +56,10 @@ export const makeRescue = (store: JobStore, workerId: string, rescued: () => voi
 }
 
 /**
- * The worker's row in `workers`, for operators. A worker that cannot register yet still runs;
- * `ensure` registers it if that has not worked yet (the heartbeat calls it on every beat).
+ * The worker's row in `job_workers`, for operators and for the rescuer (which spares the jobs a live
+ * worker reports holding). A worker that cannot register yet still runs; `ensure` registers it if that
+ * has not worked yet (the heartbeat calls it on every beat), and `lost` makes it register again: the
+ * heartbeat found the row gone (forget_dead_workers deletes a row left unrenewed for an hour).
  */
 export const makeRegistration = (store: JobStore, worker: Parameters<JobStore["register"]>[0]) => {
   let registered = false
@@ -67,5 +69,11 @@ export const makeRegistration = (store: JobStore, worker: Parameters<JobStore["r
     Effect.zipRight(failures.succeeded),
     Effect.catchAll(failures.failed)
   )
-  return { ensure: Effect.suspend(() => (registered ? Effect.void : register)) }
+  return {
+    ensure: Effect.suspend(() => (registered ? Effect.void : register)),
+    lost: Effect.zipRight(
+      Effect.sync(() => (registered = false)),
+      Effect.logWarning("the worker's registration was gone (forgotten as dead after a long outage?); registering again")
+    )
+  }
 }

@@ -52,6 +52,25 @@ describe("worker maintenance under TestClock", () => {
         expect(yield* workerRow("w-registry")).toBeUndefined()
       }))
 
+    it.scoped("a worker whose row was forgotten (after a long outage) registers again at its next heartbeat, with the jobs in hand", () =>
+      Effect.gen(function* () {
+        const t0 = yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const gate = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Deferred.await(gate), timeout: "1 hour" })
+        const job = yield* enqueue(4)
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, workerId: "w-forgotten" })
+        yield* Effect.addFinalizer(() => Deferred.succeed(gate, undefined))
+        yield* settled(worker, { running: 1 })
+        // What forget_dead_workers does to a row unrenewed for an hour (the worker was cut off from the database).
+        yield* sql`DELETE FROM job_workers WHERE worker_id = 'w-forgotten'`
+        yield* advance(worker, "10 seconds", "5 seconds", { running: 1 })
+        yield* eventually(Effect.map(workerRow("w-forgotten"), (row) => row?.jobsInHand.length === 1), "the worker registered again")
+        const row = (yield* workerRow("w-forgotten"))!
+        expect(row).toMatchObject({ pid: process.pid, jobTypes: ["report_generation"], jobsInHand: [job.id] })
+        expect(row.lastHeartbeatAt.getTime() - t0).toBe(10_000)
+      }))
+
     it.scoped("a job whose handler is still running is never rescued: the heartbeat keeps its lease", () =>
       Effect.gen(function* () {
         yield* reset
