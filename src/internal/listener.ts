@@ -6,12 +6,14 @@
  * remains the safety net for any that are lost.
  */
 import type { PgClient } from "@effect/sql-pg"
-import { Data, Deferred, Effect, Redacted, Schedule } from "effect"
+import { Data, Deferred, Duration, Effect, Redacted, Schedule } from "effect"
 import pg from "pg"
 import { waitAtMost } from "./bounded.js"
 import { makeOutageLog } from "./outageLog.js"
 
 export const JOBS_CHANNEL = "skiplock_jobs"
+// As the pool's (Db.layer), which the PgClient config built from a pool does not carry.
+const CONNECT_TIMEOUT = Duration.seconds(5)
 
 class ListenConnectionLost extends Data.TaggedError("ListenConnectionLost")<{ readonly cause: unknown }> {}
 
@@ -24,21 +26,26 @@ const clientConfig = (config: PgClient.PgClientConfig): pg.ClientConfig => ({
   ...(config.password !== undefined ? { password: Redacted.value(config.password) } : {}),
   ...(config.ssl !== undefined ? { ssl: config.ssl } : {}),
   application_name: `${config.applicationName ?? "skiplock"}-listen`,
-  keepAlive: true
+  keepAlive: true,
+  // A server that accepts the connection and never answers (a host going down) fails the attempt, which is retried.
+  connectionTimeoutMillis: Duration.toMillis(Duration.decode(config.connectTimeout ?? CONNECT_TIMEOUT))
 })
 
 /** Connects, listens, runs `onListening`, and calls `onNotify` with each payload until the connection is lost (then fails). */
 const listenOnce = (config: PgClient.PgClientConfig, onNotify: (payload: string) => void, onListening: Effect.Effect<void>) =>
   Effect.acquireUseRelease(
-    Effect.tryPromise({
-      try: async () => {
+    // Interruptible, unlike the rest of an acquisition: a worker that stops while the database does not answer
+    // must not wait out the connect. An interrupted connect ends its client (the abort signal).
+    Effect.interruptible(Effect.tryPromise({
+      try: async (signal) => {
         const client = new pg.Client(clientConfig(config))
         client.on("error", () => {}) // reported through the handlers below
+        signal.addEventListener("abort", () => void client.end().catch(() => undefined))
         await client.connect()
         return client
       },
       catch: (cause) => new ListenConnectionLost({ cause })
-    }),
+    })),
     (client) =>
       Effect.gen(function* () {
         const lost = yield* Deferred.make<never, ListenConnectionLost>()
