@@ -15,8 +15,8 @@ import { type InsertedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
-import { invalidOptionsReason, isJsonObject } from "./internal/validate.js"
-import { sqlErrorText } from "./internal/sqlErrorText.js"
+import { invalidOptionsReason, isJsonObject, jsonProblem, timestamptzText } from "./internal/validate.js"
+import { sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export interface EnqueueOptions {
   readonly organizationId: string
@@ -85,19 +85,23 @@ export const formatParseError = (error: ParseResult.ParseError): string =>
 /** A job row as the queries return it: the enqueued job without `existing`. */
 type Row = Omit<EnqueuedJob, "existing">
 
+// SQLSTATE of a lock wait given up (lock_timeout).
+const LOCK_NOT_AVAILABLE = "55P03"
+
 /** A checked input, ready to insert. */
 const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({
   // Generated here so that each input can be matched to its row afterwards. Time-ordered by the
   // wall clock, not the Clock: the order is for index locality, shared with the SQL default.
   id: uuidv7(Date.now()),
-  organizationId: input.organizationId,
+  // As the database writes UUIDs: a repeated idempotency key is matched to its earlier job by this text.
+  organizationId: input.organizationId.toLowerCase(),
   jobType: input.jobType,
   payload,
   priority: input.priority ?? 0,
   maxAttempts: input.maxAttempts ?? 3,
   runAt: input.runAt ?? new Date(now),
   idempotencyKey: input.idempotencyKey ?? null,
-  createdBy: input.createdBy ?? null
+  createdBy: input.createdBy?.toLowerCase() ?? null
 })
 type PreparedJob = ReturnType<typeof toRow>
 
@@ -109,7 +113,7 @@ const asRecord = (row: PreparedJob) => ({
   payload: row.payload,
   priority: row.priority,
   max_attempts: row.maxAttempts,
-  run_at: row.runAt.toISOString(),
+  run_at: timestamptzText(row.runAt),
   idempotency_key: row.idempotencyKey,
   created_by: row.createdBy
 })
@@ -147,8 +151,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const jobType = String(input.jobType ?? "")
         return Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType, registered })))
       }
-      const withPayload = (payload: unknown): PreparedJob | Effect.Effect<never, InvalidPayload> =>
-        isJsonObject(payload) ? toRow(input, payload, now) : Effect.fail(notAnObject(input.jobType, payload))
+      const withPayload = (payload: unknown): PreparedJob | Effect.Effect<never, InvalidPayload> => {
+        if (!isJsonObject(payload)) return Effect.fail(notAnObject(input.jobType, payload))
+        const problem = jsonProblem(payload)
+        return problem === undefined ? toRow(input, payload, now) : Effect.fail(new InvalidPayload({ jobType: input.jobType, reason: problem }))
+      }
       const schema = schemas.get(input.jobType)
       if (schema === undefined) return withPayload(input.payload)
       // Decode then encode: validates, and stores the canonical encoded form.
@@ -157,8 +164,10 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
       return Schema.decodeUnknown(schema)(input.payload).pipe(
         Effect.flatMap(Schema.encode(schema)),
         Effect.mapError((error) => new InvalidPayload({ jobType: input.jobType, reason: formatParseError(error) })),
-        Effect.filterOrFail(isJsonObject, (payload) => notAnObject(input.jobType, payload)),
-        Effect.map((payload) => toRow(input, payload, now))
+        Effect.flatMap((payload) => {
+          const row = withPayload(payload)
+          return Effect.isEffect(row) ? row : Effect.succeed(row)
+        })
       )
     }
 
@@ -219,10 +228,13 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const due = localWorkers === undefined || Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
           ? []
           : rows.filter((row) => row.runAt.getTime() <= now && localWorkers.handles(row.jobType))
-        const insertAndHandOff = (reservation: Reservation) =>
+        const insertAndHandOff = (reservation: Reservation, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
           store.enqueueAndClaim(JSON.stringify(rows.map(asRecord)), { traceId: trace?.traceId ?? null, spanId: trace?.spanId ?? null }, at, reservation).pipe(
             Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed, at) : reservation.cancel)),
-            Effect.map((result) => result.inserted)
+            Effect.map((result) => result.inserted),
+            // Its insert waited on a lock for a second (0023): jobs claimed after a long wait would have leases
+            // already running out. Inserted without a claim instead, however long that waits.
+            Effect.catchIf((error) => sqlErrorCode(error) === LOCK_NOT_AVAILABLE, () => restore(insert))
           )
         const inserted = yield* (localWorkers === undefined || due.length === 0
           ? insert
@@ -230,7 +242,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
               Effect.suspend(() => {
                 const reservation = localWorkers.reserve([...new Set(due.map((row) => row.jobType))], due.length)
                 // Once reserved, the claim must reach the worker: cancelling the statement could come after its commit.
-                return reservation === undefined ? restore(insert) : insertAndHandOff(reservation)
+                return reservation === undefined ? restore(insert) : insertAndHandOff(reservation, restore)
               })
             )
         ).pipe(Effect.catchTag("SqlError", mapInsertError))

@@ -48,7 +48,81 @@ export const invalidOptionsReason = (options: {
   ) {
     return `idempotencyKey must be a string of 1 to 255 characters`
   }
+  if (typeof options.idempotencyKey === "string") {
+    const problem = textProblem(options.idempotencyKey)
+    if (problem !== undefined) return `idempotencyKey ${problem}`
+  }
   return undefined
+}
+
+// An unpaired half of a UTF-16 surrogate pair: not a character, and jsonb refuses its escape.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
+/** Why PostgreSQL could not store a text as it is, or undefined. */
+const textProblem = (text: string): string | undefined =>
+  text.includes("\u0000")
+    ? "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    : LONE_SURROGATE.test(text)
+    ? "contains an unpaired UTF-16 surrogate, which is not Unicode text"
+    : undefined
+
+/**
+ * Why a payload would not reach jsonb as it is, naming where (`payload["lines"][3]`), or undefined.
+ * JSON.stringify would turn NaN and Infinity into null, a Map into {}, a Date into a string, and drop
+ * functions; a bigint would throw. (A property whose value is undefined is left out, as JSON does:
+ * absent and undefined read the same.)
+ */
+export const jsonProblem = (value: unknown, path = "payload"): string | undefined => {
+  switch (typeof value) {
+    case "string": {
+      const problem = textProblem(value)
+      return problem === undefined ? undefined : `${path} ${problem}`
+    }
+    case "number":
+      return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot carry (it would be stored as null)`
+    case "boolean":
+      return undefined
+    case "bigint":
+      return `${path} is a bigint, which JSON cannot carry (send it as a string)`
+    case "object": {
+      if (value === null) return undefined
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) {
+          const problem = value[i] === undefined ? `${path}[${i}] is undefined (it would be stored as null)` : jsonProblem(value[i], `${path}[${i}]`)
+          if (problem !== undefined) return problem
+        }
+        return undefined
+      }
+      const prototype = Object.getPrototypeOf(value)
+      if (prototype !== Object.prototype && prototype !== null) {
+        const kind = (value as { constructor?: { name?: string } }).constructor?.name || "object of a class"
+        return `${path} is a ${kind}, not plain JSON (it would be stored as ${JSON.stringify(value) ?? "nothing"}); encode it, or give the job type a Schema that does`
+      }
+      for (const [key, field] of Object.entries(value)) {
+        const at = `${path}[${JSON.stringify(key)}]`
+        const keyProblem = textProblem(key)
+        if (keyProblem !== undefined) return `the key of ${at} ${keyProblem}`
+        if (field === undefined) continue
+        const problem = jsonProblem(field, at)
+        if (problem !== undefined) return problem
+      }
+      return undefined
+    }
+    default:
+      // undefined (at the top or in an array), a function, a symbol
+      return `${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}, which JSON cannot carry`
+  }
+}
+
+/**
+ * A time as timestamptz text. toISOString writes the years before 1 and after 9999 as "-000100-…" and
+ * "+010000-…", which PostgreSQL does not read; it reads "0101-…Z BC" and "10000-…Z".
+ */
+export const timestamptzText = (date: Date): string => {
+  const year = date.getUTCFullYear()
+  if (year >= 1 && year <= 9999) return date.toISOString()
+  const time = date.toISOString().slice(date.toISOString().indexOf("-", 1))
+  return year < 1 ? `${String(1 - year).padStart(4, "0")}${time} BC` : `${year}${time}`
 }
 
 /** A JSON object (not null, not an array): the only payload shape the queue stores. */

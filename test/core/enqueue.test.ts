@@ -93,6 +93,72 @@ describe("JobQueue.enqueue", () => {
         expect(creator.message).toContain("createdBy must be a UUID")
       }).pipe(Effect.provide(queue)))
 
+    it.effect("refuses payload values that JSON cannot carry or PostgreSQL cannot store, naming where, and writes nothing", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const Amount = JobDefinition.make("settlement_calculation", Schema.Struct({ amount: Schema.Number }))
+        const refused = (jobType: string, payload: unknown) =>
+          JobQueue.enqueue({ organizationId: ORG, jobType, payload }).pipe(Effect.flip, Effect.map((error) => error.message))
+        const typed = (amount: number) => JobQueue.enqueueJob(Amount, { amount }, { organizationId: ORG }).pipe(Effect.flip, Effect.map((error) => error.message))
+        const prefix = (jobType: string) => `invalid payload for job type "${jobType}": `
+        // Through a Schema that lets the value pass: it would have been stored as null.
+        expect(yield* typed(Number.NaN)).toBe(`${prefix("settlement_calculation")}payload["amount"] is NaN, which JSON cannot carry (it would be stored as null)`)
+        expect(yield* typed(Number.POSITIVE_INFINITY)).toContain(`payload["amount"] is Infinity`)
+        // A type without a Schema in this process (the runbook's jobQueueService enqueues those).
+        expect(yield* refused("dunning_run", { levels: [1, Number.NEGATIVE_INFINITY] })).toContain(`payload["levels"][1] is -Infinity`)
+        expect(yield* refused("dunning_run", { total: 12n })).toBe(
+          `${prefix("dunning_run")}payload["total"] is a bigint, which JSON cannot carry (send it as a string)`
+        )
+        expect(yield* refused("dunning_run", { seen: new Map([["a", 1]]) })).toBe(
+          `${prefix("dunning_run")}payload["seen"] is a Map, not plain JSON (it would be stored as {}); encode it, or give the job type a Schema that does`
+        )
+        expect(yield* refused("dunning_run", { due: new Date("2026-12-01T00:00:00Z") })).toContain(`payload["due"] is a Date, not plain JSON`)
+        expect(yield* refused("dunning_run", { lines: [undefined] })).toContain(`payload["lines"][0] is undefined (it would be stored as null)`)
+        expect(yield* refused("dunning_run", { note: "a\u0000b" })).toBe(
+          `${prefix("dunning_run")}payload["note"] contains a NUL character (\\u0000), which PostgreSQL cannot store`
+        )
+        expect(yield* refused("dunning_run", { ["k\u0000"]: 1 })).toContain(`the key of payload["k\\u0000"] contains a NUL character`)
+        expect(yield* refused("dunning_run", { note: "\ud800" })).toContain(`payload["note"] contains an unpaired UTF-16 surrogate`)
+        // Through the Schema's encoded form as well.
+        const Note = JobDefinition.make("report_generation", Schema.Struct({ note: Schema.String }))
+        const viaSchema = yield* JobQueue.enqueueJob(Note, { note: "x\u0000" }, { organizationId: ORG }).pipe(Effect.flip)
+        expect(viaSchema.message).toContain(`payload["note"] contains a NUL character`)
+        // Left out as JSON leaves it out (absent and undefined read the same), and a payload that is fine is stored.
+        const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { level: 2, note: undefined, emoji: "😀" } })
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ payload: unknown }>`SELECT payload FROM job_queue WHERE id = ${job.id}`
+        expect(row!.payload).toEqual({ level: 2, emoji: "😀" })
+        expect(yield* countJobs).toBe(1)
+      }).pipe(Effect.provide(JobQueue.layer([SepaExport, JobDefinition.make("settlement_calculation", Schema.Struct({ amount: Schema.Number })), JobDefinition.make("report_generation", Schema.Struct({ note: Schema.String }))]))))
+
+    it.effect("names an idempotency key PostgreSQL cannot store; a batch takes run times before the year 1 and after 9999 as a single enqueue does", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const base = { organizationId: ORG, jobType: "dunning_run", payload: {} }
+        const key = yield* JobQueue.enqueue({ ...base, idempotencyKey: "run\u0000" }).pipe(Effect.flip)
+        expect(key.message).toBe("invalid job options: idempotencyKey contains a NUL character (\\u0000), which PostgreSQL cannot store")
+        const times = ["+010000-01-01T00:00:00.000Z", "-000100-03-01T05:06:07.008Z", "-004713-11-24T00:00:00.000Z", "9999-12-31T23:59:59.999Z"]
+        const jobs = yield* JobQueue.enqueueMany(times.map((time) => ({ ...base, runAt: new Date(time) })))
+        const sql = yield* SqlClient.SqlClient
+        const stored = yield* sql<{ id: string; runAt: Date }>`SELECT id, run_at AS "runAt" FROM job_queue WHERE id IN ${sql.in(jobs.map((job) => job.id))}`
+        expect(jobs.map((job) => stored.find((row) => row.id === job.id)!.runAt.toISOString())).toEqual(times)
+        expect(yield* countJobs).toBe(4)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("an organization id in capitals is stored as the database writes it, and a repeated idempotency key still finds the first job", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const input = { organizationId: ORG.toUpperCase(), jobType: "dunning_run", payload: {}, idempotencyKey: "mahnlauf:2026-12", createdBy: USER.toUpperCase() }
+        const first = yield* JobQueue.enqueue(input)
+        expect(first).toMatchObject({ organizationId: ORG, existing: false })
+        const again = yield* JobQueue.enqueue(input)
+        expect(again).toMatchObject({ id: first.id, organizationId: ORG, existing: true })
+        const batch = yield* JobQueue.enqueueMany([input, { ...input, idempotencyKey: "mahnlauf:2027-01" }, { ...input, idempotencyKey: "mahnlauf:2027-01" }])
+        expect(batch.map((job) => job.existing)).toEqual([true, false, true])
+        expect(batch[2]!.id).toBe(batch[1]!.id)
+        expect(yield* countJobs).toBe(2)
+      }).pipe(Effect.provide(queue)))
+
     it.effect("a second enqueue with the same idempotency key returns the first job instead of creating another", () =>
       Effect.gen(function* () {
         yield* reset

@@ -55,6 +55,33 @@ describe("hand-off to a worker of the enqueuing process", () => {
         expect(again).toMatchObject({ id: job.id, existing: true })
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
 
+    it.effect("an enqueue whose insert waits on a lock does not hand off: the job is inserted when the lock ends and runs once", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const { url } = yield* TestDatabase
+        let started = 0
+        const handler = Handler.make(Report, { run: () => Effect.sync(() => void started++) })
+        // A lease shorter than the wait: a claim made after the wait would hand over jobs whose lease ran out.
+        const worker = yield* Worker.make({
+          handlers: [handler], workerId: "local", listen: false, pollInterval: "100 millis",
+          leaseDuration: "2 seconds", heartbeatInterval: "500 millis", rescueInterval: "500 millis"
+        })
+        yield* settled(worker)
+        // Another session inserts the same idempotency key in a transaction it keeps open.
+        const other = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => other.connect()), () => Effect.promise(() => other.end()))
+        yield* Effect.promise(() => other.query(`BEGIN; INSERT INTO job_queue (organization_id, job_type, payload, idempotency_key)
+                                                 VALUES ('${ORG}', 'report_generation', '{"n":0}', 'k-locked')`))
+        const enqueueing = yield* Effect.fork(JobQueue.enqueue(report(1, { idempotencyKey: "k-locked", maxAttempts: 1 })))
+        yield* pauseLive("3 seconds")
+        yield* Effect.promise(() => other.query("ROLLBACK"))
+        const job = yield* Fiber.join(enqueueing)
+        expect(job).toMatchObject({ existing: false })
+        yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the job completed", "5 seconds")
+        expect(started).toBe(1)
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped), { timeout: 30_000 })
+
     it.effect("inside a transaction the job is not handed off: it must not start before the caller commits", () =>
       Effect.gen(function* () {
         yield* fresh
