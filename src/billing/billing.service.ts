@@ -18,7 +18,7 @@ import { Audit, Handler, type JobContext, JobDefinition } from "../index.js"
 import * as BillingRepo from "./BillingRepo.js"
 import { addDays, germanDate, type Period, periodOf } from "./calendar.js"
 import { type BillingRun, BillingRunPayload } from "./domain.js"
-import { BillingRunRolledBack, InvalidBillingPeriod, UnknownOrganization } from "./errors.js"
+import { BillingRunRolledBack, InvalidBillingPeriod, InvoiceTooLarge, MAX_INVOICE_CENTS, UnknownOrganization } from "./errors.js"
 import { draftInvoice, formatInvoiceNumber } from "./pricing.js"
 
 /** The job type and its payload: `{ billingPeriod: "YYYY-MM", customerIds?, invoiceDate? }`. */
@@ -45,11 +45,12 @@ export interface BillingRunOptions {
   readonly afterChunk?: (committed: ChunkCommitted) => Effect.Effect<void>
 }
 
-export type BillingRunError = UnknownOrganization | InvalidBillingPeriod | BillingRunRolledBack | SqlError
+export type BillingRunError = UnknownOrganization | InvalidBillingPeriod | BillingRunRolledBack | InvoiceTooLarge | SqlError
 
 /** Errors retrying cannot fix; a SqlError is not one of them, so the runtime retries it. */
 export const isPermanentBillingError = (error: BillingRunError): boolean =>
-  error._tag === "UnknownOrganization" || error._tag === "InvalidBillingPeriod" || error._tag === "BillingRunRolledBack"
+  error._tag === "UnknownOrganization" || error._tag === "InvalidBillingPeriod" || error._tag === "BillingRunRolledBack" ||
+  error._tag === "InvoiceTooLarge"
 
 export const parseBillingPeriod = (input: string): Effect.Effect<Period, InvalidBillingPeriod> => {
   const period = periodOf(input)
@@ -152,6 +153,15 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             const draft = draftInvoice(contractsOf.get(customer.customerId) ?? [], period)
             return draft === undefined ? [] : [{ customer, draft }]
           })
+          // Said here, by customer, instead of as the database's "out of range for type integer" on every attempt.
+          const tooLarge = drafts.find(({ draft }) => draft.grossCents > MAX_INVOICE_CENTS)
+          if (tooLarge !== undefined) {
+            return yield* new InvoiceTooLarge({
+              customerNumber: tooLarge.customer.customerNumber,
+              billingPeriod: run.billingPeriod,
+              grossCents: tooLarge.draft.grossCents
+            })
+          }
 
           if (drafts.length > 0) {
             const year = Number(run.invoiceDate.slice(0, 4))

@@ -31,7 +31,29 @@ export class BillingRunRolledBack extends Data.TaggedError("BillingRunRolledBack
   }
 }
 
-/** No billing run has this id. */
+/**
+ * A customer's invoice for the month comes to more than an invoice's amounts hold (integer cents:
+ * 21,474,836.47 €): almost certainly a contract's monthly amount entered wrong. Retrying cannot help;
+ * the run stops before that customer's chunk, with the chunks before it kept.
+ */
+export class InvoiceTooLarge extends Data.TaggedError("InvoiceTooLarge")<{
+  readonly customerNumber: string
+  readonly billingPeriod: string
+  readonly grossCents: number
+}> {
+  override get message() {
+    return `the invoice of customer ${this.customerNumber} for ${this.billingPeriod} comes to ${euros(this.grossCents)}, ` +
+      `more than an invoice holds (${euros(MAX_INVOICE_CENTS)}): check the monthly amounts of its contracts, then retry the job`
+  }
+}
+
+/** The largest amount an invoice or invoice line holds, in cents (the columns are PostgreSQL integers). */
+export const MAX_INVOICE_CENTS = 2_147_483_647
+
+const euros = (cents: number) =>
+  `${(cents / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} €`
+
+/** No billing run has this id. *//** No billing run has this id. */
 export class BillingRunNotFound extends Data.TaggedError("BillingRunNotFound")<{
   readonly runId: string
 }> {

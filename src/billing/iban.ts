@@ -1,6 +1,7 @@
 /**
  * IBAN checks (ISO 13616): the electronic format and the mod-97 checksum.
- * Migration 0002 checks the same in SQL, so hand-written rows cannot bypass it.
+ * The database checks the same (iban_is_valid, billing migrations 0002 and 0006), so hand-written rows
+ * cannot bypass it; keep the two length tables alike.
  */
 
 const FORMAT = /^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$/

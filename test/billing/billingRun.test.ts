@@ -31,6 +31,7 @@ const ORG_EAST = "a0000000-0000-4000-8000-000000000005"
 const ORG_WEST = "a0000000-0000-4000-8000-000000000006"
 const ORG_SAME = "a0000000-0000-4000-8000-000000000007"
 const ORG_FILTERED = "a0000000-0000-4000-8000-000000000008"
+const ORG_TOO_LARGE = "a0000000-0000-4000-8000-000000000009"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -230,6 +231,38 @@ describe("billing_run", () => {
         expect(asExpected(invoices)).toEqual(expected.slice(3, 6))
         expect(invoices.map((invoice) => invoice.numberSequence)).toEqual([1, 2, 3])
         expect(yield* runOfJob(jobId)).toMatchObject({ status: "completed", invoicesCreated: 3, customersProcessed: 3 })
+      }))
+
+    it.effect("an invoice larger than an invoice holds fails the run at once, naming the customer; fixed, the retried job bills everyone", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_TOO_LARGE
+        yield* seed(org, 5, "2025-03")
+        const sql = yield* SqlClient.SqlClient
+        // A monthly amount entered in cents where euros were meant: within what a contract allows, but 19 % VAT
+        // on 20,000,000.00 € makes an invoice of 23,800,000.00 €, more than an invoice's integer cents hold.
+        const [wrong] = yield* sql<{ id: string; monthlyNetCents: number; customerNumber: string }>`
+          UPDATE contracts c SET monthly_net_cents = 2000000000, vat_rate_bp = 1900, starts_on = '2024-01-01', ends_on = NULL
+          FROM customers cu
+          WHERE c.id = (SELECT c2.id FROM contracts c2 JOIN customers cu2 ON cu2.id = c2.customer_id
+                        WHERE c2.organization_id = ${org} ORDER BY cu2.customer_number DESC, c2.id LIMIT 1)
+            AND cu.id = c.customer_id
+          RETURNING c.id, cu.customer_number AS "customerNumber"`
+        const jobId = yield* enqueue(org, MARCH)
+        const result = yield* SkiplockTest.drain({ maxAdvance: "1 hour" })
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Failed"] })
+        expect((yield* jobOf(jobId)).error).toBe(
+          `InvoiceTooLarge: the invoice of customer ${wrong!.customerNumber} for 2025-03 comes to 23,800,000.00 €, more than an invoice holds ` +
+            "(21,474,836.47 €): check the monthly amounts of its contracts, then retry the job"
+        )
+        expect(yield* invoicesOf(org)).toEqual([])
+        // The contract corrected and the job retried, the run bills every customer once.
+        yield* sql`UPDATE contracts SET monthly_net_cents = 2000000 WHERE id = ${wrong!.id}`
+        const expected = yield* expectedInvoices(org, "2025-03")
+        yield* sql`SELECT * FROM requeue_failed_job(${jobId}, 'cli:test', NULL, ${new Date(yield* Clock.currentTimeMillis)})`
+        const retried = yield* SkiplockTest.drain()
+        expect(outcomesByJob(retried), retried.summary).toEqual({ [jobId]: ["Completed"] })
+        expect(asExpected(yield* invoicesOf(org))).toEqual(expected)
       }))
 
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
