@@ -14,7 +14,7 @@ import pg from "pg"
 import { EMBEDDED_DATABASE, EMBEDDED_PASSWORD, EMBEDDED_USER, embeddedUrl } from "../config/ServiceConfig.js"
 import { boundedRelease } from "../internal/bounded.js"
 import { errorText } from "../internal/describe.js"
-import { importEmbeddedPostgres, serverProcess, stopAtExit } from "../internal/embeddedPostgres.js"
+import { importEmbeddedPostgres, inSessionOfItsOwn, serverProcess, stopAtExit } from "../internal/embeddedPostgres.js"
 import { StartupError } from "./StartupError.js"
 
 export interface EmbeddedOptions {
@@ -120,6 +120,8 @@ export const start = (options: EmbeddedOptions) =>
       onLog: record,
       onError: record
     })
+    // Stopped by this scope's finalizer, after the worker, not by the terminal's Ctrl-C.
+    inSessionOfItsOwn(server)
     const forgetAtExit = stopAtExit(server)
 
     // Registered before starting, so an interrupted start still stops the server.

@@ -63,3 +63,16 @@ export const stopAtExit = (server: object): (() => void) => {
     if (serverProcess(server) === undefined) toStopAtExit.delete(server)
   }
 }
+
+/**
+ * Starts `server`'s PostgreSQL in a session of its own. A Ctrl-C in a terminal signals the whole
+ * foreground process group, and PostgreSQL, in the service's group, shut down at once while the
+ * worker still waited for its running jobs: their releases failed, and they came back only when their
+ * leases ran out. The package spawns with the options its `getUidAndGid` returns (the user to run
+ * as); `detached` is added there, as the package offers no option for it.
+ */
+export const inSessionOfItsOwn = (server: object): void => {
+  const spawner = server as { getUidAndGid: (name?: string) => Promise<object> }
+  const userIds = spawner.getUidAndGid.bind(server)
+  spawner.getUidAndGid = async (name) => ({ ...(await userIds(name)), detached: true })
+}

@@ -107,6 +107,47 @@ describe("npm start without DATABASE_URL", () => {
       expect(yield* portAnswers(embeddedPort)).toBe(false)
     }), 300_000)
 
+  it.scopedLive("Ctrl-C in a terminal stops the service as SIGTERM does: the embedded PostgreSQL outlives the worker, which releases its job", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDirectory
+      const embeddedPort = yield* freePort
+      const env = (port: number, handlers: boolean) => ({
+        ...cleanEnv(),
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        SKIPLOCK_DATA_DIR: join(dir, ".data"),
+        SKIPLOCK_EMBEDDED_PORT: String(embeddedPort),
+        ...(handlers ? { SKIPLOCK_HANDLER_MODULES: FIXTURE_HANDLERS } : {}),
+        WORKER_SHUTDOWN_TIMEOUT: "1s",
+        LOG_FORMAT: "json"
+      })
+      const url = `postgres://postgres:postgres@127.0.0.1:${embeddedPort}/skiplock`
+      const port = yield* freePort
+      // Its own process group, as a terminal's foreground job, which Ctrl-C signals as a whole.
+      const first = yield* spawnScoped(process.execPath, ["--import", "tsx", "src/main.ts"], env(port, true), { ownProcessGroup: true })
+      yield* waitForReady(first, port, "150 seconds")
+      yield* query(url, `INSERT INTO job_types (name, description) VALUES ('test_sleep', 'test: sleeps') ON CONFLICT DO NOTHING`)
+      yield* query(url, `INSERT INTO job_queue (organization_id, job_type, payload) VALUES ('${ORG}', 'test_sleep', '{"ms":600000}')`)
+      yield* waitUntil(
+        "the job runs",
+        Effect.map(query<{ status: string }>(url, "SELECT status FROM job_queue"), (rows) => (rows[0]?.status === "processing" ? true : undefined)),
+        first
+      )
+      process.kill(-first.child.pid!, "SIGINT")
+      expect(yield* waitForExit(first, "60 seconds")).toEqual({ code: 0, signal: null })
+      expect(first.logs().filter((line) => line.logLevel === "ERROR").map((line) => line.message)).toEqual([])
+      expect(yield* portAnswers(embeddedPort)).toBe(false)
+
+      // Started again without the test's handlers (so that nothing claims the job): it was released, not left processing.
+      const secondPort = yield* freePort
+      const second = yield* spawnScoped(process.execPath, ["--import", "tsx", "src/main.ts"], env(secondPort, false))
+      yield* waitForReady(second, secondPort, "120 seconds")
+      expect(yield* query<{ status: string; attempts: number }>(url, "SELECT status, attempts FROM job_queue")).toEqual([{ status: "pending", attempts: 0 }])
+      expect((yield* query<{ event: string }>(url, "SELECT event FROM audit_logs ORDER BY id")).map((row) => row.event)).toEqual(["job_started", "job_released"])
+      second.child.kill("SIGTERM")
+      expect(yield* waitForExit(second, "60 seconds")).toEqual({ code: 0, signal: null })
+    }), 300_000)
+
   it.scopedLive("refuses to start when the embedded port is taken, and says what to do", () =>
     Effect.gen(function* () {
       const dir = yield* tempDirectory

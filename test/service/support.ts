@@ -45,11 +45,14 @@ export const cleanEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
-/** Spawns a command in the repository; killed with SIGKILL when the scope closes if still running. */
-export const spawnScoped = (command: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv) =>
+/**
+ * Spawns a command in the repository; killed with SIGKILL when the scope closes if still running.
+ * With `ownProcessGroup`, as a terminal's foreground job: the whole group can be signalled (Ctrl-C).
+ */
+export const spawnScoped = (command: string, args: ReadonlyArray<string>, env: NodeJS.ProcessEnv, options: { readonly ownProcessGroup?: boolean } = {}) =>
   Effect.acquireRelease(
     Effect.sync((): RunningProcess => {
-      const child = spawn(command, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
+      const child = spawn(command, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: options.ownProcessGroup === true })
       const lines: Array<string> = []
       const collect = (chunk: Buffer) => lines.push(...chunk.toString("utf8").split("\n").filter((line) => line !== ""))
       child.stdout!.on("data", collect)
