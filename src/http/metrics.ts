@@ -25,6 +25,8 @@ export const queueGauges: Collector = (service) =>
     ? Effect.succeed([gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 0 }])])
     : Effect.flatMap(service.worker.status, (status) => QueueStats.collect(status.jobTypes)).pipe(
         Effect.provideService(SqlClient.SqlClient, service.sql),
+        // Cancelled in the background (see checkDatabase in server.ts): a scrape gets its answer in time.
+        Effect.disconnect,
         Effect.timeout(Duration.seconds(5)),
         Effect.map((stats) => [
           gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 1 }]),

@@ -31,8 +31,11 @@ export interface Readiness {
   readonly checks?: Readonly<Record<"database" | "migrations" | "worker", Check>>
 }
 
+// Disconnected: a timed-out query is cancelled in the background. Its cancellation (pg_cancel_backend, on a
+// connection of its own) waits as long as the database does not answer, and the answer must not.
 const checkDatabase = (service: RunningService) =>
   service.sql`SELECT 1`.pipe(
+    Effect.disconnect,
     Effect.timeout(Duration.seconds(2)),
     Effect.as<Check>({ ok: true }),
     Effect.catchAll((error) =>

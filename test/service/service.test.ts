@@ -4,6 +4,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { createConnection, createServer, type Socket } from "node:net"
 import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { coreMigrations } from "../../src/Migrator.js"
@@ -37,6 +38,42 @@ const insertSleep = (ms: number) =>
     sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload)
                         VALUES (${ORG}, 'test_sleep', ${JSON.stringify({ ms })}::jsonb) RETURNING id`
   ).pipe(Effect.map((rows) => rows[0]!.id))
+
+/**
+ * A TCP proxy to the database of `url`, whose `url` the service is given; `silence()` makes it stop
+ * forwarding in both directions and leave new connections unanswered, as a host that went away would.
+ */
+const silenceableProxy = (url: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly url: string; readonly silence: () => void; readonly close: () => void }>((resume) => {
+      const target = new URL(url)
+      let silent = false
+      const sockets = new Set<Socket>()
+      const server = createServer((client) => {
+        sockets.add(client)
+        client.on("error", () => client.destroy())
+        if (silent) return
+        const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
+        sockets.add(upstream)
+        upstream.on("error", () => client.destroy())
+        client.on("data", (chunk) => void (silent || upstream.write(chunk)))
+        upstream.on("data", (chunk) => void (silent || client.write(chunk)))
+        client.on("close", () => upstream.destroy())
+        upstream.on("close", () => client.destroy())
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const proxied = new URL(url)
+        proxied.hostname = "127.0.0.1"
+        proxied.port = String((server.address() as { port: number }).port)
+        const close = () => {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+        }
+        resume(Effect.succeed({ url: proxied.toString(), silence: () => void (silent = true), close }))
+      })
+    }),
+    (proxy) => Effect.sync(proxy.close)
+  )
 
 const statusOf = (id: string) => Effect.map(jobRow(id), (row) => row.status)
 
@@ -234,6 +271,31 @@ describe("the service", () => {
         yield* sql`DELETE FROM job_queue WHERE id = ${id}`
       }))
   })
+
+  it.scopedLive("a database that stops answering makes /readyz say so within its 2 s, and /metrics within its 5 s", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
+      const proxy = yield* silenceableProxy(url)
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(proxy.url, port))
+      yield* waitForReady(service, port)
+      // The host stops answering (a network partition): connections stay open, nothing comes back.
+      proxy.silence()
+      const timed = (path: string) =>
+        Effect.promise(async () => {
+          const started = Date.now()
+          const response = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(30_000) })
+          return { status: response.status, body: await response.text(), ms: Date.now() - started }
+        })
+      const ready = yield* timed("/readyz")
+      expect(ready.status).toBe(503)
+      expect(JSON.parse(ready.body)).toMatchObject({ checks: { database: { ok: false, detail: "no answer within 2 seconds" } } })
+      // Not after the query's cancellation, which waits for a connection of its own (5 s).
+      expect(ready.ms).toBeLessThan(4_000)
+      const metrics = yield* timed("/metrics")
+      expect(sample(metrics.body, "skiplock_database_up")).toBe(0)
+      expect(metrics.ms).toBeLessThan(8_000) // Prometheus gives a scrape 10 s by default
+    }), 60_000)
 
   it.scopedLive("refuses to start when migrations are missing, and says to run `npm run migrate`", () =>
     Effect.gen(function* () {
