@@ -7,12 +7,14 @@
  * They need only a `SqlClient`. A refusal or any other failure is a failing
  * effect whose error message says what happened (the main CLI exits with 1).
  */
-import { Args, Command, Options } from "@effect/cli"
+import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Console, Effect, Option, Schema } from "effect"
 import { userInfo } from "node:os"
 import { Audit } from "../index.js"
 import { rollbackBillingRun } from "./rollback.js"
 import { seedDemo } from "./seed.js"
+
+const isUuid = Schema.is(Schema.UUID)
 
 /** 123456 cents as "1.234,56 €", in integers. */
 export const formatEuro = (cents: number): string => {
@@ -33,7 +35,12 @@ const defaultActor = () => {
 const rollback = Command.make(
   "rollback",
   {
-    runId: Args.text({ name: "runId" }).pipe(Args.withDescription("The billing run to roll back (billing_runs.id).")),
+    runId: Args.text({ name: "runId" }).pipe(
+      Args.mapEffect((value) =>
+        isUuid(value) ? Effect.succeed(value) : Effect.fail(HelpDoc.p(`the billing run id must be a UUID (billing_runs.id), got ${JSON.stringify(value)}`))
+      ),
+      Args.withDescription("The billing run to roll back (billing_runs.id).")
+    ),
     reason: Options.text("reason").pipe(Options.withDescription("Why it is rolled back; stored on the run, its invoices and in the audit log.")),
     actor: Options.text("actor").pipe(
       Options.withSchema(Schema.UUID),
@@ -63,7 +70,14 @@ const rollback = Command.make(
 )
 
 /** `billing rollback <runId> --reason "..." [--actor <uuid>]` */
-export const billingCommand = Command.make("billing").pipe(
+/** A command group run without one of its commands: a usage error (exit 2), as the main CLI's own groups. */
+const missingCommand = (group: string) =>
+  Effect.zipRight(
+    Console.error(`skiplock: missing command; \`skiplock ${group} --help\` lists them`),
+    Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command")))
+  )
+
+export const billingCommand = Command.make("billing", {}, () => missingCommand("billing")).pipe(
   Command.withDescription("Billing runs (the billing_run job type)."),
   Command.withSubcommands([rollback])
 )
@@ -91,7 +105,7 @@ const seed = Command.make(
 ).pipe(Command.withDescription("Load a demo organization with a few hundred customers and contracts, then print what to do next."))
 
 /** `demo seed [--customers n] [--period YYYY-MM] [--organization <uuid>]` */
-export const demoCommand = Command.make("demo").pipe(
+export const demoCommand = Command.make("demo", {}, () => missingCommand("demo")).pipe(
   Command.withDescription("Demo data for trying skiplock out."),
   Command.withSubcommands([seed])
 )

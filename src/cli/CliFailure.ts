@@ -5,3 +5,8 @@ export class CliFailure extends Data.TaggedError("CliFailure")<{
   readonly message: string
   readonly cause?: unknown
 }> {}
+
+/** A failure that was reported already (the service logs why it could not start): exit code 1, nothing printed again. */
+export class AlreadyReported extends Data.TaggedError("AlreadyReported")<{
+  readonly cause: unknown
+}> {}

@@ -5,7 +5,7 @@
  * against the database, and prints text or, with --json, JSON.
  */
 import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { Console, Effect, Either, Layer, Option, Redacted, Schema } from "effect"
+import { Cause, Console, Effect, Either, Layer, Option, Redacted, Schema } from "effect"
 import { userInfo } from "node:os"
 import * as AppJobs from "../app/jobs.js"
 import { billingCommand, demoCommand } from "../billing/index.js"
@@ -18,7 +18,7 @@ import * as Migrator from "../Migrator.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
 import { runService } from "../main.js"
 import { redactUrl } from "../internal/describe.js"
-import { CliFailure } from "./CliFailure.js"
+import { AlreadyReported, CliFailure } from "./CliFailure.js"
 import * as Format from "./format.js"
 
 // ─── Input validation: a value that cannot be what the option needs is a usage error ───
@@ -89,7 +89,10 @@ const migrate = Command.make("migrate", {}, () =>
   )
 ).pipe(Command.withDescription("Apply the database migrations (all sets, in order); safe to run again"))
 
-const start = Command.make("start", {}, () => runService).pipe(
+const start = Command.make("start", {}, () =>
+  // runService has logged why it could not start (or printed the bad configuration).
+  runService.pipe(Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.fail(new AlreadyReported({ cause })))))
+).pipe(
   Command.withDescription("Run the service: HTTP server and worker (the same as `npm start`)")
 )
 
@@ -207,7 +210,14 @@ const cancel = Command.make(
     )
 ).pipe(Command.withDescription("Cancel a pending job: it becomes failed with the error \"cancelled by …\" and can be retried later"))
 
-const jobs = Command.make("jobs").pipe(
+/** A command group run without one of its commands: a usage error (exit 2), as `skiplock` alone is. */
+const missingCommand = (group: string) =>
+  Effect.zipRight(
+    Console.error(`skiplock: missing command; \`skiplock ${group} --help\` lists them`),
+    Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command")))
+  )
+
+const jobs = Command.make("jobs", {}, () => missingCommand("jobs")).pipe(
   Command.withDescription("Look at and steer single jobs"),
   Command.withSubcommands([list, show, fail, retry, cancel])
 )

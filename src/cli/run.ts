@@ -13,7 +13,7 @@ import { readFileSync } from "node:fs"
 import { StartupError } from "../app/StartupError.js"
 import { describeConfigError } from "../config/ServiceConfig.js"
 import { sqlErrorCode, sqlErrorText } from "../internal/sqlErrorText.js"
-import { CliFailure } from "./CliFailure.js"
+import { AlreadyReported, CliFailure } from "./CliFailure.js"
 import { skiplock } from "./commands.js"
 
 const version = (() => {
@@ -50,6 +50,7 @@ export const runCli = (argv: ReadonlyArray<string>) =>
       const failure = Cause.failureOption(cause)
       // @effect/cli has already printed what is wrong with the command line.
       if (Option.isSome(failure) && ValidationError.isValidationError(failure.value)) return Effect.succeed(2)
+      if (Option.isSome(failure) && failure.value instanceof AlreadyReported) return Effect.succeed(1)
       const message = Option.isSome(failure) ? describeFailure(failure.value) : `unexpected error: ${Cause.pretty(cause)}`
       return Effect.as(Console.error(`skiplock: ${message}`), 1)
     }),

@@ -47,6 +47,14 @@ describe("the skiplock executable", () => {
         expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
       }), 90_000)
 
+    it.scoped("skiplock start that cannot start exits 1 and says why once", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const service = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "start"], { ...cleanEnv(), DATABASE_URL: url, PORT: "eighty" })
+        expect((yield* waitForExit(service)).code).toBe(1)
+        expect(service.output()).toBe(`skiplock: invalid configuration:\n  PORT="eighty" is not valid: expected a whole number from 0 to 65535`)
+      }), 60_000)
+
     it.scoped("2 for a usage error (npm run cli -- …)", () =>
       Effect.gen(function* () {
         const result = yield* exec("npm", ["run", "-s", "cli", "--", "jobs", "show", "not-a-uuid"])

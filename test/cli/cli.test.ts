@@ -320,6 +320,15 @@ describe("skiplock CLI", () => {
         expect(missing.code).toBe(2)
         expect(missing.stderr).toContain("missing command")
         expect((yield* run("--help")).code).toBe(0)
+        // A group without one of its commands, as `skiplock` alone.
+        for (const group of ["jobs", "billing", "demo"]) {
+          expect(yield* run(group)).toEqual({ code: 2, stdout: "", stderr: `skiplock: missing command; \`skiplock ${group} --help\` lists them` })
+          expect((yield* run(group, "--help")).code).toBe(0)
+        }
+        // A value that is not a UUID is a usage error, the billing run's id as any other.
+        const rollback = yield* run("billing", "rollback", "notuuid", "--reason", "x")
+        expect(rollback.code).toBe(2)
+        expect(rollback.stderr).toContain(`the billing run id must be a UUID (billing_runs.id), got "notuuid"`)
       }))
   })
 
