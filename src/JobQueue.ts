@@ -232,7 +232,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           store.enqueueAndClaim(JSON.stringify(rows.map(asRecord)), { traceId: trace?.traceId ?? null, spanId: trace?.spanId ?? null }, at, reservation).pipe(
             Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed, at) : reservation.cancel)),
             Effect.map((result) => result.inserted),
-            // Its insert waited on a lock for a second (0023): jobs claimed after a long wait would have leases
+            // Its insert waited on a lock for a second (JobStore, 0023): jobs claimed after a long wait would have leases
             // already running out. Inserted without a claim instead, however long that waits.
             Effect.catchIf((error) => sqlErrorCode(error) === LOCK_NOT_AVAILABLE, () => restore(insert))
           )

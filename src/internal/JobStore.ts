@@ -28,6 +28,9 @@ export interface ClaimedJob {
 
 const interval = (duration: Duration.Duration) => `${Duration.toMillis(duration)} milliseconds`
 
+// How long a hand-off's insert may wait for a lock: its claim's leases count from before the wait.
+const HAND_OFF_LOCK_TIMEOUT = Duration.seconds(1)
+
 /** A claim made for a worker by someone else's statement (enqueue_and_claim). */
 export interface ClaimFor {
   readonly workerId: string
@@ -106,13 +109,15 @@ export const make = Effect.gen(function* () {
     /**
      * Inserts jobs (a JSON array of job_queue rows) and claims for a worker in the same transaction
      * (enqueue_and_claim). Returns the jobs inserted (a job whose idempotency key was taken is not)
-     * and the jobs claimed, which the worker must start.
+     * and the jobs claimed, which the worker must start. Fails with lock_not_available (55P03) when
+     * the insert waited longer than HAND_OFF_LOCK_TIMEOUT for a lock (0023).
      */
     enqueueAndClaim: (jobs: string, trace: { readonly traceId: string | null; readonly spanId: string | null }, now: Date, claim: ClaimFor) =>
       sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`${preparedMark}
         SELECT enqueued, ${claimedColumns}
         FROM enqueue_and_claim(${jobs}::jsonb, ${trace.traceId}::text, ${trace.spanId}::text, ${now},
-                               ${claim.workerId}, ${claim.jobTypes}::text[], ${claim.limit}, ${interval(claim.lease)}::interval)`.pipe(
+                               ${claim.workerId}, ${claim.jobTypes}::text[], ${claim.limit}, ${interval(claim.lease)}::interval,
+                               ${interval(HAND_OFF_LOCK_TIMEOUT)}::interval)`.pipe(
         Effect.map((rows) => ({
           inserted: rows[0]?.enqueued ?? [],
           claimed: rows.flatMap(({ enqueued: _, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))

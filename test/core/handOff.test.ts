@@ -82,6 +82,26 @@ describe("hand-off to a worker of the enqueuing process", () => {
         expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_completed"])
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped), { timeout: 30_000 })
 
+    it.effect("the enqueue_and_claim that workers of the version before 0023 call still waits for a lock as long as it takes", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        const other = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => other.connect()), () => Effect.promise(() => other.end()))
+        yield* Effect.promise(() => other.query(`BEGIN; INSERT INTO job_queue (organization_id, job_type, payload, idempotency_key)
+                                                 VALUES ('${ORG}', 'report_generation', '{"n":0}', 'k-old-worker')`))
+        const job = JSON.stringify([{ id: "0192b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b", organization_id: ORG, job_type: "report_generation", payload: { n: 1 },
+                                      priority: 0, max_attempts: 3, run_at: new Date().toISOString(), idempotency_key: "k-old-worker", created_by: null }])
+        // As the code before 0023 sends it: eight arguments.
+        const calling = yield* Effect.fork(sql<{ enqueued: unknown }>`
+          SELECT enqueued FROM enqueue_and_claim(${job}::jsonb, NULL, NULL, ${new Date()}, 'old-worker', ARRAY['report_generation'], 1, '30 seconds')`)
+        yield* pauseLive("1500 millis")
+        yield* Effect.promise(() => other.query("ROLLBACK"))
+        const rows = yield* Fiber.join(calling)
+        expect(rows[0]!.enqueued).toEqual([expect.objectContaining({ id: "0192b3c4-d5e6-7f80-9a1b-2c3d4e5f6a7b" })])
+      }).pipe(Effect.scoped))
+
     it.effect("inside a transaction the job is not handed off: it must not start before the caller commits", () =>
       Effect.gen(function* () {
         yield* fresh
