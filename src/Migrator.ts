@@ -1,16 +1,17 @@
 /**
  * Applies the plain numbered `.sql` files of one or more migration sets, in
  * order, all in one transaction (all or nothing, serialised by an advisory
- * lock), and records them in `skiplock_migrations`.
+ * lock, giving up a lock wait after a few seconds), and records them in
+ * `skiplock_migrations`.
  * A set is a folder such as `migrations/core`; sets apply in the order given.
  */
 import { SqlClient } from "@effect/sql"
-import { Data, Effect } from "effect"
+import { Data, Duration, Effect } from "effect"
 import { createHash } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { sqlErrorText } from "./internal/sqlErrorText.js"
+import { sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export class MigrationError extends Data.TaggedError("MigrationError")<{
   readonly message: string
@@ -80,14 +81,28 @@ const appliedVersions = (sql: SqlClient.SqlClient) =>
 
 const key = (set: string, version: number) => `${set}/${String(version).padStart(4, "0")}`
 
+// SQLSTATE of a lock wait given up (lock_timeout).
+const LOCK_NOT_AVAILABLE = "55P03"
+
+export interface MigrateOptions {
+  /**
+   * How long a migration may wait for a lock (a table an ALTER must have to itself) before all of them
+   * are given up. Waiting, it would hold up every statement on that table, claims and reads included,
+   * behind another session's open transaction. Default 5 s.
+   */
+  readonly lockTimeout?: Duration.DurationInput
+}
+
 /** Applies every migration of the given sets that is not applied yet. Returns what it applied. */
-export const migrate = (folders: ReadonlyArray<string>) =>
+export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions = {}) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const migrations = yield* loadSets(folders)
+    const lockTimeout = Duration.decode(options.lockTimeout ?? "5 seconds")
     return yield* sql.withTransaction(
       Effect.gen(function* () {
         yield* sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`
+        yield* sql`SELECT set_config('lock_timeout', ${`${Duration.toMillis(lockTimeout)}ms`}, true)`
         yield* ensureLedger(sql)
         const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row]))
         const done: Array<string> = []
@@ -104,7 +119,11 @@ export const migrate = (folders: ReadonlyArray<string>) =>
           yield* sql.unsafe(migration.sql).raw.pipe(
             Effect.mapError((cause) =>
               new MigrationError({
-                message: `migration ${key(migration.set, migration.version)}_${migration.name} failed: ${sqlErrorText(cause)}`,
+                message: `migration ${key(migration.set, migration.version)}_${migration.name} failed: ${sqlErrorText(cause)}` +
+                  (sqlErrorCode(cause) === LOCK_NOT_AVAILABLE
+                    ? `; it waited ${Duration.format(lockTimeout)} for a lock another session holds (an open transaction: see pg_stat_activity), ` +
+                      "and nothing was applied; run it again once that session has ended"
+                    : ""),
                 cause
               })
             )

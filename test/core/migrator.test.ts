@@ -1,0 +1,53 @@
+// The migrator against a busy database: a migration that needs a table to
+// itself (an ALTER TABLE) while another session's transaction holds it gives
+// up after its lock timeout, applies nothing and says what to do, instead of
+// waiting, and holding up every statement on that table meanwhile.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import pg from "pg"
+import { Migrator } from "../../src/index.js"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+
+const migrationSet = Effect.acquireRelease(
+  Effect.promise(async () => {
+    const folder = join(await mkdtemp(join(tmpdir(), "skiplock-migrator-")), "review_notes")
+    await mkdir(folder)
+    await writeFile(join(folder, "0001_review_notes.sql"), "CREATE TABLE review_notes (id int);\nALTER TABLE job_queue ADD COLUMN review_note text;\n")
+    return folder
+  }),
+  (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
+)
+
+describe("Migrator", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.scoped("a migration that waits for a lock gives up after its lock timeout, applies nothing, and says what to do", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        const folder = yield* migrationSet
+        // Another session reads job_queue in a transaction it keeps open (a report, a pg_dump).
+        const other = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => other.connect()), () => Effect.promise(() => other.end()))
+        yield* Effect.promise(() => other.query("BEGIN; SELECT count(*) FROM job_queue"))
+        const started = Date.now()
+        const error = yield* Effect.flip(Migrator.migrate([folder], { lockTimeout: "500 millis" }))
+        expect(Date.now() - started).toBeLessThan(5_000)
+        expect(error.message).toBe(
+          "migration review_notes/0001_review_notes failed: canceling statement due to lock timeout; it waited 500ms for a lock " +
+            "another session holds (an open transaction: see pg_stat_activity), and nothing was applied; run it again once that session has ended"
+        )
+        const [state] = yield* sql<{ table: string | null; applied: number }>`
+          SELECT to_regclass('review_notes')::text AS table,
+                 (SELECT count(*)::int FROM skiplock_migrations WHERE set_name = 'review_notes') AS applied`
+        expect(state).toEqual({ table: null, applied: 0 })
+        // Once that session has ended, it applies.
+        yield* Effect.promise(() => other.query("COMMIT"))
+        expect(yield* Migrator.migrate([folder], { lockTimeout: "500 millis" })).toEqual(["review_notes/0001_review_notes"])
+        yield* sql`ALTER TABLE job_queue DROP COLUMN review_note`
+      }))
+  })
+})
