@@ -123,6 +123,17 @@ const MAX_COMPLETIONS = 100
 // prefetched job) at once (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
 const maxStatementsInFlight = (jobs: number, batchSize: number) => Math.max(2, Math.ceil(jobs / batchSize))
 
+/**
+ * The database connections a worker may hold at once: one per running handler (a transactional one holds
+ * its connection for the whole attempt), its statements in flight, the heartbeat, rescue and prune, and one
+ * to spare. A pool smaller than this makes handlers wait for a connection, and a wait past the pool's
+ * connect timeout fails their attempt as if the database were gone.
+ */
+export const connectionsNeeded = (options: { readonly concurrency?: number; readonly prefetch?: number; readonly batchSize?: number }) => {
+  const concurrency = options.concurrency ?? 5
+  return concurrency + maxStatementsInFlight(concurrency + (options.prefetch ?? 0), options.batchSize ?? 5) + 4
+}
+
 const wholeNumber = (name: string, value: number, least: number) => {
   if (!Number.isInteger(value) || value < least) throw new Error(`${name} must be a whole number of at least ${least}, got ${value}`)
   return value

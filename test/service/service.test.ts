@@ -272,6 +272,28 @@ describe("the service", () => {
       }))
   })
 
+  it.scopedLive("its pool has a connection for every running handler: twelve transactional handlers at once all complete", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
+      const client = new pg.Client({ connectionString: url })
+      yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
+      yield* Effect.promise(() => client.query(`INSERT INTO job_types (name, description) VALUES ('test_tx_sleep', 'test only: sleeps in a transaction')`))
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(url, port, { WORKER_CONCURRENCY: "12" }))
+      yield* waitForReady(service, port)
+      // Each holds a connection for 6 s, longer than the pool waits for a free one (5 s): with too small a
+      // pool, the last ones failed as if the database were gone, and went back to pending.
+      yield* Effect.promise(() => client.query(`INSERT INTO job_queue (organization_id, job_type, payload, max_attempts)
+                                                 SELECT '${ORG}', 'test_tx_sleep', '{"ms":6000}', 1 FROM generate_series(1, 12)`))
+      // Done: all completed, or one of them has an error (failed, or released back to pending).
+      const outcomes = Effect.promise(() => client.query<{ status: string; error: string | null }>(
+        "SELECT status, error FROM job_queue WHERE job_type = 'test_tx_sleep'"))
+      const rows = yield* waitUntil("the jobs are done", Effect.map(outcomes, (result) =>
+        result.rows.every((row) => row.status === "completed") || result.rows.some((row) => row.error !== null) ? result.rows : undefined), service, "60 seconds")
+      expect(rows.filter((row) => row.status !== "completed")).toEqual([])
+      expect(service.output()).not.toContain("database connection lost")
+    }), 90_000)
+
   it.scopedLive("a database that stops answering makes /readyz say so within its 2 s, and /metrics within its 5 s", () =>
     Effect.gen(function* () {
       const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
