@@ -54,9 +54,10 @@ const comparablePayload = (filter: JobFilter, job: JobRecord): { readonly value:
 export const differences = (filter: JobFilter, job: JobRecord): ReadonlyArray<string> => {
   const found: Array<string> = []
   const type = typeName(filter)
-  if (filter.id !== undefined && job.id !== filter.id) found.push(`id: expected ${show(filter.id)}, got ${show(job.id)}`)
+  // UUIDs in any case, as the queue takes them (it stores them in lower case, as PostgreSQL writes them).
+  if (filter.id !== undefined && job.id !== filter.id.toLowerCase()) found.push(`id: expected ${show(filter.id)}, got ${show(job.id)}`)
   if (type !== undefined && job.jobType !== type) found.push(`jobType: expected ${show(type)}, got ${show(job.jobType)}`)
-  if (filter.organizationId !== undefined && job.organizationId !== filter.organizationId) {
+  if (filter.organizationId !== undefined && job.organizationId !== filter.organizationId.toLowerCase()) {
     found.push(`organizationId: expected ${show(filter.organizationId)}, got ${show(job.organizationId)}`)
   }
   const wanted = statuses(filter)

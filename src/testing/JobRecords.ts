@@ -45,9 +45,12 @@ export const make = Effect.gen(function* () {
 
     /** The earliest run_at after `now` of a pending job of these types: where the clock must go next. */
     nextRunAt: (jobTypes: ReadonlyArray<string>, now: Date) =>
+      // Rounded up to the millisecond (a Date has no microseconds, a run_at from the database's now() has):
+      // moved to the time cut short, the clock would stay short of the job, and the drain never end.
       sql<{ next: Date | null }>`
-        SELECT min(run_at) AS next FROM job_queue
-        WHERE status = 'pending' AND job_type = ANY (${jobTypes}::text[]) AND run_at > ${now}`.pipe(
+        SELECT next + ((1000 - extract(microseconds FROM next)::bigint % 1000) % 1000) * interval '1 microsecond' AS next
+        FROM (SELECT min(run_at) AS next FROM job_queue
+              WHERE status = 'pending' AND job_type = ANY (${jobTypes}::text[]) AND run_at > ${now}) AS earliest`.pipe(
         Effect.map((rows) => rows[0]?.next ?? undefined)
       ),
 

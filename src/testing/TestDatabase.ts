@@ -6,7 +6,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import type { SqlClient, SqlError } from "@effect/sql"
-import { Context, Data, Duration, Effect, Layer, Schedule, Scope } from "effect"
+import { Clock, Context, Data, Duration, Effect, Layer, Schedule, Scope } from "effect"
 import { randomBytes } from "node:crypto"
 import pg from "pg"
 import * as Db from "../Db.js"
@@ -109,6 +109,11 @@ const clientLayer = (url: string, options: TestDatabaseOptions) =>
     ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {})
   })
 
+// Creating, connecting to and dropping the database wait in real time (retries, timeouts), also under
+// a TestClock that nothing moves: an `it.effect` test's layer would otherwise wait for ever.
+const liveClock = Clock.make()
+const onLiveClock = Effect.withClock(liveClock)
+
 /**
  * Creates `skiplock_test_<random>`, applies the migrations and returns its URL;
  * the database is dropped (other sessions terminated) when the scope closes.
@@ -120,12 +125,13 @@ export const acquireTestDatabase = (
     const adminUrl = yield* resolveAdminUrl(options)
     const name = `skiplock_test_${randomBytes(6).toString("hex")}`
     yield* Effect.acquireRelease(createDatabase(adminUrl, name), () =>
-      boundedRelease(`dropping test database ${name}`, options.dropTimeout ?? Duration.seconds(15), dropDatabase(adminUrl, name))
+      // (A finalizer runs with the clock of the fiber that closes the scope.)
+      onLiveClock(boundedRelease(`dropping test database ${name}`, options.dropTimeout ?? Duration.seconds(15), dropDatabase(adminUrl, name)))
     )
     const url = withDatabase(adminUrl, name)
     yield* migrate(options.migrations ?? [coreMigrations]).pipe(Effect.provide(clientLayer(url, options)))
     return { url, name }
-  }).pipe(Effect.withSpan("TestDatabase.acquire"))
+  }).pipe(onLiveClock, Effect.withSpan("TestDatabase.acquire"))
 
 /** A fresh migrated database plus `PgClient` / `SqlClient` connected to it. */
 export const layer = (
@@ -134,8 +140,10 @@ export const layer = (
   TestDatabase | PgClient.PgClient | SqlClient.SqlClient,
   TestDatabaseError | NoPostgresServer | MigrationError | SqlError.SqlError
 > =>
-  Layer.unwrapScoped(
-    Effect.map(acquireTestDatabase(options), (database) =>
-      Layer.merge(Layer.succeed(TestDatabase, database), clientLayer(database.url, options))
-    )
+  Layer.scopedContext(
+    Effect.gen(function* () {
+      const database = yield* acquireTestDatabase(options)
+      const client = yield* Layer.build(clientLayer(database.url, options))
+      return Context.add(client, TestDatabase, database)
+    }).pipe(onLiveClock)
   )

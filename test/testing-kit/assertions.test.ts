@@ -32,6 +32,11 @@ describe("assertions on enqueued jobs", () => {
 
       expect((yield* SkiplockTest.enqueued()).map((job) => job.jobType)).toEqual(["report_generation", "sepa_export", "dunning_run"])
       expect((yield* SkiplockTest.enqueued({ organizationId: ORG })).map((job) => job.jobType)).toEqual(["report_generation", "dunning_run"])
+      // UUIDs in capitals, as the queue takes them: the same jobs (stored in lower case), found and not overlooked.
+      yield* SkiplockTest.assertEnqueued({ organizationId: ORG.toUpperCase(), count: 2 })
+      yield* SkiplockTest.assertEnqueued({ id: report!.id.toUpperCase(), count: 1 })
+      const notOverlooked = yield* Effect.flip(SkiplockTest.assertNotEnqueued({ jobType: Report, organizationId: ORG.toUpperCase() }))
+      expect(notOverlooked.message).toContain("assertNotEnqueued")
     }).pipe(Effect.provide(kit)))
 
   it.effect("a failed assertEnqueued names each difference and shows what was enqueued instead, closest first", () =>

@@ -1,7 +1,8 @@
 // drain: runs every due job through the real claim and executeJob, moving the
 // TestClock through backoff and scheduled run_at up to the test's limit.
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Duration, Effect } from "effect"
+import { SqlClient } from "@effect/sql"
+import { Clock, Duration, Effect, TestServices } from "effect"
 import { Handler, JobQueue } from "../../src/index.js"
 import { SkiplockTest } from "../../src/testing/index.js"
 import { auditEvents, jobRun, ORG, Report, SepaExport } from "./support.js"
@@ -101,6 +102,26 @@ describe("drain", () => {
       expect((yield* Clock.currentTimeMillis) - t0).toBe(150_000)
       expect(third.summary).toContain(`report_generation ${retried.id} (organization ${ORG}, payload {"month":"2025-03"}): failed after 3 attempts: ledger offline`)
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [failing] })))
+  })
+
+  it.effect("moves the clock to a run_at with microseconds (written by the database's now()) and runs the job", () => {
+    let runs = 0
+    const report = Handler.make(Report, { run: () => Effect.sync(() => void runs++) })
+    return Effect.gen(function* () {
+      const t0 = yield* Clock.currentTimeMillis
+      const sql = yield* SqlClient.SqlClient
+      // 60.0005 s from now: a JavaScript Date holds no microseconds.
+      yield* sql`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+                 VALUES (${ORG}, 'report_generation', '{"month":"2025-03"}', ${new Date(t0)}::timestamptz + interval '60000500 microseconds')`
+      // Before, the clock moved to 60.000 s, short of the job, again and again: the drain never ended.
+      const result = yield* Effect.raceFirst(
+        SkiplockTest.drain({ maxAdvance: "10 minutes" }),
+        TestServices.provideLive(Effect.sleep("5 seconds")).pipe(Effect.zipRight(Effect.dieMessage("the drain did not end within 5 s of real time")))
+      )
+      expect(result.completed).toHaveLength(1)
+      expect(runs).toBe(1)
+      expect((yield* Clock.currentTimeMillis) - t0).toBe(60_001)
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report] })))
   })
 
   it.effect("fails with DrainLimitExceeded when handlers keep enqueueing work", () => {

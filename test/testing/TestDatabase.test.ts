@@ -3,7 +3,7 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Scope, TestServices } from "effect"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -99,6 +99,24 @@ describe("TestDatabase", () => {
       yield* Scope.close(scope, Exit.void)
       expect(yield* databaseExists(database.name)).toBe(false)
       yield* Effect.promise(() => straggler.end().catch(() => undefined))
+    }))
+
+  it.effect("is built under a TestClock nothing moves even when CREATE DATABASE must be retried (the template is busy)", () =>
+    Effect.gen(function* () {
+      // A session on template1 makes CREATE DATABASE fail ("being accessed by other users", after waiting 5 s
+      // for it to leave) until it leaves; the retries wait in real time, not on this test's TestClock.
+      const template = new URL(adminUrl())
+      template.pathname = "/template1"
+      const busy = new pg.Client({ connectionString: template.toString() })
+      yield* Effect.promise(() => busy.connect())
+      setTimeout(() => void busy.end(), 5_500)
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(TestDatabase.layer(), scope).pipe(
+        Effect.raceFirst(TestServices.provideLive(Effect.sleep("15 seconds")).pipe(Effect.zipRight(Effect.dieMessage("the layer was not built within 15 s"))))
+      )
+      expect(yield* countJobs.pipe(Effect.provide(context))).toBe(0)
+      yield* Scope.close(scope, Exit.void)
+      expect(yield* databaseExists(Context.get(context, TestDatabase).name)).toBe(false)
     }))
 
   it.scoped("applies further migration folders after the core ones", () =>
