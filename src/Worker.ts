@@ -484,7 +484,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // and the ones whose lease ran out while the database could not be reached.
     const heartbeat = Effect.gen(function* () {
       yield* registration.ensure
-      const ids = [...running.keys(), ...prefetched.map(({ job }) => job.id)]
+      // The entries asked about: the answer is about these attempts, not about one claimed again meanwhile.
+      const askedRunning = [...running.values()]
+      const askedWaiting = new Set(prefetched)
+      const ids = [...askedRunning.map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
       const at = yield* Clock.currentTimeMillis
       const beat = Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))
       let answer = yield* beat
@@ -505,17 +508,17 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
       // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
       // (Jobs claimed while the heartbeat was on its way were not asked about.)
-      const asked = new Set(ids)
       for (let i = prefetched.length - 1; i >= 0; i--) {
         const waiting = prefetched[i]!
-        if (!asked.has(waiting.job.id) || stillHeld(waiting.job.id, waiting)) continue
+        if (!askedWaiting.has(waiting) || stillHeld(waiting.job.id, waiting)) continue
         prefetched.splice(i, 1)
         yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
         yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
       }
-      for (const id of ids) {
-        const entry = running.get(id)
-        if (entry === undefined || stillHeld(id, entry)) continue
+      for (const entry of askedRunning) {
+        const id = entry.job.id
+        // Ended meanwhile, or superseded by a claim of the same job (already stopped).
+        if (running.get(id) !== entry || stillHeld(id, entry)) continue
         if (entry.fiber !== undefined && entry.control.stopReason === undefined) {
           entry.control.stopReason = "lease_lost"
           yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))

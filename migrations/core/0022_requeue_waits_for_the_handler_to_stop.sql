@@ -18,8 +18,12 @@
 CREATE FUNCTION job_handler_may_still_run(p_job_id uuid, p_now timestamptz DEFAULT now())
 RETURNS text LANGUAGE sql STABLE AS $$
   SELECT w.worker_id
+  -- The job's latest change of state (a handler may log entries of its own with the job's id meanwhile).
   FROM (SELECT a.event, a.details, a.created_at FROM audit_logs a
-        WHERE a.job_id = p_job_id ORDER BY a.id DESC LIMIT 1) AS latest
+        WHERE a.job_id = p_job_id
+          AND a.event IN ('job_started', 'job_completed', 'job_failed', 'job_retry_scheduled', 'job_released',
+                          'job_rescued', 'job_failed_manually', 'job_requeued', 'job_cancelled')
+        ORDER BY a.id DESC LIMIT 1) AS latest
   JOIN job_workers w ON w.worker_id = latest.details->>'lockedBy'
   WHERE latest.event = 'job_failed_manually' AND latest.details->>'previousStatus' = 'processing'
     AND w.last_heartbeat_at <= latest.created_at

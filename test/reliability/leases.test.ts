@@ -4,13 +4,13 @@
 // (Renewal while running and rescue of a dead worker's job: test/core/maintenance.test.ts.)
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Ref, Schema, TestClock } from "effect"
+import { Clock, Deferred, Duration, Effect, Fiber, Ref, Schema, TestClock } from "effect"
 import * as Operator from "../../src/app/Operator.js"
-import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { Audit, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import type { Outcome } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
-import { advance, eventually, settled } from "../support/live.js"
+import { advance, eventually, pauseLive, settled } from "../support/live.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -38,7 +38,7 @@ const rescueAndClaimElsewhere = (jobId: string) =>
  * and how many run at once, and the outcomes. The gates open when the scope closes, before the
  * worker's own finalizer, which waits for running handlers.
  */
-const gatedWorker = (workerId: string) =>
+const gatedWorker = (workerId: string, options: { readonly heartbeatInterval?: Duration.DurationInput } = {}) =>
   Effect.gen(function* () {
     const gates = [yield* Deferred.make<void>(), yield* Deferred.make<void>()]
     const attempts: Array<number> = []
@@ -55,7 +55,7 @@ const gatedWorker = (workerId: string) =>
       timeout: "1 hour"
     })
     const worker = yield* Worker.make({
-      handlers: [handler], listen: false, workerId, concurrency: 2, rescueInterval: "1 hour",
+      handlers: [handler], listen: false, workerId, concurrency: 2, rescueInterval: "1 hour", ...options,
       onOutcome: (_, outcome) => outcomes.push(outcome._tag)
     })
     yield* Effect.addFinalizer(() => Effect.forEach(gates, (gate) => Deferred.succeed(gate, undefined)))
@@ -162,6 +162,42 @@ describe("leases", () => {
         expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_rescued", "job_started", "job_completed"])
       }))
 
+    it.scoped("a heartbeat's answer about an earlier attempt does not stop the attempt claimed while it was on its way", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const t0 = yield* Clock.currentTimeMillis
+        const job = yield* enqueue(5)
+        // Heartbeat at 7 s, polls every 5 s.
+        const { worker, attempts, outcomes, inHandler } = yield* gatedWorker("racing-worker", { heartbeatInterval: "7 seconds" })
+        yield* advance(worker, "5 seconds", "5 seconds", { running: 1 }) // a poll, nothing to claim
+        // Another session holds the worker's row: the next heartbeat waits in its registration update.
+        const release = yield* Deferred.make<void>()
+        const locked = yield* Deferred.make<void>()
+        const holder = yield* Effect.fork(sql.withTransaction(
+          sql`SELECT 1 FROM job_workers WHERE worker_id = 'racing-worker' FOR UPDATE`.pipe(
+            Effect.zipRight(Deferred.succeed(locked, undefined)),
+            Effect.zipRight(Deferred.await(release))
+          )
+        ))
+        yield* Deferred.await(locked)
+        // The lease of attempt 1 ran out while the worker stalled; another worker rescued it.
+        expect(yield* sql`SELECT id FROM rescue_expired_jobs('other-worker', ${new Date(t0 + 40_000)})`).toEqual([{ id: job.id }])
+        yield* TestClock.adjust("2 seconds") // the heartbeat asks about attempt 1, and waits for the row
+        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%worker_heartbeat(%' AND wait_event_type = 'Lock'`
+        yield* eventually(Effect.map(waiting, (rows) => rows[0]!.n === 1), "the heartbeat waits")
+        yield* TestClock.adjust("3 seconds") // the poll claims the job again: attempt 2, attempt 1 is stopped
+        yield* eventually(Effect.sync(() => attempts.length === 2 && inHandler() === 1), "attempt 2 runs alone")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+        yield* eventually(Effect.map(waiting, (rows) => rows[0]!.n === 0), "the heartbeat answered")
+        yield* pauseLive("300 millis")
+        // The answer (attempt 1 is not held) was about attempt 1 only: attempt 2 runs on, held.
+        expect(outcomes).toEqual(["LeaseLost"])
+        expect(inHandler()).toBe(1)
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "processing", attempts: 2, lockedBy: "racing-worker" })
+      }))
+
     it.scoped("a job failed by hand while it runs is retried only once its worker stopped the handler, and then runs alone", () =>
       Effect.gen(function* () {
         yield* reset
@@ -174,6 +210,10 @@ describe("leases", () => {
         expect(refused.message).toBe(
           `cannot retry job ${job.id}: it is failed, but its handler may still run on worker busy-worker, which stops it at its next heartbeat: retry in a few seconds`
         )
+        // The handler, still running, logs an entry of its own for the job: that changes nothing.
+        const audit = yield* Audit.make
+        yield* audit.record({ event: "report_rendered", actor: "busy-worker", jobId: job.id, organizationId: ORG })
+        expect((yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))).message).toBe(refused.message)
         yield* TestClock.adjust("7 seconds") // the heartbeat: the job is no longer held, its handler stops
         yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && inHandler() === 0), "the handler stopped")
         expect(outcomes).toEqual(["LeaseLost"])
@@ -185,7 +225,7 @@ describe("leases", () => {
         yield* eventually(Effect.map(jobRow(job.id), (row) => row.status === "completed"), "the job completed")
         expect(attempts).toEqual([1, 1])
         expect(outcomes).toEqual(["LeaseLost", "Completed"])
-        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_failed_manually", "job_requeued", "job_started", "job_completed"])
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_failed_manually", "report_rendered", "job_requeued", "job_started", "job_completed"])
       }))
 
     it.scoped("a rescued job goes back to its place in line, ahead of the jobs enqueued after it", () =>
