@@ -66,52 +66,90 @@ const textProblem = (text: string): string | undefined =>
     ? "contains an unpaired UTF-16 surrogate, which is not Unicode text"
     : undefined
 
+// Deeper payloads are refused: JSON.stringify (about 4,000 levels here) and PostgreSQL's parser (its stack
+// depth limit) give up on deep nesting with errors that do not say where.
+export const MAX_PAYLOAD_DEPTH = 2_000
+
+/** A value met while walking a payload, and how it was reached (the path is built only for a problem). */
+interface Step {
+  readonly value: unknown
+  readonly parent: Step | undefined
+  readonly key: string | number | undefined
+  readonly depth: number
+}
+
+const pathOf = (step: Step): string => {
+  const parts: Array<string> = []
+  for (let at: Step | undefined = step; at?.key !== undefined; at = at.parent) {
+    parts.push(typeof at.key === "number" ? `[${at.key}]` : `[${JSON.stringify(at.key)}]`)
+  }
+  return `payload${parts.reverse().join("")}`
+}
+
+/** What is wrong with this one value itself (not its children), or undefined. */
+const valueProblem = (step: Step): string | undefined => {
+  const { value } = step
+  switch (typeof value) {
+    case "string": {
+      const problem = textProblem(value)
+      return problem === undefined ? undefined : `${pathOf(step)} ${problem}`
+    }
+    case "number":
+      return Number.isFinite(value) ? undefined : `${pathOf(step)} is ${value}, which JSON cannot carry (it would be stored as null)`
+    case "boolean":
+      return undefined
+    case "bigint":
+      return `${pathOf(step)} is a bigint, which JSON cannot carry (send it as a string)`
+    case "object": {
+      if (value === null) return undefined
+      if (step.depth > MAX_PAYLOAD_DEPTH) return `${pathOf(step.parent!)} nests deeper than ${MAX_PAYLOAD_DEPTH} levels`
+      if (Array.isArray(value)) return undefined
+      const prototype = Object.getPrototypeOf(value)
+      if (prototype === Object.prototype || prototype === null) return undefined
+      const kind = (value as { constructor?: { name?: string } }).constructor?.name || "object of a class"
+      return `${pathOf(step)} is a ${kind}, not plain JSON (it would be stored as ${JSON.stringify(value) ?? "nothing"}); encode it, or give the job type a Schema that does`
+    }
+    case "undefined":
+      // Only met in arrays and at the top: a property whose value is undefined is left out, as JSON does.
+      return `${pathOf(step)} is undefined (it would be stored as null)`
+    default:
+      // a function, a symbol
+      return `${pathOf(step)} is a ${typeof value}, which JSON cannot carry`
+  }
+}
+
 /**
  * Why a payload would not reach jsonb as it is, naming where (`payload["lines"][3]`), or undefined.
  * JSON.stringify would turn NaN and Infinity into null, a Map into {}, a Date into a string, and drop
  * functions; a bigint would throw. (A property whose value is undefined is left out, as JSON does:
- * absent and undefined read the same.)
+ * absent and undefined read the same.) Walked with a stack of its own, not by recursion: a deep payload
+ * must not overflow the call stack.
  */
-export const jsonProblem = (value: unknown, path = "payload"): string | undefined => {
-  switch (typeof value) {
-    case "string": {
-      const problem = textProblem(value)
-      return problem === undefined ? undefined : `${path} ${problem}`
+export const jsonProblem = (payload: unknown): string | undefined => {
+  const pending: Array<Step> = [{ value: payload, parent: undefined, key: undefined, depth: 0 }]
+  while (pending.length > 0) {
+    const step = pending.pop()!
+    const problem = valueProblem(step)
+    if (problem !== undefined) return problem
+    const { value } = step
+    if (typeof value !== "object" || value === null) continue
+    const depth = step.depth + 1
+    // Pushed last to first, so that the first problem in the payload's own order is the one named.
+    if (Array.isArray(value)) {
+      for (let i = value.length - 1; i >= 0; i--) pending.push({ value: value[i], parent: step, key: i, depth })
+      continue
     }
-    case "number":
-      return Number.isFinite(value) ? undefined : `${path} is ${value}, which JSON cannot carry (it would be stored as null)`
-    case "boolean":
-      return undefined
-    case "bigint":
-      return `${path} is a bigint, which JSON cannot carry (send it as a string)`
-    case "object": {
-      if (value === null) return undefined
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) {
-          const problem = value[i] === undefined ? `${path}[${i}] is undefined (it would be stored as null)` : jsonProblem(value[i], `${path}[${i}]`)
-          if (problem !== undefined) return problem
-        }
-        return undefined
-      }
-      const prototype = Object.getPrototypeOf(value)
-      if (prototype !== Object.prototype && prototype !== null) {
-        const kind = (value as { constructor?: { name?: string } }).constructor?.name || "object of a class"
-        return `${path} is a ${kind}, not plain JSON (it would be stored as ${JSON.stringify(value) ?? "nothing"}); encode it, or give the job type a Schema that does`
-      }
-      for (const [key, field] of Object.entries(value)) {
-        const at = `${path}[${JSON.stringify(key)}]`
-        const keyProblem = textProblem(key)
-        if (keyProblem !== undefined) return `the key of ${at} ${keyProblem}`
-        if (field === undefined) continue
-        const problem = jsonProblem(field, at)
-        if (problem !== undefined) return problem
-      }
-      return undefined
+    const entries = Object.entries(value)
+    for (const [key, field] of entries) {
+      const keyProblem = textProblem(key)
+      if (keyProblem !== undefined) return `the key of ${pathOf({ value: field, parent: step, key, depth })} ${keyProblem}`
     }
-    default:
-      // undefined (at the top or in an array), a function, a symbol
-      return `${path} is ${typeof value === "undefined" ? "undefined" : `a ${typeof value}`}, which JSON cannot carry`
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const [key, field] = entries[i]!
+      if (field !== undefined) pending.push({ value: field, parent: step, key, depth })
+    }
   }
+  return undefined
 }
 
 /**

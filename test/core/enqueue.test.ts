@@ -123,12 +123,21 @@ describe("JobQueue.enqueue", () => {
         const Note = JobDefinition.make("report_generation", Schema.Struct({ note: Schema.String }))
         const viaSchema = yield* JobQueue.enqueueJob(Note, { note: "x\u0000" }, { organizationId: ORG }).pipe(Effect.flip)
         expect(viaSchema.message).toContain(`payload["note"] contains a NUL character`)
+        // Nesting: deep is fine, deeper than MAX_PAYLOAD_DEPTH is named (JSON.stringify and PostgreSQL give up on it without saying where).
+        const nested = (levels: number) => {
+          let value: Record<string, unknown> = { leaf: true }
+          for (let i = 0; i < levels; i++) value = { a: value }
+          return value
+        }
+        const deep = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: nested(1_500) })
+        expect(deep.existing).toBe(false)
+        expect(yield* refused("dunning_run", nested(10_000))).toMatch(/^invalid payload for job type "dunning_run": payload(\["a"\]){2000} nests deeper than 2000 levels$/)
         // Left out as JSON leaves it out (absent and undefined read the same), and a payload that is fine is stored.
         const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { level: 2, note: undefined, emoji: "😀" } })
         const sql = yield* SqlClient.SqlClient
         const [row] = yield* sql<{ payload: unknown }>`SELECT payload FROM job_queue WHERE id = ${job.id}`
         expect(row!.payload).toEqual({ level: 2, emoji: "😀" })
-        expect(yield* countJobs).toBe(1)
+        expect(yield* countJobs).toBe(2)
       }).pipe(Effect.provide(JobQueue.layer([SepaExport, JobDefinition.make("settlement_calculation", Schema.Struct({ amount: Schema.Number })), JobDefinition.make("report_generation", Schema.Struct({ note: Schema.String }))]))))
 
     it.effect("names an idempotency key PostgreSQL cannot store; a batch takes run times before the year 1 and after 9999 as a single enqueue does", () =>
