@@ -11,7 +11,7 @@
  *   npm run chaos -- --prefetch 5                  workers that claim 5 ahead
  *   npm run chaos -- --markdown docs/CHAOS.md   also rewrite docs/CHAOS.md (README shows its table)
  *
- * Exits 1 when a job was lost or run twice.
+ * Exits 1 when a job was lost or run twice, or the queue holds another number of jobs than enqueued.
  */
 import { Effect, type Scope } from "effect"
 import { writeFileSync } from "node:fs"
@@ -122,7 +122,8 @@ const program = Effect.gen(function* () {
     writeFileSync(args.markdown, markdown(results, settingsLine))
     console.log(`\nwrote ${args.markdown}`)
   }
-  const bad = results.filter((r) => r.tally.lost > 0 || r.tally.runTwice > 0)
+  // The tally counts job by number; a row count other than the jobs enqueued means rows went missing or doubled.
+  const bad = results.filter((r) => r.tally.lost > 0 || r.tally.runTwice > 0 || r.tally.enqueued !== jobs)
   if (bad.length > 0) {
     console.error(`chaos: FAILED: ${bad.map((r) => r.scenario).join(", ")}`)
     process.exitCode = 1

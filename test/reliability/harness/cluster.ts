@@ -84,16 +84,26 @@ export const prepareQueue = (url: string) =>
       job_id uuid NOT NULL, n int NOT NULL, worker_id text NOT NULL, attempt int NOT NULL,
       at timestamptz NOT NULL DEFAULT clock_timestamp())`)
     yield* query(url, "TRUNCATE effects")
+    // How many numbered jobs were enqueued (1 to the highest `upto`): what the tally checks, job by number,
+    // so that a job whose row went missing or was duplicated counts too.
+    yield* query(url, "CREATE TABLE IF NOT EXISTS enqueued_numbers (upto int NOT NULL)")
+    yield* query(url, "TRUNCATE enqueued_numbers")
     yield* query(url, "DELETE FROM job_queue")
     yield* query(url, "DELETE FROM job_runs")
   })
 
 /** Enqueues `count` numbered jobs in one statement (the runbook's SQL; the insert notifies the workers). */
 export const enqueueJobs = (url: string, count: number) =>
-  query(url,
-    `INSERT INTO job_queue (organization_id, job_type, payload, max_attempts)
-     SELECT $1, $2, jsonb_build_object('n', n), 3 FROM generate_series(1, $3) n`,
-    [ORG, JOB_TYPE, count])
+  Effect.zipRight(
+    enqueuedUpTo(url, count),
+    query(url,
+      `INSERT INTO job_queue (organization_id, job_type, payload, max_attempts)
+       SELECT $1, $2, jsonb_build_object('n', n), 3 FROM generate_series(1, $3) n`,
+      [ORG, JOB_TYPE, count])
+  )
+
+/** Records that jobs numbered 1 to `upto` are enqueued (a scenario that enqueues them itself says so too). */
+export const enqueuedUpTo = (url: string, upto: number) => query(url, "INSERT INTO enqueued_numbers (upto) VALUES ($1)", [upto])
 
 export interface Tally {
   readonly enqueued: number
@@ -113,24 +123,31 @@ export interface Tally {
   readonly rescued: number
 }
 
+// Job by number (payload n, 1 to the highest enqueued): a number is lost unless exactly one job row carries
+// it, completed, with exactly one committed effect; run twice when its effect committed more than once.
+// Counted by number rather than by row, so that a row that vanished or a duplicated job shows.
 export const tally = (url: string) =>
   Effect.map(
     query<{
       enqueued: number; completed: number; failed: number; pending: number; processing: number
       lost: number; runTwice: number; completedWithoutEffect: number; started: number; rescued: number
     }>(url, `
-      WITH e AS (SELECT job_id, count(*) AS n FROM effects GROUP BY job_id)
+      WITH expected AS (SELECT generate_series(1, coalesce((SELECT max(upto) FROM enqueued_numbers), 0)) AS n),
+           jobs AS (SELECT (payload->>'n')::int AS n, count(*) AS rows, count(*) FILTER (WHERE status = 'completed') AS completed
+                    FROM job_queue WHERE job_type = '${JOB_TYPE}' GROUP BY 1),
+           e AS (SELECT n, count(*) AS effects FROM effects GROUP BY n)
       SELECT count(*)::int AS enqueued,
              count(*) FILTER (WHERE j.status = 'completed')::int AS completed,
              count(*) FILTER (WHERE j.status = 'failed')::int AS failed,
              count(*) FILTER (WHERE j.status = 'pending')::int AS pending,
              count(*) FILTER (WHERE j.status = 'processing')::int AS processing,
-             count(*) FILTER (WHERE j.status <> 'completed' OR coalesce(e.n, 0) <> 1)::int AS lost,
-             count(*) FILTER (WHERE e.n > 1)::int AS "runTwice",
-             count(*) FILTER (WHERE j.status = 'completed' AND e.n IS NULL)::int AS "completedWithoutEffect",
+             (SELECT count(*) FROM expected x LEFT JOIN jobs USING (n) LEFT JOIN e USING (n)
+              WHERE coalesce(jobs.rows, 0) <> 1 OR coalesce(jobs.completed, 0) <> 1 OR coalesce(e.effects, 0) <> 1)::int AS lost,
+             (SELECT count(*) FROM e WHERE e.effects > 1)::int AS "runTwice",
+             count(*) FILTER (WHERE j.status = 'completed' AND NOT EXISTS (SELECT 1 FROM effects f WHERE f.job_id = j.id))::int AS "completedWithoutEffect",
              (SELECT count(*) FROM audit_logs a JOIN job_queue q ON q.id = a.job_id WHERE a.event = 'job_started')::int AS started,
              (SELECT count(*) FROM audit_logs a JOIN job_queue q ON q.id = a.job_id WHERE a.event = 'job_rescued')::int AS rescued
-      FROM job_queue j LEFT JOIN e ON e.job_id = j.id
+      FROM job_queue j
       WHERE j.job_type = '${JOB_TYPE}'`),
     (rows) => rows[0]! as Tally
   )

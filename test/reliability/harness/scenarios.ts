@@ -12,6 +12,7 @@ import {
   awaitStarted,
   connection,
   enqueueJobs,
+  enqueuedUpTo,
   JOB_TYPE,
   ORG,
   prepareQueue,
@@ -355,6 +356,7 @@ export const connectionsExhausted = (adminUrl: string, url: string, options: Sce
     // then (otherwise fast workers, or one that kept a connection the hog missed, may finish everything before).
     const heldBack = Math.floor(options.jobs / 4)
     yield* enqueueJobs(url, options.jobs - heldBack)
+    yield* enqueuedUpTo(url, options.jobs) // the held-back ones, enqueued below while no connection is to be had
     yield* awaitCompleted(url, Math.floor(options.jobs / 4))
     const hog: Array<pg.Client> = []
     yield* Effect.addFinalizer(() => Effect.promise(() => Promise.all(hog.map((client) => client.end().catch(() => undefined)))))
