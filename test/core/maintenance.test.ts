@@ -71,6 +71,27 @@ describe("worker maintenance under TestClock", () => {
         expect(row.lastHeartbeatAt.getTime() - t0).toBe(10_000)
       }))
 
+    it.scoped("by default a claim holds its job for 30 s, and each heartbeat (every 10 s) renews it to 30 s from then", () =>
+      Effect.gen(function* () {
+        const t0 = yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const gate = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Deferred.await(gate), timeout: "1 hour" })
+        const job = yield* enqueue(5)
+        const worker = yield* Worker.make({ handlers: [handler], listen: false })
+        yield* Effect.addFinalizer(() => Deferred.succeed(gate, undefined))
+        yield* settled(worker, { running: 1 })
+        const leaseEnd = Effect.map(
+          sql<{ leaseExpiresAt: Date }>`SELECT lease_expires_at AS "leaseExpiresAt" FROM job_queue WHERE id = ${job.id}`,
+          (rows) => rows[0]!.leaseExpiresAt.getTime() - t0
+        )
+        expect(yield* leaseEnd).toBe(30_000)
+        yield* advance(worker, "10 seconds", "5 seconds", { running: 1 })
+        yield* eventually(Effect.map(leaseEnd, (end) => end === 40_000), "the heartbeat renewed the lease")
+        yield* advance(worker, "10 seconds", "5 seconds", { running: 1 })
+        yield* eventually(Effect.map(leaseEnd, (end) => end === 50_000), "the next heartbeat renewed it again")
+      }))
+
     it.scoped("a job whose handler is still running is never rescued: the heartbeat keeps its lease", () =>
       Effect.gen(function* () {
         yield* reset
