@@ -45,10 +45,10 @@ export const makeCompletions = (added: () => void): Completions => {
         if (completion !== "busy") return completion === "completed"
         const pause = Math.min(10 * 2 ** (tries - 1), 2_000)
         tries++
+        yield* Effect.sleep(Duration.millis(pause))
         if (waited < BUSY_WARNING_AFTER && waited + pause >= BUSY_WARNING_AFTER) {
           yield* Effect.logWarning("the job's row is locked by another transaction; its completion waits").pipe(Effect.annotateLogs({ jobId: id }))
         }
-        yield* Effect.sleep(Duration.millis(pause))
         waited += pause
       }
     })

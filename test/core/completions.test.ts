@@ -8,9 +8,11 @@ import { makeCompletions } from "../../src/internal/completions.js"
 describe("completions of jobs whose row is locked elsewhere", () => {
   it.effect("are asked again at once, then after 10 ms doubling to 2 s, with one warning after a second", () =>
     Effect.gen(function* () {
-      const warnings: Array<{ message: unknown; jobId: unknown }> = []
-      const capture = Logger.make(({ annotations, logLevel, message }) => {
-        if (logLevel._tag === "Warning") warnings.push({ message: List.toArray(message as List.List<unknown>)[0] ?? message, jobId: HashMap.get(annotations, "jobId").pipe((o) => (o._tag === "Some" ? o.value : undefined)) })
+      const warnings: Array<{ message: unknown; jobId: unknown; at: number }> = []
+      const capture = Logger.make(({ annotations, date, logLevel, message }) => {
+        if (logLevel._tag !== "Warning") return
+        const jobId = HashMap.get(annotations, "jobId")
+        warnings.push({ message: List.toArray(message as List.List<unknown>)[0] ?? message, jobId: jobId._tag === "Some" ? jobId.value : undefined, at: date.getTime() })
       })
       let asked = 0
       const completions = makeCompletions(() => void asked++)
@@ -36,6 +38,7 @@ describe("completions of jobs whose row is locked elsewhere", () => {
       // Asked first, again at once, then 10, 20, 40, … ms later, at most every 2 s.
       const gaps = askedAt.slice(1).map((at, i) => at - askedAt[i]!)
       expect(gaps).toEqual([0, 10, 20, 40, 80, 160, 320, 640, 1280, 2000, 2000])
-      expect(warnings).toEqual([{ message: "the job's row is locked by another transaction; its completion waits", jobId: "job-1" }])
+      // Once it has waited a second: after the 10 + 20 + … + 640 ms pauses (1,270 ms after it was first asked again).
+      expect(warnings).toEqual([{ message: "the job's row is locked by another transaction; its completion waits", jobId: "job-1", at: t0 + 1_270 }])
     }))
 })
