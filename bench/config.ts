@@ -101,7 +101,7 @@ PostgreSQL server. Every flag can also be given as an environment variable:
                            poll-bound and says nothing about table size)
   --cost-jobs N            jobs per cost phase (2000)
   --cost-concurrency N     (5)
-  --cost-rounds N          (1)
+  --cost-rounds N          (3)
   --boss-batch-size N      pg-boss tuned batchSize (100)
   --quiet                  no progress on stderr
 `
@@ -130,8 +130,8 @@ export const parseConfig = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv)
   if (truthy(get("help"))) return "help"
   const smoke = truthy(get("smoke"))
   const d = smoke
-    ? { rounds: 1, drainJobs: 300, concurrency: "5,50", drainTimeout: 2, latencySamples: 30, latencyBudget: 3, enqueueSingle: 100, enqueueBatchJobs: 300, batchSize: 100, historyRows: 5000, historyJobs: 300, historyRounds: 1, costJobs: 100 }
-    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 15, latencySamples: 1000, latencyBudget: 20, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 10000, historyRounds: 2, costJobs: 2000 }
+    ? { rounds: 1, drainJobs: 300, concurrency: "5,50", drainTimeout: 2, latencySamples: 30, latencyBudget: 3, enqueueSingle: 100, enqueueBatchJobs: 300, batchSize: 100, historyRows: 5000, historyJobs: 300, historyRounds: 1, costJobs: 100, costRounds: 1 }
+    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 15, latencySamples: 1000, latencyBudget: 20, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 10000, historyRounds: 2, costJobs: 2000, costRounds: 3 }
   const scenarios = (list(get("scenarios")) ?? [...SCENARIOS]).map((s) => {
     if (!(SCENARIOS as ReadonlyArray<string>).includes(s)) throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(", ")})`)
     return s as ScenarioName
@@ -166,7 +166,8 @@ export const parseConfig = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv)
     historySystems: list(get("history-systems")),
     costJobs: num("cost-jobs", get("cost-jobs"), d.costJobs),
     costConcurrency: num("cost-concurrency", get("cost-concurrency"), 5),
-    costRounds: Math.max(1, Math.round(num("cost-rounds", get("cost-rounds"), 1))),
+    // Three by default: CPU per job is read over a few hundred 10 ms ticks of the whole host, and one reading has no spread.
+    costRounds: Math.max(1, Math.round(num("cost-rounds", get("cost-rounds"), d.costRounds))),
     bossBatchSize: Math.max(1, Math.round(num("boss-batch-size", get("boss-batch-size"), 100))),
     quiet: truthy(get("quiet"))
   }
