@@ -174,6 +174,8 @@ describe("rollbackBillingRun", () => {
         const invoices = yield* invoicesOf(org)
         expect(invoices.length).toBe(result.invoicesCancelled)
         expect(new Set(invoices.map((invoice) => invoice.status))).toEqual(new Set(["cancelled"]))
+        // As docs/ROLLBACK_PLAYBOOK.md says: the rollback, then the job's own failure.
+        expect((yield* trailOf(jobId)).map((entry) => entry.event)).toEqual(["job_started", "billing_run_started", "billing_run_rolled_back", "job_failed"])
       }))
 
     it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
