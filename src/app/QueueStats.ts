@@ -70,7 +70,7 @@ export const collect = (handledTypes: ReadonlyArray<string>) =>
       sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`,
       sql<{ jobType: string; status: JobStatus; count: number }>`
         SELECT job_type AS "jobType", status, count(*)::int AS count FROM job_queue GROUP BY job_type, status`,
-      // Reads only the partial index of pending jobs.
+      // Pending jobs only; with many pending rows the planner may still read the table (a scrape's cost grows with the backlog).
       sql<{ jobType: string; runnable: number; oldestRunAt: Date }>`
         SELECT job_type AS "jobType", count(*)::int AS runnable, min(run_at) AS "oldestRunAt"
         FROM job_queue WHERE status = 'pending' AND run_at <= ${at} GROUP BY job_type`,
