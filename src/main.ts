@@ -59,6 +59,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
       const sql = yield* SqlClient.SqlClient
       const database = yield* Database.Database
       yield* warnAboutUnregisteredTypes(jobs)
+      yield* warnAboutConnectionLimit(maxConnections, config.worker.concurrency)
       yield* ServiceState.running({ sql, worker, database, concurrency: config.worker.concurrency })
       yield* Effect.logInfo(`skiplock is ready: worker ${worker.workerId}, database ${database.display}`)
     })
@@ -94,6 +95,23 @@ const warnAboutUnregisteredTypes = (jobs: AppJobs.AppJobs) =>
       }
     }
   }).pipe(Effect.catchAll((error) => Effect.logWarning("cannot read job_types", error)))
+
+// A pool the server cannot serve fails its last connections with "too many clients", which the worker takes
+// for a lost connection (the attempt released, again and again): said at start, with what to change.
+const warnAboutConnectionLimit = (poolSize: number, concurrency: number) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<{ max: number; reserved: number }>`
+      SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved`
+    const available = row!.max - row!.reserved
+    if (poolSize > available) {
+      yield* Effect.logWarning(
+        `the database pool may open ${poolSize} connections (one per running job, WORKER_CONCURRENCY ${concurrency}, and the worker's own), but the server takes ` +
+          `${available} (max_connections ${row!.max} less ${row!.reserved} reserved), shared with every other client: ` +
+          "lower WORKER_CONCURRENCY, or raise max_connections"
+      )
+    }
+  }).pipe(Effect.catchAll((error) => Effect.logWarning("cannot read max_connections", error)))
 
 /** Runs the service until it is interrupted (SIGTERM/SIGINT); fails with a message when it cannot start. */
 export const runService = Effect.gen(function* () {

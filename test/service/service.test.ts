@@ -97,6 +97,8 @@ describe("the service", () => {
         const health = yield* waitUntil("/healthz answers", get(port, "/healthz"), service)
         expect(health.status).toBe(200)
         const ready = yield* waitForReady(service, port)
+        // Its pool (13 connections with the defaults) fits the server: no warning about it.
+        expect(service.logs().some((line) => String(line.message).startsWith("the database pool may open"))).toBe(false)
         expect(JSON.parse(ready.body)).toMatchObject({
           ready: true,
           status: "ready",
@@ -293,6 +295,22 @@ describe("the service", () => {
       expect(rows.filter((row) => row.status !== "completed")).toEqual([])
       expect(service.output()).not.toContain("database connection lost")
     }), 90_000)
+
+  it.scopedLive("says at start when its pool may open more connections than the server takes", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
+      const client = new pg.Client({ connectionString: url })
+      yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
+      const { rows: [limits] } = yield* Effect.promise(() => client.query<{ max: number; reserved: number }>(
+        "SELECT current_setting('max_connections')::int AS max, current_setting('superuser_reserved_connections')::int AS reserved"))
+      const port = yield* freePort
+      // One more running job than the server has connections for.
+      const service = yield* startService(serviceEnv(url, port, { WORKER_CONCURRENCY: String(limits!.max) }))
+      yield* waitForReady(service, port)
+      const warning = service.logs().find((line) => String(line.message).startsWith("the database pool may open"))
+      expect(warning?.message).toContain(`but the server takes ${limits!.max - limits!.reserved} (max_connections ${limits!.max} less ${limits!.reserved} reserved)`)
+      expect(warning?.message).toContain("lower WORKER_CONCURRENCY, or raise max_connections")
+    }), 60_000)
 
   it.scopedLive("a database that stops answering makes /readyz say so within its 2 s, and /metrics within its 5 s", () =>
     Effect.gen(function* () {
