@@ -515,6 +515,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
         yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
       }
+      // Asked about while prefetched, started meanwhile: the same attempt (the same job object), now running.
+      for (const waiting of askedWaiting) {
+        const entry = running.get(waiting.job.id)
+        if (entry?.job === waiting.job && !askedRunning.includes(entry)) askedRunning.push(entry)
+      }
       for (const entry of askedRunning) {
         const id = entry.job.id
         // Ended meanwhile, or superseded by a claim of the same job (already stopped).
