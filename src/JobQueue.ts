@@ -16,7 +16,7 @@ import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
 import { invalidOptionsReason, isJsonObject, jsonProblem, timestamptzText } from "./internal/validate.js"
-import { sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export interface EnqueueOptions {
   readonly organizationId: string
@@ -85,8 +85,6 @@ export const formatParseError = (error: ParseResult.ParseError): string =>
 /** A job row as the queries return it: the enqueued job without `existing`. */
 type Row = Omit<EnqueuedJob, "existing">
 
-// SQLSTATE of a lock wait given up (lock_timeout).
-const LOCK_NOT_AVAILABLE = "55P03"
 
 /** A checked input, ready to insert. */
 const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({

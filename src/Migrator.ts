@@ -11,7 +11,7 @@ import { createHash } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export class MigrationError extends Data.TaggedError("MigrationError")<{
   readonly message: string
@@ -81,8 +81,6 @@ const appliedVersions = (sql: SqlClient.SqlClient) =>
 
 const key = (set: string, version: number) => `${set}/${String(version).padStart(4, "0")}`
 
-// SQLSTATE of a lock wait given up (lock_timeout).
-const LOCK_NOT_AVAILABLE = "55P03"
 
 export interface MigrateOptions {
   /**

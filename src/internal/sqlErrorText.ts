@@ -14,3 +14,6 @@ export const sqlErrorCode = (error: unknown): string | undefined => {
   const cause = (error as { cause?: { code?: unknown } } | null)?.cause
   return typeof cause?.code === "string" ? cause.code : undefined
 }
+
+/** SQLSTATE of a lock wait given up (lock_timeout). */
+export const LOCK_NOT_AVAILABLE = "55P03"
