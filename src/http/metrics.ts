@@ -23,7 +23,7 @@ export const runtimeMetrics: Collector = () => Effect.map(effectMetrics, fromEff
 export const queueGauges: Collector = (service) =>
   service === undefined
     ? Effect.succeed([gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 0 }])])
-    : Effect.flatMap(service.worker.status, (status) => QueueStats.collect(status.jobTypes)).pipe(
+    : Effect.flatMap(service.worker.status, (status) => QueueStats.collectCounts(status.jobTypes)).pipe(
         Effect.provideService(SqlClient.SqlClient, service.sql),
         // Cancelled in the background (see checkDatabase in server.ts): a scrape gets its answer in time.
         Effect.disconnect,
