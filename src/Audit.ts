@@ -44,11 +44,13 @@ export const make = Effect.gen(function* () {
             VALUES (${entry.organizationId ?? null}, ${entry.actor}, ${entry.event}, ${entry.jobId ?? null},
                     ${entry.traceId ?? null}, ${JSON.stringify(entry.details ?? {})}::jsonb, ${new Date(now)})`
       ).pipe(Effect.asVoid, Effect.withSpan("Audit.record", { attributes: { event: entry.event } })),
+    // Ordered by the column: the output alias "id" is text, and "10" sorts before "9".
     trail: (jobId) =>
       sql<AuditRecord>`
         SELECT id::text AS id, organization_id AS "organizationId", actor, event, job_id AS "jobId",
                trace_id AS "traceId", details, created_at AS "createdAt"
-        FROM audit_logs WHERE job_id = ${jobId} ORDER BY id`.pipe(Effect.withSpan("Audit.trail"))
+        FROM audit_logs WHERE job_id = ${jobId}
+        ORDER BY audit_logs.id`.pipe(Effect.withSpan("Audit.trail"))
   })
 })
 
