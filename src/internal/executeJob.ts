@@ -2,8 +2,9 @@
  * Runs one claimed job through its handler and records the outcome:
  * success -> completed; a retryable failure, defect or timeout -> retry with
  * backoff (or failed when no attempts are left); a permanent failure or a
- * payload that does not decode -> failed at once; interrupted -> released
- * (shutdown) or left alone (the lease was lost and another worker owns it).
+ * payload that does not decode -> failed at once; stopped by the worker ->
+ * released (shutdown), retried (timeout) or left alone (the lease was lost and
+ * another worker owns it); a handler that interrupts itself -> retry.
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -74,7 +75,22 @@ export const describeCause = (cause: Cause.Cause<unknown>): string => {
   return Cause.pretty(cause).split("\n")[0] ?? "unknown failure"
 }
 
+// Reading an error can run user code (a `message` getter, a toJSON): if that throws, the outcome must
+// still be recorded, so the text falls back to what can be read without it.
 const describeError = (error: unknown): string => {
+  try {
+    return readError(error)
+  } catch (unreadable) {
+    let tag: unknown
+    try {
+      tag = (error as { _tag?: unknown } | null)?._tag
+    } catch {}
+    const what = typeof tag === "string" ? tag : Object.prototype.toString.call(error)
+    return `${what} (its message could not be read: ${unreadable instanceof Error ? unreadable.message : typeof unreadable})`
+  }
+}
+
+const readError = (error: unknown): string => {
   if (error instanceof Error || (typeof error === "object" && error !== null && "message" in error)) {
     const tag = (error as { _tag?: unknown })._tag
     const message = String((error as { message: unknown }).message)
@@ -93,12 +109,19 @@ const describeError = (error: unknown): string => {
   return String(error)
 }
 
-const isPermanent = (handler: Handler, cause: Cause.Cause<unknown>): boolean => {
+/** Whether the failure is permanent, and why the handler's `permanent` predicate could not say (it threw). */
+const permanence = (handler: Handler, cause: Cause.Cause<unknown>): { readonly permanent: boolean; readonly predicateFailed?: string } => {
   const failure = Cause.failureOption(cause)
-  if (Option.isNone(failure)) return false
+  if (Option.isNone(failure)) return { permanent: false }
   const error = failure.value
-  if (error instanceof HandlerTimeout) return false
-  return error instanceof PermanentError || handler.isPermanent(error)
+  if (error instanceof HandlerTimeout) return { permanent: false }
+  if (error instanceof PermanentError) return { permanent: true }
+  try {
+    return { permanent: handler.isPermanent(error) === true }
+  } catch (thrown) {
+    // Retried: a broken predicate must not turn every failure into a permanent one.
+    return { permanent: false, predicateFailed: describeError(thrown) }
+  }
 }
 
 export const jobContext = (job: ClaimedJob, workerId: string): JobContext => ({
@@ -130,26 +153,25 @@ export const executeJob = <R>(
   // Metric Effect costs a few Effect steps. (Metric labels set on the fiber are not applied here.)
   const attemptAndRecord = (clock: Clock.Clock) => {
     const now = Effect.sync(() => new Date(clock.unsafeCurrentTimeMillis()))
+    const fail = (reason: string, retryable: boolean, error = bounded(reason)) =>
+      Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, job.attempts, error, retryable, at, env.retryBackoff))).pipe(
+        Effect.map((result): Outcome => {
+          if (result === undefined) return Outcome.LeaseLost()
+          switch (result.status) {
+            case "pending":
+              return Outcome.RetryScheduled({ error, runAt: result.runAt })
+            // The handler's transaction had committed before the failure (a timeout during its COMMIT).
+            case "completed":
+              return Outcome.Completed()
+            case "failed":
+              return Outcome.Failed({ error })
+          }
+        })
+      )
     // Only the handler is interruptible: an outcome, once reached, is always recorded.
     return Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
       const attempt = job.attempts
       Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
-
-      const fail = (reason: string, retryable: boolean, error = bounded(reason)) =>
-        Effect.flatMap(now, (at) => persistently(store.failAttempt(job.id, workerId, attempt, error, retryable, at, env.retryBackoff))).pipe(
-          Effect.map((result): Outcome => {
-            if (result === undefined) return Outcome.LeaseLost()
-            switch (result.status) {
-              case "pending":
-                return Outcome.RetryScheduled({ error, runAt: result.runAt })
-              // The handler's transaction had committed before the failure (a timeout during its COMMIT).
-              case "completed":
-                return Outcome.Completed()
-              case "failed":
-                return Outcome.Failed({ error })
-            }
-          })
-        )
 
       const complete = (details?: Record<string, unknown>) =>
         Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))
@@ -193,12 +215,28 @@ export const executeJob = <R>(
         return (yield* persistently(completed)) || handler.transactional ? Outcome.Completed() : Outcome.LeaseLost()
       }
       const cause = exit.cause
+      // The worker stopped the job: that decides the outcome, whatever the handler's finalizers added
+      // to the cause on the way out (their failure is reported alongside, not instead).
+      if (control.stopReason !== undefined && Cause.isInterrupted(cause)) {
+        const alsoFailed = Cause.isInterruptedOnly(cause) ? undefined : describeCause(cause)
+        switch (control.stopReason) {
+          case "lease_lost":
+            return Outcome.LeaseLost()
+          case "timeout": {
+            const reason = describeError(timedOut())
+            return yield* fail(alsoFailed === undefined ? reason : `${reason}; then, while stopping: ${alsoFailed}`, true)
+          }
+          case "shutdown": {
+            if (alsoFailed !== undefined) yield* Effect.logWarning(`the job's handler failed while the worker stopped it: ${bounded(alsoFailed)}`)
+            const released = yield* persistently(store.release(job.id, workerId, attempt, yield* now, "worker shutdown"))
+            return released ? Outcome.Released() : Outcome.LeaseLost()
+          }
+        }
+      }
+      // Nobody outside stopped it: the handler interrupted itself (Effect.interrupt, or a joined fiber
+      // that was interrupted). Releasing would put it back uncounted, to do the same again forever.
       if (Cause.isInterruptedOnly(cause)) {
-        if (control.stopReason === "lease_lost") return Outcome.LeaseLost()
-        if (control.stopReason === "timeout") return yield* fail(describeError(timedOut()), true)
-        const at = yield* now
-        const released = yield* persistently(store.release(job.id, workerId, attempt, at, "worker shutdown"))
-        return released ? Outcome.Released() : Outcome.LeaseLost()
+        return yield* fail("the handler was interrupted, not by the worker (Effect.interrupt, or a fiber it joined was interrupted)", true)
       }
       if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
       if (lostConnection(cause)) {
@@ -209,8 +247,18 @@ export const executeJob = <R>(
         const released = yield* persistently(store.release(job.id, workerId, attempt, at, "database connection lost", { runAt, error }))
         return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
       }
-      return yield* fail(describeCause(cause), !isPermanent(handler, cause))
+      const { permanent, predicateFailed } = permanence(handler, cause)
+      const reason = describeCause(cause)
+      return yield* fail(predicateFailed === undefined ? reason : `${reason} (the handler's permanent predicate threw: ${predicateFailed})`, !permanent)
     }).pipe(
+      // A bug on the way to the outcome must not leave the job processing until its lease expires:
+      // the attempt is recorded as failed (retryable), saying so; the SQL guards make a repeat harmless.
+      Effect.catchAllDefect((defect) =>
+        Effect.zipRight(
+          Effect.logError("recording a job's outcome failed unexpectedly; the attempt is recorded as failed", Cause.die(defect)),
+          fail(`skiplock could not record this attempt's outcome: ${describeError(defect)}`, true)
+        )
+      ),
       Effect.catchAll((error) =>
         // The database stayed unreachable while recording: the lease will expire and the job be rescued.
         Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())

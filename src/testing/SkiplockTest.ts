@@ -24,7 +24,7 @@ import { InvalidPayload } from "../Errors.js"
 import type { Handler, Requirements } from "../Handler.js"
 import * as JobQueue from "../JobQueue.js"
 import { coreMigrations, type MigrationError } from "../Migrator.js"
-import { executeJob, type Outcome } from "../internal/executeJob.js"
+import { executeJob, type JobControl, type Outcome } from "../internal/executeJob.js"
 import { type ClaimedJob, make as makeJobStore } from "../internal/JobStore.js"
 import { DrainLimitExceeded, type DrainResult, drainedJob, type JobAttempt, makeResult } from "./Drain.js"
 import * as Faults from "./Faults.js"
@@ -269,7 +269,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         const provided = mode === "inline" ? Context.add(context, JobQueue.JobQueue, inlineQueue) : context
         // In a fiber of its own, as executeJob asks, awaited rather than joined (joining would copy the job's
         // annotations and span into this fiber): a job run inline inside another leaves the outer one's alone.
-        const outcome = yield* (executeJob(handler, job, env).pipe(Effect.provide(provided), Effect.fork, Effect.flatMap(Fiber.await), Effect.flatten) as Effect.Effect<Outcome, never, R>)
+        // Interrupting the caller stops the job as a worker's shutdown would: released, the attempt not counted.
+        const control: JobControl = { stopReason: undefined }
+        const outcome = yield* (executeJob(handler, job, env, control).pipe(
+          Effect.provide(provided),
+          Effect.fork,
+          Effect.flatMap((fiber) => Effect.onInterrupt(Fiber.await(fiber), () => Effect.sync(() => (control.stopReason = "shutdown")))),
+          Effect.flatten
+        ) as Effect.Effect<Outcome, never, R>)
         const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
         history.push(attempt)
         return attempt

@@ -151,6 +151,57 @@ describe("outcomes", () => {
         expect((yield* jobRow(id)).status).toBe("pending")
       }))
 
+    it.scoped("a timeout is recorded as the timeout even when a finalizer of the handler then fails", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, {
+          run: () => Effect.never.pipe(Effect.ensuring(Effect.die(new Error("cleanup broke")))),
+          timeout: "2 minutes"
+        })
+        const fiber = yield* Effect.fork(firstOutcome(handler))
+        yield* eventually(Effect.map(SqlClient.SqlClient.pipe(Effect.flatMap((sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`)), (rows) => rows[0]!.n === 1), "the job runs")
+        yield* untilWatcherSleepsFor("2 minutes")
+        yield* TestClock.adjust("2 minutes")
+        const { id, outcome } = yield* Fiber.join(fiber)
+        expect(outcome._tag).toBe("RetryScheduled")
+        const { error } = yield* jobRow(id)
+        expect(error).toContain(`HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms`)
+        expect(error).toContain("cleanup broke")
+      }))
+
+    it.scoped("a handler that interrupts itself counts as a failed attempt (it is not a worker shutdown)", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, { run: () => Effect.interrupt })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("RetryScheduled")
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 1 })
+        expect((yield* jobRow(id)).error).toContain("interrupted")
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_retry_scheduled"])
+      }))
+
+    it.scoped("an error whose message getter throws, or a permanent predicate that throws, is still recorded", () =>
+      Effect.gen(function* () {
+        class Unreadable extends Data.TaggedError("Unreadable")<{}> {
+          override get message(): string {
+            throw new Error("no message here")
+          }
+        }
+        const unreadable = yield* firstOutcome(Handler.make(Settlement, { run: () => Effect.fail(new Unreadable()) }))
+        expect(unreadable.outcome._tag).toBe("RetryScheduled")
+        expect((yield* jobRow(unreadable.id)).error).toContain("Unreadable")
+
+        const predicateThrows = Handler.make(Settlement, {
+          run: () => Effect.fail(new ContractClosed({ contractId: "c-1" })),
+          permanent: () => {
+            throw new Error("predicate broke")
+          }
+        })
+        const { id, outcome } = yield* firstOutcome(predicateThrows)
+        expect(outcome._tag).toBe("RetryScheduled")
+        const { error } = yield* jobRow(id)
+        expect(error).toContain("contract c-1 is closed")
+        expect(error).toContain("predicate broke")
+      }))
+
     it.scoped("a job with a shorter timeout, started while a longer one runs, times out at its own deadline", () =>
       Effect.gen(function* () {
         yield* reset

@@ -2,7 +2,7 @@
 // timeout; the rest are interrupted and released without counting the attempt.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Logger, Option, Scope, Schema } from "effect"
+import { Deferred, Duration, Effect, Exit, Fiber, Logger, Option, Scope, Schema } from "effect"
 import pg from "pg"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -13,6 +13,21 @@ const Report = JobDefinition.make("report_generation", Schema.Struct({ seconds: 
 
 const enqueue = (seconds: number) =>
   JobQueue.enqueueJob(Report, { seconds }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+
+/** Starts a worker in a scope of its own, keeping the warnings it logs. */
+const startWorker = (handler: Handler.Handler<"report_generation", { readonly seconds: number }>, shutdownTimeout: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const warnings: Array<string> = []
+    const capture = Logger.make(({ logLevel, message }) => {
+      if (logLevel._tag === "Warning") warnings.push(String(message))
+    })
+    const scope = yield* Scope.make()
+    yield* Worker.make({ handlers: [handler], shutdownTimeout, pollInterval: "100 millis" }).pipe(
+      Scope.extend(scope),
+      Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+    )
+    return { scope, warnings }
+  })
 
 describe("graceful shutdown", () => {
   layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
@@ -60,6 +75,22 @@ describe("graceful shutdown", () => {
         expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
       }))
 
+    it.effect("a job stopped at shutdown is released even when a finalizer of its handler fails; the failure is logged", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const handler = Handler.make(Report, {
+          run: (payload) => Effect.sleep(`${payload.seconds} seconds`).pipe(Effect.ensuring(Effect.die(new Error("cleanup broke"))))
+        })
+        const slow = yield* enqueue(60)
+        const { scope, warnings } = yield* startWorker(handler, "200 millis")
+        yield* eventually(Effect.map(jobRow(slow.id), (row) => row.status === "processing"), "the job runs")
+        yield* Scope.close(scope, Exit.void)
+        expect(yield* jobRow(slow.id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
+        expect(warnings).toContainEqual(expect.stringContaining("cleanup broke"))
+      }))
+
     it.effect("a stop ends even when a running job's row is locked elsewhere: its release finishes once the lock is gone", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
@@ -67,15 +98,7 @@ describe("graceful shutdown", () => {
         yield* sql`DELETE FROM job_queue`
         const handler = Handler.make(Report, { run: (payload) => Effect.sleep(`${payload.seconds} seconds`) })
         const slow = yield* enqueue(60)
-        const warnings: Array<string> = []
-        const capture = Logger.make(({ logLevel, message }) => {
-          if (logLevel._tag === "Warning") warnings.push(String(message))
-        })
-        const scope = yield* Scope.make()
-        yield* Worker.make({ handlers: [handler], shutdownTimeout: "500 millis", pollInterval: "100 millis" }).pipe(
-          Scope.extend(scope),
-          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
-        )
+        const { scope, warnings } = yield* startWorker(handler, "500 millis")
         yield* eventually(Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`, (rows) => rows[0]!.n === 1), "the job runs")
         // An operator's transaction, left open, holds the job's row: the worker's release waits on it.
         const locker = yield* Effect.acquireRelease(

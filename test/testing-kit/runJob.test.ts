@@ -28,6 +28,18 @@ describe("runJob", () => {
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
   })
 
+  it.effect("interrupting runJob releases its job like a worker's shutdown: back to pending, the attempt not counted", () => {
+    const stuck = Handler.make(Report, { run: () => Effect.never })
+    return Effect.gen(function* () {
+      const running = yield* Effect.fork(SkiplockTest.runJob(stuck, { month: "2025-03" }))
+      yield* eventually(Effect.map(SkiplockTest.enqueued({ status: "processing" }), (jobs) => jobs.length === 1), "the job runs")
+      yield* Fiber.interrupt(running)
+      const [row] = yield* SkiplockTest.enqueued()
+      expect(row).toMatchObject({ status: "pending", attempts: 0, error: null })
+      expect(yield* auditEvents(row!.id)).toEqual(["job_started", "job_released"])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
+  })
+
   it.effect("a failed attempt's outcome carries the retry's run_at: now + 30 s, then + 120 s", () => {
     const failing = Handler.make(Report, { run: () => Effect.fail(new Error("bank API unavailable")) })
     return Effect.gen(function* () {
