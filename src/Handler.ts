@@ -25,6 +25,10 @@ export interface Handler<Type extends string = string, A = any, E = any, R = any
 export interface HandlerOptions<A, E, R> {
   readonly run: (payload: A, job: JobContext) => Effect.Effect<unknown, E, R>
   readonly transactional?: boolean
+  /**
+   * Errors for which retrying cannot help. Write it after `run`: TypeScript infers E from the
+   * options in order, and before `run` it would fix E as `never` (and then reject `run`).
+   */
   readonly permanent?: (error: E) => boolean
   readonly timeout?: Duration.DurationInput
 }

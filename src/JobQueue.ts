@@ -63,7 +63,8 @@ export class JobQueue extends Context.Tag("skiplock/JobQueue")<JobQueue, {
 /** Enqueues a job of a known definition with a typed payload. */
 export const enqueueJob = <A, I>(
   definition: JobDefinition<string, A, I>,
-  payload: A,
+  // NoInfer: the definition alone decides A (inferred from the payload too, a literal widens to string).
+  payload: NoInfer<A>,
   options: EnqueueOptions
 ): Effect.Effect<EnqueuedJob, EnqueueError, JobQueue> =>
   Effect.flatMap(

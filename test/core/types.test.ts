@@ -1,8 +1,8 @@
 // The worker's layer shows in its type what its handlers still need.
 import { SqlClient } from "@effect/sql"
 import { describe, expectTypeOf, it } from "@effect/vitest"
-import { Context, Effect, Layer, Schema } from "effect"
-import { Handler, JobDefinition, Worker } from "../../src/index.js"
+import { Context, Data, Effect, Layer, Schema } from "effect"
+import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 
 class Ledger extends Context.Tag("Ledger")<Ledger, { readonly post: (cents: number) => Effect.Effect<void> }>() {}
 class Mailer extends Context.Tag("Mailer")<Mailer, { readonly send: (to: string) => Effect.Effect<void> }>() {}
@@ -16,6 +16,29 @@ const dun = Handler.make(Dunning, { run: (payload) => Effect.flatMap(Mailer, (ma
 describe("types", () => {
   it("a handler's payload is the Schema's decoded type, and its requirements show in its type", () => {
     expectTypeOf(settle).toEqualTypeOf<Handler.Handler<"settlement_calculation", { readonly cents: number }, never, Ledger>>()
+  })
+
+  it("a handler's error type comes from run, and `permanent` written after it gets that type", () => {
+    class BankUnavailable extends Data.TaggedError("BankUnavailable")<{}> {}
+    class MandateRevoked extends Data.TaggedError("MandateRevoked")<{}> {}
+    const upload = (cents: number): Effect.Effect<void, BankUnavailable | MandateRevoked> =>
+      cents < 0 ? Effect.fail(new MandateRevoked()) : Effect.fail(new BankUnavailable())
+    const handler = Handler.make(Settlement, {
+      run: (payload) => upload(payload.cents),
+      permanent: (error) => {
+        expectTypeOf(error).toEqualTypeOf<BankUnavailable | MandateRevoked>()
+        return error instanceof MandateRevoked
+      }
+    })
+    expectTypeOf(handler).toEqualTypeOf<Handler.Handler<"settlement_calculation", { readonly cents: number }, BankUnavailable | MandateRevoked, never>>()
+  })
+
+  it("enqueueJob checks the payload against the definition, literal types included", () => {
+    const Export = JobDefinition.make("sepa_export", Schema.Struct({ format: Schema.Literal("pain.008", "csv") }))
+    const enqueue = JobQueue.enqueueJob(Export, { format: "csv" }, { organizationId: "0190a0b0-0000-7000-8000-000000000001" })
+    expectTypeOf(enqueue).toMatchTypeOf<Effect.Effect<unknown, unknown, JobQueue.JobQueue>>()
+    // @ts-expect-error: "xml" is not one of the formats
+    JobQueue.enqueueJob(Export, { format: "xml" }, { organizationId: "0190a0b0-0000-7000-8000-000000000001" })
   })
 
   it("the worker layer requires the database and the union of its handlers' requirements", () => {
