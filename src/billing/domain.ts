@@ -5,7 +5,7 @@
  */
 import { Schema } from "effect"
 import { isCalendarDate, PERIOD_FORMAT } from "./calendar.js"
-import { ibanProblem } from "./iban.js"
+import { ibanProblem, maskIban } from "./iban.js"
 
 /** A calendar date, ISO "YYYY-MM-DD", that exists. */
 export const IsoDate = Schema.String.pipe(
@@ -23,7 +23,7 @@ export const BillingPeriod = Schema.String.pipe(
 export const Iban = Schema.String.pipe(
   Schema.filter((value) => {
     const problem = ibanProblem(value)
-    return problem === undefined || `invalid IBAN "${value}": ${problem}`
+    return problem === undefined || `invalid IBAN "${maskIban(value)}": ${problem}`
   }),
   Schema.brand("Iban"),
   Schema.annotations({ identifier: "Iban" })

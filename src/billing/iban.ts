@@ -31,6 +31,12 @@ export const ibanProblem = (iban: string): string | undefined => {
   return undefined
 }
 
+/**
+ * An IBAN as error texts may show it: country, check digits and the last four characters
+ * ("DE89…3000"). Enough to find the row; the account number stays out of logs, job errors and audit_logs.
+ */
+export const maskIban = (iban: string): string => (iban.length <= 8 ? "…" : `${iban.slice(0, 4)}…${iban.slice(-4)}`)
+
 export const isValidIban = (iban: string): boolean => ibanProblem(iban) === undefined
 
 /** The IBAN for a country and a national account number (BBAN), with its check digits computed. */

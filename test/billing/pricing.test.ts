@@ -4,7 +4,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Either, Schema } from "effect"
 import { periodOf } from "../../src/billing/calendar.js"
 import { BillingRunPayload, Iban, NewContract } from "../../src/billing/domain.js"
-import { isValidIban, makeIban, normalizeIban } from "../../src/billing/iban.js"
+import { isValidIban, makeIban, maskIban, normalizeIban } from "../../src/billing/iban.js"
 import { divideRoundHalfUp, draftInvoice, formatInvoiceNumber, proRataNet, vatOf } from "../../src/billing/pricing.js"
 
 const april = periodOf("2025-04")!
@@ -95,6 +95,10 @@ describe("IBAN", () => {
     expect(Either.isRight(Schema.decodeUnknownEither(Iban)("DE89370400440532013000"))).toBe(true)
     const wrong = Schema.decodeUnknownEither(Iban)("DE89370400440532013001")
     expect(Either.isLeft(wrong) && wrong.left.message).toContain("check digits do not match")
+    // The error reaches job_queue.error and audit_logs: it names the IBAN without its account number.
+    expect(Either.isLeft(wrong) && wrong.left.message).toContain('invalid IBAN "DE89…3001"')
+    expect(Either.isLeft(wrong) && wrong.left.message).not.toContain("370400440532013001")
+    expect(maskIban("1234")).toBe("…")
   })
 })
 

@@ -366,6 +366,24 @@ describe("outcomes", () => {
         expect((yield* jobRow(id)).error).toContain("no_such_table")
       }))
 
+    it.scoped("a constraint violation is recorded by its constraint, without the row's values (an IBAN stays out of the error)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`CREATE TABLE IF NOT EXISTS mandates (iban text NOT NULL CONSTRAINT mandates_iban_german CHECK (iban LIKE 'DE%'), UNIQUE (iban))`
+        yield* sql`TRUNCATE mandates`
+        yield* sql`INSERT INTO mandates VALUES ('DE89370400440532013000')`
+        const insert = (iban: string) => Handler.make(Settlement, { run: () => Effect.asVoid(sql`INSERT INTO mandates VALUES (${iban})`) })
+        const check = yield* firstOutcome(insert("AT611904300234573201"))
+        const checkError = (yield* jobRow(check.id)).error!
+        expect(checkError).toContain("mandates_iban_german")
+        expect(checkError).not.toContain("AT611904300234573201")
+        const unique = yield* firstOutcome(insert("DE89370400440532013000"))
+        const uniqueError = (yield* jobRow(unique.id)).error!
+        expect(uniqueError).toContain("mandates_iban_key")
+        expect(uniqueError).not.toContain("DE89370400440532013000")
+        expect((yield* jobRun(unique.id)).lastError).toBe(uniqueError)
+      }))
+
     it.scoped("a job whose job_runs row says completed is never run again", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
