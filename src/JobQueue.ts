@@ -211,7 +211,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           return rows.length === 1 && one !== undefined
             ? sql<InsertedJob>`${into}
             VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
-                    ${one.runAt}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
+                    ${timestamptzText(one.runAt)}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
             ${orReturnEarlier}`
             : sql<InsertedJob>`${into}
             SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,

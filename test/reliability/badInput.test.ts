@@ -124,6 +124,26 @@ describe("bad input", () => {
         yield* JobQueue.enqueue({ ...base, runAt: new Date(Date.UTC(-4713, 10, 24)) })
       }).pipe(Effect.provide(JobQueue.layer([Settlement]))), { timeout: 30_000 })
 
+    it.effect("run_at is stored as the instant given, whatever the process's time zone (single and batch)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        // Before 1893 Berlin's offset was local mean time, +00:53:28: a Date sent in local time with
+        // an offset in whole minutes would land 28 seconds off.
+        const previousZone = process.env.TZ
+        process.env.TZ = "Europe/Berlin"
+        const instants = [new Date("1800-06-01T12:00:00.123Z"), new Date(Date.UTC(-99, 0, 1, 0, 0, 7)), new Date("2031-03-30T01:30:00.500Z")]
+        const job = (runAt: Date) => ({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "t", amountCents: 1 }, runAt })
+        const single = yield* Effect.forEach(instants, (runAt) => JobQueue.enqueue(job(runAt))).pipe(
+          Effect.ensuring(Effect.sync(() => (previousZone === undefined ? delete process.env.TZ : (process.env.TZ = previousZone))))
+        )
+        const batch = yield* JobQueue.enqueueMany(instants.map(job))
+        const stored = (id: string) =>
+          sql<{ ms: string }>`SELECT (extract(epoch FROM run_at) * 1000)::bigint::text AS ms FROM job_queue WHERE id = ${id}`.pipe(Effect.map(([row]) => Number(row!.ms)))
+        expect(yield* Effect.forEach(single, (queued) => stored(queued.id))).toEqual(instants.map((date) => date.getTime()))
+        expect(yield* Effect.forEach(batch, (queued) => stored(queued.id))).toEqual(instants.map((date) => date.getTime()))
+      }).pipe(Effect.provide(JobQueue.layer([Settlement]))), { timeout: 30_000 })
+
     it.effect("run_at far in the past runs now; far in the future waits, visible as pending", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
