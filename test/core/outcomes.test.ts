@@ -2,13 +2,13 @@
 // permanent errors, defects, timeouts, undecodable payloads, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Schema, TestClock, type Tracer } from "effect"
+import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, Schema, TestClock, type Tracer } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
-import { eventually } from "../support/live.js"
+import { advance, eventually } from "../support/live.js"
 
 const Settlement = JobDefinition.make("settlement_calculation", Schema.Struct({ contractId: Schema.String, amountCents: Schema.Int }))
 
@@ -166,6 +166,37 @@ describe("outcomes", () => {
         const { error } = yield* jobRow(id)
         expect(error).toContain(`HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms`)
         expect(error).toContain("cleanup broke")
+      }))
+
+    it.scoped("a handler that cannot be interrupted keeps its slot and lease past its timeout, is reported once a minute later, and is then recorded as timed out", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const warnings: Array<string> = []
+        const capture = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") warnings.push(String(message))
+        })
+        const stuck = warnings.filter.bind(warnings, (text) => text.includes("has not stopped"))
+        const handler = Handler.make(Settlement, { run: () => Effect.uninterruptible(Effect.sleep("5 minutes")), timeout: "2 minutes" })
+        const done = yield* Deferred.make<Outcome>()
+        const { id } = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "c-1", amountCents: 1 } }).pipe(
+          Effect.provide(JobQueue.layer([]))
+        )
+        const worker = yield* Worker.make({ handlers: [handler], listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(done, Effect.succeed(outcome)) }).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+        yield* untilWatcherSleepsFor("2 minutes")
+        yield* advance(worker, "2 minutes", "5 seconds", { running: 1 })
+        yield* advance(worker, "59 seconds", "5 seconds", { running: 1 })
+        expect(stuck()).toEqual([])
+        // Still held: not rescued, so not run a second time elsewhere while this attempt may still write.
+        expect(yield* jobRow(id)).toMatchObject({ status: "processing", attempts: 1 })
+        yield* advance(worker, "1 second", "1 second", { running: 1 })
+        yield* eventually(Effect.sync(() => stuck().length === 1), "the stuck handler is reported")
+        expect(stuck()[0]).toContain("has not stopped 1m after its timeout")
+        yield* advance(worker, "1 minute", "5 seconds", { running: 1 })
+        expect(stuck()).toHaveLength(1)
+        yield* TestClock.adjust("1 minute")
+        expect(yield* Deferred.await(done)).toMatchObject({ _tag: "RetryScheduled", error: `HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms` })
       }))
 
     it.scoped("a handler that interrupts itself counts as a failed attempt (it is not a worker shutdown)", () =>
