@@ -16,6 +16,7 @@ import { Cause, ConfigError, Console, Duration, Effect, Layer, Option } from "ef
 import { realpathSync } from "node:fs"
 import { pathToFileURL } from "node:url"
 import * as Audit from "./Audit.js"
+import * as ClockSkew from "./app/clockSkew.js"
 import * as Database from "./app/Database.js"
 import * as AppJobs from "./app/jobs.js"
 import * as Logging from "./app/Logging.js"
@@ -60,6 +61,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
       const database = yield* Database.Database
       yield* warnAboutUnregisteredTypes(jobs)
       yield* warnAboutConnectionLimit(maxConnections, config.worker.concurrency)
+      yield* Effect.forkScoped(ClockSkew.watch)
       yield* ServiceState.running({ sql, worker, database, concurrency: config.worker.concurrency })
       yield* Effect.logInfo(`skiplock is ready: worker ${worker.workerId}, database ${database.display}`)
     })
