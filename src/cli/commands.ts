@@ -41,6 +41,23 @@ const jsonObject = (value: string) => {
   return Effect.succeed(parsed.right)
 }
 
+// A time without its zone would be read in the zone of the machine the CLI runs on (a date alone, in UTC):
+// an operator's 06:00 could become 05:00, 06:00 or 07:00. The zone is asked for instead.
+const ZONED_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/
+// Date rolls 2030-02-30 over to March 2nd: a time exists when its fields come back as written.
+const fieldsExist = ([year, month, day, hour, minute, second]: ReadonlyArray<number>): boolean => {
+  const written = new Date(Date.UTC(year!, month! - 1, day!, hour!, minute!, second!))
+  return [written.getUTCMonth() + 1, written.getUTCDate(), written.getUTCHours(), written.getUTCMinutes(), written.getUTCSeconds()]
+    .every((field, i) => field === [month, day, hour, minute, second][i])
+}
+const zonedTime = (value: string) => {
+  const fields = ZONED_TIME.exec(value)?.slice(1, 7).map((field) => Number(field ?? 0))
+  const date = new Date(value)
+  return fields !== undefined && fieldsExist(fields) && !Number.isNaN(date.getTime())
+    ? Effect.succeed(date)
+    : Effect.fail(invalid(`--run-at must be a time with its zone, like 2025-04-01T06:00:00Z or 2025-04-01T08:00:00+02:00, got "${value}"`))
+}
+
 const jobIdArg = Args.text({ name: "job-id" }).pipe(Args.withDescription("The job's id (a UUID)"), Args.mapEffect((value) => (isUuid(value) ? Effect.succeed(value) : Effect.fail(HelpDoc.p(notUuid("the job id", value))))))
 const actorOption = Options.text("actor").pipe(
   Options.withDescription("Who does this, as a user UUID, for the audit log (default: cli:<your OS user>)"),
@@ -102,7 +119,11 @@ const enqueue = Command.make(
     org: Options.text("org").pipe(Options.withDescription("Organization UUID"), Options.mapEffect(uuid("--org"))),
     type: Options.text("type").pipe(Options.withDescription("Job type, e.g. sepa_export")),
     payload: Options.text("payload").pipe(Options.withDescription("Payload as a JSON object"), Options.mapEffect(jsonObject)),
-    runAt: Options.date("run-at").pipe(Options.withDescription("Not before this time (ISO 8601); default now"), Options.optional),
+    runAt: Options.text("run-at").pipe(
+      Options.withDescription("Not before this time, ISO 8601 with its zone (2025-04-01T06:00:00Z or …+02:00); default now"),
+      Options.mapEffect(zonedTime),
+      Options.optional
+    ),
     maxAttempts: Options.integer("max-attempts").pipe(
       Options.withDescription("Attempts before the job fails for good (1-100; default WORKER_MAX_ATTEMPTS, 3)"),
       Options.optional

@@ -80,7 +80,7 @@ export const jobDetails = ({ audit, job, run }: JobDetails) =>
           ["finished", iso(run.finishedAt)]
         ]),
     "",
-    `audit trail (${audit.length} entries, oldest first)`,
+    `audit trail (${audit.length} ${audit.length === 1 ? "entry" : "entries"}, oldest first)`,
     audit.length === 0 ? "  none" : table(["TIME", "EVENT", "ACTOR", "DETAILS"], audit.map(auditLine)).replace(/^/gm, "  ")
   ].join("\n")
 

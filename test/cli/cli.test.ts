@@ -62,6 +62,10 @@ describe("skiplock CLI", () => {
         expect(row).toEqual({ runAt: new Date("2030-01-02T03:04:05Z"), maxAttempts: 5, createdBy: ACTOR, idempotencyKey: "batch-later" })
         const again = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", "{}", "--idempotency-key", "batch-later")
         expect(again).toMatchObject({ code: 0, stdout: `job ${id} already exists with idempotency key batch-later (sepa_export, pending); nothing enqueued` })
+        // An offset is taken as given: 06:00 in Berlin's summer time is 04:00 UTC.
+        const berlin = yield* enqueue("sepa_export", { batchId: "berlin" }, "--run-at", "2030-06-03T06:00+02:00")
+        const [berlinRow] = yield* sql<{ runAt: Date }>`SELECT run_at AS "runAt" FROM job_queue WHERE id = ${berlin}`
+        expect(berlinRow!.runAt).toEqual(new Date("2030-06-03T04:00:00Z"))
       }))
 
     it.effect("enqueue: a bad organization id or JSON is a usage error (2); an unknown type or a rejected payload fails (1)", () =>
@@ -73,6 +77,13 @@ describe("skiplock CLI", () => {
         const badJson = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", "{batchId: test}")
         expect(badJson.code).toBe(2)
         expect(badJson.stderr).toContain("--payload is not valid JSON")
+
+        // Without its zone a time would be read in the CLI machine's zone: refused, as is a date alone.
+        for (const runAt of ["2030-01-02T03:04:05", "2030-01-02", "2030-02-30T03:04:05Z", "tomorrow"]) {
+          const unzoned = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", "{}", "--run-at", runAt)
+          expect(unzoned.code).toBe(2)
+          expect(unzoned.stderr).toContain(`--run-at must be a time with its zone, like 2025-04-01T06:00:00Z or 2025-04-01T08:00:00+02:00, got "${runAt}"`)
+        }
 
         const missingType = yield* run("enqueue", "--org", ORG, "--payload", "{}")
         expect(missingType.code).toBe(2)
@@ -151,7 +162,7 @@ describe("skiplock CLI", () => {
         const text = yield* run("jobs", "show", id)
         expect(text.stdout).toMatch(/status\s+processing/)
         expect(text.stdout).toMatch(/run \(job_runs\)\n\s+status\s+running/)
-        expect(text.stdout).toMatch(/audit trail \(1 entries, oldest first\)\n\s+TIME\s+EVENT\s+ACTOR\s+DETAILS\n\s+\S+\s+job_started\s+test-worker/)
+        expect(text.stdout).toMatch(/audit trail \(1 entry, oldest first\)\n\s+TIME\s+EVENT\s+ACTOR\s+DETAILS\n\s+\S+\s+job_started\s+test-worker/)
 
         const json = JSON.parse((yield* run("jobs", "show", id, "--json")).stdout)
         expect(json.job).toMatchObject({ id, jobType: "settlement_calculation", status: "processing", attempts: 1, payload: { period: "2025-01" } })
