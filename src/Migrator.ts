@@ -56,10 +56,28 @@ export const readMigrationSet = (folder: string): ReadonlyArray<Migration> => {
     })
 }
 
+// A set is known by its folder's name in skiplock_migrations: two folders of one name would share versions.
+const sameNamedSets = (folders: ReadonlyArray<string>): string | undefined => {
+  const byName = new Map<string, Set<string>>()
+  for (const folder of folders.map((path) => resolve(path))) {
+    const paths = byName.get(basename(folder)) ?? new Set<string>()
+    byName.set(basename(folder), paths.add(folder))
+  }
+  for (const [name, paths] of byName) {
+    if (paths.size > 1) return `two migration sets are named "${name}" (${[...paths].join(", ")}): a set is recorded by its folder's name, so rename one folder`
+  }
+  return undefined
+}
+
 const loadSets = (folders: ReadonlyArray<string>) =>
-  Effect.try({
-    try: () => folders.flatMap(readMigrationSet),
-    catch: (cause) => new MigrationError({ message: `cannot read migrations: ${String(cause)}`, cause })
+  Effect.suspend(() => {
+    const clash = sameNamedSets(folders)
+    return clash !== undefined
+      ? Effect.fail(new MigrationError({ message: clash }))
+      : Effect.try({
+          try: () => folders.flatMap(readMigrationSet),
+          catch: (cause) => new MigrationError({ message: `cannot read migrations: ${String(cause)}`, cause })
+        })
   })
 
 // Serialises concurrent migrators (two services starting at once).

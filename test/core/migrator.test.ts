@@ -1,7 +1,8 @@
 // The migrator against a busy database: a migration that needs a table to
 // itself (an ALTER TABLE) while another session's transaction holds it gives
 // up after its lock timeout, applies nothing and says what to do, instead of
-// waiting, and holding up every statement on that table meanwhile.
+// waiting, and holding up every statement on that table meanwhile. And a user's set named like
+// one of skiplock's is refused before anything runs.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -48,6 +49,22 @@ describe("Migrator", () => {
         yield* Effect.promise(() => other.query("COMMIT"))
         expect(yield* Migrator.migrate([folder], { lockTimeout: "500 millis" })).toEqual(["review_notes/0001_review_notes"])
         yield* sql`ALTER TABLE job_queue DROP COLUMN review_note`
+      }))
+
+    it.scoped("two sets whose folders share a name are refused, naming both, before anything is applied", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const folder = yield* migrationSet
+        const core = join(folder, "..", "core")
+        yield* Effect.promise(() => mkdir(core).then(() => writeFile(join(core, "0001_app.sql"), "CREATE TABLE app_core (id int);\n")))
+        for (const run of [Migrator.migrate([Migrator.coreMigrations, core]), Migrator.pending([Migrator.coreMigrations, core])]) {
+          const error = yield* Effect.flip(run)
+          expect(error.message).toBe(
+            `two migration sets are named "core" (${Migrator.coreMigrations}, ${core}): a set is recorded by its folder's name, so rename one folder`
+          )
+        }
+        const [table] = yield* sql<{ exists: boolean }>`SELECT to_regclass('app_core') IS NOT NULL AS exists`
+        expect(table!.exists).toBe(false)
       }))
   })
 })

@@ -1,7 +1,7 @@
-// The README's handler example is code a reader copies: it must compile, as
-// written, against this repository's `skiplock` (strict, the repository's
-// compiler options, except that an example may leave a local unused). Only
-// `BankLive`, which the example leaves to the reader, is declared here.
+// The README's handler and migration examples are code a reader copies: they must
+// compile, as written, against this repository's `skiplock` (strict, the
+// repository's compiler options, except that an example may leave a local
+// unused). Only `BankLive`, which the example leaves to the reader, is declared here.
 import { readFileSync } from "node:fs"
 import { resolve } from "node:path"
 import ts from "typescript"
@@ -9,10 +9,10 @@ import { describe, expect, it } from "vitest"
 
 const root = resolve(import.meta.dirname, "..", "..")
 
-/** The first ```ts block after the given heading. */
+/** The first ```ts block after the given text (a heading, or the start of a paragraph). */
 const exampleAfter = (readme: string, heading: string): string => {
-  const section = readme.indexOf(`\n${heading}\n`)
-  if (section < 0) throw new Error(`README has no "${heading}" section`)
+  const section = readme.indexOf(`\n${heading}`)
+  if (section < 0) throw new Error(`README has no "${heading}"`)
   const start = readme.indexOf("```ts\n", section)
   const end = readme.indexOf("\n```", start)
   if (start < 0 || end < 0) throw new Error(`README's "${heading}" section has no \`\`\`ts block`)
@@ -42,5 +42,11 @@ describe("the README's examples", () => {
     expect(example).toContain(marker)
     const withBankLive = example.replace(marker, `declare const BankLive: Layer.Layer<Bank>\n${marker}`)
     expect(typeErrors("readme-handler-example.ts", withBankLive)).toEqual([])
+  }, 120_000)
+
+  it("the migration example for a service of your own compiles as written", () => {
+    const example = exampleAfter(readFileSync(resolve(root, "README.md"), "utf8"), "**In a service of your own**")
+    expect(example).toContain("Migrator.pending(sets)")
+    expect(typeErrors("readme-migration-example.ts", example)).toEqual([])
   }, 120_000)
 })
