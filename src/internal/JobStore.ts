@@ -8,6 +8,9 @@ import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
 import { PREPARED } from "./preparedStatements.js"
 
+/** The reason of a release after a lost database connection, in its audit entry (job_released). */
+export const LOST_CONNECTION_REASON = "database connection lost"
+
 export interface ClaimedJob {
   readonly id: string
   readonly organizationId: string
@@ -139,6 +142,17 @@ export const make = Effect.gen(function* () {
     release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string, retry?: { readonly runAt: Date; readonly error: string }) =>
       sql<{ ok: boolean }>`${preparedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
+      ),
+
+    /**
+     * How often the job was released for a lost database connection since it was last requeued by
+     * hand (its audit trail; read only after such a loss, so no column is kept for it).
+     */
+    releasesForLostConnection: (jobId: string) =>
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM audit_logs
+        WHERE job_id = ${jobId} AND event = 'job_released' AND details->>'reason' = ${LOST_CONNECTION_REASON}
+          AND id > coalesce((SELECT max(id) FROM audit_logs WHERE job_id = ${jobId} AND event = 'job_requeued'), 0)`.pipe(
+        Effect.map((rows) => rows[0]?.n ?? 0)
       ),
 
     register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>

@@ -14,7 +14,7 @@ import type { Handler } from "../Handler.js"
 import { CurrentJob, type JobContext } from "../JobContext.js"
 import { formatParseError } from "../JobQueue.js"
 import * as Metrics from "../Metrics.js"
-import type { ClaimedJob, JobStore } from "./JobStore.js"
+import { type ClaimedJob, type JobStore, LOST_CONNECTION_REASON } from "./JobStore.js"
 import { sqlErrorText } from "./sqlErrorText.js"
 import { lostConnection } from "./connectionLoss.js"
 import { jobParentSpan } from "./tracing.js"
@@ -57,6 +57,9 @@ export interface ExecuteEnv {
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
 // Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
+/** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
+export const MAX_UNCOUNTED_RELEASES = 10
+
 const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
   Effect.catchAll(effect, () => Effect.retry(effect, { schedule: Schedule.exponential("100 millis", 2), times: 5 }))
 
@@ -239,16 +242,22 @@ export const executeJob = <R>(
         return yield* fail("the handler was interrupted, not by the worker (Effect.interrupt, or a fiber it joined was interrupted)", true)
       }
       if (Option.getOrUndefined(Cause.failureOption(cause)) instanceof LeaseLost) return Outcome.LeaseLost()
-      if (lostConnection(cause)) {
-        // An outage is not the job's failure: back to pending without counting the attempt, after the backoff.
-        const at = yield* now
-        const error = bounded(`database connection lost: ${describeCause(cause)}`)
-        const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
-        const released = yield* persistently(store.release(job.id, workerId, attempt, at, "database connection lost", { runAt, error }))
-        return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
-      }
       const { permanent, predicateFailed } = permanence(handler, cause)
-      const reason = describeCause(cause)
+      let reason = describeCause(cause)
+      if (!permanent && lostConnection(cause)) {
+        // An outage is not the job's failure: back to pending without counting the attempt, after the backoff.
+        // Unless it keeps happening to this job: then the lost connection is more likely the handler's own
+        // (another database it talks to), and the attempts must run out as for any failure.
+        const earlier = yield* persistently(store.releasesForLostConnection(job.id))
+        if (earlier < MAX_UNCOUNTED_RELEASES) {
+          const at = yield* now
+          const error = bounded(`${LOST_CONNECTION_REASON}: ${reason}`)
+          const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
+          const released = yield* persistently(store.release(job.id, workerId, attempt, at, LOST_CONNECTION_REASON, { runAt, error }))
+          return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
+        }
+        reason = `${reason} (counted as an attempt: the job was released ${earlier} times for a lost database connection already)`
+      }
       return yield* fail(predicateFailed === undefined ? reason : `${reason} (the handler's permanent predicate threw: ${predicateFailed})`, !permanent)
     }).pipe(
       // A bug on the way to the outcome must not leave the job processing until its lease expires:

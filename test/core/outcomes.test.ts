@@ -1,11 +1,13 @@
 // How a handler's typed result maps to the job's state: success, retryable and
 // permanent errors, defects, timeouts, undecodable payloads, transactions.
 import { SqlClient } from "@effect/sql"
+import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, Schema, TestClock, type Tracer } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
+import { MAX_UNCOUNTED_RELEASES } from "../../src/internal/executeJob.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { advance, eventually } from "../support/live.js"
@@ -385,6 +387,34 @@ describe("outcomes", () => {
         const [release] = yield* sql<{ details: { reason: string } }>`SELECT details FROM audit_logs WHERE job_id = ${id} AND event = 'job_released'`
         expect(release!.details.reason).toBe("database connection lost")
         expect(row.runAt.getTime() - (yield* Clock.currentTimeMillis)).toBe(30_000)
+      }))
+
+    it.scoped("a lost connection that keeps coming back for one job counts after 10 releases; one the permanent predicate accepts fails at once", () =>
+      Effect.gen(function* () {
+        yield* reset
+        // The handler's own other database (a warehouse) refuses connections: it looks like an outage.
+        const warehouseDown = () =>
+          Effect.fail(new SqlError({ message: "warehouse", cause: Object.assign(new Error("connect ECONNREFUSED 10.0.0.9:5432"), { code: "ECONNREFUSED" }) }))
+        const outcomes: Array<Outcome> = []
+        const { id } = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "c-1", amountCents: 1 }, maxAttempts: 1 }).pipe(
+          Effect.provide(JobQueue.layer([]))
+        )
+        const worker = yield* Worker.make({ handlers: [Handler.make(Settlement, { run: warehouseDown })], listen: false, onOutcome: (_, outcome) => void outcomes.push(outcome) })
+        yield* eventually(Effect.sync(() => outcomes.length === 1), "the first attempt")
+        for (let release = 2; release <= MAX_UNCOUNTED_RELEASES + 1; release++) {
+          yield* advance(worker, "30 seconds", "5 seconds")
+          yield* eventually(Effect.sync(() => outcomes.length === release), `attempt ${release}`)
+        }
+        expect(outcomes.slice(0, MAX_UNCOUNTED_RELEASES).every((outcome) => outcome._tag === "RetryScheduled")).toBe(true)
+        expect(outcomes[MAX_UNCOUNTED_RELEASES]).toMatchObject({ _tag: "Failed" })
+        const row = yield* jobRow(id)
+        expect(row).toMatchObject({ status: "failed", attempts: 1 })
+        expect(row.error).toContain("ECONNREFUSED 10.0.0.9:5432")
+        expect(row.error).toContain(`counted as an attempt: the job was released ${MAX_UNCOUNTED_RELEASES} times for a lost database connection already`)
+
+        const permanent = yield* firstOutcome(Handler.make(Settlement, { run: warehouseDown, permanent: () => true }))
+        expect(permanent.outcome._tag).toBe("Failed")
+        expect(yield* jobRow(permanent.id)).toMatchObject({ status: "failed", attempts: 1 })
       }))
 
     it.scoped("a handler's own SQL error still counts as a failed attempt", () =>
