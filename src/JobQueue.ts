@@ -129,13 +129,18 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
       Effect.map((rows) => rows.map((row) => row.name))
     )
 
-    // The database rejects unknown types too (inserts by hand); this turns its error into ours.
-    const mapInsertError = (error: SqlError) =>
-      /unknown job type "(.*)"/.exec(sqlErrorText(error)) !== null
-        ? Effect.flatMap(registeredTypes, (registered) =>
-            Effect.fail(new UnknownJobType({ jobType: /unknown job type "(.*)"/.exec(sqlErrorText(error))![1]!, registered }))
-          )
-        : Effect.fail(error)
+    // The database rejects unknown types too (inserts by hand); this turns its error into ours. The
+    // registered types come from the error's hint: inside the caller's transaction, which the failed
+    // insert has aborted, no query could read them.
+    const mapInsertError = (error: SqlError) => {
+      const unknown = /unknown job type "(.*)"/.exec(sqlErrorText(error))
+      if (unknown === null) return Effect.fail(error)
+      const hint = (error.cause as { hint?: unknown } | undefined)?.hint
+      const listed = typeof hint === "string" ? /^registered job types: (.*)$/.exec(hint) : null
+      return listed !== null
+        ? Effect.fail(new UnknownJobType({ jobType: unknown[1]!, registered: listed[1]!.split(", ") }))
+        : Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType: unknown[1]!, registered })))
+    }
 
     const notAnObject = (jobType: string, payload: unknown) =>
       new InvalidPayload({ jobType, reason: `the payload must be a JSON object, got ${payload === null ? "null" : Array.isArray(payload) ? "an array" : typeof payload}` })

@@ -3,7 +3,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, ParseResult, Schema } from "effect"
-import { JobDefinition, JobQueue } from "../../src/index.js"
+import { JobDefinition, JobQueue, type UnknownJobType } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { uuidv7Millis } from "../../src/internal/uuidv7.js"
 import { ORG, USER } from "../support/jobs.js"
@@ -64,6 +64,11 @@ describe("JobQueue.enqueue", () => {
         expect(error.message).toContain("billing_run")
         const empty = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "", payload: {} }).pipe(Effect.flip)
         expect(empty.message).toContain(`unknown job type ""`)
+        // Inside a transaction too, which the refused insert has aborted.
+        const sql = yield* SqlClient.SqlClient
+        const inTransaction = yield* sql.withTransaction(JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_exprot", payload: {} })).pipe(Effect.flip)
+        expect(inTransaction).toMatchObject({ _tag: "UnknownJobType", jobType: "sepa_exprot" })
+        expect((inTransaction as UnknownJobType).registered).toEqual(expect.arrayContaining(["billing_run", "sepa_export"]))
         expect(yield* countJobs).toBe(0)
       }).pipe(Effect.provide(queue)))
 
