@@ -4,7 +4,7 @@
  * the worker is built, so the types show what is still missing.
  */
 import { Duration, Effect } from "effect"
-import type { JobContext } from "./JobContext.js"
+import type { CurrentJob, JobContext } from "./JobContext.js"
 import type { JobDefinition } from "./JobDefinition.js"
 
 export interface Handler<Type extends string = string, A = any, E = any, R = any> {
@@ -47,5 +47,8 @@ export const make = <Type extends string, A, I, E = never, R = never>(
   timeout: Duration.decode(options.timeout ?? DEFAULT_TIMEOUT)
 })
 
-/** The requirements of a list of handlers, as one union: what the worker's layer still needs. */
-export type Requirements<Hs extends ReadonlyArray<Handler>> = Hs[number] extends Handler<any, any, any, infer R> ? R : never
+/**
+ * The requirements of a list of handlers, as one union: what the worker's layer still needs.
+ * CurrentJob is not among them: the worker gives it to every job.
+ */
+export type Requirements<Hs extends ReadonlyArray<Handler>> = Exclude<Hs[number] extends Handler<any, any, any, infer R> ? R : never, CurrentJob>

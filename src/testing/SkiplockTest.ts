@@ -22,6 +22,7 @@ import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
 import type { Handler, Requirements } from "../Handler.js"
+import type { CurrentJob } from "../JobContext.js"
 import * as JobQueue from "../JobQueue.js"
 import { coreMigrations, type MigrationError } from "../Migrator.js"
 import { executeJob, type JobControl, type Outcome } from "../internal/executeJob.js"
@@ -105,7 +106,7 @@ export interface SkiplockTestService {
     handler: Handler<string, A, E, R>,
     payload: NoInfer<A>,
     options?: RunJobOptions
-  ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError, R>
+  ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError, Exclude<R, CurrentJob>>
   /** Runs the effect with a JobQueue in inline mode: each enqueue runs its handler at once. */
   readonly inline: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, JobQueue.JobQueue>>
   /** The jobs in the queue (any status unless the filter says), oldest first. */
@@ -356,7 +357,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         )
         const job = yield* queue.enqueue({ ...runOptions, organizationId: runOptions.organizationId ?? TEST_ORGANIZATION_ID, jobType, payload: encoded })
         return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), "queue")
-      }).pipe(Effect.withSpan("SkiplockTest.runJob"))
+        // executeJob gives the job its CurrentJob, as the worker does.
+      }).pipe(Effect.withSpan("SkiplockTest.runJob")) as Effect.Effect<JobAttempt, JobQueue.EnqueueError, Exclude<R, CurrentJob>>
 
     const enqueued = <A = any>(filter: JobFilter<A> = {}) =>
       Effect.map(records.all, (jobs) => sorted(jobs).filter((job) => matches(filter, job)))

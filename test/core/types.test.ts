@@ -2,7 +2,8 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expectTypeOf, it } from "@effect/vitest"
 import { Context, Data, Effect, Layer, Schema } from "effect"
-import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { CurrentJob, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { type LayerError, type Provided, SkiplockTest } from "../../src/testing/index.js"
 
 class Ledger extends Context.Tag("Ledger")<Ledger, { readonly post: (cents: number) => Effect.Effect<void> }>() {}
 class Mailer extends Context.Tag("Mailer")<Mailer, { readonly send: (to: string) => Effect.Effect<void> }>() {}
@@ -47,5 +48,14 @@ describe("types", () => {
     expectTypeOf(layer).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger | Mailer>>()
     const provided = layer.pipe(Layer.provide(Layer.succeed(Ledger, { post: () => Effect.void })))
     expectTypeOf(provided).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Mailer>>()
+  })
+
+  it("CurrentJob, which the worker gives every job, is not among the requirements left to provide", () => {
+    const logged = Handler.make(Settlement, {
+      run: (payload) => Effect.flatMap(CurrentJob, (job) => Effect.flatMap(Ledger, (ledger) => ledger.post(payload.cents + job.attempt)))
+    })
+    expectTypeOf(Worker.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger>>()
+    expectTypeOf(SkiplockTest.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Provided, LayerError, Ledger>>()
+    expectTypeOf<Effect.Effect.Context<ReturnType<typeof SkiplockTest.runJob<{ readonly cents: number }, never, CurrentJob | Ledger>>>>().toEqualTypeOf<SkiplockTest | Ledger>()
   })
 })
