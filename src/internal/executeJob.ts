@@ -184,7 +184,10 @@ export const executeJob = <R>(
         return ok ? Outcome.Skipped() : Outcome.LeaseLost()
       }
 
-      const decoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
+      // Synchronously when the Schema allows (no Effect steps); a Schema that decodes asynchronously
+      // (JobQueue accepts those) fails that way, and is decoded as an Effect.
+      const syncDecoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
+      const decoded = syncDecoded._tag === "Right" ? syncDecoded : yield* Effect.either(Schema.decodeUnknown(handler.definition.payload)(job.payload))
       if (decoded._tag === "Left") {
         return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
       }

@@ -3,7 +3,7 @@
 import { SqlClient } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, Schema, TestClock, type Tracer } from "effect"
+import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, ParseResult, Schema, TestClock, type Tracer } from "effect"
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
@@ -199,6 +199,26 @@ describe("outcomes", () => {
         expect(stuck()).toHaveLength(1)
         yield* TestClock.adjust("1 minute")
         expect(yield* Deferred.await(done)).toMatchObject({ _tag: "RetryScheduled", error: `HandlerTimeout: handler for "settlement_calculation" timed out after 120000 ms` })
+      }))
+
+    it.scoped("a payload Schema that decodes asynchronously is decoded for the handler, and its refusal fails the job", () =>
+      Effect.gen(function* () {
+        // Its check cannot run synchronously (it asks a service); JobQueue accepts such Schemas too.
+        const Checked = Schema.transformOrFail(Settlement.payload, Schema.Struct({ contractId: Schema.String, amountCents: Schema.Int }), {
+          strict: true,
+          decode: (value, _, ast) =>
+            Effect.flatMap(Effect.promise(() => Promise.resolve(value.contractId !== "closed")), (open) =>
+              open ? Effect.succeed(value) : Effect.fail(new ParseResult.Type(ast, value, "contract closed is closed"))
+            ),
+          encode: ParseResult.succeed
+        })
+        const seen: Array<unknown> = []
+        const handler = Handler.make(JobDefinition.make("settlement_calculation", Checked), { run: (payload) => Effect.sync(() => void seen.push(payload)) })
+        expect((yield* firstOutcome(handler)).outcome._tag).toBe("Completed")
+        expect(seen).toEqual([{ contractId: "c-1", amountCents: 1250 }])
+        const refused = yield* firstOutcome(handler, { contractId: "closed", amountCents: 1 })
+        expect(refused.outcome._tag).toBe("Failed")
+        expect((yield* jobRow(refused.id)).error).toContain("contract closed is closed")
       }))
 
     it.scoped("a handler that interrupts itself counts as a failed attempt (it is not a worker shutdown)", () =>
