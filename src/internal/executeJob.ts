@@ -93,14 +93,27 @@ const describeError = (error: unknown): string => {
   }
 }
 
+// " {"ledgerId":"L-1"}", or nothing when there are no fields or they cannot be written as JSON.
+const fieldsText = (error: object): string => {
+  const fields = Object.entries(error).filter(([key]) => key !== "_tag")
+  if (fields.length === 0) return ""
+  try {
+    return ` ${JSON.stringify(Object.fromEntries(fields))}`
+  } catch {
+    return ` (fields ${fields.map(([key]) => key).join(", ")})`
+  }
+}
+
 const readError = (error: unknown): string => {
   if (error instanceof Error || (typeof error === "object" && error !== null && "message" in error)) {
     const tag = (error as { _tag?: unknown })._tag
     const message = String((error as { message: unknown }).message)
-    if (message === "") return typeof tag === "string" ? tag : String(error)
+    // A tagged error without a message (Data.TaggedError("LedgerLocked")<{ ledgerId }>) is its tag and its fields.
+    if (message === "") return typeof tag === "string" ? `${tag}${fieldsText(error)}` : String(error)
     // A SqlError's own message is generic ("Failed to execute statement"); the database's reason is in its cause.
     if (tag === "SqlError" && (error as { cause?: unknown }).cause !== undefined) return `SqlError: ${message}: ${sqlErrorText(error)}`
-    return typeof tag === "string" && !message.startsWith(tag) ? `${tag}: ${message}` : message
+    // Not doubled when the message already starts with it ("Bank: …"), but "Bankruptcy …" still gets it.
+    return typeof tag === "string" && message !== tag && !message.startsWith(`${tag}:`) ? `${tag}: ${message}` : message
   }
   if (typeof error === "object" && error !== null) {
     try {
