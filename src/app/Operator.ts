@@ -148,10 +148,10 @@ const stateChange = (
       const status = row?.status ?? "gone"
       const because =
         // fail_job_manually refuses a processing job whose transactional run committed (0020): it is completing.
-        status === "processing" && row?.runCommitted === true
+        operation === "fail" && status === "processing" && row?.runCommitted === true
           ? "its handler's transaction has committed: it completes shortly"
           // requeue_failed_job refuses a job failed by hand whose handler may still run (0022).
-          : status === "failed" && row?.heldBy != null
+          : operation === "retry" && status === "failed" && row?.heldBy != null
           ? `its handler may still run on worker ${row.heldBy}, which stops it at its next heartbeat: retry in a few seconds`
           : undefined
       return yield* new InvalidJobState({ jobId, status, operation, allowed: ALLOWED[operation], ...(because === undefined ? {} : { because }) })

@@ -135,6 +135,8 @@ describe("committed runs", () => {
         // What `skiplock jobs fail` says.
         const viaCli = yield* Effect.flip(Operator.failJob(committed, "stuck", "cli:test"))
         expect(viaCli.message).toBe(`cannot fail job ${committed}: it is processing, but its handler's transaction has committed: it completes shortly`)
+        // Cancelling it is refused for its state alone: a processing job is never cancelled.
+        expect((yield* Effect.flip(Operator.cancelJob(committed, "cli:test"))).message).toBe(`cannot cancel job ${committed}: it is processing (allowed: pending)`)
 
         const running = yield* claimedJob()
         yield* sql`SELECT * FROM fail_job_manually(${running}, 'stuck', 'cli:test')`

@@ -214,6 +214,11 @@ describe("leases", () => {
         const audit = yield* Audit.make
         yield* audit.record({ event: "report_rendered", actor: "busy-worker", jobId: job.id, organizationId: ORG })
         expect((yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))).message).toBe(refused.message)
+        // Failing or cancelling it again is refused for its state, not with the retry's "in a few seconds".
+        expect((yield* Effect.flip(Operator.failJob(job.id, "again", "cli:test"))).message).toBe(
+          `cannot fail job ${job.id}: it is failed (allowed: pending, processing)`
+        )
+        expect((yield* Effect.flip(Operator.cancelJob(job.id, "cli:test"))).message).toBe(`cannot cancel job ${job.id}: it is failed (allowed: pending)`)
         yield* TestClock.adjust("7 seconds") // the heartbeat: the job is no longer held, its handler stops
         yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && inHandler() === 0), "the handler stopped")
         expect(outcomes).toEqual(["LeaseLost"])
