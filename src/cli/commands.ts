@@ -199,14 +199,15 @@ const show = Command.make("show", { id: jobIdArg, json: jsonOption }, ({ id, jso
 const printChange = (change: Operator.StateChange, event: string) =>
   Console.log(`job ${change.id}: ${change.previousStatus} -> ${change.status} (audit: ${event})`)
 
+// A reason is for the audit log, which cannot be edited afterwards: an empty one says nothing.
+const reasonText = (reason: string) => (reason.trim() === "" ? Effect.fail(invalid("--reason must not be empty")) : Effect.succeed(reason.trim()))
+const optionalReason = Options.text("reason").pipe(Options.withDescription("Why, for the audit log"), Options.mapEffect(reasonText), Options.optional)
+
 const fail = Command.make(
   "fail",
   {
     id: jobIdArg,
-    reason: Options.text("reason").pipe(
-      Options.withDescription("Why, for the audit log (required)"),
-      Options.mapEffect((reason) => (reason.trim() === "" ? Effect.fail(invalid("--reason must not be empty")) : Effect.succeed(reason.trim())))
-    ),
+    reason: Options.text("reason").pipe(Options.withDescription("Why, for the audit log (required)"), Options.mapEffect(reasonText)),
     actor: actorOption
   },
   ({ actor, id, reason }) =>
@@ -215,7 +216,7 @@ const fail = Command.make(
 
 const retry = Command.make(
   "retry",
-  { id: jobIdArg, reason: Options.text("reason").pipe(Options.withDescription("Why, for the audit log"), Options.optional), actor: actorOption },
+  { id: jobIdArg, reason: optionalReason, actor: actorOption },
   ({ actor, id, reason }) =>
     withDatabase(
       Effect.flatMap(Operator.retryJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_requeued"))
@@ -224,7 +225,7 @@ const retry = Command.make(
 
 const cancel = Command.make(
   "cancel",
-  { id: jobIdArg, reason: Options.text("reason").pipe(Options.withDescription("Why, for the audit log"), Options.optional), actor: actorOption },
+  { id: jobIdArg, reason: optionalReason, actor: actorOption },
   ({ actor, id, reason }) =>
     withDatabase(
       Effect.flatMap(Operator.cancelJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_cancelled"))

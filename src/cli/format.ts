@@ -6,10 +6,21 @@ import { JOB_STATUSES } from "../app/QueueStats.js"
 
 export const iso = (date: Date | null | undefined) => (date == null ? "-" : date.toISOString())
 
-const clip = (text: string, width: number) => (text.length <= width ? text : `${text.slice(0, width - 1)}…`)
+// By code points, so that an emoji is not cut in half.
+const clip = (text: string, width: number) => {
+  const chars = Array.from(text)
+  return chars.length <= width ? text : `${chars.slice(0, width - 1).join("")}…`
+}
 
-/** Columns padded to their widest cell; the last column is not padded. */
-export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+// Line breaks and other control characters in a value (an error text, a reason) would break a table's
+// rows apart: written as escapes ("\n"), on one line.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+const oneLine = (text: string) =>
+  text.replace(CONTROL, (char) => ({ "\n": "\\n", "\r": "\\r", "\t": "\\t" })[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
+/** Columns padded to their widest cell; the last column is not padded. Cells are kept to one line. */
+export const table = (header: ReadonlyArray<string>, cellRows: ReadonlyArray<ReadonlyArray<string>>): string => {
+  const rows = cellRows.map((row) => row.map(oneLine))
   const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] ?? "").length)))
   const line = (cells: ReadonlyArray<string>) =>
     cells.map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ").trimEnd()
@@ -18,13 +29,16 @@ export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<Readonl
 
 const block = (entries: ReadonlyArray<readonly [string, string]>, indent = "  ") => {
   const width = Math.max(...entries.map(([key]) => key.length))
-  return entries.map(([key, value]) => `${indent}${key.padEnd(width)}  ${value}`).join("\n")
+  return entries.map(([key, value]) => `${indent}${key.padEnd(width)}  ${oneLine(value)}`).join("\n")
 }
 
+// Rounded to the unit shown before it is split, so that 7,175 s is "2h 0m", not "1h 60m".
 export const formatSeconds = (seconds: number) => {
-  if (seconds < 60) return `${seconds.toFixed(1)}s`
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ${Math.round(seconds % 60)}s`
-  return `${Math.floor(seconds / 3600)}h ${Math.round((seconds % 3600) / 60)}m`
+  if (Math.round(seconds * 10) < 600) return `${seconds.toFixed(1)}s`
+  const wholeSeconds = Math.round(seconds)
+  if (wholeSeconds < 3600) return `${Math.floor(wholeSeconds / 60)}m ${wholeSeconds % 60}s`
+  const minutes = Math.round(seconds / 60)
+  return `${Math.floor(minutes / 60)}h ${minutes % 60}m`
 }
 
 export const jobsTable = (jobs: ReadonlyArray<JobRow>) =>

@@ -271,6 +271,12 @@ describe("skiplock CLI", () => {
         expect(again).toEqual({ code: 1, stdout: "", stderr: `skiplock: cannot cancel job ${id}: it is failed (allowed: pending)` })
         expect((yield* run("jobs", "cancel", MISSING)).code).toBe(1)
         expect((yield* run("jobs", "cancel", "x")).code).toBe(2)
+        // A reason, when given, must say something: for cancel and retry as for fail.
+        for (const command of ["cancel", "retry"]) {
+          const empty = yield* run("jobs", command, id, "--reason", " ")
+          expect(empty.code).toBe(2)
+          expect(empty.stderr).toContain("--reason must not be empty")
+        }
       }))
 
     it.effect("stats counts jobs by type and status, names the oldest runnable job and types waiting without a handler", () =>
