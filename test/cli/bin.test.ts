@@ -1,12 +1,16 @@
 // The CLI as operators run it, a real process: `npx skiplock …` (bin/skiplock.js)
 // and `npm run cli -- …`, with the exit codes scripts rely on.
+import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { eventually } from "../support/live.js"
 import { cleanEnv, freePort, spawnScoped, waitForExit, waitForReady } from "../service/support.js"
 
 const MISSING = "00000000-0000-4000-8000-000000000000"
+const ORG = "3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21"
 
 const exec = (command: string, args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -60,6 +64,42 @@ describe("the skiplock executable", () => {
         const result = yield* exec("npm", ["run", "-s", "cli", "--", "jobs", "show", "not-a-uuid"])
         expect(result.code).toBe(2)
         expect(result.output).toContain('the job id must be a UUID like 3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21, got "not-a-uuid"')
+      }), 60_000)
+
+    it.scoped("130 when Ctrl-C interrupts a command before it finished (here: waiting for a locked row), saying so", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'report_generation', '{}') RETURNING id`
+        // An operator's session holds the job's row.
+        const holder = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
+        yield* Effect.promise(() => holder.query("BEGIN"))
+        yield* Effect.promise(() => holder.query("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [job!.id]))
+        const command = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "jobs", "fail", job!.id, "--reason", "stuck"], { ...cleanEnv(), DATABASE_URL: url })
+        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%fail_job_manually%'`
+        yield* eventually(Effect.map(waiting, ([row]) => row!.n === 1), "the command waits for the row", "20 seconds")
+        command.child.kill("SIGINT")
+        expect((yield* waitForExit(command)).code).toBe(130)
+        expect(command.output()).toBe("skiplock: interrupted before the command finished")
+        yield* Effect.promise(() => holder.query("ROLLBACK"))
+        const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${job!.id}`
+        expect(row!.status).toBe("pending")
+      }), 60_000)
+
+    it.scoped("a reader that goes away (| head) ends the command quietly, without a stack trace", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, payload)
+          SELECT ${ORG}, 'report_generation', jsonb_build_object('n', n, 'padding', repeat('x', 500)) FROM generate_series(1, 1000) AS n`
+        const command = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "jobs", "list", "--limit", "1000", "--json"], { ...cleanEnv(), DATABASE_URL: url })
+        // The first chunk, then the reader closes its end, as head does once it has its lines.
+        yield* Effect.promise(() => new Promise<void>((resolve) => command.child.stdout!.once("data", () => resolve())))
+        command.child.stdout!.destroy()
+        expect((yield* waitForExit(command)).code).toBe(0)
+        expect(command.output()).not.toContain("EPIPE")
+        expect(command.output()).not.toContain("Error")
       }), 60_000)
   })
 })
