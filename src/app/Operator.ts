@@ -52,7 +52,9 @@ export interface JobRunRow {
 }
 
 export interface JobDetails {
-  readonly job: JobRow
+  readonly jobId: string
+  /** Null once the job's row was pruned (finished longer ago than the retention); its run and trail stay. */
+  readonly job: JobRow | null
   /** None until the job is first claimed. */
   readonly run: JobRunRow | null
   /** Oldest first. */
@@ -111,14 +113,14 @@ export const showJob = (jobId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const [job] = yield* sql<JobRow>`SELECT ${JOB_COLUMNS(sql)} FROM job_queue WHERE id = ${jobId}`
-    if (job === undefined) return yield* new JobNotFound({ jobId })
     const [run] = yield* sql<JobRunRow>`
       SELECT job_id AS "jobId", idempotency_key AS "idempotencyKey", idempotency_status AS "idempotencyStatus", status,
              attempts, last_error AS "lastError", trace_id AS "traceId", worker_id AS "workerId",
              started_at AS "startedAt", finished_at AS "finishedAt", created_at AS "createdAt", updated_at AS "updatedAt"
       FROM job_runs WHERE job_id = ${jobId}`
     const audit = yield* Effect.flatMap(Audit.make, (trail) => trail.trail(jobId))
-    return { job, run: run ?? null, audit } satisfies JobDetails
+    if (job === undefined && run === undefined && audit.length === 0) return yield* new JobNotFound({ jobId })
+    return { jobId, job: job ?? null, run: run ?? null, audit } satisfies JobDetails
   })
 
 const ALLOWED = {

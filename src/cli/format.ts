@@ -60,25 +60,27 @@ export const jobsTable = (jobs: ReadonlyArray<JobRow>) =>
 
 const auditLine = (entry: AuditRecord) => [iso(entry.createdAt), entry.event, entry.actor, JSON.stringify(entry.details)]
 
-export const jobDetails = ({ audit, job, run }: JobDetails) =>
+export const jobDetails = ({ audit, job, jobId, run }: JobDetails) =>
   [
-    `job ${job.id}`,
-    block([
-      ["type", job.jobType],
-      ["status", job.status],
-      ["organization", job.organizationId],
-      ["payload", JSON.stringify(job.payload)],
-      ["attempts", `${job.attempts} of ${job.maxAttempts}`],
-      ["priority", String(job.priority)],
-      ["run at", iso(job.runAt)],
-      ["error", job.error ?? "-"],
-      ["locked by", job.lockedBy === null ? "-" : `${job.lockedBy} since ${iso(job.lockedAt)}, lease until ${iso(job.leaseExpiresAt)}`],
-      ["idempotency key", job.idempotencyKey ?? "- (the job id)"],
-      ["trace id", job.traceId],
-      ["created", `${iso(job.createdAt)}${job.createdBy === null ? "" : ` by ${job.createdBy}`}`],
-      ["updated", iso(job.updatedAt)],
-      ["completed", iso(job.completedAt)]
-    ]),
+    `job ${jobId}`,
+    job === null
+      ? "  its row is gone from job_queue: finished jobs are deleted after the retention (WORKER_JOB_RETENTION, 7 days); its run and audit trail stay"
+      : block([
+          ["type", job.jobType],
+          ["status", job.status],
+          ["organization", job.organizationId],
+          ["payload", JSON.stringify(job.payload)],
+          ["attempts", `${job.attempts} of ${job.maxAttempts}`],
+          ["priority", String(job.priority)],
+          ["run at", iso(job.runAt)],
+          ["error", job.error ?? "-"],
+          ["locked by", job.lockedBy === null ? "-" : `${job.lockedBy} since ${iso(job.lockedAt)}, lease until ${iso(job.leaseExpiresAt)}`],
+          ["idempotency key", job.idempotencyKey ?? "- (the job id)"],
+          ["trace id", job.traceId],
+          ["created", `${iso(job.createdAt)}${job.createdBy === null ? "" : ` by ${job.createdBy}`}`],
+          ["updated", iso(job.updatedAt)],
+          ["completed", iso(job.completedAt)]
+        ]),
     "",
     "run (job_runs)",
     run === null

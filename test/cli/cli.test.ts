@@ -168,6 +168,17 @@ describe("skiplock CLI", () => {
         expect(json.job).toMatchObject({ id, jobType: "settlement_calculation", status: "processing", attempts: 1, payload: { period: "2025-01" } })
         expect(json.run).toMatchObject({ jobId: id, status: "running", idempotencyStatus: "in_progress" })
         expect(json.audit.map((entry: { event: string }) => entry.event)).toEqual(["job_started"])
+
+        // Pruned after the retention: its run and audit trail are still shown, and why the row is gone.
+        expect((yield* run("jobs", "fail", id, "--reason", "done with it")).code).toBe(0)
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`SELECT prune_finished_jobs(now() + interval '1 day')`
+        const pruned = yield* run("jobs", "show", id)
+        expect(pruned.code).toBe(0)
+        expect(pruned.stdout).toContain(`job ${id}\n  its row is gone from job_queue: finished jobs are deleted after the retention`)
+        expect(pruned.stdout).toMatch(/run \(job_runs\)\n\s+status\s+failed/)
+        expect(pruned.stdout).toMatch(/audit trail \(2 entries, oldest first\)/)
+        expect(JSON.parse((yield* run("jobs", "show", id, "--json")).stdout)).toMatchObject({ jobId: id, job: null, run: { status: "failed" } })
       }))
 
     it.effect("jobs show: an id that is not a UUID is a usage error (2); an unknown id fails (1)", () =>
