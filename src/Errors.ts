@@ -43,6 +43,18 @@ export class JobNotFound extends Data.TaggedError("JobNotFound")<{
   }
 }
 
+/** Another session's open transaction held the job's row for longer than an operator's command waits. */
+export class JobRowLocked extends Data.TaggedError("JobRowLocked")<{
+  readonly jobId: string
+  readonly operation: string
+  readonly waitedMillis: number
+}> {
+  override get message() {
+    return `cannot ${this.operation} job ${this.jobId}: another session's open transaction held its row for ${this.waitedMillis / 1000} s; ` +
+      "end that transaction (COMMIT or ROLLBACK there; the runbook's error handling, step 5, shows how to find it) and run the command again"
+  }
+}
+
 /** The job is not in a state that allows the operation. */
 export class InvalidJobState extends Data.TaggedError("InvalidJobState")<{
   readonly jobId: string

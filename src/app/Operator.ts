@@ -10,8 +10,8 @@ import type { SqlError } from "@effect/sql/SqlError"
 import { Clock, Effect } from "effect"
 import { type AuditRecord } from "../Audit.js"
 import * as Audit from "../Audit.js"
-import { InvalidJobState, JobNotFound, UnknownJobType } from "../Errors.js"
-import { sqlErrorCode } from "../internal/sqlErrorText.js"
+import { InvalidJobState, JobNotFound, JobRowLocked, UnknownJobType } from "../Errors.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
 import type { JobStatus } from "./QueueStats.js"
 
 export interface JobRow {
@@ -129,19 +129,25 @@ const ALLOWED = {
   cancel: ["pending"]
 } as const
 
+// An operator's command waits this long for a job's row that another session holds (an open psql
+// transaction), then says so, instead of hanging without a word.
+const ROW_LOCK_TIMEOUT_MS = 5_000
+
 // The SQL functions raise P0002 for an unknown id and 55000 for a job in the wrong state.
 const stateChange = (
   operation: keyof typeof ALLOWED,
   jobId: string,
   run: (sql: SqlClient.SqlClient, now: Date) => Effect.Effect<ReadonlyArray<StateChange>, SqlError>
-): Effect.Effect<StateChange, JobNotFound | InvalidJobState | SqlError, SqlClient.SqlClient> =>
+): Effect.Effect<StateChange, JobNotFound | InvalidJobState | JobRowLocked | SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const now = new Date(yield* Clock.currentTimeMillis)
-    const result = yield* Effect.either(run(sql, now))
+    const bounded = Effect.zipRight(sql`SELECT set_config('lock_timeout', ${`${ROW_LOCK_TIMEOUT_MS}ms`}, true)`, run(sql, now))
+    const result = yield* Effect.either(sql.withTransaction(bounded))
     if (result._tag === "Right") return result.right[0]!
     const code = sqlErrorCode(result.left)
     if (code === "P0002") return yield* new JobNotFound({ jobId })
+    if (code === LOCK_NOT_AVAILABLE) return yield* new JobRowLocked({ jobId, operation, waitedMillis: ROW_LOCK_TIMEOUT_MS })
     if (code === "55000") {
       const [row] = yield* sql<{ status: string; runCommitted: boolean; heldBy: string | null }>`
         SELECT q.status, coalesce(r.idempotency_status = 'completed', false) AS "runCommitted",

@@ -4,6 +4,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow } from "../support/jobs.js"
@@ -237,6 +238,29 @@ describe("skiplock CLI", () => {
         expect(again).toEqual({ code: 1, stdout: "", stderr: `skiplock: cannot fail job ${id}: it is failed (allowed: pending, processing)` })
         expect(yield* auditEvents(id)).toEqual(["job_failed_manually"])
       }))
+
+    it.effect("jobs fail on a row another session holds gives up after 5 s, saying what to do, and changes nothing", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const id = yield* enqueue("dunning_run", { level: 1 })
+        const holder = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
+        yield* Effect.promise(() => holder.query("BEGIN"))
+        yield* Effect.promise(() => holder.query("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [id]))
+        const started = Date.now()
+        const result = yield* run("jobs", "fail", id, "--reason", "stuck")
+        expect(Date.now() - started).toBeGreaterThanOrEqual(4_900)
+        expect(result).toEqual({
+          code: 1,
+          stdout: "",
+          stderr: `skiplock: cannot fail job ${id}: another session's open transaction held its row for 5 s; ` +
+            "end that transaction (COMMIT or ROLLBACK there; the runbook's error handling, step 5, shows how to find it) and run the command again"
+        })
+        yield* Effect.promise(() => holder.query("ROLLBACK"))
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending" })
+        expect(yield* auditEvents(id)).toEqual([])
+        expect((yield* run("jobs", "fail", id, "--reason", "stuck")).code).toBe(0)
+      }).pipe(Effect.scoped), { timeout: 30_000 })
 
     it.effect("jobs retry puts a failed job back to pending with fresh attempts, and a worker can claim it again", () =>
       Effect.gen(function* () {
