@@ -84,6 +84,21 @@ export interface EnqueuedAssertion<A = any> extends JobFilter<A> {
   readonly count?: number
 }
 
+/**
+ * runJob's idempotency key belongs to a job enqueued before: the queue returned that job instead of
+ * enqueueing another (as it does for any enqueue), so there is no new job to run.
+ */
+export class JobAlreadyEnqueued extends Data.TaggedError("JobAlreadyEnqueued")<{
+  readonly jobId: string
+  readonly idempotencyKey: string
+  readonly status: string
+}> {
+  override get message() {
+    return `runJob: a job with idempotency key "${this.idempotencyKey}" exists already (${this.jobId}, ${this.status}): ` +
+      "the queue returned it instead of enqueueing another, so there is no new job to run; use another key, or drain to run a pending one"
+  }
+}
+
 /** The layer cannot be used as configured (a handler's job type is not registered, two handlers for one type). */
 export class SkiplockTestSetupError extends Data.TaggedError("SkiplockTestSetupError")<{
   readonly message: string
@@ -106,7 +121,7 @@ export interface SkiplockTestService {
     handler: Handler<string, A, E, R>,
     payload: NoInfer<A>,
     options?: RunJobOptions
-  ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError, Exclude<R, CurrentJob>>
+  ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError | JobAlreadyEnqueued, Exclude<R, CurrentJob>>
   /** Runs the effect with a JobQueue in inline mode: each enqueue runs its handler at once. */
   readonly inline: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, JobQueue.JobQueue>>
   /** The jobs in the queue (any status unless the filter says), oldest first. */
@@ -356,9 +371,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
           Effect.mapError((error) => new InvalidPayload({ jobType, reason: JobQueue.formatParseError(error) }))
         )
         const job = yield* queue.enqueue({ ...runOptions, organizationId: runOptions.organizationId ?? TEST_ORGANIZATION_ID, jobType, payload: encoded })
+        if (job.existing) return yield* new JobAlreadyEnqueued({ jobId: job.id, idempotencyKey: job.idempotencyKey ?? "", status: job.status })
         return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), "queue")
         // executeJob gives the job its CurrentJob, as the worker does.
-      }).pipe(Effect.withSpan("SkiplockTest.runJob")) as Effect.Effect<JobAttempt, JobQueue.EnqueueError, Exclude<R, CurrentJob>>
+      }).pipe(Effect.withSpan("SkiplockTest.runJob")) as Effect.Effect<JobAttempt, JobQueue.EnqueueError | JobAlreadyEnqueued, Exclude<R, CurrentJob>>
 
     const enqueued = <A = any>(filter: JobFilter<A> = {}) =>
       Effect.map(records.all, (jobs) => sorted(jobs).filter((job) => matches(filter, job)))

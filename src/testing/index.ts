@@ -6,6 +6,7 @@
 export {
   type DrainOptions,
   type EnqueuedAssertion,
+  JobAlreadyEnqueued,
   type LayerError,
   type Provided,
   type RunJobOptions,

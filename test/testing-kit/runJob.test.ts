@@ -28,6 +28,18 @@ describe("runJob", () => {
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
   })
 
+  it.effect("an idempotency key used before fails with JobAlreadyEnqueued, naming the earlier job, and runs nothing", () => {
+    let runs = 0
+    const report = Handler.make(Report, { run: () => Effect.sync(() => void runs++) })
+    return Effect.gen(function* () {
+      const first = yield* SkiplockTest.runJob(report, { month: "2025-03" }, { idempotencyKey: "report:2025-03" })
+      const again = yield* Effect.flip(SkiplockTest.runJob(report, { month: "2025-04" }, { idempotencyKey: "report:2025-03" }))
+      expect(again).toMatchObject({ _tag: "JobAlreadyEnqueued", jobId: first.jobId, idempotencyKey: "report:2025-03", status: "completed" })
+      expect(again.message).toContain(`a job with idempotency key "report:2025-03" exists already (${first.jobId}, completed)`)
+      expect(runs).toBe(1)
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] })))
+  })
+
   it.effect("interrupting runJob releases its job like a worker's shutdown: back to pending, the attempt not counted", () => {
     const stuck = Handler.make(Report, { run: () => Effect.never })
     return Effect.gen(function* () {
