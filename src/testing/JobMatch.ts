@@ -79,10 +79,14 @@ const isPlainObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date) &&
   (Object.getPrototypeOf(value) === Object.prototype || Object.getPrototypeOf(value) === null)
 
+// What a plain object in a filter may match: any object with fields, a decoded Schema.Class instance too.
+const hasFields = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date)
+
 /** Compares `expected` (partial) with `actual`; returns one line per difference, prefixed by its path. */
 export const compare = (expected: unknown, actual: unknown, path: string): ReadonlyArray<string> => {
   if (isPlainObject(expected)) {
-    if (!isPlainObject(actual)) return [`${path}: expected an object like ${show(expected)}, got ${show(actual)}`]
+    if (!hasFields(actual)) return [`${path}: expected an object like ${show(expected)}, got ${show(actual)}`]
     return Object.entries(expected).flatMap(([key, value]) =>
       value === undefined || key in actual
         ? compare(value, actual[key], `${path}.${key}`)

@@ -39,6 +39,19 @@ describe("assertions on enqueued jobs", () => {
       expect(notOverlooked.message).toContain("assertNotEnqueued")
     }).pipe(Effect.provide(kit)))
 
+  it.effect("a payload decoded to Schema.Class instances matches a partial plain object, nested too", () =>
+    Effect.gen(function* () {
+      class Customer extends Schema.Class<Customer>("Customer")({ email: Schema.String, name: Schema.String }) {}
+      class Receipt extends Schema.Class<Receipt>("Receipt")({ invoiceId: Schema.String, dueOn: Schema.Date, customer: Customer }) {}
+      const Mail = JobDefinition.make("report_generation", Receipt)
+      const customer = new Customer({ email: "ada@example.com", name: "Ada" })
+      yield* JobQueue.enqueueJob(Mail, new Receipt({ invoiceId: "INV-1", dueOn: new Date("2025-05-01T00:00:00.000Z"), customer }), { organizationId: ORG })
+      yield* SkiplockTest.assertEnqueued({ jobType: Mail, payload: { invoiceId: "INV-1" }, count: 1 })
+      yield* SkiplockTest.assertEnqueued({ jobType: Mail, payload: { customer: { email: "ada@example.com" } }, count: 1 })
+      const wrong = yield* Effect.flip(SkiplockTest.assertEnqueued({ jobType: Mail, payload: { customer: { email: "bob@example.com" } } }))
+      expect(wrong.message).toContain(`payload.customer.email: expected "bob@example.com", got "ada@example.com"`)
+    }).pipe(Effect.provide(kit)))
+
   it.effect("a failed assertEnqueued names each difference and shows what was enqueued instead, closest first", () =>
     Effect.gen(function* () {
       yield* enqueueSome
