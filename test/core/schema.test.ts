@@ -4,6 +4,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import pg from "pg"
+import { JobQueue } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
 
@@ -164,6 +165,26 @@ describe("schema", () => {
         expect(payloads.received).toEqual(["dunning_run"])
       }))
 
+    it.effect("jobs of one priority and run time are claimed in enqueue order, also when they share a created_at", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        // One statement, one created_at: ten jobs, their ids in enqueue order (UUIDv7, counted within a millisecond).
+        const inserted = yield* JobQueue.enqueueMany(
+          Array.from({ length: 10 }, (_, n) => ({ organizationId: ORG, jobType: "report_generation", payload: { n } }))
+        ).pipe(Effect.provide(JobQueue.layer([])))
+        const enqueued = inserted.map((job) => job.id)
+        expect(new Set(inserted.map((job) => job.createdAt.getTime())).size).toBe(1)
+        // The first three rows move to the end of the table (a non-HOT update there and back), as rows do
+        // once space is reused: the table's order no longer is the enqueue order.
+        yield* sql`UPDATE job_queue SET priority = 1 WHERE id = ANY (${enqueued.slice(0, 3)}::uuid[])`
+        yield* sql`UPDATE job_queue SET priority = 0 WHERE id = ANY (${enqueued.slice(0, 3)}::uuid[])`
+        const claimed = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 5)`
+        expect(claimed.map((row) => row.id)).toEqual(enqueued.slice(0, 5))
+        const next = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 5)`
+        expect(next.map((row) => row.id)).toEqual(enqueued.slice(5))
+      }))
+
     it.effect("claiming reads the partial index of runnable jobs, not the history", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
@@ -173,7 +194,7 @@ describe("schema", () => {
         const plan = yield* sql<{ "QUERY PLAN": string }>`
           EXPLAIN SELECT id FROM job_queue
           WHERE status = 'pending' AND run_at <= now() AND job_type = ANY (ARRAY['report_generation'])
-          ORDER BY priority, run_at, created_at LIMIT 5 FOR UPDATE SKIP LOCKED`
+          ORDER BY priority, run_at, created_at, id LIMIT 5 FOR UPDATE SKIP LOCKED`
         expect(plan.map((row) => row["QUERY PLAN"]).join("\n")).toContain("job_queue_runnable_idx")
       }))
 
