@@ -126,6 +126,9 @@ const enqueue = Command.make(
     ),
     maxAttempts: Options.integer("max-attempts").pipe(
       Options.withDescription("Attempts before the job fails for good (1-100; default WORKER_MAX_ATTEMPTS, 3)"),
+      Options.mapEffect((attempts) =>
+        attempts >= 1 && attempts <= 100 ? Effect.succeed(attempts) : Effect.fail(invalid(`--max-attempts must be from 1 to 100, got ${attempts}`))
+      ),
       Options.optional
     ),
     createdBy: Options.text("created-by").pipe(Options.withDescription("The user UUID who asked for the job"), Options.mapEffect(uuid("--created-by")), Options.optional),
@@ -247,7 +250,7 @@ const jobs = Command.make("jobs", {}, () => missingCommand("jobs")).pipe(
 const stats = Command.make("stats", { json: jsonOption }, ({ json }) =>
   withDatabase(
     Effect.gen(function* () {
-      // The CLI cannot see running workers yet: "handled" means the application registers a handler for the type.
+      // "Handled": this application has a handler for the type, or a live registered worker handles it (job_workers).
       const app = yield* AppJobs.load(yield* handlerModulesConfig)
       const result = yield* QueueStats.collect(app.handlers.map((handler) => handler.definition.jobType))
       yield* json ? printJson(result) : Console.log(Format.statsReport(result))

@@ -106,9 +106,10 @@ describe("skiplock CLI", () => {
         expect(badPeriod.stderr).toContain('invalid payload for job type "billing_run"')
         expect(badPeriod.stderr).toContain('["billingPeriod"]')
 
+        // Out of range is a usage error, as for --limit.
         const attempts = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", "{}", "--max-attempts", "0")
-        expect(attempts.code).toBe(1)
-        expect(attempts.stderr).toContain("maxAttempts must be a whole number from 1 to 100")
+        expect(attempts.code).toBe(2)
+        expect(attempts.stderr).toContain("--max-attempts must be from 1 to 100, got 0")
 
         const sql = yield* SqlClient.SqlClient
         const [count] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE job_type = 'billing_run' OR payload = '[1,2]'::jsonb`
