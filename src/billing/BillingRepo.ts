@@ -297,6 +297,17 @@ export const make = Effect.gen(function* () {
         Effect.map((rows): RollbackCheck => ({ ...rows[0]!, examples: rows[0]!.examples ?? [] }))
       ),
 
+    /** The other runs of this run's organization and period that still have invoices not cancelled. */
+    otherRunsWithLiveInvoices: (runId: string) =>
+      sql<{ runId: string; status: string; invoices: number }>`
+        SELECT other.id AS "runId", other.status, count(*)::int AS invoices
+        FROM billing_runs this
+        JOIN billing_runs other ON other.organization_id = this.organization_id AND other.billing_period = this.billing_period AND other.id <> this.id
+        JOIN invoices i ON i.billing_run_id = other.id AND i.status <> 'cancelled'
+        WHERE this.id = ${runId}
+        GROUP BY other.id, other.status, other.started_at
+        ORDER BY other.started_at`,
+
     /** Cancels the run's open invoices; their numbers stay used. */
     cancelInvoices: (runId: string, reason: string, now: Date) =>
       sql<{ count: number; netCents: string | null; vatCents: string | null; grossCents: string | null; firstNumber: string | null; lastNumber: string | null }>`

@@ -58,6 +58,10 @@ const rollback = Command.make(
             (result.firstInvoiceNumber === null ? "" : ` ${result.firstInvoiceNumber} … ${result.lastInvoiceNumber}`) +
             `, ${formatEuro(result.grossCents)} gross (${formatEuro(result.netCents)} net + ${formatEuro(result.vatCents)} VAT).`,
           "  Their numbers stay used. The run can now be billed again by enqueueing a new billing_run job.",
+          ...result.otherRunsWithInvoices.map((other) =>
+            `  Note: run ${other.runId} (${other.status}) of the same period still has ${other.invoices} live invoice(s); ` +
+              "billing the month again skips those customers: roll it back too if its invoices are wrong (playbook, section 8)."
+          ),
           `  Audit: SELECT * FROM audit_logs WHERE job_id = '${result.jobId}' ORDER BY id;`
         ].join("\n")
       )

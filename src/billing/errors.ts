@@ -88,6 +88,18 @@ export class BillingRunAlreadyRolledBack extends Data.TaggedError("BillingRunAlr
  * Some of the run's invoices were exported to SEPA or paid: money moved, so the
  * run must not be rolled back. Correct it with credit notes instead.
  */
+/** Another session held the run or its invoices for longer than a rollback waits. */
+export class BillingRunLocked extends Data.TaggedError("BillingRunLocked")<{
+  readonly runId: string
+  readonly waitedMillis: number
+}> {
+  override get message() {
+    return `cannot roll back billing run ${this.runId}: another session held the run or its invoices for ${this.waitedMillis / 1000} s ` +
+      "(a chunk of its job takes far less; an open psql transaction, or a SEPA export?); nothing was changed. " +
+      "End that session's transaction and run the command again"
+  }
+}
+
 export class RollbackForbidden extends Data.TaggedError("RollbackForbidden")<{
   readonly runId: string
   readonly organizationId: string

@@ -6,12 +6,14 @@
  * A refusal changes nothing but is audited too, so the trail shows every attempt.
  */
 import { SqlClient } from "@effect/sql"
-import { Clock, Effect, ParseResult, Schema } from "effect"
+import { Clock, Duration, Effect, ParseResult, Schema } from "effect"
 import { Audit } from "../index.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
 import * as BillingRepo from "./BillingRepo.js"
 import { RollbackRequest } from "./domain.js"
 import {
   BillingRunAlreadyRolledBack,
+  BillingRunLocked,
   BillingRunNotFound,
   InvalidRollbackRequest,
   RollbackForbidden
@@ -31,6 +33,19 @@ export interface RollbackResult {
   readonly firstInvoiceNumber: string | null
   readonly lastInvoiceNumber: string | null
   readonly rolledBackAt: Date
+  /**
+   * Other runs of the same organization and period whose invoices are still live (a run that stopped
+   * half-way and a second job that billed the rest): billing the month again skips their customers.
+   */
+  readonly otherRunsWithInvoices: ReadonlyArray<{ readonly runId: string; readonly status: string; readonly invoices: number }>
+}
+
+export interface RollbackOptions {
+  /**
+   * How long to wait for the run and its invoices, which a chunk of the run's job holds while it commits
+   * (well under a second for the default 500 customers) and an operator's session may hold. Default 30 s.
+   */
+  readonly lockTimeout?: Duration.DurationInput
 }
 
 const decodeRequest = (request: RollbackRequest) =>
@@ -43,16 +58,16 @@ const decodeRequest = (request: RollbackRequest) =>
   )
 
 /** Rolls back one billing run, or refuses with a tagged error that says why. */
-export const rollbackBillingRun = (request: RollbackRequest) =>
+export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOptions = {}) =>
   Effect.gen(function* () {
+    const lockTimeoutMillis = Duration.toMillis(Duration.decode(options.lockTimeout ?? "30 seconds"))
     const { runId, reason, actor } = yield* decodeRequest(request)
     const sql = yield* SqlClient.SqlClient
     const audit = yield* Audit.Audit
     const repo = yield* BillingRepo.make
-    const at = new Date(yield* Clock.currentTimeMillis)
-
     const rollback = sql.withTransaction(
       Effect.gen(function* () {
+        yield* sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMillis}ms`}, true)`
         // Locks the run: a chunk of its job cannot commit halfway through this.
         const run = yield* repo.lockRun(runId)
         if (run === undefined) return yield* new BillingRunNotFound({ runId })
@@ -78,8 +93,11 @@ export const rollbackBillingRun = (request: RollbackRequest) =>
             examples: check.examples
           })
         }
+        // Read once the locks are held: the cancellation is not dated before a chunk that committed meanwhile.
+        const at = new Date(yield* Clock.currentTimeMillis)
         const cancelled = yield* repo.cancelInvoices(runId, reason, at)
         yield* repo.markRolledBack(runId, actor, reason, at)
+        const otherRunsWithInvoices = yield* repo.otherRunsWithLiveInvoices(runId)
         const result: RollbackResult = {
           runId,
           organizationId: run.organizationId,
@@ -92,7 +110,8 @@ export const rollbackBillingRun = (request: RollbackRequest) =>
           grossCents: cancelled.grossCents,
           firstInvoiceNumber: cancelled.firstNumber,
           lastInvoiceNumber: cancelled.lastNumber,
-          rolledBackAt: at
+          rolledBackAt: at,
+          otherRunsWithInvoices
         }
         yield* audit.record({
           event: "billing_run_rolled_back",
@@ -119,6 +138,10 @@ export const rollbackBillingRun = (request: RollbackRequest) =>
       })
 
     return yield* rollback.pipe(
+      Effect.catchIf(
+        (error) => error._tag === "SqlError" && sqlErrorCode(error) === LOCK_NOT_AVAILABLE,
+        () => Effect.fail(new BillingRunLocked({ runId, waitedMillis: lockTimeoutMillis }))
+      ),
       Effect.tapError((error) =>
         error._tag === "RollbackForbidden" || error._tag === "BillingRunAlreadyRolledBack" ? recordRefusal(error) : Effect.void
       )

@@ -5,10 +5,11 @@ import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, vi } from "@effect/vitest"
-import { Deferred, Effect, Fiber, TestClock } from "effect"
+import { Clock, Deferred, Effect, Fiber, TestClock } from "effect"
 import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest } from "skiplock/testing"
 import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, seedDemo } from "../../src/billing/index.js"
+import { eventually } from "../support/live.js"
 import { billingKit, invoicesOf, jobOf, outcomesByJob, runOfJob, withinRealTime } from "./support.js"
 
 const ACTOR = "7d9f3a52-1c4b-4e8a-9f0d-2b6c8e1a4f37"
@@ -177,6 +178,62 @@ describe("rollbackBillingRun", () => {
         // As docs/ROLLBACK_PLAYBOOK.md says: the rollback, then the job's own failure.
         expect((yield* trailOf(jobId)).map((entry) => entry.event)).toEqual(["job_started", "billing_run_started", "billing_run_rolled_back", "job_failed"])
       }))
+
+    it.effect("a period billed by two runs: rolling back one names the other, whose invoices stay live", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = "b0000000-0000-4000-8000-000000000006"
+        yield* seedDemo({ organizationId: org, customers: 60, period: "2025-03", print: false })
+        // Run A stops after its first chunk (its worker stopped: the job goes back to pending, the run stays running).
+        const firstChunk = yield* Deferred.make<void>()
+        const stopsAfterOneChunk = makeBillingRunHandler({
+          chunkSize: 20,
+          afterChunk: ({ chunk }) => (chunk === 1 ? Effect.zipRight(Deferred.succeed(firstChunk, undefined), Effect.never) : Effect.void)
+        })
+        const attempt = yield* Effect.fork(SkiplockTest.runJob(stopsAfterOneChunk, PERIOD, { organizationId: org }))
+        yield* withinRealTime(Deferred.await(firstChunk), "run A's first chunk committed")
+        yield* Fiber.interrupt(attempt)
+        const [jobA] = yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: org, count: 1 })
+        const runA = (yield* runOfJob(jobA!.id))!
+        // A second job bills the rest of the month (playbook, section 7).
+        const runB = yield* SkiplockTest.runJob(makeBillingRunHandler(), PERIOD, { organizationId: org })
+        expect(runB.outcome._tag).toBe("Completed")
+        const runBId = (yield* runOfJob(runB.jobId))!.id
+
+        const result = yield* rollbackBillingRun({ runId: runBId, reason: "Preise falsch", actor: ACTOR })
+        expect(result.otherRunsWithInvoices).toEqual([{ runId: runA.id, status: "running", invoices: runA.invoicesCreated }])
+        expect(runA.invoicesCreated).toBeGreaterThan(0)
+      }))
+
+    it.effect("a rollback waits for the run's lock only so long, then fails saying why, and changes nothing", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = "b0000000-0000-4000-8000-000000000007"
+        const { runId } = yield* billedOrganization(org, 10)
+        const sql = yield* SqlClient.SqlClient
+        // An operator's session holds the run's row.
+        const held = yield* sql.reserve
+        yield* held.executeRaw("BEGIN", [])
+        yield* held.execute("SELECT id FROM billing_runs WHERE id = $1 FOR UPDATE", [runId], undefined)
+        const error = yield* Effect.flip(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }, { lockTimeout: "1 second" }))
+        expect(error).toMatchObject({ _tag: "BillingRunLocked", runId })
+        expect(error.message).toContain(`cannot roll back billing run ${runId}: another session held the run or its invoices for 1 s`)
+        yield* held.executeRaw("ROLLBACK", [])
+        expect(new Set((yield* invoicesOf(org)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
+
+        // A rollback that waited for the lock is dated when it got it, not when it was asked for: never
+        // before a chunk that committed meanwhile.
+        yield* held.executeRaw("BEGIN", [])
+        yield* held.execute("SELECT id FROM billing_runs WHERE id = $1 FOR UPDATE", [runId], undefined)
+        const waiting = yield* Effect.fork(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }))
+        const waitsForLock = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%billing_runs%FOR UPDATE%'`
+        yield* eventually(Effect.map(waitsForLock, ([row]) => row!.n > 0), "the rollback waits for the run's lock")
+        const asked = yield* Clock.currentTimeMillis
+        yield* TestClock.adjust("1 minute")
+        yield* held.executeRaw("ROLLBACK", [])
+        const result = yield* Fiber.join(waiting)
+        expect(result.rolledBackAt.getTime()).toBe(asked + 60_000)
+      }).pipe(Effect.scoped))
 
     it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
       Effect.gen(function* () {
