@@ -41,6 +41,8 @@ export interface NewInvoiceRow {
   readonly customerId: string
   readonly invoiceNumber: string
   readonly numberSequence: number
+  readonly serviceStart: string
+  readonly serviceEnd: string
   readonly netCents: number
   readonly vatCents: number
   readonly grossCents: number
@@ -224,8 +226,6 @@ export const make = Effect.gen(function* () {
       readonly year: number
       readonly invoiceDate: string
       readonly dueDate: string
-      readonly serviceStart: string
-      readonly serviceEnd: string
       readonly now: Date
     }, invoices: ReadonlyArray<NewInvoiceRow>) =>
       sql`
@@ -234,14 +234,16 @@ export const make = Effect.gen(function* () {
                               net_cents, vat_cents, gross_cents, iban, mandate_reference, status, created_at)
         SELECT v.id, ${run.organizationId}, ${run.runId}, v.customer_id, ${run.billingPeriod}, v.invoice_number,
                ${run.year}, v.number_sequence, ${run.invoiceDate}::date, ${run.dueDate}::date,
-               ${run.serviceStart}::date, ${run.serviceEnd}::date,
+               v.service_start, v.service_end,
                v.net_cents, v.vat_cents, v.gross_cents, v.iban, v.mandate_reference, 'open', ${run.now}
         FROM unnest(${invoices.map((i) => i.id)}::uuid[], ${invoices.map((i) => i.customerId)}::uuid[],
                     ${invoices.map((i) => i.invoiceNumber)}::text[], ${invoices.map((i) => i.numberSequence)}::int[],
+                    ${invoices.map((i) => i.serviceStart)}::date[], ${invoices.map((i) => i.serviceEnd)}::date[],
                     ${invoices.map((i) => i.netCents)}::int[], ${invoices.map((i) => i.vatCents)}::int[],
                     ${invoices.map((i) => i.grossCents)}::int[], ${invoices.map((i) => i.iban)}::text[],
                     ${invoices.map((i) => i.mandateReference)}::text[])
-             AS v(id, customer_id, invoice_number, number_sequence, net_cents, vat_cents, gross_cents, iban, mandate_reference)`.pipe(
+             AS v(id, customer_id, invoice_number, number_sequence, service_start, service_end, net_cents, vat_cents, gross_cents,
+                  iban, mandate_reference)`.pipe(
         Effect.asVoid
       ),
 

@@ -171,6 +171,8 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
               customerId: customer.customerId,
               invoiceNumber: formatInvoiceNumber(organization.invoiceNumberPrefix, year, first + index),
               numberSequence: first + index,
+              serviceStart: draft.serviceStart,
+              serviceEnd: draft.serviceEnd,
               netCents: draft.netCents,
               vatCents: draft.vatCents,
               grossCents: draft.grossCents,
@@ -184,8 +186,6 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
               year,
               invoiceDate: run.invoiceDate,
               dueDate: addDays(run.invoiceDate, organization.paymentTermsDays),
-              serviceStart: period.start,
-              serviceEnd: period.end,
               now: at
             }, invoices)
             yield* repo.insertInvoiceLines(

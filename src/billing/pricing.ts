@@ -51,6 +51,9 @@ export interface InvoiceLineDraft {
 
 export interface InvoiceDraft {
   readonly lines: ReadonlyArray<InvoiceLineDraft>
+  /** The invoice's service period (Leistungszeitraum): from its earliest line's first day to its latest line's last. */
+  readonly serviceStart: string
+  readonly serviceEnd: string
   readonly netCents: number
   readonly vatCents: number
   readonly grossCents: number
@@ -103,7 +106,10 @@ export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period:
   })
   const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
   const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
-  return { lines, netCents, vatCents, grossCents: netCents + vatCents }
+  // ISO dates compare as strings.
+  const serviceStart = lines.reduce((earliest, line) => (line.serviceStart < earliest ? line.serviceStart : earliest), lines[0]!.serviceStart)
+  const serviceEnd = lines.reduce((latest, line) => (line.serviceEnd > latest ? line.serviceEnd : latest), lines[0]!.serviceEnd)
+  return { lines, serviceStart, serviceEnd, netCents, vatCents, grossCents: netCents + vatCents }
 }
 
 /** Invoice numbers read <prefix>-<year>-<sequence, 5 digits or more>: RE-2025-00042. */

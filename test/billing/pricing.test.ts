@@ -57,8 +57,14 @@ describe("pricing", () => {
       ])
     expect(draft.lines.map((line) => line.position)).toEqual([1, 2])
     expect(draft).toMatchObject({ netCents: 1462, vatCents: 222, grossCents: 1684 })
+    // The invoice's service period spans its lines', not the whole month (§ 14 UStG: the period supplied).
+    expect(draft).toMatchObject({ serviceStart: "2025-04-01", serviceEnd: "2025-04-30" })
     expect(draftInvoice([contract({ startsOn: "2025-05-01" })], april)).toBeUndefined()
-    expect(draftInvoice([contract({ startsOn: "2025-04-30", endsOn: "2025-04-30" })], april)!.lines[0]!.netCents).toBe(100)
+    const oneDay = draftInvoice([contract({ startsOn: "2025-04-30", endsOn: "2025-04-30" })], april)!
+    expect(oneDay.lines[0]!.netCents).toBe(100)
+    expect(oneDay).toMatchObject({ serviceStart: "2025-04-30", serviceEnd: "2025-04-30" })
+    expect(draftInvoice([contract({ startsOn: "2025-04-11" }), contract({ contractId: "k2", startsOn: "2025-04-05", endsOn: "2025-04-20" })], april))
+      .toMatchObject({ serviceStart: "2025-04-05", serviceEnd: "2025-04-30" })
   })
 
   it("knows month lengths, leap years included", () => {

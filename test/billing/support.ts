@@ -177,8 +177,10 @@ export const auditOfJob = (jobId: string) =>
 /** The invoices in the shape of `expectedInvoices`, to compare with it. */
 export const asExpected = (invoices: ReadonlyArray<InvoiceRow>): ReadonlyArray<ExpectedInvoice> =>
   invoices
-    .map(({ customerNumber, netCents, vatCents, grossCents, lines }) => ({
+    .map(({ customerNumber, serviceStart, serviceEnd, netCents, vatCents, grossCents, lines }) => ({
       customerNumber,
+      serviceStart,
+      serviceEnd,
       netCents,
       vatCents,
       grossCents,
@@ -195,6 +197,9 @@ export const asExpected = (invoices: ReadonlyArray<InvoiceRow>): ReadonlyArray<E
 
 export interface ExpectedInvoice {
   readonly customerNumber: string
+  /** The first and the last day of the month on which any of the customer's contracts is active. */
+  readonly serviceStart: string
+  readonly serviceEnd: string
   readonly netCents: number
   readonly vatCents: number
   readonly grossCents: number
@@ -221,9 +226,12 @@ export const expectedInvoices = (organizationId: string, period: string) =>
     const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
     const days = Array.from({ length: daysInMonth }, (_, i) => new Date(Date.UTC(year, month - 1, i + 1)).toISOString().slice(0, 10))
     const byCustomer = new Map<string, Array<ExpectedInvoice["lines"][number]>>()
+    const activeDays = new Map<string, Set<string>>()
     for (const contract of contracts) {
-      const active = days.filter((day) => contract.startsOn <= day && (contract.endsOn === null || day <= contract.endsOn)).length
+      const activeOn = days.filter((day) => contract.startsOn <= day && (contract.endsOn === null || day <= contract.endsOn))
+      const active = activeOn.length
       if (active === 0) continue
+      activeDays.set(contract.customerNumber, new Set([...(activeDays.get(contract.customerNumber) ?? []), ...activeOn]))
       const netCents = Math.round((contract.monthlyNetCents * active) / daysInMonth)
       const vatCents = Math.round((netCents * contract.vatRateBp) / 10_000)
       const lines = byCustomer.get(contract.customerNumber) ?? []
@@ -234,8 +242,11 @@ export const expectedInvoices = (organizationId: string, period: string) =>
       .map(([customerNumber, lines]): ExpectedInvoice => {
         const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
         const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
+        const onDays = days.filter((day) => activeDays.get(customerNumber)!.has(day))
         return {
           customerNumber,
+          serviceStart: onDays[0]!,
+          serviceEnd: onDays.at(-1)!,
           netCents,
           vatCents,
           grossCents: netCents + vatCents,
