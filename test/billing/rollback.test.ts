@@ -235,6 +235,32 @@ describe("rollbackBillingRun", () => {
         expect(result.rolledBackAt.getTime()).toBe(asked + 60_000)
       }).pipe(Effect.scoped))
 
+    it.effect("the database keeps issued invoices as issued: no DELETE, no TRUNCATE, no rewrite; only the status moves on", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = "b0000000-0000-4000-8000-000000000008"
+        yield* billedOrganization(org, 10)
+        const sql = yield* SqlClient.SqlClient
+        const refusal = <A, E, R>(statement: Effect.Effect<A, E, R>) =>
+          Effect.map(Effect.flip(sql.withTransaction(statement)), (error) => String((error as { cause?: { message?: string } }).cause?.message))
+        const [invoice] = yield* sql<{ id: string }>`SELECT id FROM invoices WHERE organization_id = ${org} ORDER BY number_sequence LIMIT 1`
+        const id = invoice!.id
+        expect(yield* refusal(sql`DELETE FROM invoices WHERE id = ${id}`)).toBe("rows of invoices are never deleted: cancel the invoice instead")
+        expect(yield* refusal(sql`TRUNCATE invoices CASCADE`)).toBe("rows of invoices are never deleted: cancel the invoice instead")
+        expect(yield* refusal(sql`TRUNCATE invoice_lines`)).toBe("rows of invoice_lines are never deleted: cancel the invoice instead")
+        for (const rewrite of [sql`UPDATE invoices SET net_cents = 1, vat_cents = 0, gross_cents = 1 WHERE id = ${id}`,
+                               sql`UPDATE invoices SET invoice_number = 'SWM-2025-99999' WHERE id = ${id}`,
+                               sql`UPDATE invoices SET iban = 'DE89370400440532013000' WHERE id = ${id}`]) {
+          expect(yield* refusal(rewrite)).toBe("an issued invoice is never changed (invoices): only its status moves on (exported, paid, cancelled)")
+        }
+        expect(yield* refusal(sql`UPDATE invoice_lines SET description = 'x' WHERE invoice_id = ${id}`)).toBe(
+          "an issued invoice is never changed (invoice_lines): only its status moves on (exported, paid, cancelled)"
+        )
+        yield* sql`UPDATE invoices SET status = 'exported', exported_at = now() WHERE id = ${id}`
+        yield* sql`UPDATE invoices SET status = 'paid', paid_at = now() WHERE id = ${id}`
+        expect((yield* invoicesOf(org)).filter((row) => row.status === "paid")).toHaveLength(1)
+      }))
+
     it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
       Effect.gen(function* () {
         yield* SkiplockTest.reset
