@@ -1,10 +1,16 @@
 /** Texts for logs and messages: errors as people read them, URLs without their passwords. */
 
-/** A URL with its password replaced by ***, for logs and messages. */
+/**
+ * A URL with its password replaced by ***, for logs, messages and /readyz: the one after the user
+ * name, and the ones libpq also takes as parameters (?password=…, ?sslpassword=…).
+ */
 export const redactUrl = (url: string): string => {
   try {
     const parsed = new URL(url)
     if (parsed.password !== "") parsed.password = "***"
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/password/i.test(key)) parsed.searchParams.set(key, "***")
+    }
     return parsed.toString()
   } catch {
     return "<unparsable url>"

