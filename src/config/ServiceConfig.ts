@@ -31,10 +31,11 @@ const UNITS: Record<string, number> = {
   s: 1000, sec: 1000, second: 1000, seconds: 1000,
   m: 60_000, min: 60_000, minute: 60_000, minutes: 60_000,
   h: 3_600_000, hour: 3_600_000, hours: 3_600_000,
-  d: 86_400_000, day: 86_400_000, days: 86_400_000
+  d: 86_400_000, day: 86_400_000, days: 86_400_000,
+  w: 604_800_000, week: 604_800_000, weeks: 604_800_000
 }
 
-/** Parses `500ms`, `5s`, `2m`, `1h`, `7d` or Effect's long form `5 seconds`. A bare number is refused: its unit would be a guess. */
+/** Parses `500ms`, `5s`, `2m`, `1h`, `7d`, `2w` or Effect's long form `5 seconds`. A bare number is refused: its unit would be a guess. */
 export const parseDuration = (raw: string): Duration.Duration | undefined => {
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]+)$/i.exec(raw.trim())
   const factor = match ? UNITS[match[2]!.toLowerCase()] : undefined
@@ -43,7 +44,9 @@ export const parseDuration = (raw: string): Duration.Duration | undefined => {
 
 const duration = (min: Duration.Duration) => (raw: string) => {
   const atLeast = Duration.greaterThan(min, Duration.zero) ? ` of at least ${Duration.format(min)}` : ""
-  const accepts = `a duration${atLeast} with a unit, such as 500ms, 5s, 2m or "5 seconds"`
+  // Examples the setting takes: short ones for intervals, long ones for a retention.
+  const examples = Duration.greaterThanOrEqualTo(min, Duration.hours(1)) ? `12h, 7d, 2w or "7 days"` : `500ms, 5s, 2m or "5 seconds"`
+  const accepts = `a duration${atLeast} with a unit, such as ${examples}`
   const value = parseDuration(raw)
   return value !== undefined && Duration.greaterThanOrEqualTo(value, min) ? Either.right(value) : Either.left(accepts)
 }

@@ -58,6 +58,11 @@ describe("service configuration", () => {
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(500)
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
       expect(config.worker.batchSize).toBe(10)
+      // Weeks, short and long, for a retention.
+      for (const [raw, days] of [["2w", 14], ["1 week", 7], ["3 weeks", 21]] as const) {
+        const retention = Either.getOrThrow(yield* load({ WORKER_JOB_RETENTION: raw })).worker.retention
+        expect(retention).toEqual(Duration.days(days))
+      }
       expect(config.worker.prefetch).toBe(5)
       expect(config.worker.retention).toBe("forever")
       expect(config.worker.handOff).toBe(false)
@@ -91,7 +96,7 @@ describe("service configuration", () => {
         'WORKER_PREFETCH="-1" is not valid: expected a whole number from 0 to 1000',
         'WORKER_MAX_ATTEMPTS="101" is not valid: expected a whole number from 1 to 100',
         'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration with a unit, such as 500ms, 5s, 2m or "5 seconds"',
-        'WORKER_JOB_RETENTION="30m" is not valid: expected a duration of at least 1h with a unit, such as 500ms, 5s, 2m or "5 seconds", or "forever"',
+        'WORKER_JOB_RETENTION="30m" is not valid: expected a duration of at least 1h with a unit, such as 12h, 7d, 2w or "7 days", or "forever"',
         'WORKER_HAND_OFF="sometimes" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
         'LOG_LEVEL="loud" is not valid: expected one of trace, debug, info, warning, warn, error, fatal, none, all',
         'LOG_FORMAT="xml" is not valid: expected one of auto, json, pretty, logfmt'
