@@ -6,9 +6,10 @@
  * source means adding one collector to the list.
  */
 import { SqlClient } from "@effect/sql"
-import { Duration, Effect } from "effect"
+import { Cause, Duration, Effect } from "effect"
 import * as QueueStats from "../app/QueueStats.js"
 import type { RunningService } from "../app/ServiceState.js"
+import { makeOutageLog } from "../internal/outageLog.js"
 import { effectMetrics, fromEffectMetrics, type MetricFamily } from "./prometheus.js"
 
 /** Produces families from one source; `service` is undefined while the service starts. Must not fail. */
@@ -19,6 +20,9 @@ const gauge = (name: string, help: string, samples: MetricFamily["samples"]): Me
 /** Counters and histograms the runtime records (src/Metrics.ts), for this process. */
 export const runtimeMetrics: Collector = () => Effect.map(effectMetrics, fromEffectMetrics)
 
+// Every scrape during an outage fails: said as an outage (a warning, then every 10th), not once per scrape.
+const queueMetricsOutage = makeOutageLog("collecting queue metrics")
+
 /** The queue as the database sees it: all workers' jobs, not only this process's. */
 export const queueGauges: Collector = (service) =>
   service === undefined
@@ -28,6 +32,7 @@ export const queueGauges: Collector = (service) =>
         // Cancelled in the background (see checkDatabase in server.ts): a scrape gets its answer in time.
         Effect.disconnect,
         Effect.timeout(Duration.seconds(5)),
+        Effect.tap(() => queueMetricsOutage.succeeded),
         Effect.map((stats) => [
           gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 1 }]),
           gauge(
@@ -73,7 +78,7 @@ export const queueGauges: Collector = (service) =>
         ]),
         Effect.catchAllCause((cause) =>
           Effect.as(
-            Effect.logWarning("collecting queue metrics failed", cause),
+            queueMetricsOutage.failed(Cause.squash(cause)),
             [gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 0 }])]
           )
         )

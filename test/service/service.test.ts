@@ -335,6 +335,10 @@ describe("the service", () => {
       const metrics = yield* timed("/metrics")
       expect(sample(metrics.body, "skiplock_database_up")).toBe(0)
       expect(metrics.ms).toBeLessThan(8_000) // Prometheus gives a scrape 10 s by default
+      // Every scrape of the outage fails; the log says so once (then every 10th), in one line.
+      yield* timed("/metrics")
+      const scrapeWarnings = service.logs().filter((line) => String(line.message).startsWith("collecting queue metrics"))
+      expect(scrapeWarnings.map((line) => line.message)).toEqual([expect.stringMatching(/^collecting queue metrics failed: /)])
     }), 60_000)
 
   it.scopedLive("refuses to start when migrations are missing, and says to run `npm run migrate`", () =>
