@@ -5,8 +5,15 @@ export const jobsClaimed = Metric.counter("skiplock_jobs_claimed_total", { descr
 export const jobsCompleted = Metric.counter("skiplock_jobs_completed_total", { description: "Jobs completed by this process", incremental: true })
 export const jobsFailed = Metric.counter("skiplock_jobs_failed_total", { description: "Jobs that failed for good in this process", incremental: true })
 export const jobsRetried = Metric.counter("skiplock_jobs_retried_total", { description: "Failed attempts scheduled for a retry", incremental: true })
-export const jobsReleased = Metric.counter("skiplock_jobs_released_total", { description: "Jobs released back to pending on shutdown", incremental: true })
+export const jobsReleased = Metric.counter("skiplock_jobs_released_total", {
+  description: "Jobs released back to pending without counting the attempt: on shutdown, or after a lost database connection",
+  incremental: true
+})
 export const jobsRescued = Metric.counter("skiplock_jobs_rescued_total", { description: "Jobs with an expired lease rescued by this process", incremental: true })
+export const outcomesUnrecorded = Metric.counter("skiplock_outcomes_unrecorded_total", {
+  description: "Attempts whose outcome could not be written (the database stayed unreachable); their jobs are rescued",
+  incremental: true
+})
 export const leasesLost = Metric.counter("skiplock_leases_lost_total", { description: "Jobs this process stopped because it lost their lease", incremental: true })
 
 export const handlerDuration = Metric.histogram(

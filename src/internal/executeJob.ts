@@ -26,9 +26,15 @@ export type Outcome = Data.TaggedEnum<{
   Skipped: {}
   RetryScheduled: { readonly error: string; readonly runAt: Date }
   Failed: { readonly error: string }
-  Released: {}
+  /**
+   * Back to pending without counting the attempt: on the worker's stop, or (with the error and the time
+   * it runs again) after the database connection was lost.
+   */
+  Released: { readonly lostConnection?: { readonly error: string; readonly runAt: Date } }
   /** The worker lost the job (rescued elsewhere); nothing was recorded. */
   LeaseLost: {}
+  /** The outcome could not be written (the database stayed unreachable): the lease runs out and the job is rescued. */
+  Unrecorded: { readonly error: string }
 }>
 export const Outcome = Data.taggedEnum<Outcome>()
 
@@ -248,7 +254,7 @@ export const executeJob = <R>(
           case "shutdown": {
             if (alsoFailed !== undefined) yield* Effect.logWarning(`the job's handler failed while the worker stopped it: ${bounded(alsoFailed)}`)
             const released = yield* persistently(store.release(job.id, workerId, attempt, yield* now, "worker shutdown"))
-            return released ? Outcome.Released() : Outcome.LeaseLost()
+            return released ? Outcome.Released({}) : Outcome.LeaseLost()
           }
         }
       }
@@ -270,7 +276,7 @@ export const executeJob = <R>(
           const error = bounded(`${LOST_CONNECTION_REASON}: ${reason}`)
           const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
           const released = yield* persistently(store.release(job.id, workerId, attempt, at, LOST_CONNECTION_REASON, { runAt, error }))
-          return released ? Outcome.RetryScheduled({ error, runAt }) : Outcome.LeaseLost()
+          return released ? Outcome.Released({ lostConnection: { error, runAt } }) : Outcome.LeaseLost()
         }
         reason = `${reason} (counted as an attempt: the job was released ${earlier} times for a lost database connection already)`
       }
@@ -286,7 +292,7 @@ export const executeJob = <R>(
       ),
       Effect.catchAll((error) =>
         // The database stayed unreachable while recording: the lease will expire and the job be rescued.
-        Effect.as(Effect.logError("could not record the outcome of a job; its lease will expire and it will be rescued", error), Outcome.LeaseLost())
+        Effect.succeed(Outcome.Unrecorded({ error: bounded(sqlErrorText(error)) }))
       ),
       Effect.tap((outcome) => {
         // Counted before anyone is told, so that whoever is told sees it counted.
@@ -341,9 +347,14 @@ const countOutcome = (jobType: string, outcome: Outcome): Effect.Effect<void> =>
       return Effect.logError(`job failed: ${outcome.error}`)
     case "Released":
       count(Metrics.jobsReleased)
-      return Effect.void
+      return outcome.lostConnection === undefined
+        ? Effect.void
+        : Effect.logWarning(`released after a lost database connection, the attempt not counted; runs again at ${outcome.lostConnection.runAt.toISOString()}: ${outcome.lostConnection.error}`)
     case "LeaseLost":
       count(Metrics.leasesLost)
       return Effect.logWarning("lost the job's lease; another worker owns it now")
+    case "Unrecorded":
+      count(Metrics.outcomesUnrecorded)
+      return Effect.logError(`could not record the job's outcome (the database stayed unreachable); its lease runs out and it is rescued: ${outcome.error}`)
   }
 }

@@ -167,8 +167,9 @@ const statusAfter = (job: JobQueue.EnqueuedJob, outcome: Outcome): JobQueue.Enqu
     case "Failed":
       return { ...job, status: "failed" }
     case "Released":
-      return { ...job, status: "pending" }
+      return { ...job, status: "pending", ...(outcome.lostConnection === undefined ? {} : { runAt: outcome.lostConnection.runAt }) }
     case "LeaseLost":
+    case "Unrecorded":
       return job
   }
 }

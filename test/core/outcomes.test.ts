@@ -399,8 +399,9 @@ describe("outcomes", () => {
           run: () => Effect.suspend(() => (++runs === 1 ? Effect.asVoid(sql`SELECT pg_terminate_backend(pg_backend_pid())`) : Effect.void))
         })
         const { id, outcome } = yield* firstOutcome(handler)
-        expect(outcome._tag).toBe("RetryScheduled")
         const row = yield* jobRow(id)
+        // A release, not a failed attempt: counted and logged as released, with when it runs again.
+        expect(outcome).toMatchObject({ _tag: "Released", lostConnection: { runAt: row.runAt, error: row.error } })
         expect(row).toMatchObject({ status: "pending", attempts: 0 })
         expect(row.error).toContain("database connection lost")
         expect(yield* auditEvents(id)).toEqual(["job_started", "job_released"])
@@ -425,7 +426,7 @@ describe("outcomes", () => {
           yield* advance(worker, "30 seconds", "5 seconds")
           yield* eventually(Effect.sync(() => outcomes.length === release), `attempt ${release}`)
         }
-        expect(outcomes.slice(0, MAX_UNCOUNTED_RELEASES).every((outcome) => outcome._tag === "RetryScheduled")).toBe(true)
+        expect(outcomes.slice(0, MAX_UNCOUNTED_RELEASES).every((outcome) => outcome._tag === "Released" && outcome.lostConnection !== undefined)).toBe(true)
         expect(outcomes[MAX_UNCOUNTED_RELEASES]).toMatchObject({ _tag: "Failed" })
         const row = yield* jobRow(id)
         expect(row).toMatchObject({ status: "failed", attempts: 1 })

@@ -4,12 +4,12 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { createConnection, createServer, type Socket } from "node:net"
 import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { coreMigrations } from "../../src/Migrator.js"
 import { acquireTestDatabase, TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow } from "../support/jobs.js"
+import { silenceableProxy } from "../support/proxy.js"
 import {
   FIXTURE_HANDLERS,
   freePort,
@@ -38,42 +38,6 @@ const insertSleep = (ms: number) =>
     sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload)
                         VALUES (${ORG}, 'test_sleep', ${JSON.stringify({ ms })}::jsonb) RETURNING id`
   ).pipe(Effect.map((rows) => rows[0]!.id))
-
-/**
- * A TCP proxy to the database of `url`, whose `url` the service is given; `silence()` makes it stop
- * forwarding in both directions and leave new connections unanswered, as a host that went away would.
- */
-const silenceableProxy = (url: string) =>
-  Effect.acquireRelease(
-    Effect.async<{ readonly url: string; readonly silence: () => void; readonly close: () => void }>((resume) => {
-      const target = new URL(url)
-      let silent = false
-      const sockets = new Set<Socket>()
-      const server = createServer((client) => {
-        sockets.add(client)
-        client.on("error", () => client.destroy())
-        if (silent) return
-        const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
-        sockets.add(upstream)
-        upstream.on("error", () => client.destroy())
-        client.on("data", (chunk) => void (silent || upstream.write(chunk)))
-        upstream.on("data", (chunk) => void (silent || client.write(chunk)))
-        client.on("close", () => upstream.destroy())
-        upstream.on("close", () => client.destroy())
-      })
-      server.listen(0, "127.0.0.1", () => {
-        const proxied = new URL(url)
-        proxied.hostname = "127.0.0.1"
-        proxied.port = String((server.address() as { port: number }).port)
-        const close = () => {
-          for (const socket of sockets) socket.destroy()
-          server.close()
-        }
-        resume(Effect.succeed({ url: proxied.toString(), silence: () => void (silent = true), close }))
-      })
-    }),
-    (proxy) => Effect.sync(proxy.close)
-  )
 
 const statusOf = (id: string) => Effect.map(jobRow(id), (row) => row.status)
 

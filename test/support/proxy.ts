@@ -1,0 +1,41 @@
+// A TCP proxy in front of a test database, to make it go away as a host or a network would.
+import { Effect } from "effect"
+import { createConnection, createServer, type Socket } from "node:net"
+
+/**
+ * A TCP proxy to the database of `url`, whose `url` the service is given; `silence()` makes it stop
+ * forwarding in both directions and leave new connections unanswered, as a host that went away would;
+ * `close()` ends every connection and refuses new ones, as a database that went down would.
+ */
+export const silenceableProxy = (url: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly url: string; readonly silence: () => void; readonly close: () => void }>((resume) => {
+      const target = new URL(url)
+      let silent = false
+      const sockets = new Set<Socket>()
+      const server = createServer((client) => {
+        sockets.add(client)
+        client.on("error", () => client.destroy())
+        if (silent) return
+        const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
+        sockets.add(upstream)
+        upstream.on("error", () => client.destroy())
+        client.on("data", (chunk) => void (silent || upstream.write(chunk)))
+        upstream.on("data", (chunk) => void (silent || client.write(chunk)))
+        client.on("close", () => upstream.destroy())
+        upstream.on("close", () => client.destroy())
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const proxied = new URL(url)
+        proxied.hostname = "127.0.0.1"
+        proxied.port = String((server.address() as { port: number }).port)
+        const close = () => {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+        }
+        resume(Effect.succeed({ url: proxied.toString(), silence: () => void (silent = true), close }))
+      })
+    }),
+    (proxy) => Effect.sync(proxy.close)
+  )
+
