@@ -33,3 +33,16 @@ export const forJobType = <M extends Metric.Metric<any, any, any>>(metric: M, jo
   if (found === undefined) byType.set(jobType, (found = Metric.tagged(metric, "job_type", jobType) as M))
   return found
 }
+
+/**
+ * Registers the per-type counters of these job types at 0, so that /metrics shows them before their
+ * first event (Prometheus' increase() sees the first failure after a restart only from a 0).
+ */
+export const startAtZero = (jobTypes: ReadonlyArray<string>): void => {
+  for (const jobType of jobTypes) {
+    for (const counter of [jobsClaimed, jobsCompleted, jobsFailed, jobsRetried, jobsReleased, leasesLost, outcomesUnrecorded]) {
+      forJobType(counter, jobType).unsafeUpdate(0, [])
+    }
+  }
+  jobsRescued.unsafeUpdate(0, [])
+}

@@ -172,6 +172,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       handlers.set(handler.definition.jobType, handler)
     }
     const jobTypes = [...handlers.keys()]
+    // Each type's counters exist from the start at 0: a first failure after a restart is an increase.
+    Metrics.startAtZero(jobTypes)
 
     // The jobs started here, by id: the latest attempt of each.
     const running = new Map<string, RunningJob>()

@@ -68,6 +68,13 @@ describe("the service", () => {
           status: "ready",
           checks: { database: { ok: true }, migrations: { ok: true }, worker: { ok: true } }
         })
+        // Before any job: the counters of the handled types are there, at 0.
+        const fresh = (yield* get(port, "/metrics"))!.body
+        for (const counter of ["claimed", "completed", "failed", "retried", "released"]) {
+          expect(sample(fresh, `skiplock_jobs_${counter}_total`, { job_type: "sepa_export" })).toBe(0)
+        }
+        expect(sample(fresh, "skiplock_leases_lost_total", { job_type: "sepa_export" })).toBe(0)
+        expect(sample(fresh, "skiplock_jobs_rescued_total")).toBe(0)
 
         yield* sql.unsafe(RUNBOOK_INSERT)
         const [job] = yield* sql<{ id: string }>`SELECT id FROM job_queue WHERE job_type = 'sepa_export' AND organization_id = ${ORG}`
