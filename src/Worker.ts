@@ -117,6 +117,8 @@ interface PrefetchedJob {
 
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
+// On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
+const BACKGROUND_STOP_TIMEOUT = Duration.seconds(2)
 // At most this many completions go into one statement.
 const MAX_COMPLETIONS = 100
 // Statements sent and not yet answered: at least 2, and enough to claim for every slot (and every
@@ -567,9 +569,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           const released = yield* waitAtMost(Effect.forEach(notStarted, ({ job }) => releaseNotStarted(job), { discard: true }), RELEASE_TIMEOUT)
           if (!released) yield* Effect.logWarning("stopping: prefetched jobs not all released in time; they go back to pending when their lease expires")
         }
-        if (listenerFiber !== undefined) yield* Fiber.interrupt(listenerFiber)
-        yield* Fiber.interrupt(rescueFiber)
-        yield* Fiber.interrupt(pruneFiber)
+        // Background tasks stop at once, unless one is in a query: interrupting it cancels the query on the
+        // server, through the same pool, which a database that stopped answering never gives back.
+        yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
         if (running.size + superseded.size > 0) {
           yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
           yield* waitAtMost(noneRunning.await, shutdownTimeout)
@@ -585,9 +587,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
               "does not answer); they go back to pending when their lease expires"
           ).pipe(Effect.annotateLogs({ jobIds: [...running.keys()].join(",") }))
         }
-        yield* Fiber.interrupt(loopFiber)
-        yield* Fiber.interrupt(deadlineFiber)
-        yield* Fiber.interrupt(heartbeatFiber)
+        yield* waitAtMost(Fiber.interruptAll([loopFiber, deadlineFiber, heartbeatFiber]), BACKGROUND_STOP_TIMEOUT)
         yield* waitAtMost(store.unregister(workerId), "5 seconds")
       }).pipe(Effect.annotateLogs({ workerId }))
     )
