@@ -32,6 +32,7 @@ import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
 import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
 import { makeOutageLog } from "./internal/outageLog.js"
+import { sqlErrorText } from "./internal/sqlErrorText.js"
 import { untilNone } from "./internal/untilNone.js"
 
 export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
@@ -477,7 +478,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const releaseNotStarted = (job: ClaimedJob) =>
       Effect.flatMap(now, (at) => store.release(job.id, workerId, job.attempts, at, "worker shutdown")).pipe(
         Effect.tap((released) => (released ? Metric.increment(Metrics.forJobType(Metrics.jobsReleased, job.jobType)) : Effect.void)),
-        Effect.catchAll((error) => Effect.logWarning("could not release a prefetched job; it goes back to pending when its lease expires", error)),
+        Effect.catchAll((error) => Effect.logWarning(`could not release a prefetched job; it goes back to pending when its lease expires: ${sqlErrorText(error)}`)),
         Effect.annotateLogs({ jobId: job.id })
       )
 

@@ -29,6 +29,7 @@ import * as Http from "./http/server.js"
 import * as JobQueue from "./JobQueue.js"
 import * as LocalWorkers from "./LocalWorkers.js"
 import * as Worker from "./Worker.js"
+import { sqlErrorText } from "./internal/sqlErrorText.js"
 
 /** The whole service as one layer. */
 export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
@@ -96,7 +97,7 @@ const warnAboutUnregisteredTypes = (jobs: AppJobs.AppJobs) =>
         yield* Effect.logWarning(`the worker handles job type "${type}", which is not registered in job_types: no job of it can be enqueued until a migration registers it`)
       }
     }
-  }).pipe(Effect.catchAll((error) => Effect.logWarning("cannot read job_types", error)))
+  }).pipe(Effect.catchAll((error) => Effect.logWarning(`cannot read job_types: ${sqlErrorText(error)}`)))
 
 // A pool the server cannot serve fails its last connections with "too many clients", which the worker takes
 // for a lost connection (the attempt released, again and again): said at start, with what to change.
@@ -113,7 +114,7 @@ const warnAboutConnectionLimit = (poolSize: number, concurrency: number) =>
           "lower WORKER_CONCURRENCY, or raise max_connections"
       )
     }
-  }).pipe(Effect.catchAll((error) => Effect.logWarning("cannot read max_connections", error)))
+  }).pipe(Effect.catchAll((error) => Effect.logWarning(`cannot read max_connections: ${sqlErrorText(error)}`)))
 
 /** Runs the service until it is interrupted (SIGTERM/SIGINT); fails with a message when it cannot start. */
 export const runService = Effect.gen(function* () {

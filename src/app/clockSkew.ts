@@ -7,6 +7,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Clock, Effect, Schedule } from "effect"
+import { sqlErrorText } from "../internal/sqlErrorText.js"
 
 /** Beyond this, a warning: two workers each this far off, in opposite directions, are still inside the 20 s margin. */
 export const SKEW_WARNING_MS = 5_000
@@ -31,7 +32,7 @@ export const check = measure.pipe(
             "rescue each other's running jobs. Synchronize the clocks (NTP)"
         )
   ),
-  Effect.catchAll((error) => Effect.logWarning("cannot compare this machine's clock with the database server's", error))
+  Effect.catchAll((error) => Effect.logWarning(`cannot compare this machine's clock with the database server's: ${sqlErrorText(error)}`))
 )
 
 /** `check` now and every 10 minutes; fork it for the service's lifetime. */

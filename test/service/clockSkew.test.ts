@@ -1,5 +1,6 @@
 // The service warns when this machine's clock is off the database server's: leases are kept by each
 // worker's clock (src/app/clockSkew.ts). The TestClock plays a machine whose clock is wrong.
+import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Logger, TestClock } from "effect"
 import * as ClockSkew from "../../src/app/clockSkew.js"
@@ -30,6 +31,20 @@ describe("clock skew", () => {
 
         yield* TestClock.setTime(Date.now() + 8_000)
         expect((yield* warningsOf(ClockSkew.check))[0]).toMatch(/^this machine's clock is [78]\.\d s ahead of the database server's/)
+      }))
+
+    it.effect("a comparison that fails is one warning, its reason in the message (one string, for JSON logs)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const messages: Array<unknown> = []
+        const capture = Logger.make(({ logLevel, message }) => {
+          if (logLevel._tag === "Warning") messages.push(message)
+        })
+        // Inside a transaction a failed statement has aborted, the comparison's query fails too.
+        yield* sql.withTransaction(Effect.zipRight(Effect.ignore(sql`SELECT 1 / 0`), ClockSkew.check)).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+        expect(messages).toEqual([[expect.stringMatching(/^cannot compare this machine's clock with the database server's: current transaction is aborted/)]])
       }))
   })
 })
