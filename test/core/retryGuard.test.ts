@@ -1,0 +1,65 @@
+// requeue_failed_job waits until the worker that ran a job failed by hand has let go of it: a
+// heartbeat after the fail that no longer reports the job held (0022, 0025). A heartbeat during the
+// fail's open transaction, or one stamped late by a clock that runs ahead, has not let go.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import pg from "pg"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { ORG } from "../support/jobs.js"
+
+const T0 = Date.parse("2026-12-06T10:00:00Z")
+const at = (seconds: number) => new Date(T0 + seconds * 1000)
+
+describe("the retry guard", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    // Job J runs on worker w (registered, heartbeat at t0).
+    const runningJob = Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`DELETE FROM job_queue`
+      yield* sql`DELETE FROM job_workers`
+      yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${at(0)})`
+      const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+        VALUES (${ORG}, 'report_generation', '{}', ${at(0)}) RETURNING id`
+      yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${at(0)})`
+      return job!.id
+    })
+    const heartbeat = (id: string, seconds: number) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        Effect.map(sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('w', ARRAY[${id}]::uuid[], ${at(seconds)})`, (rows) => rows.map((row) => row.id)))
+    const retry = (id: string, seconds: number) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        Effect.either(sql`SELECT * FROM requeue_failed_job(${id}, 'op', NULL, ${at(seconds)})`)).pipe(
+        Effect.map((result) => (result._tag === "Right" ? "requeued" : String((result.left.cause as { message?: string }).message)))
+      )
+
+    it.effect("a heartbeat that ran while the fail's transaction was open has not let go", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const id = yield* runningJob
+        const operator = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => operator.connect()), () => Effect.promise(() => operator.end()))
+        yield* Effect.promise(() => operator.query("BEGIN"))
+        yield* Effect.promise(() => operator.query("SELECT * FROM fail_job_manually($1, 'stuck', 'op', $2)", [id, at(1)]))
+        // The heartbeat finds the row locked by the fail: it counts the job held, and the worker runs on.
+        expect(yield* heartbeat(id, 2)).toEqual([id])
+        yield* Effect.promise(() => operator.query("COMMIT"))
+        expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // The next heartbeat no longer holds it (the worker stops the handler): now it may be retried.
+        expect(yield* heartbeat(id, 12)).toEqual([])
+        expect(yield* retry(id, 13)).toBe("requeued")
+      }).pipe(Effect.scoped))
+
+    it.effect("a heartbeat stamped after the fail by a clock that runs ahead, but sent before it, has not let go", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const id = yield* runningJob
+        // The worker's clock is 5 s ahead: its heartbeat, sent before the fail, says t = 6.
+        expect(yield* heartbeat(id, 6)).toEqual([id])
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${at(2)})`
+        expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        expect(yield* heartbeat(id, 16)).toEqual([])
+        expect(yield* retry(id, 12)).toBe("requeued")
+      }))
+  })
+})
