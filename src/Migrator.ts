@@ -11,6 +11,7 @@ import { createHash } from "node:crypto"
 import { readdirSync, readFileSync } from "node:fs"
 import { basename, dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { setLocalLockTimeout } from "./internal/lockTimeout.js"
 import { LOCK_NOT_AVAILABLE, sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export class MigrationError extends Data.TaggedError("MigrationError")<{
@@ -118,7 +119,7 @@ export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions 
     return yield* sql.withTransaction(
       Effect.gen(function* () {
         yield* sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`
-        yield* sql`SELECT set_config('lock_timeout', ${`${Duration.toMillis(lockTimeout)}ms`}, true)`
+        yield* setLocalLockTimeout(sql, lockTimeout)
         yield* ensureLedger(sql)
         const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row]))
         const done: Array<string> = []

@@ -11,6 +11,7 @@ import { Clock, Effect } from "effect"
 import { type AuditRecord } from "../Audit.js"
 import * as Audit from "../Audit.js"
 import { InvalidJobState, JobNotFound, JobRowLocked, UnknownJobType } from "../Errors.js"
+import { setLocalLockTimeout } from "../internal/lockTimeout.js"
 import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
 import type { JobStatus } from "./QueueStats.js"
 
@@ -142,7 +143,7 @@ const stateChange = (
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const now = new Date(yield* Clock.currentTimeMillis)
-    const bounded = Effect.zipRight(sql`SELECT set_config('lock_timeout', ${`${ROW_LOCK_TIMEOUT_MS}ms`}, true)`, run(sql, now))
+    const bounded = Effect.zipRight(setLocalLockTimeout(sql, ROW_LOCK_TIMEOUT_MS), run(sql, now))
     const result = yield* Effect.either(sql.withTransaction(bounded))
     if (result._tag === "Right") return result.right[0]!
     const code = sqlErrorCode(result.left)

@@ -84,10 +84,6 @@ export class BillingRunAlreadyRolledBack extends Data.TaggedError("BillingRunAlr
   }
 }
 
-/**
- * Some of the run's invoices were exported to SEPA or paid: money moved, so the
- * run must not be rolled back. Correct it with credit notes instead.
- */
 /** Another session held the run or its invoices for longer than a rollback waits. */
 export class BillingRunLocked extends Data.TaggedError("BillingRunLocked")<{
   readonly runId: string
@@ -100,6 +96,10 @@ export class BillingRunLocked extends Data.TaggedError("BillingRunLocked")<{
   }
 }
 
+/**
+ * Some of the run's invoices were exported to SEPA or paid: money moved, so the
+ * run must not be rolled back. Correct it with credit notes instead.
+ */
 export class RollbackForbidden extends Data.TaggedError("RollbackForbidden")<{
   readonly runId: string
   readonly organizationId: string

@@ -8,6 +8,7 @@
 import { SqlClient } from "@effect/sql"
 import { Clock, Duration, Effect, ParseResult, Schema } from "effect"
 import { Audit } from "../index.js"
+import { setLocalLockTimeout } from "../internal/lockTimeout.js"
 import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
 import * as BillingRepo from "./BillingRepo.js"
 import { RollbackRequest } from "./domain.js"
@@ -67,7 +68,7 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
     const repo = yield* BillingRepo.make
     const rollback = sql.withTransaction(
       Effect.gen(function* () {
-        yield* sql`SELECT set_config('lock_timeout', ${`${lockTimeoutMillis}ms`}, true)`
+        yield* setLocalLockTimeout(sql, lockTimeoutMillis)
         // Locks the run: a chunk of its job cannot commit halfway through this.
         const run = yield* repo.lockRun(runId)
         if (run === undefined) return yield* new BillingRunNotFound({ runId })

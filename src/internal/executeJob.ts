@@ -62,10 +62,10 @@ export interface ExecuteEnv {
 
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
-// Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
 /** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
 export const MAX_UNCOUNTED_RELEASES = 10
 
+// Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
 const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
   Effect.catchAll(effect, () => Effect.retry(effect, { schedule: Schedule.exponential("100 millis", 2), times: 5 }))
 

@@ -374,7 +374,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         const job = yield* queue.enqueue({ ...runOptions, organizationId: runOptions.organizationId ?? TEST_ORGANIZATION_ID, jobType, payload: encoded })
         if (job.existing) return yield* new JobAlreadyEnqueued({ jobId: job.id, idempotencyKey: job.idempotencyKey ?? "", status: job.status })
         return yield* execute(faults.wrap(handler), yield* claimJob(job.id, jobType), "queue")
-        // executeJob gives the job its CurrentJob, as the worker does.
+        // (Not requiring CurrentJob: executeJob gives the job its CurrentJob, as the worker does.)
       }).pipe(Effect.withSpan("SkiplockTest.runJob")) as Effect.Effect<JobAttempt, JobQueue.EnqueueError | JobAlreadyEnqueued, Exclude<R, CurrentJob>>
 
     const enqueued = <A = any>(filter: JobFilter<A> = {}) =>

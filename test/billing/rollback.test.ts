@@ -226,7 +226,7 @@ describe("rollbackBillingRun", () => {
         yield* held.executeRaw("BEGIN", [])
         yield* held.execute("SELECT id FROM billing_runs WHERE id = $1 FOR UPDATE", [runId], undefined)
         const waiting = yield* Effect.fork(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }))
-        const waitsForLock = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%billing_runs%FOR UPDATE%'`
+        const waitsForLock = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%billing_runs%FOR UPDATE%'`
         yield* eventually(Effect.map(waitsForLock, ([row]) => row!.n > 0), "the rollback waits for the run's lock")
         const asked = yield* Clock.currentTimeMillis
         yield* TestClock.adjust("1 minute")

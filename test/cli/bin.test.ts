@@ -77,7 +77,7 @@ describe("the skiplock executable", () => {
         yield* Effect.promise(() => holder.query("BEGIN"))
         yield* Effect.promise(() => holder.query("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [job!.id]))
         const command = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "jobs", "fail", job!.id, "--reason", "stuck"], { ...cleanEnv(), DATABASE_URL: url })
-        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%fail_job_manually%'`
+        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%fail_job_manually%'`
         yield* eventually(Effect.map(waiting, ([row]) => row!.n === 1), "the command waits for the row", "20 seconds")
         command.child.kill("SIGINT")
         expect((yield* waitForExit(command)).code).toBe(130)

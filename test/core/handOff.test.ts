@@ -201,7 +201,7 @@ describe("hand-off to a worker of the enqueuing process", () => {
         const enqueueing = yield* Effect.fork(JobQueue.enqueue(report(1)))
         const sql = yield* SqlClient.SqlClient
         yield* eventually(
-          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%enqueue_and_claim%' AND wait_event_type = 'Lock'`, (rows) => rows[0]!.n === 1),
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%enqueue_and_claim%' AND wait_event_type = 'Lock'`, (rows) => rows[0]!.n === 1),
           "the hand-off waits for the lock"
         )
         const stopping = yield* Effect.fork(Scope.close(scope, Exit.void))

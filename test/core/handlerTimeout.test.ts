@@ -35,7 +35,7 @@ describe("handler timeouts and forked fibers", () => {
         expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: `HandlerTimeout: handler for "report_generation" timed out after 1000 ms` })
         expect(Date.now() - started).toBeLessThan(10_000)
         const stillRunning = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-          WHERE query LIKE '%handler_timeout_probe%' AND state = 'active' AND pid <> pg_backend_pid()`
+          WHERE datname = current_database() AND query LIKE '%handler_timeout_probe%' AND state = 'active' AND pid <> pg_backend_pid()`
         yield* eventually(Effect.map(stillRunning, ([row]) => row!.n === 0), "the statement is gone from pg_stat_activity", "5 seconds")
       }), { timeout: 30_000 })
 

@@ -41,7 +41,7 @@ describe("a heartbeat and a prefetched job started while it was on its way", () 
           Effect.zipRight(Deferred.succeed(locked, undefined)), Effect.zipRight(Deferred.await(release)))))
         yield* Deferred.await(locked)
         yield* TestClock.adjust("10 seconds") // the heartbeat asks about A (running) and B (prefetched)
-        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%worker_heartbeat(%' AND wait_event_type = 'Lock'`
+        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%worker_heartbeat(%' AND wait_event_type = 'Lock'`
         yield* eventually(Effect.map(waiting, (r) => r[0]!.n === 1), "the heartbeat waits")
         yield* Deferred.succeed(gate(1), undefined) // A returns: B starts from prefetched
         yield* eventually(Effect.sync(() => started.length === 2 && inHandler === 1), "B started")

@@ -348,7 +348,7 @@ describe("outcomes", () => {
         const fiber = yield* Effect.fork(firstOutcome(handler))
         yield* eventually(Effect.map(SqlClient.SqlClient.pipe(Effect.flatMap((sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue WHERE status = 'processing'`)), (rows) => rows[0]!.n === 1), "the job runs")
         yield* untilWatcherSleepsFor("1 minute")
-        const committing = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query = 'COMMIT'`
+        const committing = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep' AND query = 'COMMIT'`
         yield* eventually(Effect.map(committing, (rows) => rows[0]!.n === 1), "the handler's COMMIT is on its way")
         yield* TestClock.adjust("1 minute")
         const { id, outcome } = yield* Fiber.join(fiber)

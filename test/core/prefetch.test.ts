@@ -167,7 +167,7 @@ describe("prefetch", () => {
         })
         const claimWaits = Effect.map(
           sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-                             WHERE wait_event_type = 'Lock' AND query LIKE '%FROM claim_next_job(%'`,
+                             WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM claim_next_job(%'`,
           (rows) => rows[0]!.n === 1
         )
         yield* eventually(claimWaits, "the worker's claim waits for the lock")

@@ -184,7 +184,7 @@ describe("leases", () => {
         // The lease of attempt 1 ran out while the worker stalled; another worker rescued it.
         expect(yield* sql`SELECT id FROM rescue_expired_jobs('other-worker', ${new Date(t0 + 40_000)})`).toEqual([{ id: job.id }])
         yield* TestClock.adjust("2 seconds") // the heartbeat asks about attempt 1, and waits for the row
-        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%worker_heartbeat(%' AND wait_event_type = 'Lock'`
+        const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%worker_heartbeat(%' AND wait_event_type = 'Lock'`
         yield* eventually(Effect.map(waiting, (rows) => rows[0]!.n === 1), "the heartbeat waits")
         yield* TestClock.adjust("3 seconds") // the poll claims the job again: attempt 2, attempt 1 is stopped
         yield* eventually(Effect.sync(() => attempts.length === 2 && inHandler() === 1), "attempt 2 runs alone")
