@@ -11,10 +11,12 @@ import { Args, Command, HelpDoc, Options, ValidationError } from "@effect/cli"
 import { Console, Effect, Option, Schema } from "effect"
 import { userInfo } from "node:os"
 import { Audit } from "../index.js"
+import { periodOf } from "./calendar.js"
 import { rollbackBillingRun } from "./rollback.js"
 import { seedDemo } from "./seed.js"
 
 const isUuid = Schema.is(Schema.UUID)
+const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
 
 /** 123456 cents as "1.234,56 €", in integers. */
 export const formatEuro = (cents: number): string => {
@@ -89,8 +91,18 @@ export const billingCommand = Command.make("billing", {}, () => missingCommand("
 const seed = Command.make(
   "seed",
   {
-    customers: Options.integer("customers").pipe(Options.withDefault(300), Options.withDescription("How many customers (1 to 5000).")),
+    // Out of range or not a month is a usage error (exit 2), as for the jobs commands.
+    customers: Options.integer("customers").pipe(
+      Options.withDefault(300),
+      Options.mapEffect((count) =>
+        count >= 1 && count <= 5000 ? Effect.succeed(count) : Effect.fail(invalid(`--customers must be from 1 to 5000, got ${count}`))
+      ),
+      Options.withDescription("How many customers (1 to 5000).")
+    ),
     period: Options.text("period").pipe(
+      Options.mapEffect((period) =>
+        periodOf(period) !== undefined ? Effect.succeed(period) : Effect.fail(invalid(`--period must be a month as YYYY-MM, got ${JSON.stringify(period)}`))
+      ),
       Options.optional,
       Options.withDescription("The month (YYYY-MM) the contracts are arranged around; default: the current month.")
     ),

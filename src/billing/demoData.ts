@@ -96,7 +96,6 @@ export const demoData = (options: DemoDataOptions): DemoData => {
   const random = generator(options.seed)
   const { period } = options
   const periodStart = dayNumber(period.start)
-  const mix = { endingInPeriod: 0, startingInPeriod: 0, notYetStarted: 0, endedBefore: 0, reducedVat: 0 }
   const customers: Array<typeof NewCustomer.Encoded> = []
   const contracts: Array<typeof NewContract.Encoded> = []
   const dayInPeriod = () => addDays(period.start, random.between(1, period.days - 2))
@@ -128,27 +127,18 @@ export const demoData = (options: DemoDataOptions): DemoData => {
     })
 
     const contract = (product: { description: string; monthlyNetCents: number; vatRateBp: number }, startsOn: string, endsOn?: string) => {
-      if (product.vatRateBp === 700) mix.reducedVat++
       contracts.push({ customerNumber, ...product, startsOn, ...(endsOn !== undefined ? { endsOn } : {}) })
     }
 
     if (kind <= 5) {
       contract(random.pick(MAIN_PRODUCTS), since)
-      mix.notYetStarted++
       continue
     }
     if (kind <= 8) {
       contract(random.pick(MAIN_PRODUCTS), since, addDays(period.start, -random.between(1, 25)))
-      mix.endedBefore++
       continue
     }
-    if (kind <= 20) {
-      contract(random.pick(MAIN_PRODUCTS), since, dayInPeriod())
-      mix.endingInPeriod++
-    } else {
-      contract(random.pick(MAIN_PRODUCTS), since)
-      if (kind <= 28) mix.startingInPeriod++
-    }
+    contract(random.pick(MAIN_PRODUCTS), since, kind <= 20 ? dayInPeriod() : undefined)
     if (random.chance(0.35)) contract(WATER, since)
     if (random.chance(0.25)) {
       const extra = random.pick(EXTRA_PRODUCTS)
@@ -156,14 +146,11 @@ export const demoData = (options: DemoDataOptions): DemoData => {
       if (when === 1) {
         const start = dayInPeriod()
         contract(extra, start < since ? since : start)
-        mix.startingInPeriod++
       } else if (when === 2) {
         const end = dayInPeriod()
         contract(extra, since, end < since ? since : end)
-        mix.endingInPeriod++
       } else if (when === 3) {
         contract(extra, addDays(period.end, random.between(1, 20)))
-        mix.notYetStarted++
       } else {
         contract(extra, since)
       }
@@ -181,6 +168,22 @@ export const demoData = (options: DemoDataOptions): DemoData => {
     },
     customers,
     contracts,
-    mix
+    mix: mixOf(contracts, period)
   }
+}
+
+/** Counted from the contracts as made, so the summary matches what is stored. */
+const mixOf = (contracts: ReadonlyArray<typeof NewContract.Encoded>, period: Period): DemoData["mix"] => {
+  const mix = { endingInPeriod: 0, startingInPeriod: 0, notYetStarted: 0, endedBefore: 0, reducedVat: 0 }
+  // ISO dates compare as strings. A contract from the 1st or to the last day covers the whole month.
+  for (const { startsOn, endsOn, vatRateBp } of contracts) {
+    if (vatRateBp === 700) mix.reducedVat++
+    if (startsOn > period.end) mix.notYetStarted++
+    else if (endsOn !== undefined && endsOn < period.start) mix.endedBefore++
+    else {
+      if (startsOn > period.start) mix.startingInPeriod++
+      if (endsOn !== undefined && endsOn < period.end) mix.endingInPeriod++
+    }
+  }
+  return mix
 }

@@ -44,6 +44,8 @@ describe("seedDemo", () => {
         expect(mix!.endingInMonth).toBeGreaterThan(10)
         expect(mix!.startingInMonth).toBeGreaterThan(10)
         expect(mix!.notYetStarted).toBeGreaterThan(5)
+        // The summary printed after seeding counts what was stored.
+        expect(result.mix).toMatchObject({ endingInPeriod: mix!.endingInMonth, startingInPeriod: mix!.startingInMonth, notYetStarted: mix!.notYetStarted })
 
         const again = yield* seedDemo({ print: false })
         expect(again).toMatchObject({ alreadySeeded: true, customers: 0, contracts: 0 })

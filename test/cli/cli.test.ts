@@ -116,6 +116,16 @@ describe("skiplock CLI", () => {
         expect(count!.n).toBe(0)
       }))
 
+    it.effect("demo seed: customers out of range or a period that is not a month is a usage error (2)", () =>
+      Effect.gen(function* () {
+        const customers = yield* run("demo", "seed", "--customers", "0")
+        expect(customers.code).toBe(2)
+        expect(customers.stderr).toContain("--customers must be from 1 to 5000, got 0")
+        const month = yield* run("demo", "seed", "--period", "2025-13")
+        expect(month.code).toBe(2)
+        expect(month.stderr).toContain('--period must be a month as YYYY-MM, got "2025-13"')
+      }))
+
     it.effect("jobs list shows the newest jobs first, filtered by status, type and organization", () =>
       Effect.gen(function* () {
         const first = yield* enqueue("report_generation", { n: 1 })
