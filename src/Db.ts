@@ -13,8 +13,15 @@ import { Config, Duration, Effect, Layer, Redacted } from "effect"
 import pg from "pg"
 import { PreparingClient } from "./internal/preparedStatements.js"
 
+/**
+ * The pool's size unless told otherwise: what a worker with the default options may hold at once
+ * (`Worker.connectionsNeeded({})`, 11) and two for the application's own statements, as the service sizes it.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 13
+
 export interface DbOptions {
   readonly url: Redacted.Redacted<string> | string
+  /** Default DEFAULT_MAX_CONNECTIONS (13). */
   readonly maxConnections?: number
   readonly applicationName?: string
   readonly connectTimeout?: Duration.DurationInput
@@ -32,7 +39,7 @@ const acquirePool = (options: DbOptions) =>
     const connectTimeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
     const pool = new pg.Pool({
       connectionString: typeof options.url === "string" ? options.url : Redacted.value(options.url),
-      max: options.maxConnections ?? 10,
+      max: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
       application_name: options.applicationName ?? "skiplock",
       connectionTimeoutMillis: Duration.toMillis(connectTimeout),
       ...(options.preparedStatements === false ? {} : { Client: PreparingClient })

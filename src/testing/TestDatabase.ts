@@ -39,7 +39,7 @@ export interface TestDatabaseOptions {
   readonly server?: PostgresServerOptions
   /** How long dropping the database may take before it is abandoned (default 15 s). */
   readonly dropTimeout?: Duration.DurationInput
-  /** Pool size of the provided PgClient (default 10, as Db.layer's). */
+  /** Pool size of the provided PgClient (default Db.DEFAULT_MAX_CONNECTIONS, 13, as Db.layer's). */
   readonly maxConnections?: number
 }
 
