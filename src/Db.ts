@@ -33,26 +33,54 @@ export interface DbOptions {
   readonly preparedStatements?: boolean
 }
 
-/** A pg pool on the given URL, connected once (so a bad URL fails here), ended with the scope. */
+/**
+ * A pg pool on the given URL, ended with the scope (in at most a second), and connected once, so a bad
+ * URL fails here. The first statement is bounded as well as the connect: a server that accepts the login
+ * and then never answers (a pooler with no server connection free) fails the start instead of hanging it.
+ */
 const acquirePool = (options: DbOptions) =>
   Effect.gen(function* () {
     const connectTimeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
-    const pool = new pg.Pool({
-      connectionString: typeof options.url === "string" ? options.url : Redacted.value(options.url),
-      max: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
-      application_name: options.applicationName ?? "skiplock",
-      connectionTimeoutMillis: Duration.toMillis(connectTimeout),
-      ...(options.preparedStatements === false ? {} : { Client: PreparingClient })
-    })
-    // A pooled connection that breaks while idle is dropped by the pool; statements report their own errors.
-    pool.on("error", () => undefined)
-    yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: () => pool.query("SELECT 1"),
-        catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const pool = new pg.Pool({
+          connectionString: typeof options.url === "string" ? options.url : Redacted.value(options.url),
+          max: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+          application_name: options.applicationName ?? "skiplock",
+          connectionTimeoutMillis: Duration.toMillis(connectTimeout),
+          ...(options.preparedStatements === false ? {} : { Client: PreparingClient })
+        })
+        // A pooled connection that breaks while idle is dropped by the pool; statements report their own errors.
+        pool.on("error", () => undefined)
+        return pool
       }),
-      () => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(1)))
-    ).pipe(
+      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(1)))
+    )
+    yield* Effect.tryPromise({
+      try: async (signal) => {
+        const client = await pool.connect()
+        // Given back once; closed (release with an error) unless it answered, also when the start is interrupted.
+        let released = false
+        const ignore = () => undefined
+        const release = (error?: Error) => {
+          if (released) return
+          released = true
+          client.removeListener("error", ignore)
+          client.release(error ?? false)
+        }
+        client.on("error", ignore)
+        signal.addEventListener("abort", () => release(new Error("interrupted")))
+        try {
+          // query_timeout is pg's per-query read timeout (missing from its types).
+          await client.query({ text: "SELECT 1", query_timeout: Duration.toMillis(connectTimeout) } as pg.QueryConfig)
+          release()
+        } catch (error) {
+          release(error instanceof Error ? error : new Error(String(error)))
+          throw error
+        }
+      },
+      catch: (cause) => new SqlError({ cause, message: "PgClient: Failed to connect" })
+    }).pipe(
       Effect.timeoutFail({
         duration: connectTimeout,
         onTimeout: () => new SqlError({ cause: new Error("Connection timed out"), message: "PgClient: Connection timed out" })
