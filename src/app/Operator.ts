@@ -161,7 +161,7 @@ const stateChange = (
           ? "its handler's transaction has committed: it completes shortly"
           // requeue_failed_job refuses a job failed by hand whose handler may still run (0022).
           : operation === "retry" && status === "failed" && row?.heldBy != null
-          ? `its handler may still run on worker ${row.heldBy}, which stops it at its next heartbeat: retry in a few seconds`
+          ? `its handler may still run on worker ${row.heldBy}, which stops it at its next heartbeat and reports it stopped at the one after: retry in about 20 seconds`
           : undefined
       return yield* new InvalidJobState({ jobId, status, operation, allowed: ALLOWED[operation], ...(because === undefined ? {} : { because }) })
     }

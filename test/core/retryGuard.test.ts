@@ -24,9 +24,10 @@ describe("the retry guard", () => {
       yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${at(0)})`
       return job!.id
     })
-    const heartbeat = (id: string, seconds: number) =>
+    // w's heartbeat, reporting the jobs whose handlers it runs; the answer is the ones it still holds.
+    const heartbeat = (running: ReadonlyArray<string>, seconds: number) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
-        Effect.map(sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('w', ARRAY[${id}]::uuid[], ${at(seconds)})`, (rows) => rows.map((row) => row.id)))
+        Effect.map(sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('w', ${running}::uuid[], ${at(seconds)})`, (rows) => rows.map((row) => row.id)))
     const retry = (id: string, seconds: number) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
         Effect.either(sql`SELECT * FROM requeue_failed_job(${id}, 'op', NULL, ${at(seconds)})`)).pipe(
@@ -42,12 +43,13 @@ describe("the retry guard", () => {
         yield* Effect.promise(() => operator.query("BEGIN"))
         yield* Effect.promise(() => operator.query("SELECT * FROM fail_job_manually($1, 'stuck', 'op', $2)", [id, at(1)]))
         // The heartbeat finds the row locked by the fail: it counts the job held, and the worker runs on.
-        expect(yield* heartbeat(id, 2)).toEqual([id])
+        expect(yield* heartbeat([id], 2)).toEqual([id])
         yield* Effect.promise(() => operator.query("COMMIT"))
         expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
-        // The next heartbeat no longer holds it (the worker stops the handler): now it may be retried.
-        expect(yield* heartbeat(id, 12)).toEqual([])
-        expect(yield* retry(id, 13)).toBe("requeued")
+        // The next heartbeat no longer holds it (the worker stops the handler); once stopped, it may be retried.
+        expect(yield* heartbeat([id], 12)).toEqual([])
+        expect(yield* heartbeat([], 22)).toEqual([])
+        expect(yield* retry(id, 23)).toBe("requeued")
       }).pipe(Effect.scoped))
 
     it.effect("a heartbeat stamped after the fail by a clock that runs ahead, but sent before it, has not let go", () =>
@@ -55,11 +57,26 @@ describe("the retry guard", () => {
         const sql = yield* SqlClient.SqlClient
         const id = yield* runningJob
         // The worker's clock is 5 s ahead: its heartbeat, sent before the fail, says t = 6.
-        expect(yield* heartbeat(id, 6)).toEqual([id])
+        expect(yield* heartbeat([id], 6)).toEqual([id])
         yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${at(2)})`
         expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
-        expect(yield* heartbeat(id, 16)).toEqual([])
+        expect(yield* heartbeat([], 16)).toEqual([])
         expect(yield* retry(id, 12)).toBe("requeued")
+      }))
+
+    it.effect("a heartbeat that still reports the job running has not let go, though the worker no longer holds it", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const id = yield* runningJob
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${at(1)})`
+        // After the fail: no longer held (the worker interrupts the handler on this answer), but still running.
+        expect(yield* heartbeat([id], 2)).toEqual([])
+        expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // A handler that takes its time to stop keeps the job in the worker's reports, and the retry waits.
+        expect(yield* heartbeat([id], 12)).toEqual([])
+        expect(yield* retry(id, 13)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        expect(yield* heartbeat([], 22)).toEqual([])
+        expect(yield* retry(id, 23)).toBe("requeued")
       }))
   })
 })

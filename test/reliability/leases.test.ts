@@ -208,7 +208,7 @@ describe("leases", () => {
         // Requeued now, this worker could claim it again with the same attempt number while the handler still runs.
         const refused = yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))
         expect(refused.message).toBe(
-          `cannot retry job ${job.id}: it is failed, but its handler may still run on worker busy-worker, which stops it at its next heartbeat: retry in a few seconds`
+          `cannot retry job ${job.id}: it is failed, but its handler may still run on worker busy-worker, which stops it at its next heartbeat and reports it stopped at the one after: retry in about 20 seconds`
         )
         // The handler, still running, logs an entry of its own for the job: that changes nothing.
         const audit = yield* Audit.make
@@ -222,7 +222,13 @@ describe("leases", () => {
         yield* TestClock.adjust("7 seconds") // the heartbeat: the job is no longer held, its handler stops
         yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && inHandler() === 0), "the handler stopped")
         expect(outcomes).toEqual(["LeaseLost"])
-        yield* Operator.retryJob(job.id, "cli:test")
+        // That heartbeat still reported the handler running; the next one says it has stopped.
+        expect((yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))).message).toBe(refused.message)
+        yield* TestClock.adjust("10 seconds")
+        yield* eventually(
+          Effect.map(Effect.either(Operator.retryJob(job.id, "cli:test")), (result) => result._tag === "Right"),
+          "the retry is accepted"
+        )
         yield* TestClock.adjust("5 seconds") // the poll
         yield* eventually(Effect.sync(() => attempts.length === 2), "the job started again")
         expect(inHandler()).toBe(1)
