@@ -22,5 +22,31 @@ describe("Audit.trail", () => {
         const trail = yield* audit.trail(jobId)
         expect(trail.map((entry) => entry.event)).toEqual(events)
       }).pipe(Effect.provide(Audit.layer)))
+
+    it.effect("an entry must name who acted, and a reason given must say something: the operator functions called from psql change nothing otherwise", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'report_generation', '{}') RETURNING id`
+        const id = job!.id
+        const refusal = (statement: Effect.Effect<unknown, unknown>) =>
+          Effect.map(Effect.flip(statement), (error) => String((error as { cause?: { message?: string } }).cause?.message))
+        expect(yield* refusal(sql`SELECT * FROM cancel_pending_job(p_job_id => ${id}, p_actor => '  ')`)).toBe(
+          `new row for relation "audit_logs" violates check constraint "audit_logs_actor_not_blank"`
+        )
+        expect(yield* refusal(sql`SELECT * FROM cancel_pending_job(p_job_id => ${id}, p_actor => 'ops', p_reason => '')`)).toBe(
+          `new row for relation "audit_logs" violates check constraint "audit_logs_reason_not_blank"`
+        )
+        expect(yield* refusal(sql`SELECT * FROM fail_job_manually(p_job_id => ${id}, p_reason => 'stuck', p_actor => '')`)).toBe(
+          `new row for relation "audit_logs" violates check constraint "audit_logs_actor_not_blank"`
+        )
+        const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${id}`
+        expect(row!.status).toBe("pending")
+        expect(yield* sql`SELECT 1 FROM audit_logs WHERE job_id = ${id}`).toEqual([])
+        // Without a reason, or with one, it goes through.
+        yield* sql`SELECT * FROM cancel_pending_job(p_job_id => ${id}, p_actor => 'ops')`
+        yield* sql`SELECT * FROM requeue_failed_job(p_job_id => ${id}, p_actor => 'ops', p_reason => 'the bank is back')`
+        const entries = yield* sql<{ event: string }>`SELECT event FROM audit_logs WHERE job_id = ${id} ORDER BY id`
+        expect(entries.map((entry) => entry.event)).toEqual(["job_cancelled", "job_requeued"])
+      }))
   })
 })
