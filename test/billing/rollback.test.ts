@@ -259,6 +259,33 @@ describe("rollbackBillingRun", () => {
         yield* sql`UPDATE invoices SET status = 'exported', exported_at = now() WHERE id = ${id}`
         yield* sql`UPDATE invoices SET status = 'paid', paid_at = now() WHERE id = ${id}`
         expect((yield* invoicesOf(org)).filter((row) => row.status === "paid")).toHaveLength(1)
+        // Never back (that would erase the payment, or bring a cancelled invoice back), and what is recorded stays.
+        const [{ number }] = yield* sql<{ number: string }>`SELECT invoice_number AS number FROM invoices WHERE id = ${id}`
+        expect(yield* refusal(sql`UPDATE invoices SET status = 'open', paid_at = NULL WHERE id = ${id}`)).toBe(
+          `invoice ${number} is paid: its status never moves back to open`
+        )
+        expect(yield* refusal(sql`UPDATE invoices SET paid_at = NULL WHERE id = ${id}`)).toBe(
+          `invoice ${number}: when it was exported, paid or cancelled, and why, stays as recorded`
+        )
+        yield* sql`UPDATE invoices SET status = 'cancelled', cancelled_at = now(), cancellation_reason = 'Storno' WHERE id = ${id}`
+        expect(yield* refusal(sql`UPDATE invoices SET status = 'open', cancelled_at = NULL, cancellation_reason = NULL WHERE id = ${id}`)).toBe(
+          `invoice ${number} is cancelled: its status never moves back to open`
+        )
+        // A line added to an issued invoice: refused when its transaction commits, here the statement's own
+        // (as from psql), because the lines no longer add up.
+        const [other] = yield* sql<{ id: string; number: string; net: number; vat: number }>`
+          SELECT id, invoice_number AS number, net_cents AS net, vat_cents AS vat FROM invoices
+          WHERE organization_id = ${org} AND status = 'open' ORDER BY number_sequence LIMIT 1`
+        const added = yield* Effect.flip(sql`
+          INSERT INTO invoice_lines (organization_id, invoice_id, position, contract_id, description, service_start, service_end,
+                                     days_billed, days_in_period, monthly_net_cents, net_cents, vat_rate_bp, vat_cents, gross_cents)
+          SELECT organization_id, invoice_id, 99, contract_id, 'Nachtrag', service_start, service_end,
+                 days_billed, days_in_period, monthly_net_cents, 1000, 1900, 190, 1190
+          FROM invoice_lines WHERE invoice_id = ${other!.id} LIMIT 1`)
+        expect(String((added.cause as { message?: string }).message)).toBe(
+          `invoice ${other!.number} says net ${other!.net} and VAT ${other!.vat} cents, its lines add up to net ${other!.net + 1000} and VAT ${other!.vat + 190}: lines come only with their invoice`
+        )
+        expect(yield* sql`SELECT 1 FROM invoice_lines WHERE invoice_id = ${other!.id} AND position = 99`).toEqual([])
       }))
 
     it.effect("`billing rollback` prints what it did, and fails with the refusal's message", () =>
