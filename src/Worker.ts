@@ -118,6 +118,8 @@ interface PrefetchedJob {
 
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
+// A heartbeat that could not reach the database is tried again this often, until the next one is due.
+const HEARTBEAT_RETRY = Duration.seconds(1)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
 const BACKGROUND_STOP_TIMEOUT = Duration.seconds(2)
 // At most this many completions go into one statement.
@@ -233,6 +235,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       workerId,
       store,
       retryBackoff,
+      leaseDuration,
       onOutcome: options.onOutcome,
       complete: completions.complete,
       watchesTimeouts: true,
@@ -484,6 +487,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     const registration = makeRegistration(store, { workerId, host: hostname(), pid: process.pid, jobTypes, concurrency })
     const heartbeatFailures = makeOutageLog("heartbeat")
+    const heartbeatMillis = Duration.toMillis(heartbeatInterval)
+    // The last heartbeat could not reach the database: this worker's leases may have run out unrenewed.
+    let heartbeatFailing = false
 
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease ran out while the database could not be reached.
@@ -493,9 +499,19 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       const askedRunning = [...running.values()]
       const askedWaiting = new Set(prefetched)
       const ids = [...askedRunning.map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
-      const at = yield* Clock.currentTimeMillis
-      const beat = Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))
+      const due = yield* Clock.currentTimeMillis
+      let at = due
+      const beat = Effect.suspend(() => Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))).pipe(
+        Effect.tap((answer) => void (heartbeatFailing = answer._tag === "Left"))
+      )
       let answer = yield* beat
+      // While the database cannot be reached, ask again every second until the next beat is due: the leases
+      // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
+      while (answer._tag === "Left" && at + 1000 < due + heartbeatMillis) {
+        yield* Effect.sleep(HEARTBEAT_RETRY)
+        at = yield* Clock.currentTimeMillis
+        answer = yield* beat
+      }
       if (answer._tag === "Right" && !answer.right.registered) {
         yield* registration.lost
         yield* registration.ensure
@@ -539,7 +555,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     })
 
     const prune = makePrune(store, { retention, leaseDuration })
-    const rescue = makeRescue(store, workerId, () => signal(true))
+    // Not while this worker's own leases could not be renewed: it would rescue its own running jobs
+    // (after an outage, the rescue may come before the heartbeat that renews them).
+    const rescueExpired = makeRescue(store, workerId, () => signal(true))
+    const rescue = Effect.suspend(() => (heartbeatFailing ? Effect.void : rescueExpired))
 
     yield* registration.ensure
 

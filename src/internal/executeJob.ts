@@ -8,7 +8,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
-import { Cause, Clock, Context, Data, Duration, Effect, Exit, FiberRef, HashMap, Metric, Option, Schedule, Schema, Tracer } from "effect"
+import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, FiberRef, HashMap, Metric, Option, ParseResult, Schedule, Schema, Tracer } from "effect"
 import { HandlerTimeout, PermanentError } from "../Errors.js"
 import type { Handler } from "../Handler.js"
 import { CurrentJob, type JobContext } from "../JobContext.js"
@@ -18,6 +18,7 @@ import { type ClaimedJob, type JobStore, LOST_CONNECTION_REASON } from "./JobSto
 import { sqlErrorText } from "./sqlErrorText.js"
 import { lostConnection } from "./connectionLoss.js"
 import { jobParentSpan } from "./tracing.js"
+import { jsonProblem } from "./validate.js"
 
 /** What happened to one attempt of a job. */
 export type Outcome = Data.TaggedEnum<{
@@ -47,6 +48,8 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
+  /** How long recording an outcome is tried while the database cannot be reached: the job's lease (default: five tries, about 3 s). */
+  readonly leaseDuration?: Duration.Duration | undefined
   /** Completes a job whose handler succeeded (the worker: with its next claim); default: one complete_job call. */
   readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
   /**
@@ -65,15 +68,60 @@ class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 /** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
 export const MAX_UNCOUNTED_RELEASES = 10
 
-// Recording an outcome survives short database outages; the guards in SQL make a repeat harmless.
-const persistently = <A>(effect: Effect.Effect<A, SqlError>) =>
-  Effect.catchAll(effect, () => Effect.retry(effect, { schedule: Schedule.exponential("100 millis", 2), times: 5 }))
+// Recording an outcome survives database outages as long as the job's lease can: the worker's
+// heartbeat renews it once the database is back, and the outcome lands then. Tried every 2 s at most;
+// the guards in SQL make a repeat harmless (a job rescued meanwhile is reported lost). Without a lease
+// (the testing kit's runJob) five tries, about 3 s.
+const makePersistently = (lease: Duration.Duration | undefined) => {
+  const schedule = lease === undefined
+    ? Schedule.intersect(Schedule.exponential("100 millis", 2), Schedule.recurs(5))
+    : Schedule.union(Schedule.exponential("100 millis", 2), Schedule.spaced("2 seconds")).pipe(Schedule.upTo(lease))
+  return <A>(effect: Effect.Effect<A, SqlError>) => Effect.catchAll(effect, () => Effect.retry(effect, schedule))
+}
+// One per worker (its env), not one per job.
+const persistentlyByEnv = new WeakMap<ExecuteEnv, ReturnType<typeof makePersistently>>()
+const persistentlyFor = (env: ExecuteEnv) => {
+  let persistently = persistentlyByEnv.get(env)
+  if (persistently === undefined) persistentlyByEnv.set(env, (persistently = makePersistently(env.leaseDuration)))
+  return persistently
+}
 
 // An error text is stored in job_queue, job_runs and the audit entry, and logged: a huge value quoted in it
 // (a 10 MB payload field) must not be copied four times.
 const MAX_ERROR_LENGTH = 1_000
 const bounded = (text: string) =>
   text.length <= MAX_ERROR_LENGTH ? text : `${text.slice(0, MAX_ERROR_LENGTH)}… (${text.length - MAX_ERROR_LENGTH} more characters)`
+
+/**
+ * The payload decoded with the job type's Schema, or why it cannot be. Synchronously when the Schema
+ * allows (no Effect steps); a Schema that decodes asynchronously (JobQueue accepts those) fails that
+ * way, and is decoded as an Effect. A payload inserted by SQL can be nested deeper than the call stack
+ * goes (decoding or describing it throws): that is the payload's fault too, not a bug to retry.
+ * (An Either when known at once: no Effect step on the common path.)
+ */
+type Decoded = Either.Either<unknown, string>
+const decodePayload = (handler: Handler<string, any, any, any>, payload: unknown): Decoded | Effect.Effect<Decoded> => {
+  const tooDeep = (thrown: unknown) =>
+    jsonProblem(payload) ?? `it could not be decoded: ${thrown instanceof Error ? thrown.message : String(thrown)}`
+  const described = (error: ParseResult.ParseError): string => {
+    try {
+      return formatParseError(error)
+    } catch (thrown) {
+      return tooDeep(thrown)
+    }
+  }
+  try {
+    const syncDecoded = Schema.decodeUnknownEither(handler.definition.payload)(payload)
+    if (syncDecoded._tag === "Right") return Either.right(syncDecoded.right)
+  } catch (thrown) {
+    return Either.left(tooDeep(thrown))
+  }
+  return Schema.decodeUnknown(handler.definition.payload)(payload).pipe(
+    Effect.either,
+    Effect.map(Either.mapLeft(described)),
+    Effect.catchAllDefect((thrown) => Effect.succeed(Either.left(tooDeep(thrown))))
+  )
+}
 
 /** A readable one-line text of any failure, for job_queue.error and logs. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
@@ -170,6 +218,7 @@ export const executeJob = <R>(
   control: JobControl = { stopReason: undefined }
 ): Effect.Effect<Outcome, never, R | SqlClient.SqlClient> => {
   const { store, workerId } = env
+  const persistently = persistentlyFor(env)
   const context = jobContext(job, workerId)
   // Times and metrics are read and written directly: this runs once per job, and each Clock or
   // Metric Effect costs a few Effect steps. (Metric labels set on the fiber are not applied here.)
@@ -203,13 +252,9 @@ export const executeJob = <R>(
         return ok ? Outcome.Skipped() : Outcome.LeaseLost()
       }
 
-      // Synchronously when the Schema allows (no Effect steps); a Schema that decodes asynchronously
-      // (JobQueue accepts those) fails that way, and is decoded as an Effect.
-      const syncDecoded = Schema.decodeUnknownEither(handler.definition.payload)(job.payload)
-      const decoded = syncDecoded._tag === "Right" ? syncDecoded : yield* Effect.either(Schema.decodeUnknown(handler.definition.payload)(job.payload))
-      if (decoded._tag === "Left") {
-        return yield* fail(`invalid payload: ${formatParseError(decoded.left)}`, false)
-      }
+      const decoding = decodePayload(handler, job.payload)
+      const decoded = Either.isEither(decoding) ? decoding : yield* decoding
+      if (decoded._tag === "Left") return yield* fail(`invalid payload: ${decoded.left}`, false)
 
       const timedOut = () => new HandlerTimeout({ jobType: job.jobType, timeoutMillis: Duration.toMillis(handler.timeout) })
       const run = Effect.suspend(() => handler.run(decoded.right, context))
@@ -352,7 +397,7 @@ const countOutcome = (jobType: string, outcome: Outcome): Effect.Effect<void> =>
         : Effect.logWarning(`released after a lost database connection, the attempt not counted; runs again at ${outcome.lostConnection.runAt.toISOString()}: ${outcome.lostConnection.error}`)
     case "LeaseLost":
       count(Metrics.leasesLost)
-      return Effect.logWarning("lost the job's lease; another worker owns it now")
+      return Effect.logWarning("lost the job: it is no longer this worker's (failed or cancelled by an operator, or rescued by another worker after its lease ran out); nothing recorded")
     case "Unrecorded":
       count(Metrics.outcomesUnrecorded)
       return Effect.logError(`could not record the job's outcome (the database stayed unreachable); its lease runs out and it is rescued: ${outcome.error}`)

@@ -83,8 +83,12 @@ const pathOf = (step: Step): string => {
   for (let at: Step | undefined = step; at?.key !== undefined; at = at.parent) {
     parts.push(typeof at.key === "number" ? `[${at.key}]` : `[${JSON.stringify(at.key)}]`)
   }
-  return `payload${parts.reverse().join("")}`
+  parts.reverse()
+  // A path thousands of levels deep would crowd out what is wrong with it.
+  if (parts.length > MAX_PATH_PARTS) return `payload${parts.slice(0, MAX_PATH_PARTS).join("")}…(${parts.length - MAX_PATH_PARTS} levels more)`
+  return `payload${parts.join("")}`
 }
+const MAX_PATH_PARTS = 20
 
 /** What is wrong with this one value itself (not its children), or undefined. */
 const valueProblem = (step: Step): string | undefined => {

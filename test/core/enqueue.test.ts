@@ -136,7 +136,7 @@ describe("JobQueue.enqueue", () => {
         }
         const deep = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: nested(1_500) })
         expect(deep.existing).toBe(false)
-        expect(yield* refused("dunning_run", nested(10_000))).toMatch(/^invalid payload for job type "dunning_run": payload(\["a"\]){2000} nests deeper than 2000 levels$/)
+        expect(yield* refused("dunning_run", nested(10_000))).toBe(`invalid payload for job type "dunning_run": payload${'["a"]'.repeat(20)}…(1980 levels more) nests deeper than 2000 levels`)
         // Left out as JSON leaves it out (absent and undefined read the same), and a payload that is fine is stored.
         const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { level: 2, note: undefined, emoji: "😀" } })
         const sql = yield* SqlClient.SqlClient

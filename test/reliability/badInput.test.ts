@@ -59,7 +59,9 @@ describe("bad input", () => {
           array: yield* insertByHand("[1, 2]"),
           string: yield* insertByHand(JSON.stringify("a string")),
           number: yield* insertByHand("42"),
-          hugeInvalid: yield* insertByHand(JSON.stringify({ contractId: "c-1", amountCents: huge }))
+          hugeInvalid: yield* insertByHand(JSON.stringify({ contractId: "c-1", amountCents: huge })),
+          // Deeper than describing it goes without overflowing the call stack.
+          deep: yield* insertByHand(`{"contractId": "c-1", "amountCents": ${"[".repeat(5000)}${"]".repeat(5000)}}`)
         }
         const good = [
           yield* insertByHand(JSON.stringify({ contractId: "c-2", amountCents: 100 })),
@@ -93,6 +95,7 @@ describe("bad input", () => {
         expect(hugeError).toContain(`["amountCents"]`)
         expect(hugeError.length).toBeLessThan(2_000)
         expect(hugeError).toMatch(/… \(\d+ more characters\)$/)
+        expect(errorOf(bad.deep)).toBe(`invalid payload: payload["amountCents"]${"[0]".repeat(19)}…(1980 levels more) nests deeper than 2000 levels`)
         expect((yield* worker.status).claiming).toBe(true)
       }).pipe(Effect.scoped), { timeout: 60_000 })
 

@@ -50,7 +50,7 @@ describe("a paused worker", () => {
         yield* Effect.promise(() => rm(hold, { force: true }))
         paused.child.kill("SIGCONT")
         yield* eventually(
-          Effect.sync(() => paused.logs().some((line) => /lost the (job's )?lease/.test(line.message))),
+          Effect.sync(() => paused.logs().some((line) => /lost the (job\b|lease)/.test(line.message))),
           "the paused worker noticed it lost the job",
           "20 seconds"
         )

@@ -28,7 +28,8 @@ describe("an outcome that cannot be written", () => {
         // The handler fails after the database went down: recording the failure cannot reach it.
         const handler = Handler.make(Report, { run: () => Effect.zipRight(Effect.sync(proxy.close), Effect.fail(new Error("ledger offline"))) })
         const pool = yield* Layer.build(Db.layer({ url: proxy.url, maxConnections: 4, connectTimeout: "1 second" }))
-        yield* Worker.make({ handlers: [handler], pollInterval: "100 millis", listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(done, Effect.succeed(outcome)) }).pipe(
+        // Recording is tried for as long as the lease (3 s here) could still be renewed.
+        yield* Worker.make({ handlers: [handler], pollInterval: "100 millis", leaseDuration: "3 seconds", heartbeatInterval: "1 second", listen: false, onOutcome: (_, outcome) => Deferred.unsafeDone(done, Effect.succeed(outcome)) }).pipe(
           Effect.provide(pool),
           Effect.provide(Logger.replace(Logger.defaultLogger, capture))
         )

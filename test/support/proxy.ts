@@ -39,3 +39,43 @@ export const silenceableProxy = (url: string) =>
     (proxy) => Effect.sync(proxy.close)
   )
 
+
+/**
+ * A TCP proxy to the database of `url` that can go down and come back, as a database restarting does:
+ * `down()` ends every connection and refuses new ones (closed at once), `up()` forwards again.
+ */
+export const restartableProxy = (url: string) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly url: string; readonly down: () => void; readonly up: () => void; readonly close: () => void }>((resume) => {
+      const target = new URL(url)
+      let isDown = false
+      const sockets = new Set<Socket>()
+      const server = createServer((client) => {
+        client.on("error", () => client.destroy())
+        if (isDown) return void client.destroy()
+        sockets.add(client)
+        const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
+        sockets.add(upstream)
+        upstream.on("error", () => client.destroy())
+        client.pipe(upstream)
+        upstream.pipe(client)
+        client.on("close", () => (upstream.destroy(), sockets.delete(client)))
+        upstream.on("close", () => (client.destroy(), sockets.delete(upstream)))
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const proxied = new URL(url)
+        proxied.hostname = "127.0.0.1"
+        proxied.port = String((server.address() as { port: number }).port)
+        const down = () => {
+          isDown = true
+          for (const socket of sockets) socket.destroy()
+        }
+        const close = () => {
+          down()
+          server.close()
+        }
+        resume(Effect.succeed({ url: proxied.toString(), down, up: () => void (isDown = false), close }))
+      })
+    }),
+    (proxy) => Effect.sync(proxy.close)
+  )
