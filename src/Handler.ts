@@ -16,7 +16,10 @@ export interface Handler<Type extends string = string, A = any, E = any, R = any
    * job's row is completed after the commit, as any job's.
    */
   readonly transactional: boolean
-  /** Errors for which retrying cannot help: the job fails at once. (Called only with the handler's own errors, E.) */
+  /**
+   * Errors for which retrying cannot help: the job fails at once. Called only with the handler's own
+   * errors, E; a transactional handler's failed BEGIN or COMMIT is retried without asking it.
+   */
   readonly isPermanent: (error: unknown) => boolean
   /** After this long the attempt is interrupted and counts as a retryable failure. */
   readonly timeout: Duration.Duration

@@ -65,6 +65,16 @@ export interface ExecuteEnv {
 
 class LeaseLost extends Data.TaggedError("LeaseLost")<{}> {}
 
+// A transactional handler's own failure, told apart from the failures of its transaction (BEGIN, COMMIT,
+// recording the run): those are not the handler's errors, E, and its `permanent` predicate never sees them.
+class HandlerFailed extends Data.TaggedError("HandlerFailed")<{ readonly error: unknown }> {}
+const transactionFailures = new WeakSet<object>()
+const ownFailure = (error: unknown) => {
+  if (error instanceof HandlerFailed) return Effect.fail(error.error)
+  if (typeof error === "object" && error !== null && !(error instanceof LeaseLost)) transactionFailures.add(error)
+  return Effect.fail(error)
+}
+
 /** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
 export const MAX_UNCOUNTED_RELEASES = 10
 
@@ -186,6 +196,7 @@ const permanence = (handler: Handler, cause: Cause.Cause<unknown>): { readonly p
   const error = failure.value
   if (error instanceof HandlerTimeout) return { permanent: false }
   if (error instanceof PermanentError) return { permanent: true }
+  if (typeof error === "object" && error !== null && transactionFailures.has(error)) return { permanent: false }
   try {
     return { permanent: handler.isPermanent(error) === true }
   } catch (thrown) {
@@ -265,13 +276,13 @@ export const executeJob = <R>(
         ? Effect.flatMap(SqlClient.SqlClient, (sql) =>
             sql.withTransaction(
               Effect.zipRight(
-                timed,
+                Effect.mapError(timed, (error) => new HandlerFailed({ error })),
                 Effect.flatMap(
                   Effect.flatMap(now, (at) => store.commitRun(job.id, workerId, attempt, at)),
                   (ok) => (ok ? Effect.void : Effect.fail(new LeaseLost()))
                 )
               )
-            ))
+            ).pipe(Effect.catchAll(ownFailure)))
         : timed
 
       const started = clock.unsafeCurrentTimeMillis()

@@ -325,6 +325,30 @@ describe("outcomes", () => {
         expect(yield* auditEvents(ok.id)).toEqual(["job_started", "job_completed"])
       }))
 
+    it.scoped("a transactional handler's transaction failing on its own is retried without asking its permanent predicate, which sees only the handler's own errors", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const asked: Array<unknown> = []
+        const handler = Handler.make(Settlement, {
+          transactional: true,
+          // The handler succeeds, but leaves its transaction unable to record the run: skiplock's own
+          // statement in it (commit_job_run) then fails.
+          run: (payload) =>
+            sql`SET LOCAL search_path = nowhere`.pipe(
+              Effect.mapError(() => new ContractClosed({ contractId: payload.contractId }))
+            ),
+          // Typed for the handler's errors: anything but ContractClosed would be a surprise here.
+          permanent: (error) => {
+            asked.push(error)
+            return error._tag !== "ContractClosed"
+          }
+        })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: expect.stringContaining("commit_job_run") })
+        expect(asked).toEqual([])
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 1 })
+      }))
+
     it.scoped("a timeout that comes while a transactional handler's COMMIT is on its way completes the job: its effects are in", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
