@@ -7,11 +7,14 @@
  * The pool is built here rather than by @effect/sql-pg so that skiplock's
  * job-path statements can be named prepared statements (preparedStatements.ts).
  */
+import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { SqlError } from "@effect/sql/SqlError"
-import { Config, Duration, Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Redacted } from "effect"
 import pg from "pg"
+import { setLocalLockTimeout } from "./internal/lockTimeout.js"
 import { PreparingClient } from "./internal/preparedStatements.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "./internal/sqlErrorText.js"
 
 /**
  * The pool's size unless told otherwise: what a worker with the default options may hold at once
@@ -96,7 +99,14 @@ export const layer = (options: DbOptions) =>
     applicationName: options.applicationName ?? "skiplock"
   })
 
-/** A PgClient layer for `DATABASE_URL`. */
-export const layerFromEnv = Layer.unwrapEffect(
-  Config.redacted("DATABASE_URL").pipe(Config.map((url) => layer({ url })))
-)
+/**
+ * Makes the statements of the current transaction wait at most `timeout` for a row or table lock,
+ * instead of for ever (PostgreSQL's lock_timeout, local to the transaction). A wait past it fails with
+ * an SqlError that `isLockTimeout` recognizes, for the caller to say what holds things up.
+ */
+export const withLockTimeout = (sql: SqlClient.SqlClient, timeout: Duration.DurationInput): Effect.Effect<void, SqlError> =>
+  setLocalLockTimeout(sql, timeout)
+
+/** Whether a statement failed because it waited for a lock longer than the lock timeout (SQLSTATE 55P03). */
+export const isLockTimeout = (error: unknown): boolean =>
+  (error as { _tag?: unknown } | null)?._tag === "SqlError" && sqlErrorCode(error) === LOCK_NOT_AVAILABLE

@@ -39,8 +39,6 @@ export interface AppJobs {
   readonly handlers: ReadonlyArray<AppHandler>
   readonly definitions: ReadonlyArray<JobDefinition>
   readonly migrationSets: ReadonlyArray<string>
-  /** Where each job type's handler comes from (`application` or a module path), for start-up logs. */
-  readonly origins: ReadonlyMap<string, string>
 }
 
 const isHandler = (value: unknown): value is AppHandler =>
@@ -95,5 +93,5 @@ export const load = (handlerModules: ReadonlyArray<string>): Effect.Effect<AppJo
         if (conflict) return yield* conflict
       }
     }
-    return { handlers, definitions: handlers.map((handler) => handler.definition), migrationSets, origins }
+    return { handlers, definitions: handlers.map((handler) => handler.definition), migrationSets }
   })

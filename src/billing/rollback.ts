@@ -7,9 +7,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Clock, Duration, Effect, ParseResult, Schema } from "effect"
-import { Audit } from "../index.js"
-import { setLocalLockTimeout } from "../internal/lockTimeout.js"
-import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
+import { Audit, Db } from "../index.js"
 import * as BillingRepo from "./BillingRepo.js"
 import { RollbackRequest } from "./domain.js"
 import {
@@ -68,7 +66,7 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
     const repo = yield* BillingRepo.make
     const rollback = sql.withTransaction(
       Effect.gen(function* () {
-        yield* setLocalLockTimeout(sql, lockTimeoutMillis)
+        yield* Db.withLockTimeout(sql, lockTimeoutMillis)
         // Locks the run: a chunk of its job cannot commit halfway through this.
         const run = yield* repo.lockRun(runId)
         if (run === undefined) return yield* new BillingRunNotFound({ runId })
@@ -140,7 +138,7 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
 
     return yield* rollback.pipe(
       Effect.catchIf(
-        (error) => error._tag === "SqlError" && sqlErrorCode(error) === LOCK_NOT_AVAILABLE,
+        (error) => Db.isLockTimeout(error),
         () => Effect.fail(new BillingRunLocked({ runId, waitedMillis: lockTimeoutMillis }))
       ),
       Effect.tapError((error) =>
