@@ -1,8 +1,8 @@
 /**
  * What /metrics exports: a list of collectors, each turning one source into
  * Prometheus families. Effect's metrics (claimed, completed, failed, retried,
- * released counters and the handler duration histogram, counted by this
- * process) come first; the database gauges describe the whole queue. Adding a
+ * released, rescued, leases lost and outcomes unrecorded counters and the
+ * handler duration histogram, counted by this process) come first; the database gauges describe the whole queue. Adding a
  * source means adding one collector to the list.
  */
 import { SqlClient } from "@effect/sql"
