@@ -55,6 +55,8 @@ export const makeJobQueueService = <E>(layer: Layer.Layer<JobQueue, E>): JobQueu
   }
 }
 
+const CONNECT_TIMEOUT_MILLIS = 5_000
+
 // A pool that lets a script's process end while idle, instead of holding it open.
 const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) =>
   PgClient.layerFromPool({
@@ -64,6 +66,8 @@ const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) 
           connectionString: Redacted.value(url),
           max: 5,
           allowExitOnIdle: true,
+          // As Db.layer's: an unreachable host fails the enqueue instead of leaving the caller waiting for ever.
+          connectionTimeoutMillis: CONNECT_TIMEOUT_MILLIS,
           application_name: "skiplock-enqueue",
           ...(preparedStatements ? { Client: PreparingClient } : {})
         })

@@ -3,6 +3,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { createServer, type Socket } from "node:net"
 import { migrationSets } from "../../src/app/jobs.js"
 import { InvalidPayload, UnknownJobType } from "../../src/Errors.js"
 import { jobQueueService, layerFromEnv, makeJobQueueService } from "../../src/services/jobQueueService.js"
@@ -85,5 +86,24 @@ describe("jobQueueService", () => {
           SELECT id, max_attempts AS "maxAttempts" FROM job_queue WHERE id IN (${defaulted.id}, ${explicit.id})`
         expect(Object.fromEntries(rows.map((r) => [r.id, r.maxAttempts]))).toEqual({ [defaulted.id]: 5, [explicit.id]: 2 })
       }))
+
+    it.scoped("an enqueue against a host that never answers fails after the connect timeout (5 s), instead of waiting for ever", () =>
+      Effect.gen(function* () {
+        const sockets: Array<Socket> = []
+        const server = createServer((socket) => void sockets.push(socket))
+        yield* Effect.acquireRelease(
+          Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+          () => Effect.sync(() => (sockets.forEach((socket) => socket.destroy()), server.close()))
+        )
+        const { port } = server.address() as { port: number }
+        yield* withEnv({ DATABASE_URL: `postgres://skiplock@127.0.0.1:${port}/skiplock` })
+        const service = makeJobQueueService(layerFromEnv)
+        yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+        const started = Date.now()
+        const error = yield* rejection(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {} }))
+        expect(Date.now() - started).toBeLessThan(8_000)
+        expect(error).toMatchObject({ _tag: "SqlError", message: "Failed to acquire connection" })
+        expect(String((error as { cause?: unknown }).cause)).toMatch(/timeout/i)
+      }), 20_000)
   })
 })
