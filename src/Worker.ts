@@ -609,6 +609,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         }
         yield* waitAtMost(Fiber.interruptAll([loopFiber, deadlineFiber, heartbeatFiber]), BACKGROUND_STOP_TIMEOUT)
         yield* waitAtMost(store.unregister(workerId), "5 seconds")
+        // The last line of a clean stop, for whoever reads the log to confirm one.
+        yield* Effect.logInfo("worker stopped")
       }).pipe(Effect.annotateLogs({ workerId }))
     )
 

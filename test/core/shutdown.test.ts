@@ -18,15 +18,17 @@ const enqueue = (seconds: number) =>
 const startWorker = (handler: Handler.Handler<"report_generation", { readonly seconds: number }>, shutdownTimeout: Duration.DurationInput) =>
   Effect.gen(function* () {
     const warnings: Array<string> = []
+    const infos: Array<string> = []
     const capture = Logger.make(({ logLevel, message }) => {
       if (logLevel._tag === "Warning") warnings.push(String(message))
+      if (logLevel._tag === "Info") infos.push(String(message))
     })
     const scope = yield* Scope.make()
     yield* Worker.make({ handlers: [handler], shutdownTimeout, pollInterval: "100 millis" }).pipe(
       Scope.extend(scope),
       Effect.provide(Logger.replace(Logger.defaultLogger, capture))
     )
-    return { scope, warnings }
+    return { scope, warnings, infos }
   })
 
 describe("graceful shutdown", () => {
@@ -83,12 +85,14 @@ describe("graceful shutdown", () => {
           run: (payload) => Effect.sleep(`${payload.seconds} seconds`).pipe(Effect.ensuring(Effect.die(new Error("cleanup broke"))))
         })
         const slow = yield* enqueue(60)
-        const { scope, warnings } = yield* startWorker(handler, "200 millis")
+        const { scope, warnings, infos } = yield* startWorker(handler, "200 millis")
         yield* eventually(Effect.map(jobRow(slow.id), (row) => row.status === "processing"), "the job runs")
         yield* Scope.close(scope, Exit.void)
         expect(yield* jobRow(slow.id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
         expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
         expect(warnings).toContainEqual(expect.stringContaining("cleanup broke"))
+        // A clean stop says so last, for whoever reads the log.
+        expect(infos.at(-1)).toBe("worker stopped")
       }))
 
     it.effect("a stop ends even when a running job's row is locked elsewhere: its release finishes once the lock is gone", () =>
