@@ -62,6 +62,10 @@ const acquirePool = (options: DbOptions) =>
     yield* Effect.tryPromise({
       try: async (signal) => {
         const client = await pool.connect()
+        if (signal.aborted) {
+          client.release(new Error("interrupted")) // interrupted while connecting
+          return
+        }
         // Given back once; closed (release with an error) unless it answered, also when the start is interrupted.
         let released = false
         const ignore = () => undefined

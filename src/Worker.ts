@@ -25,9 +25,10 @@ import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
+import { isConnectionError } from "./internal/connectionLoss.js"
 import * as Deadlines from "./internal/deadlines.js"
 import { makeCompletions, type Finished } from "./internal/completions.js"
-import { executeJob, type JobControl, type Outcome } from "./internal/executeJob.js"
+import { executeJob, type JobControl, leaseRanOut, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
 import { listenForJobs } from "./internal/listener.js"
 import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
@@ -118,6 +119,8 @@ interface PrefetchedJob {
 
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
+// Once the worker stops, a job's outcome is tried to be recorded this much longer at most.
+const RECORD_WHILE_STOPPING_MILLIS = 3_000
 // A heartbeat that could not reach the database is tried again this often, until the next one is due.
 const HEARTBEAT_RETRY = Duration.seconds(1)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
@@ -157,6 +160,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const clock = yield* Effect.clock
 
     const workerId = options.workerId ?? defaultWorkerId()
+    // It names the worker in every audit entry it writes, which must name who acted.
+    if (workerId.trim() === "") throw new Error("workerId must not be blank")
     const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
     const batchSize = wholeNumber("batchSize", options.batchSize ?? 5, 1)
     const concurrency = wholeNumber("concurrency", options.concurrency ?? 5, 1)
@@ -230,12 +235,30 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     // Completions of finished jobs wait for the next statement the loop sends.
     const completions = makeCompletions(() => signal(false))
+    // Whether the worker still holds a job it started: its lease, as this worker knows it, has not run out.
+    const leaseHeld = (job: ClaimedJob) => {
+      const entry = entryOf(job)
+      return entry !== undefined && clock.unsafeCurrentTimeMillis() < entry.leaseValidUntil
+    }
+    // Whether an outcome that could not be written is tried again (see executeJob): while the lease is
+    // held, and once the worker stops, for a few seconds more at most, so that a stop during an outage
+    // is not held up by outcomes that cannot be written.
+    const holds = (job: ClaimedJob) =>
+      leaseHeld(job) && (stoppedAt === undefined || clock.unsafeCurrentTimeMillis() < stoppedAt + RECORD_WHILE_STOPPING_MILLIS)
+    // A completion is sent only while its job is held: one that waited past the lease (the database
+    // was gone) could otherwise complete the job's next run, the same attempt number claimed again.
+    const takeCompletions = (max: number) =>
+      completions.take(max).filter((finished) => {
+        if (finished.job === undefined || leaseHeld(finished.job)) return true
+        finished.done(Effect.fail(leaseRanOut()))
+        return false
+      })
     const deadlines = yield* Deadlines.make(() => running.values())
     const env = {
       workerId,
       store,
       retryBackoff,
-      leaseDuration,
+      holds,
       onOutcome: options.onOutcome,
       complete: completions.complete,
       watchesTimeouts: true,
@@ -335,6 +358,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let looks = 0
     // Set on shutdown: statements then only complete jobs.
     let stopping = false
+    let stoppedAt: number | undefined
     const claimFailures = makeOutageLog("claiming jobs")
     const statementsInFlight = maxStatementsInFlight(concurrency + prefetch, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
@@ -453,7 +477,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         const dropped = startPrefetched(false)
         if (dropped !== undefined) yield* dropped
         if (inFlight.size < statementsInFlight) {
-          const batch = completions.take(MAX_COMPLETIONS)
+          const batch = takeCompletions(MAX_COMPLETIONS)
           const free = claimable()
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
@@ -489,7 +513,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const heartbeatFailures = makeOutageLog("heartbeat")
     const heartbeatMillis = Duration.toMillis(heartbeatInterval)
     // The last heartbeat could not reach the database: this worker's leases may have run out unrenewed.
-    let heartbeatFailing = false
+    let heartbeatUnreachable = false
 
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease ran out while the database could not be reached.
@@ -502,12 +526,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       const due = yield* Clock.currentTimeMillis
       let at = due
       const beat = Effect.suspend(() => Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))).pipe(
-        Effect.tap((answer) => void (heartbeatFailing = answer._tag === "Left"))
+        Effect.tap((answer) => void (heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left)))
       )
       let answer = yield* beat
       // While the database cannot be reached, ask again every second until the next beat is due: the leases
       // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
-      while (answer._tag === "Left" && at + 1000 < due + heartbeatMillis) {
+      // (Not for other failures, a lock wait cut off say: asking more often would not help, and would add load.)
+      while (heartbeatUnreachable && at + 1000 < due + heartbeatMillis) {
         yield* Effect.sleep(HEARTBEAT_RETRY)
         at = yield* Clock.currentTimeMillis
         answer = yield* beat
@@ -555,10 +580,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     })
 
     const prune = makePrune(store, { retention, leaseDuration })
-    // Not while this worker's own leases could not be renewed: it would rescue its own running jobs
-    // (after an outage, the rescue may come before the heartbeat that renews them).
+    // Not while this worker's heartbeat cannot reach the database: its own leases may have run out
+    // unrenewed, and after an outage the rescue may come before the heartbeat that renews them.
     const rescueExpired = makeRescue(store, workerId, () => signal(true))
-    const rescue = Effect.suspend(() => (heartbeatFailing ? Effect.void : rescueExpired))
+    const rescue = Effect.suspend(() => (heartbeatUnreachable ? Effect.void : rescueExpired))
 
     yield* registration.ensure
 
@@ -579,6 +604,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       Effect.gen(function* () {
         // The loop goes on writing the completions of the jobs still running, but claims no more.
         stopping = true
+        stoppedAt = clock.unsafeCurrentTimeMillis()
         claiming = false
         yield* Fiber.interrupt(pollerFiber)
         // Claims already sent finish first, so that their jobs are awaited or released below.

@@ -62,7 +62,7 @@ export const queueGauges: Collector = (service) =>
           ),
           gauge(
             "skiplock_worker_jobs_in_hand",
-            "Jobs each live registered worker held at its last heartbeat",
+            "Jobs each live registered worker had in hand (running, or claimed ahead) at its last heartbeat",
             stats.workers.filter((worker) => worker.alive).map((worker) => ({ labels: { worker_id: worker.workerId, host: worker.host }, value: worker.jobsInHand }))
           ),
           gauge(

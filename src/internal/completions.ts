@@ -7,6 +7,7 @@
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect } from "effect"
+import type { ClaimedJob } from "./JobStore.js"
 
 /** What became of a completion: written, not the worker's job any more, or waiting for another transaction's row lock. */
 export type Completion = "completed" | "lost" | "busy"
@@ -14,13 +15,15 @@ export type Completion = "completed" | "lost" | "busy"
 export interface Finished {
   readonly id: string
   readonly attempt: number
+  /** The attempt's job, for the worker to check it still holds it before sending its completion. */
+  readonly job?: ClaimedJob | undefined
   /** Resumes the job's fiber, which waits for this completion. */
   readonly done: (result: Effect.Effect<Completion, SqlError>) => void
 }
 
 export interface Completions {
   /** Waits until the job's completion is written: true, or false when the job is no longer this worker's. */
-  readonly complete: (id: string, attempt: number) => Effect.Effect<boolean, SqlError>
+  readonly complete: (id: string, attempt: number, job?: ClaimedJob) => Effect.Effect<boolean, SqlError>
   /** Takes up to `max` waiting completions, oldest first, for the next statement. */
   readonly take: (max: number) => Array<Finished>
 }
@@ -31,17 +34,17 @@ const BUSY_WARNING_AFTER = 1_000
 /** `added` tells the claim loop that a completion waits. */
 export const makeCompletions = (added: () => void): Completions => {
   const waiting: Array<Finished> = []
-  const awaitCompletion = (id: string, attempt: number) =>
+  const awaitCompletion = (id: string, attempt: number, job: ClaimedJob | undefined) =>
     Effect.async<Completion, SqlError>((done) => {
-      waiting.push({ id, attempt, done })
+      waiting.push({ id, attempt, job, done })
       added()
     })
-  const completeOnceUnlocked = (id: string, attempt: number) =>
+  const completeOnceUnlocked = (id: string, attempt: number, job: ClaimedJob | undefined) =>
     Effect.gen(function* () {
       let tries = 1
       let waited = 0
       while (true) {
-        const completion = yield* awaitCompletion(id, attempt)
+        const completion = yield* awaitCompletion(id, attempt, job)
         if (completion !== "busy") return completion === "completed"
         const pause = Math.min(10 * 2 ** (tries - 1), 2_000)
         tries++
@@ -54,9 +57,9 @@ export const makeCompletions = (added: () => void): Completions => {
     })
   return {
     // (Built without Effect.gen: it runs once per job.)
-    complete: (id, attempt) =>
-      Effect.flatMap(awaitCompletion(id, attempt), (completion) =>
-        completion === "busy" ? completeOnceUnlocked(id, attempt) : Effect.succeed(completion === "completed")),
+    complete: (id, attempt, job) =>
+      Effect.flatMap(awaitCompletion(id, attempt, job), (completion) =>
+        completion === "busy" ? completeOnceUnlocked(id, attempt, job) : Effect.succeed(completion === "completed")),
     take: (max) => waiting.splice(0, max)
   }
 }

@@ -22,7 +22,7 @@ const mentionsConnectionLoss = (error: unknown, depth = 0): boolean => {
 }
 
 // Only a database error counts: a handler's own "connection timed out" talking to some API is its business.
-const isConnectionError = (error: unknown): boolean =>
+export const isConnectionError = (error: unknown): boolean =>
   typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "SqlError" && mentionsConnectionLoss(error)
 
 /** True when the attempt failed only because the database connection was lost. */
@@ -31,4 +31,17 @@ export const lostConnection = (cause: Cause.Cause<unknown>): boolean => {
   if (Option.isSome(failure)) return isConnectionError(failure.value)
   const defect = Cause.dieOption(cause)
   return Option.isSome(defect) && isConnectionError(defect.value)
+}
+
+// SQLSTATE: class 40 (serialization failure, deadlock), 55P03 (lock wait past lock_timeout), 57014 (statement timeout).
+const PASSING_STATES = /^(40...|55P03|57014)$/
+
+/**
+ * Whether a database error may pass if the statement is sent again: a lost connection, a conflict with
+ * another transaction, a wait cut off. Not one the statement itself causes (a value the database refuses).
+ */
+export const isTransient = (error: unknown): boolean => {
+  if (isConnectionError(error)) return true
+  const code = (error as { cause?: { code?: unknown } } | null)?.cause?.code
+  return typeof code === "string" && PASSING_STATES.test(code)
 }

@@ -7,7 +7,7 @@
  * another worker owns it); a handler that interrupts itself -> retry.
  */
 import { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, FiberRef, HashMap, Metric, Option, ParseResult, Schedule, Schema, Tracer } from "effect"
 import { HandlerTimeout, PermanentError } from "../Errors.js"
 import type { Handler } from "../Handler.js"
@@ -16,7 +16,7 @@ import { formatParseError } from "../JobQueue.js"
 import * as Metrics from "../Metrics.js"
 import { type ClaimedJob, type JobStore, LOST_CONNECTION_REASON } from "./JobStore.js"
 import { sqlErrorText } from "./sqlErrorText.js"
-import { lostConnection } from "./connectionLoss.js"
+import { isTransient, lostConnection } from "./connectionLoss.js"
 import { jobParentSpan } from "./tracing.js"
 import { jsonProblem } from "./validate.js"
 
@@ -48,10 +48,13 @@ export interface ExecuteEnv {
   readonly workerId: string
   readonly store: JobStore
   readonly retryBackoff: Duration.Duration
-  /** How long recording an outcome is tried while the database cannot be reached: the job's lease (default: five tries, about 3 s). */
-  readonly leaseDuration?: Duration.Duration | undefined
+  /**
+   * Whether the worker still holds the job: recording its outcome is tried again while it does
+   * (default: five tries, about 3 s).
+   */
+  readonly holds?: ((job: ClaimedJob) => boolean) | undefined
   /** Completes a job whose handler succeeded (the worker: with its next claim); default: one complete_job call. */
-  readonly complete?: ((jobId: string, attempt: number) => Effect.Effect<boolean, SqlError>) | undefined
+  readonly complete?: ((jobId: string, attempt: number, job: ClaimedJob) => Effect.Effect<boolean, SqlError>) | undefined
   /**
    * The caller stops the job at its handler's timeout (stop reason "timeout"), as the worker's
    * deadline watcher does; otherwise the handler is raced against its timeout here.
@@ -78,60 +81,78 @@ const ownFailure = (error: unknown) => {
 /** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
 export const MAX_UNCOUNTED_RELEASES = 10
 
-// Recording an outcome survives database outages as long as the job's lease can: the worker's
-// heartbeat renews it once the database is back, and the outcome lands then. Tried every 2 s at most;
-// the guards in SQL make a repeat harmless (a job rescued meanwhile is reported lost). Without a lease
-// (the testing kit's runJob) five tries, about 3 s.
-const makePersistently = (lease: Duration.Duration | undefined) => {
-  const schedule = lease === undefined
-    ? Schedule.intersect(Schedule.exponential("100 millis", 2), Schedule.recurs(5))
-    : Schedule.union(Schedule.exponential("100 millis", 2), Schedule.spaced("2 seconds")).pipe(Schedule.upTo(lease))
-  return <A>(effect: Effect.Effect<A, SqlError>) => Effect.catchAll(effect, () => Effect.retry(effect, schedule))
+// Recording an outcome survives database outages for as long as the worker holds the job (its lease,
+// as the worker knows it, has not run out, and it is not stopping): the heartbeat renews the lease once
+// the database is back, and the outcome lands then. Past that, the job may be another attempt's (rescued,
+// or failed and retried by an operator, perhaps claimed by this very worker with the same attempt
+// number): nothing more is sent, and the rescuer takes over. Tried every 2 s at most, and only for
+// errors that may pass (a refused value fails the same way every time). Without a worker (the testing
+// kit's runJob) five tries, about 3 s.
+const RECORD_SCHEDULE = Schedule.union(Schedule.exponential("100 millis", 2), Schedule.spaced("2 seconds"))
+const RECORD_TRIES = Schedule.intersect(Schedule.exponential("100 millis", 2), Schedule.recurs(5))
+const makePersistently = (holds: (() => boolean) | undefined) => {
+  if (holds === undefined) {
+    return <A>(effect: Effect.Effect<A, SqlError>) =>
+      Effect.catchAll(effect, (error) => (isTransient(error) ? Effect.retry(effect, { schedule: RECORD_TRIES, while: isTransient }) : Effect.fail(error)))
+  }
+  const again = (error: SqlError) => isTransient(error) && holds()
+  return <A>(effect: Effect.Effect<A, SqlError>) => {
+    // Checked again before each try: a try after the lease ran out could write this attempt's outcome
+    // onto the job's next run.
+    const whileHeld = Effect.suspend(() => (holds() ? effect : Effect.fail(leaseRanOut())))
+    return Effect.catchAll(effect, (error) => (again(error) ? Effect.retry(whileHeld, { schedule: RECORD_SCHEDULE, while: again }) : Effect.fail(error)))
+  }
 }
-// One per worker (its env), not one per job.
-const persistentlyByEnv = new WeakMap<ExecuteEnv, ReturnType<typeof makePersistently>>()
-const persistentlyFor = (env: ExecuteEnv) => {
-  let persistently = persistentlyByEnv.get(env)
-  if (persistently === undefined) persistentlyByEnv.set(env, (persistently = makePersistently(env.leaseDuration)))
-  return persistently
-}
+
+/** The worker's lease of a job ran out before the job's outcome could be written. */
+export const leaseRanOut = () =>
+  new SqlError({ cause: new Error("the worker's lease of the job ran out before its outcome could be written"), message: "lease ran out" })
 
 // An error text is stored in job_queue, job_runs and the audit entry, and logged: a huge value quoted in it
 // (a 10 MB payload field) must not be copied four times.
 const MAX_ERROR_LENGTH = 1_000
-const bounded = (text: string) =>
-  text.length <= MAX_ERROR_LENGTH ? text : `${text.slice(0, MAX_ERROR_LENGTH)}… (${text.length - MAX_ERROR_LENGTH} more characters)`
+// PostgreSQL's text cannot hold NUL: an error text with one could never be written.
+const bounded = (raw: string) => {
+  const text = raw.includes("\u0000") ? raw.replaceAll("\u0000", "\\u0000") : raw
+  return text.length <= MAX_ERROR_LENGTH ? text : `${text.slice(0, MAX_ERROR_LENGTH)}… (${text.length - MAX_ERROR_LENGTH} more characters)`
+}
 
 /**
  * The payload decoded with the job type's Schema, or why it cannot be. Synchronously when the Schema
  * allows (no Effect steps); a Schema that decodes asynchronously (JobQueue accepts those) fails that
  * way, and is decoded as an Effect. A payload inserted by SQL can be nested deeper than the call stack
- * goes (decoding or describing it throws): that is the payload's fault too, not a bug to retry.
+ * goes (decoding or describing it throws): that is the payload's fault too, not a bug to retry; a
+ * Schema that throws on a payload of ordinary depth is a bug, and fails as a defect (retried).
  * (An Either when known at once: no Effect step on the common path.)
  */
 type Decoded = Either.Either<unknown, string>
 const decodePayload = (handler: Handler<string, any, any, any>, payload: unknown): Decoded | Effect.Effect<Decoded> => {
-  const tooDeep = (thrown: unknown) =>
-    jsonProblem(payload) ?? `it could not be decoded: ${thrown instanceof Error ? thrown.message : String(thrown)}`
   const described = (error: ParseResult.ParseError): string => {
     try {
       return formatParseError(error)
     } catch (thrown) {
-      return tooDeep(thrown)
+      return jsonProblem(payload) ?? `it does not match the job type's Schema (the reason could not be described: ${errorMessage(thrown)})`
     }
+  }
+  // Decoding threw: the payload's fault when it nests too deep, otherwise a bug (in the Schema), retried as one.
+  const thrownWhileDecoding = (thrown: unknown): Decoded => {
+    const problem = jsonProblem(payload)
+    if (problem === undefined) throw thrown
+    return Either.left(problem)
   }
   try {
     const syncDecoded = Schema.decodeUnknownEither(handler.definition.payload)(payload)
     if (syncDecoded._tag === "Right") return Either.right(syncDecoded.right)
   } catch (thrown) {
-    return Either.left(tooDeep(thrown))
+    return thrownWhileDecoding(thrown)
   }
   return Schema.decodeUnknown(handler.definition.payload)(payload).pipe(
     Effect.either,
     Effect.map(Either.mapLeft(described)),
-    Effect.catchAllDefect((thrown) => Effect.succeed(Either.left(tooDeep(thrown))))
+    Effect.catchAllDefect((thrown) => Effect.sync(() => thrownWhileDecoding(thrown)))
   )
 }
+const errorMessage = (thrown: unknown) => (thrown instanceof Error ? thrown.message : String(thrown))
 
 /** A readable one-line text of any failure, for job_queue.error and logs. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
@@ -229,7 +250,8 @@ export const executeJob = <R>(
   control: JobControl = { stopReason: undefined }
 ): Effect.Effect<Outcome, never, R | SqlClient.SqlClient> => {
   const { store, workerId } = env
-  const persistently = persistentlyFor(env)
+  const { holds } = env
+  const persistently = makePersistently(holds === undefined ? undefined : () => holds(job))
   const context = jobContext(job, workerId)
   // Times and metrics are read and written directly: this runs once per job, and each Clock or
   // Metric Effect costs a few Effect steps. (Metric labels set on the fiber are not applied here.)
@@ -291,7 +313,7 @@ export const executeJob = <R>(
       Metrics.forJobType(Metrics.handlerDuration, job.jobType).unsafeUpdate((clock.unsafeCurrentTimeMillis() - started) / 1000, [])
 
       if (Exit.isSuccess(exit)) {
-        const completed = env.complete !== undefined ? env.complete(job.id, attempt) : complete()
+        const completed = env.complete !== undefined ? env.complete(job.id, attempt, job) : complete()
         // A committed run is done even if its row was taken meanwhile: only the rescuer can take it, and it completes it.
         return (yield* persistently(completed)) || handler.transactional ? Outcome.Completed() : Outcome.LeaseLost()
       }

@@ -301,6 +301,35 @@ describe("outcomes", () => {
         })
       }))
 
+    it.scoped("an error text with a NUL character, which PostgreSQL's text cannot hold, is recorded with it escaped", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Settlement, { run: () => Effect.fail(new Error("ledger said: bad\u0000byte")) })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome).toMatchObject({ _tag: "RetryScheduled", error: "ledger said: bad\\u0000byte" })
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 1, error: "ledger said: bad\\u0000byte" })
+      }))
+
+    it.scoped("a payload Schema that throws on a payload of ordinary depth is a bug, retried as one, not an invalid payload", () =>
+      Effect.gen(function* () {
+        let broken = false
+        const Checked = JobDefinition.make(
+          "settlement_calculation",
+          Schema.Struct({
+            contractId: Schema.String,
+            amountCents: Schema.Int.pipe(Schema.filter((n) => {
+              if (broken) throw new TypeError("Cannot read properties of undefined (reading 'has')") // a lookup table not loaded yet
+              return n > 0
+            }))
+          })
+        )
+        const handler = Handler.make(Checked, { run: () => Effect.void })
+        broken = true
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("RetryScheduled")
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 1 })
+        expect((yield* jobRow(id)).error).toContain("Cannot read properties of undefined")
+      }))
+
     it.scoped("a transactional handler's SQL commits with the completion, and rolls back with a failure", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

@@ -191,6 +191,13 @@ describe("prefetch", () => {
         const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], prefetch: -1, ...quiet })))
         expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("prefetch must be a whole number of at least 0, got -1")
       }))
+
+    it.effect("a blank workerId is refused: it names the worker in every audit entry, which must name who acted", () =>
+      Effect.gen(function* () {
+        const handler = Handler.make(Report, { run: () => Effect.void })
+        const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], workerId: " ", ...quiet })))
+        expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("workerId must not be blank")
+      }))
   })
 
   // Leases lost and run out: with the real clock, because these tests wait for the worker's own statements
