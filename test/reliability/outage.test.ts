@@ -14,13 +14,19 @@ import { restartableProxy } from "../support/proxy.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
+/** One job queued, and a proxy to the database for the worker's pool. */
+const queuedBehindProxy = Effect.gen(function* () {
+  const { url } = yield* TestDatabase
+  const sql = yield* SqlClient.SqlClient
+  yield* sql`DELETE FROM job_queue`
+  const proxy = yield* restartableProxy(url)
+  const { id } = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+  return { sql, proxy, id }
+})
+
 const setUp = (options: { readonly leaseDuration: Duration.DurationInput; readonly heartbeatInterval: Duration.DurationInput }) =>
   Effect.gen(function* () {
-    const { url } = yield* TestDatabase
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`DELETE FROM job_queue`
-    const proxy = yield* restartableProxy(url)
-    const { id } = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+    const { sql, proxy, id } = yield* queuedBehindProxy
     const started = yield* Deferred.make<void>()
     const finish = yield* Deferred.make<void>()
     const outcomes: Array<Outcome["_tag"]> = []
@@ -83,11 +89,7 @@ describe("database outages", () => {
 
     it.scoped("an outcome not recorded while the worker held the job is not sent afterwards: it cannot complete the job's next run", () =>
       Effect.gen(function* () {
-        const { url } = yield* TestDatabase
-        const sql = yield* SqlClient.SqlClient
-        yield* sql`DELETE FROM job_queue`
-        const proxy = yield* restartableProxy(url)
-        const { id } = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+        const { sql, proxy, id } = yield* queuedBehindProxy
         const runs: Array<number> = []
         const firstStarted = yield* Deferred.make<void>()
         const finishFirst = yield* Deferred.make<void>()
@@ -165,11 +167,7 @@ describe("database outages", () => {
 
     it.scoped("a stop during an outage is not held up by an outcome that cannot be written (default lease and shutdown timeout)", () =>
       Effect.gen(function* () {
-        const { url } = yield* TestDatabase
-        const sql = yield* SqlClient.SqlClient
-        yield* sql`DELETE FROM job_queue`
-        const proxy = yield* restartableProxy(url)
-        yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+        const { proxy } = yield* queuedBehindProxy
         const started = yield* Deferred.make<void>()
         const finish = yield* Deferred.make<void>()
         const handler = Handler.make(Report, { run: () => Effect.zipRight(Deferred.succeed(started, undefined), Deferred.await(finish)) })
