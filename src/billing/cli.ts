@@ -75,14 +75,17 @@ const rollback = Command.make(
   )
 )
 
-/** `billing rollback <runId> --reason "..." [--actor <uuid>]` */
-/** A command group run without one of its commands: a usage error (exit 2), as the main CLI's own groups. */
+/**
+ * A command group run without one of its commands: a usage error (exit 2), as the main CLI's own groups.
+ * (The same as the main CLI's: a job type's module does not import the service's.)
+ */
 const missingCommand = (group: string) =>
   Effect.zipRight(
     Console.error(`skiplock: missing command; \`skiplock ${group} --help\` lists them`),
     Effect.fail(ValidationError.missingSubcommand(HelpDoc.p("missing command")))
   )
 
+/** `billing rollback <runId> --reason "..." [--actor <uuid>]` */
 export const billingCommand = Command.make("billing", {}, () => missingCommand("billing")).pipe(
   Command.withDescription("Billing runs (the billing_run job type)."),
   Command.withSubcommands([rollback])

@@ -53,7 +53,7 @@ export const MAX_INVOICE_CENTS = 2_147_483_647
 const euros = (cents: number) =>
   `${(cents / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} €`
 
-/** No billing run has this id. *//** No billing run has this id. */
+/** No billing run has this id. */
 export class BillingRunNotFound extends Data.TaggedError("BillingRunNotFound")<{
   readonly runId: string
 }> {
