@@ -121,6 +121,8 @@ interface PrefetchedJob {
 const RELEASE_TIMEOUT = Duration.seconds(5)
 // Once the worker stops, a job's outcome is tried to be recorded this much longer at most.
 const RECORD_WHILE_STOPPING_MILLIS = 3_000
+// After a notification the worker looks once more this much later (see looksAgain).
+const LOOK_AGAIN_AFTER = Duration.seconds(1)
 // A heartbeat that could not reach the database is tried again this often, until the next one is due.
 const HEARTBEAT_RETRY = Duration.seconds(1)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
@@ -471,6 +473,33 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     })
 
+    // A notification can come before its job is due by this worker's clock: the runbook's INSERT takes
+    // run_at from the database's now(), and a clock a few milliseconds behind the database's would leave
+    // the job to the next poll. So after a notification the worker looks once more, a second later (one
+    // such look waiting at a time).
+    let lookAgainRequested = false
+    let wakeLookAgain: (() => void) | undefined
+    const requestLookAgain = () => {
+      if (lookAgainRequested) return
+      lookAgainRequested = true
+      const wake = wakeLookAgain
+      wakeLookAgain = undefined
+      wake?.()
+    }
+    const lookAgainRequest = Effect.async<void>((resume) => {
+      if (lookAgainRequested) return resume(Effect.void)
+      wakeLookAgain = () => resume(Effect.void)
+      return Effect.sync(() => void (wakeLookAgain = undefined))
+    })
+    const looksAgain = Effect.gen(function* () {
+      while (true) {
+        yield* lookAgainRequest
+        yield* Effect.sleep(LOOK_AGAIN_AFTER)
+        lookAgainRequested = false
+        signal(true)
+      }
+    })
+
     const claimLoop = Effect.gen(function* () {
       claiming = true
       while (true) {
@@ -591,10 +620,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const listenerFiber = options.listen === false
       ? undefined
       : yield* listenForJobs(pgClient.config, (jobType) => {
-          if (jobType === "" || handledTypes.has(jobType)) signal(true)
+          if (jobType === "" || handledTypes.has(jobType)) {
+            signal(true)
+            requestLookAgain()
+          }
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const pollerFiber = yield* Effect.forkDaemon(poller)
+    const looksAgainFiber = yield* Effect.forkDaemon(looksAgain)
     const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat))
     const rescueFiber = yield* Effect.forkDaemon(fixedRate(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
@@ -606,7 +639,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         stopping = true
         stoppedAt = clock.unsafeCurrentTimeMillis()
         claiming = false
-        yield* Fiber.interrupt(pollerFiber)
+        yield* Fiber.interruptAll([pollerFiber, looksAgainFiber])
         // Claims already sent finish first, so that their jobs are awaited or released below.
         yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), "10 seconds")
         // Jobs claimed and not started go back to pending at once, their attempt not counted.

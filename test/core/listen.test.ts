@@ -2,7 +2,8 @@
 // when the LISTEN connection dies, and the listener reconnects.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Schema } from "effect"
+import { type Clock, Deferred, Effect, Fiber, Schema } from "effect"
+import { ClockTypeId } from "effect/Clock"
 import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
@@ -66,6 +67,33 @@ describe("LISTEN", () => {
         yield* Effect.sleep("300 millis")
         const [row] = yield* sql<{ status: string; attempts: number }>`SELECT status, attempts FROM job_queue WHERE id = ${other.id}`
         expect(row).toEqual({ status: "pending", attempts: 0 })
+      }).pipe(Effect.scoped))
+
+    it.effect("a job inserted by SQL is started soon also by a worker whose clock is a little behind the database's (not at the next poll)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const live = yield* Effect.clock
+        // 300 ms behind: by its clock, a job inserted with run_at = the database's now() is not due yet.
+        const behind: Clock.Clock = {
+          [ClockTypeId]: ClockTypeId,
+          unsafeCurrentTimeMillis: () => live.unsafeCurrentTimeMillis() - 300,
+          currentTimeMillis: Effect.sync(() => live.unsafeCurrentTimeMillis() - 300),
+          unsafeCurrentTimeNanos: () => live.unsafeCurrentTimeNanos() - 300_000_000n,
+          currentTimeNanos: Effect.sync(() => live.unsafeCurrentTimeNanos() - 300_000_000n),
+          sleep: (duration) => live.sleep(duration)
+        }
+        const started = yield* Deferred.make<number>()
+        const handler = Handler.make(Report, { run: () => Deferred.succeed(started, Date.now()) })
+        yield* Worker.make({ handlers: [handler], pollInterval: "1 hour" }).pipe(Effect.withClock(behind))
+        yield* eventually(
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE '%-listen' AND datname = current_database()`, (rows) => rows[0]!.n === 1),
+          "the worker listens"
+        )
+        const insertedAt = Date.now()
+        yield* sql`INSERT INTO job_queue (organization_id, job_type, payload) VALUES (${ORG}, 'report_generation', '{"n": 4}')`
+        const startedAt = yield* Deferred.await(started).pipe(Effect.timeout("10 seconds"))
+        expect(startedAt - insertedAt).toBeLessThan(2_000) // the look a second after the notification, not the poll an hour away
       }).pipe(Effect.scoped))
   })
 })
