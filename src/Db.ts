@@ -62,11 +62,8 @@ const acquirePool = (options: DbOptions) =>
     yield* Effect.tryPromise({
       try: async (signal) => {
         const client = await pool.connect()
-        if (signal.aborted) {
-          client.release(new Error("interrupted")) // interrupted while connecting
-          return
-        }
-        // Given back once; closed (release with an error) unless it answered, also when the start is interrupted.
+        // Given back once; closed (release with an error) unless it answered, also when the start is
+        // interrupted (while connecting, too).
         let released = false
         const ignore = () => undefined
         const release = (error?: Error) => {
@@ -76,7 +73,8 @@ const acquirePool = (options: DbOptions) =>
           client.release(error ?? false)
         }
         client.on("error", ignore)
-        signal.addEventListener("abort", () => release(new Error("interrupted")))
+        if (signal.aborted) return release(new Error("interrupted"))
+        signal.addEventListener("abort", () => release(new Error("interrupted")), { once: true })
         try {
           // query_timeout is pg's per-query read timeout (missing from its types).
           await client.query({ text: "SELECT 1", query_timeout: Duration.toMillis(connectTimeout) } as pg.QueryConfig)

@@ -476,29 +476,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // A notification can come before its job is due by this worker's clock: the runbook's INSERT takes
     // run_at from the database's now(), and a clock a few milliseconds behind the database's would leave
     // the job to the next poll. So after a notification the worker looks once more, a second later (one
-    // such look waiting at a time).
-    let lookAgainRequested = false
-    let wakeLookAgain: (() => void) | undefined
-    const requestLookAgain = () => {
-      if (lookAgainRequested) return
-      lookAgainRequested = true
-      const wake = wakeLookAgain
-      wakeLookAgain = undefined
-      wake?.()
-    }
-    const lookAgainRequest = Effect.async<void>((resume) => {
-      if (lookAgainRequested) return resume(Effect.void)
-      wakeLookAgain = () => resume(Effect.void)
-      return Effect.sync(() => void (wakeLookAgain = undefined))
-    })
-    const looksAgain = Effect.gen(function* () {
-      while (true) {
-        yield* lookAgainRequest
-        yield* Effect.sleep(LOOK_AGAIN_AFTER)
-        lookAgainRequested = false
-        signal(true)
-      }
-    })
+    // such look waiting at a time; a notification meanwhile gets one after it).
+    const lookAgain = yield* Effect.makeLatch(false)
+    const looksAgain = Effect.forever(
+      Effect.zipRight(Effect.zipRight(lookAgain.await, lookAgain.close), Effect.zipRight(Effect.sleep(LOOK_AGAIN_AFTER), Effect.sync(() => signal(true))))
+    )
 
     const claimLoop = Effect.gen(function* () {
       claiming = true
@@ -561,7 +543,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       // While the database cannot be reached, ask again every second until the next beat is due: the leases
       // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
       // (Not for other failures, a lock wait cut off say: asking more often would not help, and would add load.)
-      while (heartbeatUnreachable && at + 1000 < due + heartbeatMillis) {
+      while (heartbeatUnreachable && at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
         yield* Effect.sleep(HEARTBEAT_RETRY)
         at = yield* Clock.currentTimeMillis
         answer = yield* beat
@@ -622,7 +604,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       : yield* listenForJobs(pgClient.config, (jobType) => {
           if (jobType === "" || handledTypes.has(jobType)) {
             signal(true)
-            requestLookAgain()
+            lookAgain.unsafeOpen()
           }
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)

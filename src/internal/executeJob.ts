@@ -91,16 +91,14 @@ export const MAX_UNCOUNTED_RELEASES = 10
 const RECORD_SCHEDULE = Schedule.union(Schedule.exponential("100 millis", 2), Schedule.spaced("2 seconds"))
 const RECORD_TRIES = Schedule.intersect(Schedule.exponential("100 millis", 2), Schedule.recurs(5))
 const makePersistently = (holds: (() => boolean) | undefined) => {
-  if (holds === undefined) {
-    return <A>(effect: Effect.Effect<A, SqlError>) =>
-      Effect.catchAll(effect, (error) => (isTransient(error) ? Effect.retry(effect, { schedule: RECORD_TRIES, while: isTransient }) : Effect.fail(error)))
-  }
-  const again = (error: SqlError) => isTransient(error) && holds()
+  const schedule = holds === undefined ? RECORD_TRIES : RECORD_SCHEDULE
+  const held = holds ?? (() => true)
+  const again = (error: SqlError) => isTransient(error) && held()
   return <A>(effect: Effect.Effect<A, SqlError>) => {
     // Checked again before each try: a try after the lease ran out could write this attempt's outcome
     // onto the job's next run.
-    const whileHeld = Effect.suspend(() => (holds() ? effect : Effect.fail(leaseRanOut())))
-    return Effect.catchAll(effect, (error) => (again(error) ? Effect.retry(whileHeld, { schedule: RECORD_SCHEDULE, while: again }) : Effect.fail(error)))
+    const whileHeld = Effect.suspend(() => (held() ? effect : Effect.fail(leaseRanOut())))
+    return Effect.catchAll(effect, (error) => (again(error) ? Effect.retry(whileHeld, { schedule, while: again }) : Effect.fail(error)))
   }
 }
 
@@ -131,7 +129,7 @@ const decodePayload = (handler: Handler<string, any, any, any>, payload: unknown
     try {
       return formatParseError(error)
     } catch (thrown) {
-      return jsonProblem(payload) ?? `it does not match the job type's Schema (the reason could not be described: ${errorMessage(thrown)})`
+      return jsonProblem(payload) ?? `it does not match the job type's Schema (the reason could not be described: ${describeError(thrown)})`
     }
   }
   // Decoding threw: the payload's fault when it nests too deep, otherwise a bug (in the Schema), retried as one.
@@ -152,7 +150,6 @@ const decodePayload = (handler: Handler<string, any, any, any>, payload: unknown
     Effect.catchAllDefect((thrown) => Effect.sync(() => thrownWhileDecoding(thrown)))
   )
 }
-const errorMessage = (thrown: unknown) => (thrown instanceof Error ? thrown.message : String(thrown))
 
 /** A readable one-line text of any failure, for job_queue.error and logs. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
@@ -249,8 +246,7 @@ export const executeJob = <R>(
   env: ExecuteEnv,
   control: JobControl = { stopReason: undefined }
 ): Effect.Effect<Outcome, never, R | SqlClient.SqlClient> => {
-  const { store, workerId } = env
-  const { holds } = env
+  const { store, workerId, holds } = env
   const persistently = makePersistently(holds === undefined ? undefined : () => holds(job))
   const context = jobContext(job, workerId)
   // Times and metrics are read and written directly: this runs once per job, and each Clock or
