@@ -25,7 +25,7 @@ export class InvalidPayload extends Data.TaggedError("InvalidPayload")<{
   }
 }
 
-/** An enqueue option is outside what the queue accepts (not a UUID, max attempts out of range, …). */
+/** An option is outside what the queue accepts: an enqueue's (not a UUID, max attempts out of range, …), or a change by hand's (a blank actor or reason, a bad filter). */
 export class InvalidJobOptions extends Data.TaggedError("InvalidJobOptions")<{
   readonly reason: string
 }> {

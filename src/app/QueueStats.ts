@@ -9,9 +9,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Clock, Effect } from "effect"
-
-export const JOB_STATUSES = ["pending", "processing", "completed", "failed"] as const
-export type JobStatus = (typeof JOB_STATUSES)[number]
+import type { JobStatus } from "../Jobs.js"
 
 export interface TypeCounts {
   readonly jobType: string

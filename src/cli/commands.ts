@@ -9,11 +9,11 @@ import { Cause, Console, Effect, Either, Layer, Option, Redacted, Schema } from 
 import { userInfo } from "node:os"
 import * as AppJobs from "../app/jobs.js"
 import { billingCommand, demoCommand } from "../billing/index.js"
-import * as Operator from "../app/Operator.js"
 import * as QueueStats from "../app/QueueStats.js"
 import { databaseConfig, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
 import * as Db from "../Db.js"
 import * as JobQueue from "../JobQueue.js"
+import * as Jobs from "../Jobs.js"
 import * as Migrator from "../Migrator.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
 import { runService } from "../main.js"
@@ -166,7 +166,7 @@ const enqueue = Command.make(
 const list = Command.make(
   "list",
   {
-    status: Options.choice("status", QueueStats.JOB_STATUSES).pipe(Options.withDescription("Only jobs in this status"), Options.optional),
+    status: Options.choice("status", Jobs.JOB_STATUSES).pipe(Options.withDescription("Only jobs in this status"), Options.optional),
     type: Options.text("type").pipe(Options.withDescription("Only jobs of this type"), Options.optional),
     org: Options.text("org").pipe(Options.withDescription("Only jobs of this organization (UUID)"), Options.mapEffect(uuid("--org")), Options.optional),
     limit: Options.integer("limit").pipe(
@@ -179,7 +179,7 @@ const list = Command.make(
   (input) =>
     withDatabase(
       Effect.gen(function* () {
-        const jobs = yield* Operator.listJobs({
+        const jobs = yield* Jobs.list({
           status: Option.getOrUndefined(input.status),
           jobType: Option.getOrUndefined(input.type),
           organizationId: Option.getOrUndefined(input.org),
@@ -193,13 +193,13 @@ const list = Command.make(
 const show = Command.make("show", { id: jobIdArg, json: jsonOption }, ({ id, json }) =>
   withDatabase(
     Effect.gen(function* () {
-      const details = yield* Operator.showJob(id)
+      const details = yield* Jobs.get(id)
       yield* json ? printJson(details) : Console.log(Format.jobDetails(details))
     })
   )
 ).pipe(Command.withDescription("Show a job, its job_runs row and its audit trail in order"))
 
-const printChange = (change: Operator.StateChange, event: string) =>
+const printChange = (change: Jobs.StateChange, event: string) =>
   Console.log(`job ${change.id}: ${change.previousStatus} -> ${change.status} (audit: ${event})`)
 
 // A reason is for the audit log, which cannot be edited afterwards: an empty one says nothing.
@@ -214,7 +214,7 @@ const fail = Command.make(
     actor: actorOption
   },
   ({ actor, id, reason }) =>
-    withDatabase(Effect.flatMap(Operator.failJob(id, reason, actorOf(actor)), (change) => printChange(change, "job_failed_manually")))
+    withDatabase(Effect.flatMap(Jobs.fail(id, { actor: actorOf(actor), reason }), (change) => printChange(change, "job_failed_manually")))
 ).pipe(Command.withDescription("Set a pending or processing job to failed and record the reason in the audit log, in one transaction"))
 
 const retry = Command.make(
@@ -222,7 +222,7 @@ const retry = Command.make(
   { id: jobIdArg, reason: optionalReason, actor: actorOption },
   ({ actor, id, reason }) =>
     withDatabase(
-      Effect.flatMap(Operator.retryJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_requeued"))
+      Effect.flatMap(Jobs.retry(id, { actor: actorOf(actor), reason: Option.getOrUndefined(reason) }), (change) => printChange(change, "job_requeued"))
     )
 ).pipe(Command.withDescription("Put a failed job back to pending with fresh attempts"))
 
@@ -231,7 +231,7 @@ const cancel = Command.make(
   { id: jobIdArg, reason: optionalReason, actor: actorOption },
   ({ actor, id, reason }) =>
     withDatabase(
-      Effect.flatMap(Operator.cancelJob(id, actorOf(actor), Option.getOrUndefined(reason)), (change) => printChange(change, "job_cancelled"))
+      Effect.flatMap(Jobs.cancel(id, { actor: actorOf(actor), reason: Option.getOrUndefined(reason) }), (change) => printChange(change, "job_cancelled"))
     )
 ).pipe(Command.withDescription("Cancel a pending job: it becomes failed with the error \"cancelled by …\" and can be retried later"))
 

@@ -1,8 +1,7 @@
 /** Plain-text output of the CLI: aligned tables and key/value blocks, no colours (they go to logs and tickets). */
 import type { AuditRecord } from "../Audit.js"
-import type { JobDetails, JobRow } from "../app/Operator.js"
 import type { QueueStats } from "../app/QueueStats.js"
-import { JOB_STATUSES } from "../app/QueueStats.js"
+import { JOB_STATUSES, type JobDetails, type JobRow } from "../Jobs.js"
 
 export const iso = (date: Date | null | undefined) => (date == null ? "-" : date.toISOString())
 

@@ -9,6 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { Cause, Duration, Effect } from "effect"
 import * as QueueStats from "../app/QueueStats.js"
 import type { RunningService } from "../app/ServiceState.js"
+import { JOB_STATUSES } from "../Jobs.js"
 import { makeOutageLog } from "../internal/outageLog.js"
 import { effectMetrics, fromEffectMetrics, type MetricFamily } from "./prometheus.js"
 
@@ -39,7 +40,7 @@ export const queueGauges: Collector = (service) =>
             "skiplock_jobs",
             "Jobs in job_queue by type and status",
             stats.types.flatMap((type) =>
-              QueueStats.JOB_STATUSES.map((status) => ({ labels: { job_type: type.jobType, status }, value: type.counts[status] }))
+              JOB_STATUSES.map((status) => ({ labels: { job_type: type.jobType, status }, value: type.counts[status] }))
             )
           ),
           gauge(

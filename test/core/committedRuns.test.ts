@@ -5,7 +5,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import pg from "pg"
-import * as Operator from "../../src/app/Operator.js"
+import * as Jobs from "../../src/Jobs.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, ORG } from "../support/jobs.js"
 
@@ -133,10 +133,10 @@ describe("committed runs", () => {
         expect(refused).toBe(`cannot fail job ${committed} manually: its handler's transaction has committed`)
         expect(yield* state(committed)).toMatchObject({ status: "processing", idempotency: "completed" })
         // What `skiplock jobs fail` says.
-        const viaCli = yield* Effect.flip(Operator.failJob(committed, "stuck", "cli:test"))
+        const viaCli = yield* Effect.flip(Jobs.fail(committed, { actor: "cli:test", reason: "stuck" }))
         expect(viaCli.message).toBe(`cannot fail job ${committed}: it is processing, but its handler's transaction has committed: it completes shortly`)
         // Cancelling it is refused for its state alone: a processing job is never cancelled.
-        expect((yield* Effect.flip(Operator.cancelJob(committed, "cli:test"))).message).toBe(`cannot cancel job ${committed}: it is processing (allowed: pending)`)
+        expect((yield* Effect.flip(Jobs.cancel(committed, { actor: "cli:test" }))).message).toBe(`cannot cancel job ${committed}: it is processing (allowed: pending)`)
 
         const running = yield* claimedJob()
         yield* sql`SELECT * FROM fail_job_manually(${running}, 'stuck', 'cli:test')`

@@ -49,4 +49,10 @@ describe("the README's examples", () => {
     expect(example).toContain("Migrator.pending(sets)")
     expect(typeErrors("readme-migration-example.ts", example)).toEqual([])
   }, 120_000)
+
+  it("the example in \"Jobs by hand, from code\" compiles as written", () => {
+    const example = exampleAfter(readFileSync(resolve(root, "README.md"), "utf8"), "### Jobs by hand, from code")
+    expect(example).toContain("Jobs.retry(")
+    expect(typeErrors("readme-jobs-example.ts", example)).toEqual([])
+  }, 120_000)
 })

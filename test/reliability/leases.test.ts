@@ -5,7 +5,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Duration, Effect, Fiber, Ref, Schema, TestClock } from "effect"
-import * as Operator from "../../src/app/Operator.js"
+import * as Jobs from "../../src/Jobs.js"
 import { Audit, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import type { Outcome } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -204,29 +204,29 @@ describe("leases", () => {
         const job = yield* enqueue(4)
         const { worker, attempts, outcomes, inHandler, open } = yield* gatedWorker("busy-worker")
         yield* TestClock.adjust("3 seconds") // after the worker's last heartbeat, before its next
-        yield* Operator.failJob(job.id, "stuck on the bank's server", "cli:test")
+        yield* Jobs.fail(job.id, { actor: "cli:test", reason: "stuck on the bank's server" })
         // Requeued now, this worker could claim it again with the same attempt number while the handler still runs.
-        const refused = yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))
+        const refused = yield* Effect.flip(Jobs.retry(job.id, { actor: "cli:test" }))
         expect(refused.message).toBe(
           `cannot retry job ${job.id}: it is failed, but its handler may still run on worker busy-worker, which stops it at its next heartbeat and reports it stopped at the one after: retry in about 20 seconds`
         )
         // The handler, still running, logs an entry of its own for the job: that changes nothing.
         const audit = yield* Audit.make
         yield* audit.record({ event: "report_rendered", actor: "busy-worker", jobId: job.id, organizationId: ORG })
-        expect((yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))).message).toBe(refused.message)
+        expect((yield* Effect.flip(Jobs.retry(job.id, { actor: "cli:test" }))).message).toBe(refused.message)
         // Failing or cancelling it again is refused for its state, not with the retry's "in a few seconds".
-        expect((yield* Effect.flip(Operator.failJob(job.id, "again", "cli:test"))).message).toBe(
+        expect((yield* Effect.flip(Jobs.fail(job.id, { actor: "cli:test", reason: "again" }))).message).toBe(
           `cannot fail job ${job.id}: it is failed (allowed: pending, processing)`
         )
-        expect((yield* Effect.flip(Operator.cancelJob(job.id, "cli:test"))).message).toBe(`cannot cancel job ${job.id}: it is failed (allowed: pending)`)
+        expect((yield* Effect.flip(Jobs.cancel(job.id, { actor: "cli:test" }))).message).toBe(`cannot cancel job ${job.id}: it is failed (allowed: pending)`)
         yield* TestClock.adjust("7 seconds") // the heartbeat: the job is no longer held, its handler stops
         yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && inHandler() === 0), "the handler stopped")
         expect(outcomes).toEqual(["LeaseLost"])
         // That heartbeat still reported the handler running; the next one says it has stopped.
-        expect((yield* Effect.flip(Operator.retryJob(job.id, "cli:test"))).message).toBe(refused.message)
+        expect((yield* Effect.flip(Jobs.retry(job.id, { actor: "cli:test" }))).message).toBe(refused.message)
         yield* TestClock.adjust("10 seconds")
         yield* eventually(
-          Effect.map(Effect.either(Operator.retryJob(job.id, "cli:test")), (result) => result._tag === "Right"),
+          Effect.map(Effect.either(Jobs.retry(job.id, { actor: "cli:test" })), (result) => result._tag === "Right"),
           "the retry is accepted"
         )
         yield* TestClock.adjust("5 seconds") // the poll

@@ -1,19 +1,24 @@
 /**
- * What an operator does to jobs by hand: look at them, fail one that keeps
- * failing, retry a failed one, cancel a pending one. The state changes call
- * the SQL functions of migrations/core/0006_operator_functions.sql (one
- * transaction each, with its audit entry); their errors come back as
- * JobNotFound or InvalidJobState. Times come from the Clock.
+ * Jobs by hand, from code: look at them, fail one that keeps failing, retry a
+ * failed one, cancel a pending one. `skiplock jobs …` runs these; an admin
+ * screen or a script can call them the same way. The state changes call the
+ * SQL functions of migrations/core/0006_operator_functions.sql (one
+ * transaction each, with its audit entry naming the actor); their refusals
+ * come back as JobNotFound, InvalidJobState or JobRowLocked. Times come from
+ * the Clock.
  */
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Clock, Effect } from "effect"
-import { type AuditRecord } from "../Audit.js"
-import * as Audit from "../Audit.js"
-import { InvalidJobState, JobNotFound, JobRowLocked, UnknownJobType } from "../Errors.js"
-import { setLocalLockTimeout } from "../internal/lockTimeout.js"
-import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "../internal/sqlErrorText.js"
-import type { JobStatus } from "./QueueStats.js"
+import { type AuditRecord } from "./Audit.js"
+import * as Audit from "./Audit.js"
+import { InvalidJobOptions, InvalidJobState, JobNotFound, JobRowLocked, UnknownJobType } from "./Errors.js"
+import { setLocalLockTimeout } from "./internal/lockTimeout.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "./internal/sqlErrorText.js"
+import { isUuid } from "./internal/validate.js"
+
+export const JOB_STATUSES = ["pending", "processing", "completed", "failed"] as const
+export type JobStatus = (typeof JOB_STATUSES)[number]
 
 export interface JobRow {
   readonly id: string
@@ -66,7 +71,15 @@ export interface ListFilter {
   readonly status?: JobStatus | undefined
   readonly jobType?: string | undefined
   readonly organizationId?: string | undefined
-  readonly limit: number
+  /** At most this many, newest first: 1-1000 (default 20). */
+  readonly limit?: number | undefined
+}
+
+/** Who changes a job by hand, and why: both go into its audit entry, which cannot be edited afterwards. */
+export interface ByHand {
+  /** A user's UUID, or a name such as `cli:alice` or `admin-ui`. */
+  readonly actor: string
+  readonly reason?: string | undefined
 }
 
 export interface StateChange {
@@ -81,8 +94,13 @@ const JOB_COLUMNS = (sql: SqlClient.SqlClient) => sql`
   lease_expires_at AS "leaseExpiresAt", idempotency_key AS "idempotencyKey", trace_id AS "traceId",
   created_by AS "createdBy", created_at AS "createdAt", updated_at AS "updatedAt", completed_at AS "completedAt"`
 
+const DEFAULT_LIST_LIMIT = 20
+const MAX_LIST_LIMIT = 1000
+
+const invalid = (reason: string) => new InvalidJobOptions({ reason })
+
 /** Fails with UnknownJobType unless the type is registered in job_types. */
-export const requireJobType = (jobType: string) =>
+const requireJobType = (jobType: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const registered = (yield* sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`).map((row) => row.name)
@@ -90,8 +108,18 @@ export const requireJobType = (jobType: string) =>
   })
 
 /** The newest jobs first, filtered. */
-export const listJobs = (filter: ListFilter) =>
+export const list = (filter: ListFilter = {}) =>
   Effect.gen(function* () {
+    const limit = filter.limit ?? DEFAULT_LIST_LIMIT
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {
+      return yield* invalid(`limit must be a whole number from 1 to ${MAX_LIST_LIMIT}, got ${limit}`)
+    }
+    if (filter.status !== undefined && !JOB_STATUSES.includes(filter.status)) {
+      return yield* invalid(`status must be one of ${JOB_STATUSES.join(", ")}, got "${filter.status}"`)
+    }
+    if (filter.organizationId !== undefined && !isUuid(filter.organizationId)) {
+      return yield* invalid(`organizationId must be a UUID, got "${filter.organizationId}"`)
+    }
     const sql = yield* SqlClient.SqlClient
     if (filter.jobType !== undefined) yield* requireJobType(filter.jobType)
     const conditions = [
@@ -106,12 +134,14 @@ export const listJobs = (filter: ListFilter) =>
     return yield* sql<JobRow>`
       SELECT ${JOB_COLUMNS(sql)} FROM job_queue
       ${conditions.length > 0 ? sql`WHERE ${sql.and(conditions)}` : sql``}
-      ORDER BY created_at DESC, id LIMIT ${filter.limit}`
-  })
+      ORDER BY created_at DESC, id LIMIT ${limit}`
+  }).pipe(Effect.withSpan("Jobs.list"))
 
 /** The job, its job_runs row and its audit trail. */
-export const showJob = (jobId: string) =>
+export const get = (jobId: string) =>
   Effect.gen(function* () {
+    // No job has an id that is not a UUID (the column's type would refuse the comparison).
+    if (!isUuid(jobId)) return yield* new JobNotFound({ jobId })
     const sql = yield* SqlClient.SqlClient
     const [job] = yield* sql<JobRow>`SELECT ${JOB_COLUMNS(sql)} FROM job_queue WHERE id = ${jobId}`
     const [run] = yield* sql<JobRunRow>`
@@ -122,7 +152,7 @@ export const showJob = (jobId: string) =>
     const audit = yield* Effect.flatMap(Audit.make, (trail) => trail.trail(jobId))
     if (job === undefined && run === undefined && audit.length === 0) return yield* new JobNotFound({ jobId })
     return { jobId, job: job ?? null, run: run ?? null, audit } satisfies JobDetails
-  })
+  }).pipe(Effect.withSpan("Jobs.get", { attributes: { jobId } }))
 
 const ALLOWED = {
   fail: ["pending", "processing"],
@@ -130,21 +160,34 @@ const ALLOWED = {
   cancel: ["pending"]
 } as const
 
-// An operator's command waits this long for a job's row that another session holds (an open psql
+// A change by hand waits this long for a job's row that another session holds (an open psql
 // transaction), then says so, instead of hanging without a word.
 const ROW_LOCK_TIMEOUT_MS = 5_000
+
+// The audit entry needs both (audit_logs refuses a blank actor or reason, 0027): said here, with the field's name.
+const checkByHand = (byHand: ByHand, reasonRequired: boolean) => {
+  if (typeof byHand.actor !== "string" || byHand.actor.trim() === "") return invalid("actor must not be blank: the audit entry names who did it")
+  if (byHand.reason === undefined ? reasonRequired : typeof byHand.reason !== "string" || byHand.reason.trim() === "") {
+    return invalid(`reason must not be ${reasonRequired ? "missing or " : ""}blank: it goes into the audit entry`)
+  }
+  return undefined
+}
 
 // The SQL functions raise P0002 for an unknown id and 55000 for a job in the wrong state.
 const stateChange = (
   operation: keyof typeof ALLOWED,
   jobId: string,
-  run: (sql: SqlClient.SqlClient, now: Date) => Effect.Effect<ReadonlyArray<StateChange>, SqlError>
-): Effect.Effect<StateChange, JobNotFound | InvalidJobState | JobRowLocked | SqlError, SqlClient.SqlClient> =>
+  byHand: ByHand,
+  run: (sql: SqlClient.SqlClient, now: Date, actor: string, reason: string | null) => Effect.Effect<ReadonlyArray<StateChange>, SqlError>
+): Effect.Effect<StateChange, InvalidJobOptions | JobNotFound | InvalidJobState | JobRowLocked | SqlError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
+    const refused = checkByHand(byHand, operation === "fail")
+    if (refused !== undefined) return yield* refused
+    if (!isUuid(jobId)) return yield* new JobNotFound({ jobId })
     const sql = yield* SqlClient.SqlClient
     const now = new Date(yield* Clock.currentTimeMillis)
-    const bounded = Effect.zipRight(setLocalLockTimeout(sql, ROW_LOCK_TIMEOUT_MS), run(sql, now))
-    const result = yield* Effect.either(sql.withTransaction(bounded))
+    const change = run(sql, now, byHand.actor.trim(), byHand.reason?.trim() ?? null)
+    const result = yield* Effect.either(sql.withTransaction(Effect.zipRight(setLocalLockTimeout(sql, ROW_LOCK_TIMEOUT_MS), change)))
     if (result._tag === "Right") return result.right[0]!
     const code = sqlErrorCode(result.left)
     if (code === "P0002") return yield* new JobNotFound({ jobId })
@@ -166,19 +209,19 @@ const stateChange = (
       return yield* new InvalidJobState({ jobId, status, operation, allowed: ALLOWED[operation], ...(because === undefined ? {} : { because }) })
     }
     return yield* result.left
-  }).pipe(Effect.withSpan(`Operator.${operation}`, { attributes: { jobId } }))
+  }).pipe(Effect.withSpan(`Jobs.${operation}`, { attributes: { jobId } }))
 
-/** pending|processing -> failed, audit `job_failed_manually` with the reason. */
-export const failJob = (jobId: string, reason: string, actor: string) =>
-  stateChange("fail", jobId, (sql, now) =>
+/** pending|processing -> failed, audit `job_failed_manually` with the reason (required). */
+export const fail = (jobId: string, byHand: ByHand) =>
+  stateChange("fail", jobId, byHand, (sql, now, actor, reason) =>
     sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM fail_job_manually(${jobId}, ${reason}, ${actor}, ${now})`)
 
 /** failed -> pending with fresh attempts, audit `job_requeued`. */
-export const retryJob = (jobId: string, actor: string, reason?: string) =>
-  stateChange("retry", jobId, (sql, now) =>
-    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM requeue_failed_job(${jobId}, ${actor}, ${reason ?? null}, ${now})`)
+export const retry = (jobId: string, byHand: ByHand) =>
+  stateChange("retry", jobId, byHand, (sql, now, actor, reason) =>
+    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM requeue_failed_job(${jobId}, ${actor}, ${reason}, ${now})`)
 
 /** pending -> failed (error "cancelled by …"), audit `job_cancelled`. */
-export const cancelJob = (jobId: string, actor: string, reason?: string) =>
-  stateChange("cancel", jobId, (sql, now) =>
-    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM cancel_pending_job(${jobId}, ${actor}, ${reason ?? null}, ${now})`)
+export const cancel = (jobId: string, byHand: ByHand) =>
+  stateChange("cancel", jobId, byHand, (sql, now, actor, reason) =>
+    sql<StateChange>`SELECT id, status, previous_status AS "previousStatus" FROM cancel_pending_job(${jobId}, ${actor}, ${reason}, ${now})`)
