@@ -24,7 +24,7 @@ import type { Handler, Requirements } from "./Handler.js"
 import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
-import { waitAtMost } from "./internal/bounded.js"
+import { answeredWithin, waitAtMost } from "./internal/bounded.js"
 import { isConnectionError } from "./internal/connectionLoss.js"
 import * as Deadlines from "./internal/deadlines.js"
 import { makeCompletions, type Finished } from "./internal/completions.js"
@@ -125,6 +125,12 @@ const RECORD_WHILE_STOPPING_MILLIS = 3_000
 const LOOK_AGAIN_AFTER = Duration.seconds(1)
 // A heartbeat that could not reach the database is tried again this often, until the next one is due.
 const HEARTBEAT_RETRY = Duration.seconds(1)
+// A heartbeat's try unanswered this long counts as one that could not reach the database (a host gone
+// silent answers nothing, and a statement on its connection would wait until TCP gives up, ~15 minutes).
+const HEARTBEAT_TRY_TIMEOUT = Duration.seconds(2)
+// While heartbeats cannot reach the database, a job is stopped this long before its lease runs out:
+// the next try could renew it no sooner.
+const LEASE_STOP_AHEAD_MILLIS = Duration.toMillis(HEARTBEAT_RETRY) + Duration.toMillis(HEARTBEAT_TRY_TIMEOUT)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
 const BACKGROUND_STOP_TIMEOUT = Duration.seconds(2)
 // At most this many completions go into one statement.
@@ -526,26 +532,79 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // The last heartbeat could not reach the database: this worker's leases may have run out unrenewed.
     let heartbeatUnreachable = false
 
+    // What one heartbeat asked about, and when: its answer is about these attempts, not about one claimed
+    // again meanwhile. Every try asks anew: a retry that sent an older list would leave out a job started
+    // since, and the database would take the worker for having let go of it (the retry guard, 0025/0026).
+    interface Asked {
+      readonly at: number
+      readonly running: ReadonlyArray<RunningJob>
+      readonly waiting: ReadonlySet<PrefetchedJob>
+      readonly ids: ReadonlyArray<string>
+    }
+    const ask = (): Asked => ({
+      at: clock.unsafeCurrentTimeMillis(),
+      running: [...running.values()],
+      waiting: new Set(prefetched),
+      ids: [...[...running.values()].map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
+    })
+
+    // Stops the jobs the worker no longer holds, as one heartbeat's answer says: the database's, or while it
+    // cannot be reached, the leases' own ends, stopping a job once its lease would run out before the next try
+    // could renew it (a rescuer elsewhere may take the job from then on).
+    const stopUnheld = (asked: Asked, answer: Either.Either<ReadonlySet<string>, unknown>) =>
+      Effect.gen(function* () {
+        const stopBefore = clock.unsafeCurrentTimeMillis() + LEASE_STOP_AHEAD_MILLIS
+        const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {
+          if (answer._tag === "Left") return stopBefore < holder.leaseValidUntil
+          if (!answer.right.has(id)) return false
+          holder.leaseValidUntil = asked.at + Duration.toMillis(leaseDuration)
+          return true
+        }
+        // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
+        // (Jobs claimed while the heartbeat was on its way were not asked about.)
+        for (let i = prefetched.length - 1; i >= 0; i--) {
+          const waiting = prefetched[i]!
+          if (!asked.waiting.has(waiting) || stillHeld(waiting.job.id, waiting)) continue
+          prefetched.splice(i, 1)
+          yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
+          yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
+        }
+        const askedRunning = [...asked.running]
+        // Asked about while prefetched, started meanwhile: the same attempt (the same job object), now running.
+        for (const waiting of asked.waiting) {
+          const entry = running.get(waiting.job.id)
+          if (entry?.job === waiting.job && !askedRunning.includes(entry)) askedRunning.push(entry)
+        }
+        for (const entry of askedRunning) {
+          const id = entry.job.id
+          // Ended meanwhile, or superseded by a claim of the same job (already stopped).
+          if (running.get(id) !== entry || stillHeld(id, entry)) continue
+          if (entry.fiber !== undefined && entry.control.stopReason === undefined) {
+            entry.control.stopReason = "lease_lost"
+            yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))
+            yield* Fiber.interruptFork(entry.fiber)
+          }
+        }
+      })
+
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
-    // and the ones whose lease ran out while the database could not be reached.
+    // and the ones whose lease runs out while the database cannot be reached.
     const heartbeat = Effect.gen(function* () {
-      yield* registration.ensure
-      // The entries asked about: the answer is about these attempts, not about one claimed again meanwhile.
-      const askedRunning = [...running.values()]
-      const askedWaiting = new Set(prefetched)
-      const ids = [...askedRunning.map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
+      // Bounded like a heartbeat's try: a database that went silent must not hold up the stops below.
+      yield* Effect.ignore(answeredWithin(registration.ensure, HEARTBEAT_TRY_TIMEOUT))
       const due = yield* Clock.currentTimeMillis
-      let at = due
-      const beat = Effect.suspend(() => Effect.either(store.heartbeat(workerId, ids, new Date(at), leaseDuration))).pipe(
-        Effect.tap((answer) => void (heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left)))
-      )
+      let asked = ask()
+      const beat = Effect.suspend(() => {
+        asked = ask()
+        return Effect.either(answeredWithin(store.heartbeat(workerId, asked.ids, new Date(asked.at), leaseDuration), HEARTBEAT_TRY_TIMEOUT))
+      }).pipe(Effect.tap((answer) => void (heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left))))
       let answer = yield* beat
       // While the database cannot be reached, ask again every second until the next beat is due: the leases
       // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
       // (Not for other failures, a lock wait cut off say: asking more often would not help, and would add load.)
-      while (heartbeatUnreachable && at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
+      while (heartbeatUnreachable && asked.at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
+        yield* stopUnheld(asked, Either.map(answer, ({ held }) => held))
         yield* Effect.sleep(HEARTBEAT_RETRY)
-        at = yield* Clock.currentTimeMillis
         answer = yield* beat
       }
       if (answer._tag === "Right" && !answer.right.registered) {
@@ -554,40 +613,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // Again, now that there is a row to record in which jobs this worker holds (the rescuer spares them).
         answer = yield* beat
       }
-      const held = Either.map(answer, ({ held }) => held)
-      // Whether the worker still holds a job it asked about, renewing the lease it knows of: the database's
-      // answer, or while it cannot be reached, the lease's own end.
-      const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {
-        if (held._tag === "Left") return at < holder.leaseValidUntil
-        if (!held.right.has(id)) return false
-        holder.leaseValidUntil = at + Duration.toMillis(leaseDuration)
-        return true
-      }
-      // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
-      // (Jobs claimed while the heartbeat was on its way were not asked about.)
-      for (let i = prefetched.length - 1; i >= 0; i--) {
-        const waiting = prefetched[i]!
-        if (!askedWaiting.has(waiting) || stillHeld(waiting.job.id, waiting)) continue
-        prefetched.splice(i, 1)
-        yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
-        yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
-      }
-      // Asked about while prefetched, started meanwhile: the same attempt (the same job object), now running.
-      for (const waiting of askedWaiting) {
-        const entry = running.get(waiting.job.id)
-        if (entry?.job === waiting.job && !askedRunning.includes(entry)) askedRunning.push(entry)
-      }
-      for (const entry of askedRunning) {
-        const id = entry.job.id
-        // Ended meanwhile, or superseded by a claim of the same job (already stopped).
-        if (running.get(id) !== entry || stillHeld(id, entry)) continue
-        if (entry.fiber !== undefined && entry.control.stopReason === undefined) {
-          entry.control.stopReason = "lease_lost"
-          yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))
-          yield* Fiber.interruptFork(entry.fiber)
-        }
-      }
-      yield* held._tag === "Left" ? heartbeatFailures.failed(held.left) : heartbeatFailures.succeeded
+      yield* stopUnheld(asked, Either.map(answer, ({ held }) => held))
+      yield* answer._tag === "Left" ? heartbeatFailures.failed(answer.left) : heartbeatFailures.succeeded
     })
 
     const prune = makePrune(store, { retention, leaseDuration })

@@ -3,11 +3,15 @@
 // fail's open transaction, or one stamped late by a clock that runs ahead, has not let go.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Chunk, Deferred, Effect, Layer, Schema, TestClock } from "effect"
 import pg from "pg"
+import { Db, Handler, JobDefinition, JobQueue, LocalWorkers, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
+import { eventually } from "../support/live.js"
+import { restartableProxy } from "../support/proxy.js"
 
+const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 const T0 = Date.parse("2026-12-06T10:00:00Z")
 const at = (seconds: number) => new Date(T0 + seconds * 1000)
 
@@ -78,5 +82,40 @@ describe("the retry guard", () => {
         expect(yield* heartbeat([], 22)).toEqual([])
         expect(yield* retry(id, 23)).toBe("requeued")
       }))
+
+    it.effect("a heartbeat tried again after the database came back reports the job started meanwhile: a fail and retry by hand then waits", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM job_queue`
+        // The worker's pool goes through a proxy; the test's own statements and the enqueue do not.
+        const proxy = yield* restartableProxy(url)
+        const pool = yield* Layer.build(Db.layer({ url: proxy.url, connectTimeout: "1 second" }))
+        const started = yield* Deferred.make<void>()
+        const handler = Handler.make(Report, { run: () => Effect.zipRight(Deferred.succeed(started, undefined), Effect.never) })
+        yield* Worker.make({
+          handlers: [handler], workerId: "w-proxied", listen: false, pollInterval: "1 hour", rescueInterval: "1 hour", heartbeatInterval: "10 seconds",
+          shutdownTimeout: "0 seconds"
+        }).pipe(Effect.provide(pool))
+        // The heartbeat at 10 s finds the database gone and is to try again at 11 s.
+        proxy.down()
+        yield* TestClock.adjust("10 seconds")
+        yield* eventually(Effect.map(TestClock.sleeps(), Chunk.some((wakeAt) => wakeAt === 11_000)), "the heartbeat waits to try again")
+        // Back: an enqueue of this process hands a job to the worker, and an operator fails it while it runs.
+        proxy.up()
+        const { id } = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG })
+        yield* Deferred.await(started)
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${new Date(10_500)})`
+        // The try at 11 s reports the running job: the worker has not let go of it, and the retry waits.
+        yield* TestClock.adjust("1 second")
+        yield* eventually(
+          Effect.map(sql<{ at: Date }>`SELECT last_heartbeat_at AS at FROM job_workers WHERE worker_id = 'w-proxied'`, ([row]) => row?.at.getTime() === 11_000),
+          "the heartbeat got through"
+        )
+        const refused = yield* Effect.either(sql`SELECT * FROM requeue_failed_job(${id}, 'op', NULL, ${new Date(11_500)})`)
+        expect(refused._tag === "Left" ? String((refused.left.cause as { message?: string }).message) : "requeued").toBe(
+          `cannot retry job ${id} yet: its handler may still run on worker w-proxied`
+        )
+      }).pipe(Effect.provide(JobQueue.layer([Report]).pipe(Layer.provideMerge(LocalWorkers.layer))), Effect.scoped))
   })
 })

@@ -54,5 +54,31 @@ describe("heartbeat under row locks", () => {
           "both jobs completed"
         )
       }).pipe(Effect.scoped), { timeout: 30_000 })
+
+    it.effect("a late heartbeat does not report a job held whose row another session (the rescuer) locked after its lease ran out; a timely one does", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        const at = (seconds: number) => new Date(Date.parse("2026-12-06T10:00:00Z") + seconds * 1000)
+        yield* sql`SELECT register_worker('late', 'host', 1, ARRAY['report_generation'], 5, ${at(0)})`
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{"n": 1}', ${at(0)}) RETURNING id`
+        const id = job!.id
+        yield* sql`SELECT id FROM claim_next_job('late', ARRAY['report_generation'], 1, ${at(0)}, interval '30 seconds')`
+        // Another session holds the row, as rescue_expired_jobs does while it gives the job back.
+        const other = yield* connection(url)
+        yield* Effect.promise(() => other.query("BEGIN"))
+        yield* Effect.promise(() => other.query("SELECT 1 FROM job_queue WHERE id = $1 FOR UPDATE", [id]))
+        const heartbeat = (seconds: number) =>
+          Effect.map(sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('late', ${[id]}::uuid[], ${at(seconds)})`, (rows) => rows.map((row) => row.id))
+        // Within the lease the job is still the worker's (the lock may be its own completion, or an operator's).
+        expect(yield* heartbeat(10)).toEqual([id])
+        // Past it, while the previous heartbeat covers the job (until 40 s), the rescuer spares it: still held.
+        expect(yield* heartbeat(35)).toEqual([id])
+        // A heartbeat that comes late (the previous one covered the job until 65 s) may meet the rescuer's lock:
+        // the worker is told it no longer holds the job, and stops the handler.
+        expect(yield* heartbeat(80)).toEqual([])
+        yield* Effect.promise(() => other.query("ROLLBACK"))
+      }).pipe(Effect.scoped))
   })
 })

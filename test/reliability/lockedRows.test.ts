@@ -117,9 +117,16 @@ describe("job rows locked by another transaction", () => {
         yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 1)`
         const [job] = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, now(), interval '30 seconds')`
         const unlock = yield* lockJobRows(url, [job!.id])
-        // A minute on, the lease (30 s) has run out; the heartbeat cannot renew the locked row, and reports the job held.
-        const held = yield* sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('w', ARRAY[${job!.id}]::uuid[], now() + interval '1 minute', interval '30 seconds')`
-        expect(held.map((row) => row.id)).toEqual([job!.id])
+        // The heartbeats cannot renew the locked row, and report the job held: at 20 s, within the lease (30 s), and at
+        // 45 s, past it, while the heartbeat before still covers the job (until 50 s; a late heartbeat, one that comes
+        // when the rescuer may already be at the row, is told it no longer holds it: test/reliability/heartbeat.test.ts).
+        const heartbeat = (offset: string) =>
+          Effect.map(
+            sql<{ id: string }>`SELECT worker_heartbeat AS id FROM worker_heartbeat('w', ARRAY[${job!.id}]::uuid[], now() + ${offset}::interval, interval '30 seconds')`,
+            (rows) => rows.map((row) => row.id)
+          )
+        expect(yield* heartbeat("20 seconds")).toEqual([job!.id])
+        expect(yield* heartbeat("45 seconds")).toEqual([job!.id])
         yield* unlock
         const rescueAt = (offset: string) =>
           sql<{ id: string; status: string }>`SELECT id, status FROM rescue_expired_jobs('rescuer', now() + ${offset}::interval)`

@@ -10,7 +10,7 @@ import type { Outcome } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
 import { eventually, pauseLive } from "../support/live.js"
-import { restartableProxy } from "../support/proxy.js"
+import { restartableProxy, silenceableProxy } from "../support/proxy.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -64,7 +64,7 @@ describe("database outages", () => {
         expect(yield* events).toEqual(["job_started", "job_completed"])
       }), 60_000)
 
-    it.scoped("a job running through an outage that outlasts its lease in the database, not the worker's next heartbeat, is not rescued by its own worker", () =>
+    it.scoped("a job whose lease runs out during an outage is stopped before it does (a rescuer elsewhere may take it from then on), then rescued and run again", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         const { proxy, finish, outcome, outcomes, events, jobRow } = yield* setUp({ leaseDuration: "6 seconds", heartbeatInterval: "5 seconds" })
@@ -75,16 +75,16 @@ describe("database outages", () => {
         while ((yield* lastBeat) === before) yield* pauseLive("20 millis")
         const t = yield* lastBeat
         proxy.down()
+        expect((yield* Deferred.await(outcome))._tag).toBe("LeaseLost")
+        expect(Date.now()).toBeLessThan(t + 6_000)
+        // Back after the lease ran out; the worker's own rescuer (every half second) gives the job back, and it runs again.
         yield* pauseLive(`${t + 6_700 - Date.now()} millis`)
-        // Back after the lease ran out in the database, before the worker's heartbeat renewed it; the rescuer
-        // runs every half second.
         proxy.up()
-        yield* pauseLive("3 seconds")
-        expect(outcomes).toEqual([])
         yield* Deferred.succeed(finish, undefined)
-        expect((yield* Deferred.await(outcome))._tag).toBe("Completed")
-        expect(yield* jobRow).toEqual({ status: "completed", attempts: 1 })
-        expect(yield* events).toEqual(["job_started", "job_completed"])
+        yield* eventually(Effect.map(jobRow, (row) => row?.status === "completed"), "the job ran again and completed")
+        expect(outcomes).toEqual(["LeaseLost", "Completed"])
+        expect(yield* jobRow).toEqual({ status: "completed", attempts: 2 })
+        expect(yield* events).toEqual(["job_started", "job_rescued", "job_started", "job_completed"])
       }), 60_000)
 
     it.scoped("an outcome not recorded while the worker held the job is not sent afterwards: it cannot complete the job's next run", () =>
@@ -183,6 +183,35 @@ describe("database outages", () => {
         // Recording goes on for 3 s at most once the stop began (it was 30 s, the lease), then the
         // background tasks' bound.
         expect(Date.now() - stopping).toBeLessThan(10_000)
+      }), 60_000)
+
+    it.scoped("a worker cut off without a word (a host gone silent) stops its handler before the job's lease runs out, so no rescuer runs it beside it", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const proxy = yield* silenceableProxy(url)
+        const { id } = yield* JobQueue.enqueueJob(Report, { n: 1 }, { organizationId: ORG }).pipe(Effect.provide(JobQueue.layer([Report])))
+        const started = yield* Deferred.make<void>()
+        const stoppedAt = yield* Deferred.make<number>()
+        const handler = Handler.make(Report, {
+          run: () => Effect.zipRight(Deferred.succeed(started, undefined), Effect.never).pipe(Effect.onInterrupt(() => Deferred.succeed(stoppedAt, Date.now())))
+        })
+        const pool = yield* Layer.build(Db.layer({ url: proxy.url, connectTimeout: "1 second" }))
+        yield* Worker.make({
+          handlers: [handler], workerId: "silenced", listen: false, pollInterval: "200 millis",
+          leaseDuration: "8 seconds", heartbeatInterval: "1 second", rescueInterval: "1 hour", shutdownTimeout: "0 seconds"
+        }).pipe(Effect.provide(pool))
+        yield* Deferred.await(started)
+        // Its statements get no answer from now on, and nothing tells it so: they would wait until TCP gives up.
+        proxy.silence()
+        const silencedAt = Date.now()
+        const stopped = yield* Deferred.await(stoppedAt).pipe(Effect.timeout("15 seconds"))
+        // The lease the database holds, from the worker's last heartbeat that got through (same host, same clock).
+        const [row] = yield* sql<{ leaseEnd: Date; status: string }>`SELECT lease_expires_at AS "leaseEnd", status FROM job_queue WHERE id = ${id}`
+        expect(row!.status).toBe("processing")
+        expect(stopped).toBeLessThan(row!.leaseEnd.getTime())
+        expect(stopped - silencedAt).toBeGreaterThan(2_000) // not before the heartbeat had a chance
       }), 60_000)
   })
 })
