@@ -6,15 +6,24 @@
  */
 import { Config, ConfigError, Duration, Either, LogLevel, Option, Redacted } from "effect"
 import { isAbsolute, resolve } from "node:path"
+import { redactUrl } from "../internal/describe.js"
 
-/** One variable: its default and a parser that returns the value or what the variable accepts. */
-const setting = <A>(name: string, fallback: A, parse: (raw: string) => Either.Either<A, string>): Config.Config<A> =>
+/**
+ * One variable: its default and a parser that returns the value or what the variable accepts. The error
+ * quotes the value as `shown` gives it (a URL without its password: the message goes to logs).
+ */
+const setting = <A>(
+  name: string,
+  fallback: A,
+  parse: (raw: string) => Either.Either<A, string>,
+  shown: (raw: string) => string = (raw) => raw
+): Config.Config<A> =>
   Config.option(Config.string(name)).pipe(
     Config.mapOrFail((raw) => {
       const value = Option.getOrUndefined(raw)?.trim()
       if (value === undefined || value === "") return Either.right(fallback)
       return Either.mapLeft(parse(value), (accepts) =>
-        ConfigError.InvalidData([name], `${name}=${JSON.stringify(value)} is not valid: expected ${accepts}`)
+        ConfigError.InvalidData([name], `${name}=${JSON.stringify(shown(value))} is not valid: expected ${accepts}`)
       )
     })
   )
@@ -42,13 +51,20 @@ export const parseDuration = (raw: string): Duration.Duration | undefined => {
   return match && factor !== undefined ? Duration.millis(Math.round(Number(match[1]) * factor)) : undefined
 }
 
-const duration = (min: Duration.Duration) => (raw: string) => {
-  const atLeast = Duration.greaterThan(min, Duration.zero) ? ` of at least ${Duration.format(min)}` : ""
+// The longest wait a timer can hold (Node's and Effect's timers take at most 2^31 - 1 ms, ~24.8 days, and
+// treat anything longer as never), and the longest retention a date can be counted back by.
+const MAX_WAIT = Duration.days(24)
+const MAX_RETENTION = Duration.days(36_500)
+
+const duration = (min: Duration.Duration, max: Duration.Duration) => (raw: string) => {
+  const range = Duration.greaterThan(min, Duration.zero)
+    ? ` from ${Duration.format(min)} to ${Duration.format(max)}`
+    : ` of at most ${Duration.format(max)}`
   // Examples the setting takes: short ones for intervals, long ones for a retention.
   const examples = Duration.greaterThanOrEqualTo(min, Duration.hours(1)) ? `12h, 7d, 2w or "7 days"` : `500ms, 5s, 2m or "5 seconds"`
-  const accepts = `a duration${atLeast} with a unit, such as ${examples}`
+  const accepts = `a duration${range} with a unit, such as ${examples}`
   const value = parseDuration(raw)
-  return value !== undefined && Duration.greaterThanOrEqualTo(value, min) ? Either.right(value) : Either.left(accepts)
+  return value !== undefined && Duration.between(value, { minimum: min, maximum: max }) ? Either.right(value) : Either.left(accepts)
 }
 
 const oneOf = <const L extends ReadonlyArray<string>>(...literals: L) => (raw: string) =>
@@ -97,7 +113,7 @@ export interface DatabaseConfig {
 }
 
 export const databaseConfig: Config.Config<DatabaseConfig> = Config.all({
-  url: setting("DATABASE_URL", Option.none<Redacted.Redacted<string>>(), postgresUrl),
+  url: setting("DATABASE_URL", Option.none<Redacted.Redacted<string>>(), postgresUrl, redactUrl),
   dataDir: setting("SKIPLOCK_DATA_DIR", ".data", text).pipe(Config.map((dir) => (isAbsolute(dir) ? dir : resolve(process.cwd(), dir)))),
   embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer(1, 65535)),
   preparedStatements: setting("DATABASE_PREPARED_STATEMENTS", true, onOff)
@@ -139,16 +155,16 @@ export interface WorkerConfig {
 
 export const workerConfig: Config.Config<WorkerConfig> = Config.all({
   workerId: setting("WORKER_ID", Option.none<string>(), optionalText),
-  pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(Duration.millis(10))),
+  pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(Duration.millis(10), MAX_WAIT)),
   batchSize: setting("WORKER_BATCH_SIZE", 5, integer(1, 1000)),
   concurrency: setting("WORKER_CONCURRENCY", 5, integer(1, 1000)),
   prefetch: setting("WORKER_PREFETCH", 0, integer(0, 1000)),
   maxAttempts: setting("WORKER_MAX_ATTEMPTS", 3, integer(1, 100)),
-  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero)),
+  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero, MAX_WAIT)),
   retention: setting("WORKER_JOB_RETENTION", Duration.days(7) as Duration.Duration | "forever", (raw) =>
     raw.toLowerCase() === "forever"
       ? Either.right("forever" as const)
-      : Either.mapLeft(duration(Duration.hours(1))(raw), (accepts) => `${accepts}, or "forever"`)
+      : Either.mapLeft(duration(Duration.hours(1), MAX_RETENTION)(raw), (accepts) => `${accepts}, or "forever"`)
   ),
   handOff: setting("WORKER_HAND_OFF", true, onOff)
 })

@@ -13,7 +13,8 @@ export const redactUrl = (url: string): string => {
     }
     return parsed.toString()
   } catch {
-    return "<unparsable url>"
+    // Not a URL after all (a stray character, a bad port): still never the password, and the rest to say what is wrong.
+    return url.replace(/(\/\/[^/@]*?:)[^/]*@/, "$1***@").replace(/(password=)[^&]*/gi, "$1***")
   }
 }
 

@@ -91,15 +91,32 @@ describe("service configuration", () => {
         'DATABASE_URL="mysql://localhost/x" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database',
         'DATABASE_PREPARED_STATEMENTS="maybe" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
         'PORT="70000" is not valid: expected a whole number from 0 to 65535',
-        'WORKER_POLL_INTERVAL="5" is not valid: expected a duration of at least 10ms with a unit, such as 500ms, 5s, 2m or "5 seconds"',
+        'WORKER_POLL_INTERVAL="5" is not valid: expected a duration from 10ms to 24d with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_BATCH_SIZE="five" is not valid: expected a whole number from 1 to 1000',
         'WORKER_PREFETCH="-1" is not valid: expected a whole number from 0 to 1000',
         'WORKER_MAX_ATTEMPTS="101" is not valid: expected a whole number from 1 to 100',
-        'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration with a unit, such as 500ms, 5s, 2m or "5 seconds"',
-        'WORKER_JOB_RETENTION="30m" is not valid: expected a duration of at least 1h with a unit, such as 12h, 7d, 2w or "7 days", or "forever"',
+        'WORKER_SHUTDOWN_TIMEOUT="soon" is not valid: expected a duration of at most 24d with a unit, such as 500ms, 5s, 2m or "5 seconds"',
+        'WORKER_JOB_RETENTION="30m" is not valid: expected a duration from 1h to 36500d with a unit, such as 12h, 7d, 2w or "7 days", or "forever"',
         'WORKER_HAND_OFF="sometimes" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
         'LOG_LEVEL="loud" is not valid: expected one of trace, debug, info, warning, warn, error, fatal, none, all',
         'LOG_FORMAT="xml" is not valid: expected one of auto, json, pretty, logfmt'
       ])
+    }))
+
+  it.effect("refuses durations longer than a timer can wait or a date can be counted back by, which would silently mean never", () =>
+    Effect.gen(function* () {
+      expect(yield* errors({ WORKER_POLL_INTERVAL: "30d", WORKER_SHUTDOWN_TIMEOUT: "1".repeat(300) + "s", WORKER_JOB_RETENTION: "999999999w" })).toEqual([
+        'WORKER_POLL_INTERVAL="30d" is not valid: expected a duration from 10ms to 24d with a unit, such as 500ms, 5s, 2m or "5 seconds"',
+        `WORKER_SHUTDOWN_TIMEOUT="${"1".repeat(300)}s" is not valid: expected a duration of at most 24d with a unit, such as 500ms, 5s, 2m or "5 seconds"`,
+        'WORKER_JOB_RETENTION="999999999w" is not valid: expected a duration from 1h to 36500d with a unit, such as 12h, 7d, 2w or "7 days", or "forever"'
+      ])
+    }))
+
+  it.effect("a DATABASE_URL that is not a URL after all is quoted without its password", () =>
+    Effect.gen(function* () {
+      const [message] = yield* errors({ DATABASE_URL: "postgres://app:TopSecret99@db.internal:notaport/billing?sslpassword=Other1" })
+      expect(message).toBe(
+        'DATABASE_URL="postgres://app:***@db.internal:notaport/billing?sslpassword=***" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database'
+      )
     }))
 })
