@@ -384,7 +384,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       if (jobs.length === 0) return toLog
       options.onClaim?.(jobs)
       const leaseValidUntil = claimedAt.getTime() + Duration.toMillis(leaseDuration)
-      for (const job of jobs) prefetched.push({ job, leaseValidUntil })
+      for (const job of jobs) {
+        // Counted here, not when the job starts: with prefetch, jobs claimed ahead and released on a stop count too.
+        Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
+        prefetched.push({ job, leaseValidUntil })
+      }
       const dropped = startPrefetched(true)
       if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
       return toLog
@@ -661,7 +665,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // server, through the same pool, which a database that stopped answering never gives back.
         yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
         if (running.size + superseded.size > 0) {
-          yield* Effect.logInfo(`stopping: waiting up to ${Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
+          yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
           yield* waitAtMost(noneRunning.await, shutdownTimeout)
         }
         const left = [...running.values(), ...superseded]

@@ -9,7 +9,7 @@
 import { SqlClient } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
 import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, FiberRef, HashMap, Metric, Option, ParseResult, Schedule, Schema, Tracer } from "effect"
-import { HandlerTimeout, PermanentError } from "../Errors.js"
+import { HandlerTimeout } from "../Errors.js"
 import type { Handler } from "../Handler.js"
 import { CurrentJob, type JobContext } from "../JobContext.js"
 import { formatParseError } from "../JobQueue.js"
@@ -212,8 +212,11 @@ const permanence = (handler: Handler, cause: Cause.Cause<unknown>): { readonly p
   const failure = Cause.failureOption(cause)
   if (Option.isNone(failure)) return { permanent: false }
   const error = failure.value
-  if (error instanceof HandlerTimeout) return { permanent: false }
-  if (error instanceof PermanentError) return { permanent: true }
+  // By tag, not class: a handler module that loaded its own copy of skiplock (CommonJS beside ESM, two
+  // installed versions) fails with its copy's PermanentError, which must still fail the job at once.
+  const tag = typeof error === "object" && error !== null ? (error as { _tag?: unknown })._tag : undefined
+  if (tag === "HandlerTimeout") return { permanent: false }
+  if (tag === "PermanentError") return { permanent: true }
   if (typeof error === "object" && error !== null && transactionFailures.has(error)) return { permanent: false }
   try {
     return { permanent: handler.isPermanent(error) === true }
@@ -271,7 +274,6 @@ export const executeJob = <R>(
     // Only the handler is interruptible: an outcome, once reached, is always recorded.
     return Effect.uninterruptibleMask((restore) => Effect.gen(function* () {
       const attempt = job.attempts
-      Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
 
       const complete = (details?: Record<string, unknown>) =>
         Effect.flatMap(now, (at) => store.complete(job.id, workerId, attempt, at, details))

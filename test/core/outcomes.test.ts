@@ -90,6 +90,15 @@ describe("outcomes", () => {
         expect(yield* auditEvents(id)).toEqual(["job_started", "job_failed"])
       }))
 
+    it.scoped("a PermanentError of another copy of skiplock (a handler module that loaded its own) fails the job at once too", () =>
+      Effect.gen(function* () {
+        class CopysPermanentError extends Data.TaggedError("PermanentError")<{ readonly message: string }> {}
+        const handler = Handler.make(Settlement, { run: () => Effect.fail(new CopysPermanentError({ message: "IBAN rejected by the bank" })) })
+        const { id, outcome } = yield* firstOutcome(handler)
+        expect(outcome._tag).toBe("Failed")
+        expect(yield* jobRow(id)).toMatchObject({ status: "failed", attempts: 1, error: "PermanentError: IBAN rejected by the bank" })
+      }))
+
     it.scoped("a typed error the handler declares permanent fails at once; other typed errors retry", () =>
       Effect.gen(function* () {
         const handler = Handler.make(Settlement, {

@@ -3,8 +3,8 @@
 // Most tests use TestClock against a real database; the workers neither listen nor poll unless time moves.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Schema, Scope, TestClock } from "effect"
-import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Metric, Schema, Scope, TestClock } from "effect"
+import { Handler, JobDefinition, JobQueue, Metrics, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG, statusCounts } from "../support/jobs.js"
 import { advance, eventually, pauseLive } from "../support/live.js"
@@ -63,11 +63,15 @@ describe("prefetch", () => {
         yield* reset
         const jobs = yield* gatedHandler
         yield* enqueueReports(10)
+        const claimedCounter = Metrics.forJobType(Metrics.jobsClaimed, "report_generation")
+        const claimedBefore = (yield* Metric.value(claimedCounter)).count
         const worker = yield* Worker.make({ handlers: [jobs.handler], workerId: "ahead", concurrency: 2, prefetch: 3, ...quiet })
 
         yield* eventually(Effect.map(processingBy("ahead"), (n) => n === 5), "the worker holds 2 + 3 jobs")
         expect(jobs.started).toEqual([1, 2])
         expect(yield* worker.status).toMatchObject({ running: 2, prefetched: 3 })
+        // skiplock_jobs_claimed_total counts them all, not only the two started.
+        expect((yield* Metric.value(claimedCounter)).count - claimedBefore).toBe(5)
         // Claimed ahead means claimed: processing, held by the worker, and started in the audit trail.
         const waiting = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
           sql<{ id: string }>`SELECT id FROM job_queue WHERE (payload->>'n')::int = 3`
