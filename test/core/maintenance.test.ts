@@ -52,6 +52,20 @@ describe("worker maintenance under TestClock", () => {
         expect(yield* workerRow("w-registry")).toBeUndefined()
       }))
 
+    it.effect("a worker registered again under the same id (restarted after a crash) starts afresh: its start time, no jobs in hand", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const at = (seconds: number) => new Date(Date.parse("2026-12-06T10:00:00Z") + seconds * 1000)
+        const dead = "0190a0b0-0000-7000-8000-00000000dead"
+        yield* sql`SELECT register_worker('fixed-id', 'host-a', 100, ARRAY['report_generation'], 5, ${at(0)})`
+        yield* sql`SELECT worker_heartbeat('fixed-id', ARRAY[${dead}]::uuid[], ${at(10)})`
+        // kill -9, and the same WORKER_ID again 5 s later.
+        yield* sql`SELECT register_worker('fixed-id', 'host-a', 200, ARRAY['report_generation'], 5, ${at(15)})`
+        const [row] = yield* sql<{ pid: number; startedAt: Date; jobsInHand: ReadonlyArray<string>; until: Date | null }>`
+          SELECT pid, started_at AS "startedAt", jobs_in_hand AS "jobsInHand", jobs_in_hand_until AS until FROM job_workers WHERE worker_id = 'fixed-id'`
+        expect(row).toEqual({ pid: 200, startedAt: at(15), jobsInHand: [], until: null })
+      }))
+
     it.scoped("a worker whose row was forgotten (after a long outage) registers again at its next heartbeat, with the jobs in hand", () =>
       Effect.gen(function* () {
         const t0 = yield* reset
