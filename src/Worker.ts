@@ -674,10 +674,23 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // a stop must end anyway. A job still held then comes back when its lease expires.
         const released = yield* waitAtMost(Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : []))), RELEASE_TIMEOUT)
         if (!released) {
-          yield* Effect.logWarning(
-            `stopping: ${running.size + superseded.size} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
-              "does not answer); they go back to pending when their lease expires"
-          ).pipe(Effect.annotateLogs({ jobIds: [...running.keys()].join(",") }))
+          // Say which: a handler that ignores its interruption, or a release the database holds up.
+          const stillRunning = left.filter((entry) => entry.handlerActive && entry.fiber?.unsafePoll() === null)
+          const notReleased = left.filter((entry) => !stillRunning.includes(entry) && entry.fiber?.unsafePoll() === null)
+          const ids = (entries: ReadonlyArray<RunningJob>) => ({ jobIds: entries.map((entry) => entry.job.id).join(",") })
+          if (stillRunning.length > 0) {
+            yield* Effect.logWarning(
+              `stopping: ${stillRunning.length} job(s) whose handler did not stop within ${Duration.format(RELEASE_TIMEOUT)} of its interruption ` +
+                "(it runs code that cannot be interrupted: Effect.uninterruptible, an acquire or a finalizer); they stay processing " +
+                "until their lease expires, and are then rescued with the attempt counted"
+            ).pipe(Effect.annotateLogs(ids(stillRunning)))
+          }
+          if (notReleased.length > 0) {
+            yield* Effect.logWarning(
+              `stopping: ${notReleased.length} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
+                "does not answer); they go back to pending when their lease expires"
+            ).pipe(Effect.annotateLogs(ids(notReleased)))
+          }
         }
         yield* waitAtMost(Fiber.interruptAll([loopFiber, deadlineFiber, heartbeatFiber]), BACKGROUND_STOP_TIMEOUT)
         yield* waitAtMost(store.unregister(workerId), "5 seconds")

@@ -132,6 +132,24 @@ describe("graceful shutdown", () => {
         expect(yield* auditEvents(slow.id)).toEqual(["job_started", "job_released"])
       }).pipe(Effect.scoped))
 
+    it.effect("a stop whose running handler cannot be interrupted ends anyway, and says that the handler, not a lock, kept the job", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const gate = yield* Deferred.make<void>()
+        yield* Effect.addFinalizer(() => Deferred.succeed(gate, undefined))
+        const handler = Handler.make(Report, { run: () => Effect.uninterruptible(Deferred.await(gate)) })
+        const stubborn = yield* enqueue(60)
+        const { scope, warnings } = yield* startWorker(handler, "500 millis")
+        yield* eventually(Effect.map(jobRow(stubborn.id), (row) => row.status === "processing"), "the job runs")
+        const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+        const closed = yield* Fiber.await(closing).pipe(Effect.timeout("20 seconds"), Effect.option)
+        expect(Option.isSome(closed), "the stop did not end").toBe(true)
+        expect(yield* jobRow(stubborn.id)).toMatchObject({ status: "processing" })
+        expect(warnings).toContainEqual(expect.stringContaining("1 job(s) whose handler did not stop within 5s of its interruption"))
+        expect(warnings.filter((warning) => warning.includes("not released"))).toEqual([])
+      }).pipe(Effect.scoped))
+
     it.effect("a stop with nothing running is immediate and leaves nothing in processing", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
