@@ -181,7 +181,14 @@ export const make = Effect.gen(function* () {
 
     rescueExpired: (workerId: string, now: Date, limit: number) =>
       sql<{ id: string; status: string; deadWorker: string }>`${preparedMark}
-        SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`
+        SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`,
+
+    /** The job types of the given jobs, for the metrics of the ones a rescue ended (rare). */
+    jobTypesOf: (ids: ReadonlyArray<string>) =>
+      Effect.map(
+        sql<{ id: string; jobType: string }>`SELECT id, job_type AS "jobType" FROM job_queue WHERE id = ANY (${ids}::uuid[])`,
+        (rows) => new Map(rows.map((row) => [row.id, row.jobType]))
+      )
   }
 })
 

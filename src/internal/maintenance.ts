@@ -38,7 +38,9 @@ export const makePrune = (store: JobStore, options: { readonly retention: Durati
 
 /**
  * Gives jobs whose worker stopped renewing their lease back to the queue (rescue_expired_jobs fails them
- * on their last attempt instead), then calls `rescued` so that the claim loop looks for them.
+ * on their last attempt instead, and completes those whose transactional run had committed), then calls
+ * `rescued` so that the claim loop looks for them. A job it ends is counted as failed or completed here:
+ * its dead worker never will.
  */
 export const makeRescue = (store: JobStore, workerId: string, rescued: () => void) => {
   const failures = makeOutageLog("rescuing expired jobs")
@@ -46,9 +48,17 @@ export const makeRescue = (store: JobStore, workerId: string, rescued: () => voi
     const jobs = yield* store.rescueExpired(workerId, new Date(yield* Clock.currentTimeMillis), RESCUE_BATCH)
     if (jobs.length === 0) return
     yield* Metric.incrementBy(Metrics.jobsRescued, jobs.length)
+    const ended = jobs.filter((job) => job.status !== "pending")
+    const typeOf = ended.length === 0 ? new Map<string, string>() : yield* store.jobTypesOf(ended.map((job) => job.id))
     for (const job of jobs) {
-      yield* Effect.logWarning(`rescued job whose worker ${job.deadWorker} stopped renewing its lease; now ${job.status}`).pipe(
-        Effect.annotateLogs({ jobId: job.id })
+      const message = `rescued job whose worker ${job.deadWorker} stopped renewing its lease; now ${job.status}`
+      const jobType = typeOf.get(job.id)
+      if (jobType !== undefined) {
+        yield* Metric.increment(Metrics.forJobType(job.status === "failed" ? Metrics.jobsFailed : Metrics.jobsCompleted, jobType))
+      }
+      // A job failed for good is an error, as when its own worker fails it.
+      yield* (job.status === "failed" ? Effect.logError(message) : Effect.logWarning(message)).pipe(
+        Effect.annotateLogs(jobType === undefined ? { jobId: job.id } : { jobId: job.id, jobType })
       )
     }
     rescued()

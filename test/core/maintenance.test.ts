@@ -2,8 +2,8 @@
 // leases renewed while a handler runs, rescue of expired leases, retention.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect, Schema } from "effect"
-import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { Clock, Deferred, Effect, Metric, Schema } from "effect"
+import { Handler, JobDefinition, JobQueue, Metrics, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { advance, eventually, pauseLive, settled } from "../support/live.js"
@@ -154,6 +154,8 @@ describe("worker maintenance under TestClock", () => {
         const sql = yield* SqlClient.SqlClient
         const job = yield* JobQueue.enqueueJob(Report, { n: 4 }, { organizationId: ORG, maxAttempts: 1 }).pipe(Effect.provide(JobQueue.layer([Report])))
         yield* sql`SELECT id FROM claim_next_job('dead-worker', NULL, 1, ${new Date(t0)})`
+        const failedCounter = Metrics.forJobType(Metrics.jobsFailed, "report_generation")
+        const failedBefore = (yield* Metric.value(failedCounter)).count
         const worker = yield* Worker.make({ handlers: [Handler.make(Report, { run: () => Effect.void })], listen: false })
         yield* settled(worker)
         yield* advance(worker, "35 seconds", "5 seconds")
@@ -161,6 +163,8 @@ describe("worker maintenance under TestClock", () => {
         const row = yield* jobRow(job.id)
         expect(row).toMatchObject({ status: "failed", attempts: 1 })
         expect(row.error).toBe("lease expired: worker dead-worker stopped renewing it")
+        // Counted as failed by the worker that rescued it (its own worker is gone): an alert on failures sees it.
+        yield* eventually(Effect.map(Metric.value(failedCounter), ({ count }) => count - failedBefore === 1), "the rescuer counted it failed")
       }))
 
     it.scoped("finished jobs are pruned after the retention period; pending jobs and the history stay", () =>
