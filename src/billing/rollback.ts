@@ -47,6 +47,9 @@ export interface RollbackOptions {
   readonly lockTimeout?: Duration.DurationInput
 }
 
+/** How long recording a refusal may wait for a lock: it takes no row lock, so only a table lock could hold it up. */
+const REFUSAL_LOCK_TIMEOUT_MILLIS = 1_000
+
 const decodeRequest = (request: RollbackRequest) =>
   Schema.decodeUnknown(RollbackRequest, { errors: "all" })(request).pipe(
     Effect.mapError((error) =>
@@ -136,13 +139,34 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
           : { runId, reason, refusal: error._tag, rolledBackAt: error.rolledBackAt.toISOString(), rolledBackBy: error.rolledBackBy }
       })
 
+    // The run is read without locking it and audit_logs takes inserts while rows are locked, so this does not
+    // wait for the session that held the run; the lock timeout only bounds a table lock (a schema change).
+    const recordLocked = (error: BillingRunLocked) =>
+      sql.withTransaction(
+        Effect.gen(function* () {
+          yield* Db.withLockTimeout(sql, REFUSAL_LOCK_TIMEOUT_MILLIS)
+          const run = yield* repo.findRun(runId)
+          yield* audit.record({
+            event: "billing_run_rollback_refused",
+            actor,
+            organizationId: run?.organizationId ?? null,
+            jobId: run?.jobId ?? null,
+            details: { runId, reason, refusal: error._tag, waitedMillis: error.waitedMillis }
+          })
+        })
+      )
+
     return yield* rollback.pipe(
       Effect.catchIf(
         (error) => Db.isLockTimeout(error),
         () => Effect.fail(new BillingRunLocked({ runId, waitedMillis: lockTimeoutMillis }))
       ),
       Effect.tapError((error) =>
-        error._tag === "RollbackForbidden" || error._tag === "BillingRunAlreadyRolledBack" ? recordRefusal(error) : Effect.void
+        error._tag === "RollbackForbidden" || error._tag === "BillingRunAlreadyRolledBack"
+          ? recordRefusal(error)
+          : error._tag === "BillingRunLocked"
+          ? recordLocked(error)
+          : Effect.void
       )
     )
   }).pipe(Effect.withSpan("billing.rollback", { attributes: { runId: request.runId } }))

@@ -205,11 +205,11 @@ describe("rollbackBillingRun", () => {
         expect(runA.invoicesCreated).toBeGreaterThan(0)
       }))
 
-    it.effect("a rollback waits for the run's lock only so long, then fails saying why, and changes nothing", () =>
+    it.effect("a rollback waits for the run's lock only so long, then fails saying why, changes nothing, and audits the refusal", () =>
       Effect.gen(function* () {
         yield* SkiplockTest.reset
         const org = "b0000000-0000-4000-8000-000000000007"
-        const { runId } = yield* billedOrganization(org, 10)
+        const { jobId, runId } = yield* billedOrganization(org, 10)
         const sql = yield* SqlClient.SqlClient
         // An operator's session holds the run's row.
         const held = yield* sql.reserve
@@ -218,6 +218,12 @@ describe("rollbackBillingRun", () => {
         const error = yield* Effect.flip(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }, { lockTimeout: "1 second" }))
         expect(error).toMatchObject({ _tag: "BillingRunLocked", runId })
         expect(error.message).toContain(`cannot roll back billing run ${runId}: another session held the run or its invoices for 1 s`)
+        // Recorded while the other session still holds the run: the entry does not wait for that lock.
+        expect((yield* trailOf(jobId)).at(-1)).toMatchObject({
+          event: "billing_run_rollback_refused",
+          actor: ACTOR,
+          details: { runId, reason: "Test", refusal: "BillingRunLocked", waitedMillis: 1000 }
+        })
         yield* held.executeRaw("ROLLBACK", [])
         expect(new Set((yield* invoicesOf(org)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
 
