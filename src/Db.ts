@@ -14,7 +14,7 @@ import { Duration, Effect, Redacted } from "effect"
 import pg from "pg"
 import { setLocalLockTimeout } from "./internal/lockTimeout.js"
 import { PreparingClient } from "./internal/preparedStatements.js"
-import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "./internal/sqlErrorText.js"
+import { LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlErrorCode } from "./internal/sqlErrorText.js"
 
 /**
  * The pool's size unless told otherwise: what a worker with the default options may hold at once
@@ -112,3 +112,10 @@ export const withLockTimeout = (sql: SqlClient.SqlClient, timeout: Duration.Dura
 /** Whether a statement failed because it waited for a lock longer than the lock timeout (SQLSTATE 55P03). */
 export const isLockTimeout = (error: unknown): boolean =>
   (error as { _tag?: unknown } | null)?._tag === "SqlError" && sqlErrorCode(error) === LOCK_NOT_AVAILABLE
+
+/**
+ * Whether a statement was cancelled (SQLSTATE 57014): past its statement_timeout, or by pg_cancel_backend;
+ * only the caller, knowing the timeout it set, can tell which.
+ */
+export const isStatementCancelled = (error: unknown): boolean =>
+  (error as { _tag?: unknown } | null)?._tag === "SqlError" && sqlErrorCode(error) === QUERY_CANCELED

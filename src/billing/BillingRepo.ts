@@ -286,6 +286,23 @@ export const make = Effect.gen(function* () {
         WHERE id = ${runId}
         RETURNING ${runColumns}`.pipe(Effect.map((rows) => toRun(rows[0]!))),
 
+    /** The transaction's statement_timeout as set, to put back after `limitWaits`. */
+    statementTimeout: sql<{ value: string }>`SELECT current_setting('statement_timeout') AS value`.pipe(
+      Effect.map((rows) => rows[0]!.value)
+    ),
+
+    /**
+     * Lets each of the transaction's next statements run for at most `millis`, however many lock waits it
+     * makes (statement_timeout): lock_timeout bounds each wait by itself, and locking several rows held by
+     * different sessions, or a row locked again while waited for, waits more than once.
+     */
+    limitWaits: (millis: number) =>
+      sql`SELECT set_config('lock_timeout', ${`${millis}ms`}, true), set_config('statement_timeout', ${`${millis}ms`}, true)`.pipe(
+        Effect.asVoid
+      ),
+
+    restoreStatementTimeout: (value: string) => sql`SELECT set_config('statement_timeout', ${value}, true)`.pipe(Effect.asVoid),
+
     /** Locks all of the run's invoices and counts those exported to SEPA or paid. */
     checkRollback: (runId: string) =>
       sql<{ invoices: number; exported: number; paid: number; examples: ReadonlyArray<string> | null }>`

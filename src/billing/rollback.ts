@@ -41,7 +41,7 @@ export interface RollbackResult {
 
 export interface RollbackOptions {
   /**
-   * How long to wait for the run and its invoices, which a chunk of the run's job holds while it commits
+   * How long to wait for the run and its invoices in all, which a chunk of the run's job holds while it commits
    * (well under a second for the default 500 customers) and an operator's session may hold. Default 30 s.
    */
   readonly lockTimeout?: Duration.DurationInput
@@ -49,6 +49,10 @@ export interface RollbackOptions {
 
 /** How long recording a refusal may wait for a lock: it takes no row lock, so only a table lock could hold it up. */
 const REFUSAL_LOCK_TIMEOUT_MILLIS = 1_000
+
+// Real time, not the Clock's: the database's lock waits take real time, and a test moving the TestClock on
+// while a rollback waits must not use up its wait.
+const liveClock = Clock.make()
 
 const decodeRequest = (request: RollbackRequest) =>
   Schema.decodeUnknown(RollbackRequest, { errors: "all" })(request).pipe(
@@ -67,11 +71,18 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
     const sql = yield* SqlClient.SqlClient
     const audit = yield* Audit.Audit
     const repo = yield* BillingRepo.make
+    // One deadline for all of the rollback's lock waits: lock_timeout bounds each wait by itself, so waiting
+    // for the run and then for its invoices took up to twice the timeout. Each locking statement gets what is left.
+    const deadline = (yield* liveClock.currentTimeMillis) + lockTimeoutMillis
+    const beforeDeadline = <A, E, R>(statement: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(liveClock.currentTimeMillis, (now) => repo.limitWaits(Math.max(1, Math.ceil(deadline - now)))).pipe(
+        Effect.zipRight(statement)
+      )
     const rollback = sql.withTransaction(
       Effect.gen(function* () {
-        yield* Db.withLockTimeout(sql, lockTimeoutMillis)
+        const statementTimeout = yield* repo.statementTimeout
         // Locks the run: a chunk of its job cannot commit halfway through this.
-        const run = yield* repo.lockRun(runId)
+        const run = yield* beforeDeadline(repo.lockRun(runId))
         if (run === undefined) return yield* new BillingRunNotFound({ runId })
         if (run.status === "rolled_back") {
           return yield* new BillingRunAlreadyRolledBack({
@@ -83,7 +94,8 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
           })
         }
         // Locks its invoices: none can be exported between this check and the cancellation.
-        const check = yield* repo.checkRollback(runId)
+        const check = yield* beforeDeadline(repo.checkRollback(runId))
+        yield* repo.restoreStatementTimeout(statementTimeout)
         if (check.exported > 0 || check.paid > 0) {
           return yield* new RollbackForbidden({
             runId,
@@ -157,9 +169,13 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
       )
 
     return yield* rollback.pipe(
+      // A statement cancelled before the deadline was cancelled by someone (pg_cancel_backend), not timed out.
       Effect.catchIf(
-        (error) => Db.isLockTimeout(error),
-        () => Effect.fail(new BillingRunLocked({ runId, waitedMillis: lockTimeoutMillis }))
+        (error) => Db.isLockTimeout(error) || Db.isStatementCancelled(error),
+        (error) =>
+          Effect.flatMap(liveClock.currentTimeMillis, (now) =>
+            Effect.fail(Db.isLockTimeout(error) || now >= deadline ? new BillingRunLocked({ runId, waitedMillis: lockTimeoutMillis }) : error)
+          )
       ),
       Effect.tapError((error) =>
         error._tag === "RollbackForbidden" || error._tag === "BillingRunAlreadyRolledBack"

@@ -26,3 +26,5 @@ export const sqlErrorCode = (error: unknown): string | undefined => {
 
 /** SQLSTATE of a lock wait given up (lock_timeout). */
 export const LOCK_NOT_AVAILABLE = "55P03"
+/** SQLSTATE of a statement cancelled: past its statement_timeout, or by pg_cancel_backend. */
+export const QUERY_CANCELED = "57014"

@@ -5,7 +5,7 @@ import { Command } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, vi } from "@effect/vitest"
-import { Clock, Deferred, Effect, Fiber, TestClock } from "effect"
+import { Clock, Deferred, Effect, Fiber, TestClock, TestServices } from "effect"
 import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest } from "skiplock/testing"
 import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, seedDemo } from "../../src/billing/index.js"
@@ -239,6 +239,67 @@ describe("rollbackBillingRun", () => {
         yield* held.executeRaw("ROLLBACK", [])
         const result = yield* Fiber.join(waiting)
         expect(result.rolledBackAt.getTime()).toBe(asked + 60_000)
+      }).pipe(Effect.scoped))
+
+    it.effect("a rollback waits for locks at most its lock timeout in all, however many sessions hold the run and its invoices", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = "b0000000-0000-4000-8000-000000000009"
+        const { jobId, runId } = yield* billedOrganization(org, 10)
+        const sql = yield* SqlClient.SqlClient
+        const liveNow = TestServices.provideLive(Clock.currentTimeMillis)
+        const hold = (statement: string, params: ReadonlyArray<unknown>) =>
+          Effect.gen(function* () {
+            const session = yield* sql.reserve
+            yield* session.executeRaw("BEGIN", [])
+            yield* session.execute(statement, params, undefined)
+            return session
+          })
+        const releaseAfter = (session: { executeRaw: (sql: string, params: ReadonlyArray<unknown>) => Effect.Effect<unknown, unknown> }, millis: number) =>
+          Effect.forkScoped(TestServices.provideLive(Effect.sleep(millis)).pipe(Effect.zipRight(Effect.orDie(session.executeRaw("ROLLBACK", [])))))
+        /** How long (real time) a rollback with a 2 s lock timeout took to give up. */
+        const givingUp = Effect.gen(function* () {
+          const started = yield* liveNow
+          const error = yield* Effect.flip(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }, { lockTimeout: "2 seconds" }))
+          expect(error).toMatchObject({ _tag: "BillingRunLocked", waitedMillis: 2000 })
+          return (yield* liveNow) - started
+        })
+
+        // One session holds the run for 1.5 s, another the invoices for longer: the run's wait counts against the invoices'.
+        const run = yield* hold("SELECT id FROM billing_runs WHERE id = $1 FOR UPDATE", [runId])
+        const invoices = yield* hold("SELECT id FROM invoices WHERE billing_run_id = $1 FOR UPDATE", [runId])
+        yield* releaseAfter(run, 1500)
+        const waited = yield* givingUp
+        expect(waited).toBeGreaterThanOrEqual(1900)
+        expect(waited).toBeLessThan(2700)
+        yield* invoices.executeRaw("ROLLBACK", [])
+
+        // Two sessions hold different invoices, the one met first letting go after 1.5 s: one statement, two waits.
+        const last = yield* hold(
+          "SELECT id FROM invoices WHERE billing_run_id = $1 AND number_sequence = (SELECT max(number_sequence) FROM invoices WHERE billing_run_id = $1) FOR UPDATE",
+          [runId]
+        )
+        const others = yield* hold(
+          "SELECT id FROM invoices WHERE billing_run_id = $1 AND number_sequence < (SELECT max(number_sequence) FROM invoices WHERE billing_run_id = $1) FOR UPDATE",
+          [runId]
+        )
+        yield* releaseAfter(others, 1500)
+        const waitedTwice = yield* givingUp
+        expect(waitedTwice).toBeGreaterThanOrEqual(1900)
+        expect(waitedTwice).toBeLessThan(2700)
+        yield* last.executeRaw("ROLLBACK", [])
+
+        // Cancelled by hand before its time is up (pg_cancel_backend): a database error, not a lock given up.
+        const again = yield* hold("SELECT id FROM billing_runs WHERE id = $1 FOR UPDATE", [runId])
+        const waiting = yield* Effect.fork(rollbackBillingRun({ runId, reason: "Test", actor: ACTOR }))
+        const waiter = sql<{ pid: number }>`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%billing_runs%FOR UPDATE%'`
+        yield* eventually(Effect.map(waiter, (rows) => rows.length > 0), "the rollback waits for the run's lock")
+        yield* sql`SELECT pg_cancel_backend(${(yield* waiter)[0]!.pid})`
+        expect(yield* Effect.flip(Fiber.join(waiting))).toMatchObject({ _tag: "SqlError" })
+        yield* again.executeRaw("ROLLBACK", [])
+
+        expect(new Set((yield* invoicesOf(org)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
+        expect((yield* trailOf(jobId)).filter((entry) => entry.event === "billing_run_rollback_refused")).toHaveLength(2)
       }).pipe(Effect.scoped))
 
     it.effect("the database keeps issued invoices as issued: no DELETE, no TRUNCATE, no rewrite; only the status moves on", () =>
