@@ -12,19 +12,12 @@ import { Console, Effect, Option, Schema } from "effect"
 import { userInfo } from "node:os"
 import { Audit } from "../index.js"
 import { periodOf } from "./calendar.js"
+import { formatEuro } from "./money.js"
 import { rollbackBillingRun } from "./rollback.js"
 import { seedDemo } from "./seed.js"
 
 const isUuid = Schema.is(Schema.UUID)
 const invalid = (message: string) => ValidationError.invalidValue(HelpDoc.p(message))
-
-/** 123456 cents as "1.234,56 €", in integers. */
-export const formatEuro = (cents: number): string => {
-  const sign = cents < 0 ? "-" : ""
-  const abs = Math.abs(cents)
-  const euros = String(Math.floor(abs / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, ".")
-  return `${sign}${euros},${String(abs % 100).padStart(2, "0")} €`
-}
 
 const defaultActor = () => {
   try {

@@ -3,6 +3,7 @@
  * Database failures stay `SqlError`: the runtime retries a billing run on them.
  */
 import { Data } from "effect"
+import { formatEuro } from "./money.js"
 
 /** The job's organization has no row in `organizations`. Retrying cannot help. */
 export class UnknownOrganization extends Data.TaggedError("UnknownOrganization")<{
@@ -33,7 +34,7 @@ export class BillingRunRolledBack extends Data.TaggedError("BillingRunRolledBack
 
 /**
  * A customer's invoice for the month comes to more than an invoice's amounts hold (integer cents:
- * 21,474,836.47 €): almost certainly a contract's monthly amount entered wrong. Retrying cannot help;
+ * 21.474.836,47 €): almost certainly a contract's monthly amount entered wrong. Retrying cannot help;
  * the run stops before that customer's chunk, with the chunks before it kept.
  */
 export class InvoiceTooLarge extends Data.TaggedError("InvoiceTooLarge")<{
@@ -42,16 +43,13 @@ export class InvoiceTooLarge extends Data.TaggedError("InvoiceTooLarge")<{
   readonly grossCents: number
 }> {
   override get message() {
-    return `the invoice of customer ${this.customerNumber} for ${this.billingPeriod} comes to ${euros(this.grossCents)}, ` +
-      `more than an invoice holds (${euros(MAX_INVOICE_CENTS)}): check the monthly amounts of its contracts, then retry the job`
+    return `the invoice of customer ${this.customerNumber} for ${this.billingPeriod} comes to ${formatEuro(this.grossCents)}, ` +
+      `more than an invoice holds (${formatEuro(MAX_INVOICE_CENTS)}): check the monthly amounts of its contracts, then retry the job`
   }
 }
 
 /** The largest amount an invoice or invoice line holds, in cents (the columns are PostgreSQL integers). */
 export const MAX_INVOICE_CENTS = 2_147_483_647
-
-const euros = (cents: number) =>
-  `${(cents / 100).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} €`
 
 /** No billing run has this id. */
 export class BillingRunNotFound extends Data.TaggedError("BillingRunNotFound")<{

@@ -240,7 +240,7 @@ describe("billing_run", () => {
         yield* seed(org, 5, "2025-03")
         const sql = yield* SqlClient.SqlClient
         // A monthly amount entered in cents where euros were meant: within what a contract allows, but 19 % VAT
-        // on 20,000,000.00 € makes an invoice of 23,800,000.00 €, more than an invoice's integer cents hold.
+        // on 20.000.000,00 € makes an invoice of 23.800.000,00 €, more than an invoice's integer cents hold.
         const [wrong] = yield* sql<{ id: string; monthlyNetCents: number; customerNumber: string }>`
           UPDATE contracts c SET monthly_net_cents = 2000000000, vat_rate_bp = 1900, starts_on = '2024-01-01', ends_on = NULL
           FROM customers cu
@@ -252,8 +252,8 @@ describe("billing_run", () => {
         const result = yield* SkiplockTest.drain({ maxAdvance: "1 hour" })
         expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Failed"] })
         expect((yield* jobOf(jobId)).error).toBe(
-          `InvoiceTooLarge: the invoice of customer ${wrong!.customerNumber} for 2025-03 comes to 23,800,000.00 €, more than an invoice holds ` +
-            "(21,474,836.47 €): check the monthly amounts of its contracts, then retry the job"
+          `InvoiceTooLarge: the invoice of customer ${wrong!.customerNumber} for 2025-03 comes to 23.800.000,00 €, more than an invoice holds ` +
+            "(21.474.836,47 €): check the monthly amounts of its contracts, then retry the job"
         )
         expect(yield* invoicesOf(org)).toEqual([])
         // The contract corrected and the job retried, the run bills every customer once.
