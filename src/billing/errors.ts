@@ -109,8 +109,12 @@ export class RollbackForbidden extends Data.TaggedError("RollbackForbidden")<{
   readonly examples: ReadonlyArray<string>
 }> {
   override get message() {
-    return `billing run ${this.runId} (${this.billingPeriod}) must not be rolled back: ` +
-      `${this.exported} of its invoices are exported to SEPA and ${this.paid} are paid ` +
+    // "1 of its invoices is exported to SEPA", "2 of its invoices are exported to SEPA and 1 is paid": no "0 are".
+    const counts = [[this.exported, "exported to SEPA"], [this.paid, "paid"]] as const
+    const blocking = counts.filter(([count]) => count > 0).map(([count, what], i) =>
+      `${count}${i === 0 ? " of its invoices" : ""} ${count === 1 ? "is" : "are"} ${what}`
+    )
+    return `billing run ${this.runId} (${this.billingPeriod}) must not be rolled back: ${blocking.join(" and ")} ` +
       `(${this.examples.join(", ")}${this.exported + this.paid > this.examples.length ? ", …" : ""}). ` +
       `Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md`
   }

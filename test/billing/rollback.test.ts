@@ -8,7 +8,7 @@ import { describe, expect, it, vi } from "@effect/vitest"
 import { Clock, Deferred, Effect, Fiber, TestClock, TestServices } from "effect"
 import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest } from "skiplock/testing"
-import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, seedDemo } from "../../src/billing/index.js"
+import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, RollbackForbidden, seedDemo } from "../../src/billing/index.js"
 import { eventually } from "../support/live.js"
 import { billingKit, invoicesOf, jobOf, outcomesByJob, runOfJob, withinRealTime } from "./support.js"
 
@@ -32,6 +32,17 @@ const trailOf = (jobId: string) =>
   Effect.flatMap(Audit.Audit, (audit) => audit.trail(jobId)).pipe(
     Effect.map((entries) => entries.map(({ event, actor, details }) => ({ event, actor, details })))
   )
+
+describe("RollbackForbidden", () => {
+  it("counts the blocking invoices in words that agree with the count, and leaves out a count of none", () => {
+    const refusal = (exported: number, paid: number) =>
+      new RollbackForbidden({ runId: "r", organizationId: "o", jobId: "j", billingPeriod: "2025-03", exported, paid, examples: ["SWM-2025-00003"] }).message
+    expect(refusal(1, 0)).toContain("must not be rolled back: 1 of its invoices is exported to SEPA (SWM-2025-00003).")
+    expect(refusal(0, 1)).toContain("must not be rolled back: 1 of its invoices is paid (SWM-2025-00003).")
+    expect(refusal(0, 3)).toContain("must not be rolled back: 3 of its invoices are paid (SWM-2025-00003, …).")
+    expect(refusal(1, 2)).toContain("must not be rolled back: 1 of its invoices is exported to SEPA and 2 are paid (SWM-2025-00003, …).")
+  })
+})
 
 describe("rollbackBillingRun", () => {
   it.layer(billingKit, { timeout: 120_000 })((it) => {
@@ -108,8 +119,10 @@ describe("rollbackBillingRun", () => {
           paid: 1,
           examples: ["SWM-2025-00003", "SWM-2025-00004", "SWM-2025-00007"]
         })
-        expect(refusal.message).toContain("must not be rolled back")
-        expect(refusal.message).toContain("credit notes")
+        expect(refusal.message).toBe(
+          `billing run ${runId} (2025-03) must not be rolled back: 2 of its invoices are exported to SEPA and 1 is paid ` +
+            "(SWM-2025-00003, SWM-2025-00004, SWM-2025-00007). Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md"
+        )
 
         expect(yield* invoicesOf(org)).toEqual(before)
         expect(new Set(before.filter((invoice) => ![3, 4, 7].includes(invoice.numberSequence)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
