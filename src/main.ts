@@ -24,7 +24,7 @@ import * as ServiceState from "./app/ServiceState.js"
 import { launch } from "./app/launch.js"
 import { exitOnSecondSignal } from "./app/signals.js"
 import { StartupError } from "./app/StartupError.js"
-import { describeConfigError, serviceConfig, type ServiceConfig } from "./config/ServiceConfig.js"
+import { describeConfigError, serviceConfig, type ServiceConfig, unknownVariables } from "./config/ServiceConfig.js"
 import * as Http from "./http/server.js"
 import * as JobQueue from "./JobQueue.js"
 import * as LocalWorkers from "./LocalWorkers.js"
@@ -121,6 +121,10 @@ export const runService = Effect.gen(function* () {
   const config = yield* serviceConfig
   return yield* Effect.gen(function* () {
     const jobs = yield* AppJobs.load(config.handlerModules)
+    const unknown = unknownVariables(process.env)
+    if (unknown.length > 0) {
+      yield* Effect.logWarning(`ignoring ${unknown.join(", ")}: not a setting of skiplock's (misspelled? README's configuration table lists them)`)
+    }
     yield* Effect.logInfo(
       `starting skiplock: handlers for ${jobs.handlers.map((h) => h.definition.jobType).join(", ") || "no job types"}; ` +
         `poll every ${Duration.format(config.worker.pollInterval)}, batch ${config.worker.batchSize}, concurrency ${config.worker.concurrency}, prefetch ${config.worker.prefetch}, shutdown timeout ${Duration.format(config.worker.shutdownTimeout)}`

@@ -8,6 +8,17 @@ import { Config, ConfigError, Duration, Either, LogLevel, Option, Redacted } fro
 import { isAbsolute, resolve } from "node:path"
 import { redactUrl } from "../internal/describe.js"
 
+// Every variable a setting reads, and the test kit's own, to tell a misspelled one (see unknownVariables).
+const KNOWN = new Set(["SKIPLOCK_TEST_ADMIN_URL"])
+const OURS = /^(WORKER|SKIPLOCK|DATABASE|LOG)_/
+
+/**
+ * The variables of the environment that look like skiplock's and are none of them: a misspelled one
+ * (WORKER_CONCURENCY) would otherwise be ignored without a word, its setting left at the default.
+ */
+export const unknownVariables = (env: Readonly<Record<string, string | undefined>>): ReadonlyArray<string> =>
+  Object.keys(env).filter((name) => OURS.test(name) && !KNOWN.has(name)).sort()
+
 /**
  * One variable: its default and a parser that returns the value or what the variable accepts. The error
  * quotes the value as `shown` gives it (a URL without its password: the message goes to logs).
@@ -17,8 +28,9 @@ const setting = <A>(
   fallback: A,
   parse: (raw: string) => Either.Either<A, string>,
   shown: (raw: string) => string = (raw) => raw
-): Config.Config<A> =>
-  Config.option(Config.string(name)).pipe(
+): Config.Config<A> => {
+  KNOWN.add(name)
+  return Config.option(Config.string(name)).pipe(
     Config.mapOrFail((raw) => {
       const value = Option.getOrUndefined(raw)?.trim()
       if (value === undefined || value === "") return Either.right(fallback)
@@ -27,6 +39,7 @@ const setting = <A>(
       )
     })
   )
+}
 
 const integer = (min: number, max: number) => (raw: string) => {
   const accepts = `a whole number from ${min} to ${max}`

@@ -44,9 +44,11 @@ describe("the skiplock executable", () => {
           DATABASE_URL: url,
           PORT: String(port),
           HOST: "127.0.0.1",
-          LOG_FORMAT: "json"
+          LOG_FORMAT: "json",
+          WORKER_CONCURENCY: "50" // misspelled: said at start, not ignored without a word
         })
         yield* waitForReady(service, port)
+        expect(service.output()).toContain("ignoring WORKER_CONCURENCY: not a setting of skiplock's (misspelled?")
         service.child.kill("SIGTERM")
         expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
       }), 90_000)

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, LogLevel, Option, Redacted } from "effect"
 import { join } from "node:path"
-import { describeConfigError, effectiveDatabaseUrl, serviceConfig } from "../../src/config/ServiceConfig.js"
+import { describeConfigError, effectiveDatabaseUrl, serviceConfig, unknownVariables } from "../../src/config/ServiceConfig.js"
 
 const load = (env: Record<string, string>) =>
   serviceConfig.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))), Effect.either)
@@ -119,4 +119,9 @@ describe("service configuration", () => {
         'DATABASE_URL="postgres://app:***@db.internal:notaport/billing?sslpassword=***" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database'
       )
     }))
+
+  it("names the variables that look like skiplock's and are none of its settings (misspelled ones)", () => {
+    expect(unknownVariables({ WORKER_CONCURENCY: "50", WORKER_CONCURRENCY: "5", SKIPLOCK_HANDLER_MODULE: "./x.ts", LOG_LEVEL: "info", PATH: "/bin", PGHOST: "db" }))
+      .toEqual(["SKIPLOCK_HANDLER_MODULE", "WORKER_CONCURENCY"])
+  })
 })
