@@ -199,9 +199,10 @@ const stateChange = (
         FROM job_queue q LEFT JOIN job_runs r ON r.job_id = q.id WHERE q.id = ${jobId}`
       const status = row?.status ?? "gone"
       const because =
-        // fail_job_manually refuses a processing job whose transactional run committed (0020): it is completing.
-        operation === "fail" && status === "processing" && row?.runCommitted === true
-          ? "its handler's transaction has committed: it completes shortly"
+        // fail_job_manually and cancel_pending_job refuse a job whose transactional run committed (0020, 0030):
+        // processing, it is completing; pending (released while its COMMIT was on its way), its next claim completes it.
+        operation !== "retry" && row?.runCommitted === true && (ALLOWED[operation] as ReadonlyArray<string>).includes(status)
+          ? `its handler's transaction has committed: ${status === "processing" ? "it completes shortly" : "it completes when a worker next claims it, without running again"}`
           // requeue_failed_job refuses a job failed by hand whose handler may still run (0022).
           : operation === "retry" && status === "failed" && row?.heldBy != null
           ? `its handler may still run on worker ${row.heldBy}, which stops it at its next heartbeat and reports it stopped at the one after: retry in about 20 seconds`

@@ -143,5 +143,21 @@ describe("committed runs", () => {
         expect(yield* commit(running)).toBe(false)
         expect(yield* state(running)).toMatchObject({ status: "failed", runStatus: "failed", idempotency: "failed" })
       }))
+
+    it.effect("a pending job whose run committed (released while its COMMIT was on its way) is not cancelled or failed by hand: its next claim completes it", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const id = yield* claimedJob()
+        expect(yield* commit(id)).toBe(true)
+        yield* sql`SELECT release_job(${id}, 'w', 1)`
+        expect(yield* state(id)).toMatchObject({ status: "pending", idempotency: "completed" })
+        expect(yield* sqlError(sql`SELECT * FROM cancel_pending_job(${id}, 'cli:test')`)).toBe(`cannot cancel job ${id}: its handler's transaction has committed`)
+        expect(yield* sqlError(sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'cli:test')`)).toBe(`cannot fail job ${id} manually: its handler's transaction has committed`)
+        const because = `it is pending, but its handler's transaction has committed: it completes when a worker next claims it, without running again`
+        expect((yield* Effect.flip(Jobs.cancel(id, { actor: "cli:test" }))).message).toBe(`cannot cancel job ${id}: ${because}`)
+        expect((yield* Effect.flip(Jobs.fail(id, { actor: "cli:test", reason: "stuck" }))).message).toBe(`cannot fail job ${id}: ${because}`)
+        expect(yield* state(id)).toMatchObject({ status: "pending", idempotency: "completed" })
+        expect(yield* auditEvents(id)).toEqual(["job_started", "job_released"])
+      }))
   })
 })
