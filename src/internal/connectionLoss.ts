@@ -11,19 +11,34 @@ const CONNECTION_STATES = /^(08...|57P0[123]|53300)$/
 const CONNECTION_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "ENOTCONN", "EHOSTUNREACH"])
 const CONNECTION_MESSAGES = /Connection terminated|Failed to acquire connection|Client has encountered a connection error|timeout exceeded when trying to connect|Connection timed out/i
 
-// Anywhere in the error's cause chain: a connection SQLSTATE, a socket error code, or pg's words for a lost connection.
-const mentionsConnectionLoss = (error: unknown, depth = 0): boolean => {
-  if (typeof error !== "object" || error === null || depth > 5) return false
-  const { code, message, cause } = error as { code?: unknown; message?: unknown; cause?: unknown }
-  if (typeof code === "string" && (CONNECTION_STATES.test(code) || CONNECTION_CODES.has(code))) return true
-  if (typeof message === "string" && CONNECTION_MESSAGES.test(message)) return true
-  if (error instanceof AggregateError && error.errors.some((inner) => mentionsConnectionLoss(inner, depth + 1))) return true
-  return mentionsConnectionLoss(cause, depth + 1)
+// pg-pool's words once `end` was called on it: the program closed the pool, and it never comes back.
+const POOL_ENDED = /Cannot use a pool after calling end on the pool/
+
+// Whether the error, or one anywhere in its cause chain, says so.
+const inChain = (says: (code: unknown, message: unknown) => boolean) => {
+  const search = (error: unknown, depth: number): boolean => {
+    if (typeof error !== "object" || error === null || depth > 5) return false
+    const { code, message, cause } = error as { code?: unknown; message?: unknown; cause?: unknown }
+    if (says(code, message)) return true
+    if (error instanceof AggregateError && error.errors.some((inner) => search(inner, depth + 1))) return true
+    return search(cause, depth + 1)
+  }
+  return (error: unknown) => search(error, 0)
 }
 
+// A connection SQLSTATE, a socket error code, or pg's words for a lost connection.
+const mentionsConnectionLoss = inChain((code, message) =>
+  (typeof code === "string" && (CONNECTION_STATES.test(code) || CONNECTION_CODES.has(code))) ||
+  (typeof message === "string" && CONNECTION_MESSAGES.test(message))
+)
+const mentionsPoolEnded = inChain((_, message) => typeof message === "string" && POOL_ENDED.test(message))
+
 // Only a database error counts: a handler's own "connection timed out" talking to some API is its business.
+// Not one from a pool that was ended ("Failed to acquire connection" around it): waiting cannot help, and
+// under a TestClock that nothing moves any more (a test's layer closing) the retry would wait for ever.
 export const isConnectionError = (error: unknown): boolean =>
-  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "SqlError" && mentionsConnectionLoss(error)
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "SqlError" &&
+  mentionsConnectionLoss(error) && !mentionsPoolEnded(error)
 
 /** True when the attempt failed only because the database connection was lost. */
 export const lostConnection = (cause: Cause.Cause<unknown>): boolean => {

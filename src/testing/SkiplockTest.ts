@@ -25,6 +25,7 @@ import type { Handler, Requirements } from "../Handler.js"
 import type { CurrentJob } from "../JobContext.js"
 import * as JobQueue from "../JobQueue.js"
 import { coreMigrations, type MigrationError } from "../Migrator.js"
+import { waitAtMost } from "../internal/bounded.js"
 import { executeJob, type JobControl, type Outcome } from "../internal/executeJob.js"
 import { type ClaimedJob, make as makeJobStore } from "../internal/JobStore.js"
 import { DrainLimitExceeded, type DrainResult, drainedJob, type JobAttempt, makeResult } from "./Drain.js"
@@ -43,6 +44,9 @@ export const TEST_WORKER_ID = "skiplock-test"
 
 // The kit runs one job at a time in the test's fiber and never leaves one half-done, so the lease never matters.
 const LEASE = Duration.minutes(5)
+
+// How long (real time) the layer's close waits for the jobs it stops to be released.
+const STOP_TIMEOUT = Duration.seconds(10)
 
 export interface SkiplockTestOptions<Hs extends ReadonlyArray<Handler>> {
   /** The handlers `drain` and inline mode run; their job types must be registered (see `registerJobTypes`). */
@@ -238,6 +242,24 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
 
     const history: Array<JobAttempt> = []
 
+    // The jobs running now (a forked runJob or drain, or a test failing while one runs). Closing the layer
+    // stops them as a worker's shutdown would, while the database is still there: left to the test fiber's
+    // end, their release would find the pool ended and retry on a TestClock that nothing moves any more.
+    const running = new Set<{ readonly fiber: Fiber.RuntimeFiber<Outcome>; readonly control: JobControl }>()
+    let closing = false
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closing = true
+        const left = [...running]
+        for (const { control } of left) control.stopReason ??= "shutdown"
+        return TestServices.provideLive(waitAtMost(Fiber.interruptAll(left.map(({ fiber }) => fiber)), STOP_TIMEOUT)).pipe(
+          Effect.flatMap((stopped) =>
+            stopped ? Effect.void : Effect.logWarning(`SkiplockTest: ${left.length} running job(s) not released within ${Duration.format(STOP_TIMEOUT)} of the layer closing`)
+          )
+        )
+      })
+    )
+
     // Holds the other due jobs of the type (as busy workers would), so that claim_next_job,
     // which skips locked rows, claims exactly the job the test asked for.
     const holdOtherJobs = (jobId: string, jobType: string) =>
@@ -287,12 +309,27 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         // In a fiber of its own, as executeJob asks, awaited rather than joined (joining would copy the job's
         // annotations and span into this fiber): a job run inline inside another leaves the outer one's alone.
         // Interrupting the caller stops the job as a worker's shutdown would: released, the attempt not counted.
+        // No job starts once the layer closes (a forked drain would go on claiming): the caller is interrupted.
+        if (closing) return yield* Effect.interrupt
         const control: JobControl = { stopReason: undefined }
-        const outcome = yield* (executeJob(handler, job, env, control).pipe(
+        // The outcome as recorded: a job the layer's close stopped still has one, though its fiber ends interrupted.
+        let recorded: Outcome | undefined
+        const recording = { ...env, onOutcome: (_: ClaimedJob, outcome: Outcome) => void (recorded = outcome) }
+        const outcome = yield* (executeJob(handler, job, recording, control).pipe(
           Effect.provide(provided),
           Effect.fork,
-          Effect.flatMap((fiber) => Effect.onInterrupt(Fiber.await(fiber), () => Effect.sync(() => (control.stopReason = "shutdown")))),
-          Effect.flatten
+          Effect.flatMap((fiber) => {
+            const entry = { fiber, control }
+            running.add(entry)
+            return Fiber.await(fiber).pipe(
+              Effect.onInterrupt(() => Effect.suspend(() => {
+                control.stopReason = "shutdown"
+                return Fiber.interrupt(fiber)
+              })),
+              Effect.ensuring(Effect.sync(() => running.delete(entry)))
+            )
+          }),
+          Effect.flatMap((exit) => (recorded === undefined ? exit : Effect.succeed(recorded)))
         ) as Effect.Effect<Outcome, never, R>)
         const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
         history.push(attempt)
