@@ -17,7 +17,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, TestClock, TestServices } from "effect"
+import { Chunk, Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, TestClock, TestServices } from "effect"
 import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
@@ -103,6 +103,18 @@ export class JobAlreadyEnqueued extends Data.TaggedError("JobAlreadyEnqueued")<{
   }
 }
 
+/** `handlerWaiting`: no job the kit runs reached its handler, with its timeout and the sleeps asked for on the TestClock, in time. */
+export class HandlerNotWaiting extends Data.TaggedError("HandlerNotWaiting")<{
+  readonly message: string
+}> {}
+
+export interface HandlerWaitingOptions {
+  /** How many sleeps besides the handler's timeout must wait on the TestClock (the handler's own `Effect.sleep`). Default 0. */
+  readonly sleeps?: number
+  /** How long to wait, in real time. Default 10 s. */
+  readonly within?: Duration.DurationInput
+}
+
 /** The layer cannot be used as configured (a handler's job type is not registered, two handlers for one type). */
 export class SkiplockTestSetupError extends Data.TaggedError("SkiplockTestSetupError")<{
   readonly message: string
@@ -126,6 +138,13 @@ export interface SkiplockTestService {
     payload: NoInfer<A>,
     options?: RunJobOptions
   ) => Effect.Effect<JobAttempt, JobQueue.EnqueueError | JobAlreadyEnqueued, Exclude<R, CurrentJob>>
+  /**
+   * Waits, in real time, until a job the kit runs (in a forked drain or runJob) is in its handler with the
+   * handler's timeout set on the TestClock, and `sleeps` more sleeps wait on it: from then on
+   * `TestClock.adjust` reaches them. Moving the clock before that is a race the clock may win: the
+   * timeout (or the handler's sleep) is then set after the clock moved, and the test hangs.
+   */
+  readonly handlerWaiting: (options?: HandlerWaitingOptions) => Effect.Effect<void, HandlerNotWaiting>
   /** Runs the effect with a JobQueue in inline mode: each enqueue runs its handler at once. */
   readonly inline: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, Exclude<R, JobQueue.JobQueue>>
   /** The jobs in the queue (any status unless the filter says), oldest first. */
@@ -245,14 +264,20 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
     // The jobs running now (a forked runJob or drain, or a test failing while one runs). Closing the layer
     // stops them as a worker's shutdown would, while the database is still there: left to the test fiber's
     // end, their release would find the pool ended and retry on a TestClock that nothing moves any more.
-    const running = new Set<{ readonly fiber: Fiber.RuntimeFiber<Outcome>; readonly control: JobControl }>()
+    interface Running {
+      readonly control: JobControl
+      fiber?: Fiber.RuntimeFiber<Outcome>
+      // When its handler's timeout ends (on the Clock): the handler started at this minus the timeout.
+      timeoutAt?: number
+    }
+    const running = new Set<Running>()
     let closing = false
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         closing = true
         const left = [...running]
         for (const { control } of left) control.stopReason ??= "shutdown"
-        return TestServices.provideLive(waitAtMost(Fiber.interruptAll(left.map(({ fiber }) => fiber)), STOP_TIMEOUT)).pipe(
+        return TestServices.provideLive(waitAtMost(Fiber.interruptAll(left.flatMap(({ fiber }) => (fiber ? [fiber] : []))), STOP_TIMEOUT)).pipe(
           Effect.flatMap((stopped) =>
             stopped ? Effect.void : Effect.logWarning(`SkiplockTest: ${left.length} running job(s) not released within ${Duration.format(STOP_TIMEOUT)} of the layer closing`)
           )
@@ -301,7 +326,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
 
     const execute = <R>(handler: Handler<string, any, any, R>, job: ClaimedJob, mode: "queue" | "inline") =>
       Effect.gen(function* () {
-        const at = new Date(yield* Clock.currentTimeMillis)
+        const clock = yield* Effect.clock
+        const at = new Date(clock.unsafeCurrentTimeMillis())
         const current = yield* Effect.context<never>()
         const context = Context.merge(given, current)
         // Inline mode runs the jobs its handlers enqueue inline too.
@@ -312,14 +338,22 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         // No job starts once the layer closes (a forked drain would go on claiming): the caller is interrupted.
         if (closing) return yield* Effect.interrupt
         const control: JobControl = { stopReason: undefined }
+        const entry: Running = { control }
+        const watched: Handler<string, any, any, R> = {
+          ...handler,
+          run: (payload, context) => Effect.suspend(() => {
+            entry.timeoutAt = clock.unsafeCurrentTimeMillis() + Duration.toMillis(handler.timeout)
+            return handler.run(payload, context)
+          })
+        }
         // The outcome as recorded: a job the layer's close stopped still has one, though its fiber ends interrupted.
         let recorded: Outcome | undefined
         const recording = { ...env, onOutcome: (_: ClaimedJob, outcome: Outcome) => void (recorded = outcome) }
-        const outcome = yield* (executeJob(handler, job, recording, control).pipe(
+        const outcome = yield* (executeJob(watched, job, recording, control).pipe(
           Effect.provide(provided),
           Effect.fork,
           Effect.flatMap((fiber) => {
-            const entry = { fiber, control }
+            entry.fiber = fiber
             running.add(entry)
             return Fiber.await(fiber).pipe(
               Effect.onInterrupt(() => Effect.suspend(() => {
@@ -334,6 +368,27 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         const attempt: JobAttempt = { jobId: job.id, jobType: job.jobType, organizationId: job.organizationId, attempt: job.attempts, at, outcome }
         history.push(attempt)
         return attempt
+      })
+
+    const handlerWaiting = ({ sleeps = 0, within = STOP_TIMEOUT }: HandlerWaitingOptions = {}) =>
+      Effect.gen(function* () {
+        const giveUpAt = Date.now() + Duration.toMillis(Duration.decode(within))
+        // Its timeout's sleep, and `sleeps` others. (The handler's timeout is a sleep in a fiber of its own,
+        // which may start after the handler: the sleep is looked for, not assumed.)
+        const waiting = (pending: ReadonlyArray<number>) =>
+          pending.length - 1 >= sleeps && [...running].some(({ timeoutAt }) => timeoutAt !== undefined && pending.includes(timeoutAt))
+        while (true) {
+          const pending = Chunk.toReadonlyArray(yield* TestClock.sleeps())
+          if (waiting(pending)) return
+          if (Date.now() > giveUpAt) {
+            const inHandler = [...running].filter((entry) => entry.timeoutAt !== undefined).length
+            return yield* new HandlerNotWaiting({
+              message: `handlerWaiting: after ${Duration.format(within)}, ${running.size} job(s) running, ${inHandler} in its handler, ` +
+                `${pending.length} sleep(s) on the TestClock (wanted the handler's timeout and ${sleeps} more)`
+            })
+          }
+          yield* TestServices.provideLive(Effect.sleep("5 millis"))
+        }
       })
 
     const enqueueInline = (inputs: ReadonlyArray<JobQueue.EnqueueInput>) =>
@@ -444,6 +499,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
       handlers: [...handlers.values()],
       drain,
       runJob,
+      handlerWaiting,
       inline: (effect) => Effect.provideService(effect, JobQueue.JobQueue, inlineQueue),
       enqueued,
       assertEnqueued,
@@ -509,6 +565,10 @@ export class SkiplockTest extends Context.Tag("skiplock/testing/SkiplockTest")<S
 
   static runJob<A, E, R>(handler: Handler<string, A, E, R>, payload: NoInfer<A>, options?: RunJobOptions) {
     return Effect.flatMap(SkiplockTest, (kit) => kit.runJob(handler, payload, options))
+  }
+
+  static handlerWaiting(options?: HandlerWaitingOptions) {
+    return Effect.flatMap(SkiplockTest, (kit) => kit.handlerWaiting(options))
   }
 
   static inline<A, E, R>(effect: Effect.Effect<A, E, R>) {

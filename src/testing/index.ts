@@ -6,6 +6,8 @@
 export {
   type DrainOptions,
   type EnqueuedAssertion,
+  HandlerNotWaiting,
+  type HandlerWaitingOptions,
   JobAlreadyEnqueued,
   type LayerError,
   type Provided,

@@ -2,9 +2,9 @@
 // TestClock through backoff and scheduled run_at up to the test's limit.
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
-import { Clock, Duration, Effect, TestServices } from "effect"
+import { Clock, Duration, Effect, Fiber, TestClock, TestServices } from "effect"
 import { Handler, JobQueue } from "../../src/index.js"
-import { SkiplockTest } from "../../src/testing/index.js"
+import { HandlerNotWaiting, SkiplockTest } from "../../src/testing/index.js"
 import { auditEvents, jobRun, ORG, Report, SepaExport } from "./support.js"
 
 describe("drain", () => {
@@ -136,4 +136,36 @@ describe("drain", () => {
       expect(error.message).toContain("drain stopped after 5 attempts with work still due (report_generation ×5)")
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [forever] })))
   })
+
+  it.effect("handlerWaiting: a handler that sleeps on the Clock is woken by TestClock.adjust once its sleep is set", () => {
+    const woke: Array<number> = []
+    // Database work first: the forked drain reaches the sleep well after the test could have moved the clock.
+    const polling = Handler.make(Report, {
+      run: () => Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`SELECT pg_sleep(0.05)`
+        yield* Effect.sleep("10 seconds")
+        woke.push(yield* Clock.currentTimeMillis)
+      })
+    })
+    return Effect.gen(function* () {
+      const t0 = yield* Clock.currentTimeMillis
+      yield* JobQueue.enqueueJob(Report, { month: "2025-03" }, { organizationId: ORG })
+      const draining = yield* Effect.fork(SkiplockTest.drain())
+      yield* SkiplockTest.handlerWaiting({ sleeps: 1 })
+      yield* TestClock.adjust("10 seconds")
+      const result = yield* Fiber.join(draining)
+      expect(result.completed).toHaveLength(1)
+      expect(woke).toEqual([t0 + 10_000])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [polling] })))
+  })
+
+  it.effect("handlerWaiting fails with HandlerNotWaiting, saying what it saw, when no handler waits", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(SkiplockTest.handlerWaiting({ within: "50 millis" }))
+      expect(error).toBeInstanceOf(HandlerNotWaiting)
+      expect(error.message).toBe(
+        "handlerWaiting: after 50ms, 0 job(s) running, 0 in its handler, 0 sleep(s) on the TestClock (wanted the handler's timeout and 0 more)"
+      )
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [] }))))
 })
