@@ -17,7 +17,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, TestClock, TestServices } from "effect"
+import { Chunk, Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, Scope, TestClock, TestServices } from "effect"
 import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
@@ -517,10 +517,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
       queue,
       inlineQueue
     }
-    return Context.make(SkiplockTest, service).pipe(
-      Context.add(JobQueue.JobQueue, options.inline === true ? inlineQueue : queue),
-      Context.add(Audit.Audit, audit)
-    )
+    // With what the layer was given (its handlers' requirements), which the test then has too: the same
+    // instances the jobs run with, and runJob's type does not ask for them again. Not the layer's own Scope,
+    // which would stand in for the test's.
+    return Context.add(Context.omit(Scope.Scope)(given), SkiplockTest, service)
   })
 
 /** What the handlers need; `Requirements` of an empty list would be `unknown`. */
@@ -538,18 +538,23 @@ const migrationFolders = (folders: ReadonlyArray<string> = []) => [
 
 /**
  * A fresh database with skiplock's core migrations and yours, the kit, a JobQueue (inline when
- * `inline` is set) and Audit. Its requirements are what the handlers need beyond those. The database
+ * `inline` is set) and Audit. Its requirements are what the handlers need beyond those; it provides
+ * them to the test as well (so `runJob` of those handlers needs nothing more). The database
  * is created on the live clock (its retries must not wait for the TestClock) and dropped when the
  * layer's scope closes: after the test for `Effect.provide`, after the block for `it.layer`.
  */
 export const layer = <const Hs extends ReadonlyArray<Handler>>(
   options: SkiplockTestOptions<Hs>
-): Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>> => {
+): Layer.Layer<Provided | HandlerRequirements<Hs>, LayerError, Exclude<HandlerRequirements<Hs>, Provided>> => {
   const database = Layer.scopedContext(
     TestServices.provideLive(Layer.build(TestDatabase.layer({ ...options.database, migrations: migrationFolders(options.migrations) })))
   )
   const kit = Layer.provideMerge(Layer.scopedContext(make(options)), database)
-  return Layer.unwrapEffect(Effect.as(checkOptions(options), kit)) as Layer.Layer<Provided, LayerError, Exclude<HandlerRequirements<Hs>, Provided>>
+  return Layer.unwrapEffect(Effect.as(checkOptions(options), kit)) as Layer.Layer<
+    Provided | HandlerRequirements<Hs>,
+    LayerError,
+    Exclude<HandlerRequirements<Hs>, Provided>
+  >
 }
 
 /**

@@ -55,7 +55,16 @@ describe("types", () => {
       run: (payload) => Effect.flatMap(CurrentJob, (job) => Effect.flatMap(Ledger, (ledger) => ledger.post(payload.cents + job.attempt)))
     })
     expectTypeOf(Worker.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger>>()
-    expectTypeOf(SkiplockTest.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Provided, LayerError, Ledger>>()
+    expectTypeOf(SkiplockTest.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Provided | Ledger, LayerError, Ledger>>()
     expectTypeOf<Effect.Effect.Context<ReturnType<typeof SkiplockTest.runJob<{ readonly cents: number }, never, CurrentJob | Ledger>>>>().toEqualTypeOf<SkiplockTest | Ledger>()
+  })
+
+  it("the kit's layer provides the test what its handlers need: runJob inside it asks for nothing the layer was given", () => {
+    const LedgerTest = Layer.succeed(Ledger, { post: () => Effect.void })
+    const kit = SkiplockTest.layer({ handlers: [settle, dun] }).pipe(Layer.provide(LedgerTest))
+    expectTypeOf(kit).toEqualTypeOf<Layer.Layer<Provided | Ledger | Mailer, LayerError, Mailer>>()
+    const test = SkiplockTest.runJob(settle, { cents: 100 }).pipe(Effect.provide(kit))
+    // Ledger was given to the layer; Mailer, which dun needs, is still the layer's to get.
+    expectTypeOf<Effect.Effect.Context<typeof test>>().toEqualTypeOf<Mailer>()
   })
 })

@@ -2,7 +2,7 @@
 // TestClock set to the wall-clock time, checks of its configuration, cleanup.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Effect, Exit, Schema } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Schema } from "effect"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -116,6 +116,24 @@ describe("SkiplockTest.layer", () => {
       const after = yield* SkiplockTest.drain()
       expect(after.completed.map((drained) => drained.job.id)).toEqual([row!.id])
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], startAt: new Date(Date.now() - 60_000) })))
+  })
+
+  it.scoped("gives the test the services it was given for its handlers, the same the jobs run with, and leaves the test its own scope", () => {
+    class Ledger extends Context.Tag("Ledger")<Ledger, { readonly posted: Array<string> }>() {}
+    const post = Handler.make(Report, { run: (payload) => Effect.map(Ledger, (ledger) => void ledger.posted.push(payload.month)) })
+    const kit = SkiplockTest.layer({ handlers: [post] }).pipe(Layer.provide(Layer.sync(Ledger, () => ({ posted: [] }))))
+    const order: Array<string> = []
+    return Effect.gen(function* () {
+      yield* Effect.gen(function* () {
+        yield* Effect.addFinalizer(() => Effect.sync(() => order.push("the test's scope closed")))
+        // Ledger is not provided again: the layer's is the test's.
+        const run = yield* SkiplockTest.runJob(post, { month: "2025-03" })
+        expect(run.outcome._tag).toBe("Completed")
+        expect((yield* Ledger).posted).toEqual(["2025-03"])
+      }).pipe(Effect.provide(kit))
+      order.push("the layer closed")
+      expect(order).toEqual(["the layer closed"])
+    })
   })
 })
 
