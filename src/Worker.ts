@@ -565,11 +565,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           return true
         }
         // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
-        // (Jobs claimed while the heartbeat was on its way were not asked about.)
-        for (let i = prefetched.length - 1; i >= 0; i--) {
-          const waiting = prefetched[i]!
-          if (!asked.waiting.has(waiting) || stillHeld(waiting.job.id, waiting)) continue
-          prefetched.splice(i, 1)
+        // (Jobs claimed while the heartbeat was on its way were not asked about.) Taken out at once, before
+        // anything yields: the claim loop may start or add prefetched jobs meanwhile.
+        const dropped = prefetched.filter((waiting) => asked.waiting.has(waiting) && !stillHeld(waiting.job.id, waiting))
+        if (dropped.length > 0) prefetched.splice(0, prefetched.length, ...prefetched.filter((waiting) => !dropped.includes(waiting)))
+        for (const waiting of dropped) {
           yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
           yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
         }
@@ -593,9 +593,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
     // and the ones whose lease runs out while the database cannot be reached.
+    // Bounded like a heartbeat's try: a database that went silent must not hold up the stops below.
+    const ensureRegistered = Effect.ignore(answeredWithin(registration.ensure, HEARTBEAT_TRY_TIMEOUT))
     const heartbeat = Effect.gen(function* () {
-      // Bounded like a heartbeat's try: a database that went silent must not hold up the stops below.
-      yield* Effect.ignore(answeredWithin(registration.ensure, HEARTBEAT_TRY_TIMEOUT))
+      yield* ensureRegistered
       const due = yield* Clock.currentTimeMillis
       let asked = ask()
       const beat = Effect.suspend(() => {
@@ -613,7 +614,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
       if (answer._tag === "Right" && !answer.right.registered) {
         yield* registration.lost
-        yield* registration.ensure
+        yield* ensureRegistered
         // Again, now that there is a row to record in which jobs this worker holds (the rescuer spares them).
         answer = yield* beat
       }

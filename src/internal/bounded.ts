@@ -41,17 +41,19 @@ const liveClock = Clock.make()
 /**
  * A statement, or after `timeout` without an answer a connection error (ETIMEDOUT, so that isConnectionError
  * counts it as the database out of reach). The statement is cancelled in the background: cancelling needs
- * the server too, which may not answer either.
+ * the server too, which may not answer either. (Only the timer runs on the live clock: the statement keeps
+ * the caller's, which the times it writes come from.)
  */
 export const answeredWithin = <A, E, R>(statement: Effect.Effect<A, E, R>, timeout: Duration.DurationInput) =>
-  Effect.disconnect(statement).pipe(
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () =>
+  Effect.raceFirst(
+    Effect.disconnect(statement),
+    Effect.zipRight(
+      Effect.sleep(timeout).pipe(Effect.withClock(liveClock)),
+      Effect.fail(
         new SqlError({
           message: "no answer",
           cause: Object.assign(new Error(`the database did not answer within ${Duration.format(timeout)}`), { code: "ETIMEDOUT" })
         })
-    }),
-    Effect.withClock(liveClock)
+      )
+    )
   )

@@ -14,7 +14,8 @@ export const redactUrl = (url: string): string => {
     return parsed.toString()
   } catch {
     // Not a URL after all (a stray character, a bad port): still never the password, and the rest to say what is wrong.
-    return url.replace(/(\/\/[^/@]*?:)[^/]*@/, "$1***@").replace(/(password=)[^&]*/gi, "$1***")
+    // Up to the last @: a password may hold / and @ itself (that is often why the URL does not parse).
+    return url.replace(/(\/\/[^:/@]*:).*@/, "$1***@").replace(/(password=)[^&]*/gi, "$1***")
   }
 }
 

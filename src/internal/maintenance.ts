@@ -5,12 +5,15 @@
  */
 import { Clock, Duration, Effect, Metric } from "effect"
 import * as Metrics from "../Metrics.js"
+import { answeredWithin } from "./bounded.js"
 import type { JobStore } from "./JobStore.js"
 import { makeOutageLog } from "./outageLog.js"
 
 const PRUNE_BATCH = 1000
 // At most this many expired jobs rescued per statement; the next tick takes the rest.
 const RESCUE_BATCH = 100
+// A rescue unanswered this long counts as failed, and the next tick tries again.
+const RESCUE_TIMEOUT = Duration.seconds(5)
 // A worker row unrenewed for this long (at least; ten leases if longer) belongs to a process that is gone.
 const DEAD_WORKER_AFTER_MS = 3_600_000
 
@@ -45,7 +48,9 @@ export const makePrune = (store: JobStore, options: { readonly retention: Durati
 export const makeRescue = (store: JobStore, workerId: string, rescued: () => void) => {
   const failures = makeOutageLog("rescuing expired jobs")
   return Effect.gen(function* () {
-    const jobs = yield* store.rescueExpired(workerId, new Date(yield* Clock.currentTimeMillis), RESCUE_BATCH)
+    // Bounded: a statement sent as the database went silent would otherwise hold the rescue up long after it
+    // is back (until TCP delivers it). One given up on and run late rescues less, not more: its time is older.
+    const jobs = yield* answeredWithin(store.rescueExpired(workerId, new Date(yield* Clock.currentTimeMillis), RESCUE_BATCH), RESCUE_TIMEOUT)
     if (jobs.length === 0) return
     yield* Metric.incrementBy(Metrics.jobsRescued, jobs.length)
     const ended = jobs.filter((job) => job.status !== "pending")

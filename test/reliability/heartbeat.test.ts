@@ -80,5 +80,28 @@ describe("heartbeat under row locks", () => {
         expect(yield* heartbeat(80)).toEqual([])
         yield* Effect.promise(() => other.query("ROLLBACK"))
       }).pipe(Effect.scoped))
+
+    it.effect("a heartbeat that reaches the database late, after a newer one, shortens no lease and does not roll back the worker's row", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const at = (seconds: number) => new Date(Date.parse("2026-12-06T11:00:00Z") + seconds * 1000)
+        yield* sql`SELECT register_worker('delayed', 'host', 1, ARRAY['report_generation'], 5, ${at(0)})`
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{"n": 1}', ${at(0)}) RETURNING id`
+        const id = job!.id
+        yield* sql`SELECT id FROM claim_next_job('delayed', ARRAY['report_generation'], 1, ${at(0)}, interval '30 seconds')`
+        const heartbeat = (running: ReadonlyArray<string>, seconds: number) =>
+          sql`SELECT worker_heartbeat('delayed', ${running}::uuid[], ${at(seconds)}, interval '30 seconds')`
+        yield* heartbeat([id], 20)
+        // A try given up on at 5 s (an outage), delivered after the one at 20 s got through.
+        yield* heartbeat([], 5)
+        const [row] = yield* sql<{ lease: Date; beat: Date; inHand: ReadonlyArray<string>; until: Date }>`
+          SELECT q.lease_expires_at AS lease, w.last_heartbeat_at AS beat, w.jobs_in_hand AS "inHand", w.jobs_in_hand_until AS until
+          FROM job_queue q, job_workers w WHERE q.id = ${id} AND w.worker_id = 'delayed'`
+        expect(row).toEqual({ lease: at(50), beat: at(20), inHand: [id], until: at(50) })
+        // So a rescue at 45 s leaves the running job alone.
+        expect(yield* sql`SELECT id FROM rescue_expired_jobs('rescuer', ${at(45)})`).toEqual([])
+      }))
   })
 })

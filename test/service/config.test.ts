@@ -118,6 +118,11 @@ describe("service configuration", () => {
       expect(message).toBe(
         'DATABASE_URL="postgres://app:***@db.internal:notaport/billing?sslpassword=***" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database'
       )
+      // A generated password with / (and @) in it, not percent-encoded: what most often makes the URL unparsable.
+      const [generated] = yield* errors({ DATABASE_URL: "postgres://app:Zk3/9x@Q+w==@db.internal:5432/app" })
+      expect(generated).toBe(
+        'DATABASE_URL="postgres://app:***@db.internal:5432/app" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database'
+      )
     }))
 
   it("names the variables that look like skiplock's and are none of its settings (misspelled ones)", () => {
