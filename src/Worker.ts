@@ -131,6 +131,8 @@ const HEARTBEAT_TRY_TIMEOUT = Duration.seconds(2)
 // While heartbeats cannot reach the database, a job is stopped this long before its lease runs out:
 // the next try could renew it no sooner.
 const LEASE_STOP_AHEAD_MILLIS = Duration.toMillis(HEARTBEAT_RETRY) + Duration.toMillis(HEARTBEAT_TRY_TIMEOUT)
+// On shutdown, how long claims already sent may take to answer; one that answers later has its jobs released.
+const CLAIMS_STOP_TIMEOUT = Duration.seconds(10)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
 const BACKGROUND_STOP_TIMEOUT = Duration.seconds(2)
 // At most this many completions go into one statement.
@@ -366,6 +368,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let looks = 0
     // Set on shutdown: statements then only complete jobs.
     let stopping = false
+    // Set once the stop no longer waits for claims on their way (see claimed).
+    let claimsAbandoned = false
     let stoppedAt: number | undefined
     const claimFailures = makeOutageLog("claiming jobs")
     const statementsInFlight = maxStatementsInFlight(concurrency + prefetch, batchSize)
@@ -383,12 +387,19 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
       if (jobs.length === 0) return toLog
       options.onClaim?.(jobs)
-      const leaseValidUntil = claimedAt.getTime() + Duration.toMillis(leaseDuration)
-      for (const job of jobs) {
-        // Counted here, not when the job starts: with prefetch, jobs claimed ahead and released on a stop count too.
-        Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
-        prefetched.push({ job, leaseValidUntil })
+      // Counted here, not when the job starts: with prefetch, jobs claimed ahead and released on a stop count too.
+      for (const job of jobs) Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
+      // A claim that answered after the stop gave up waiting for it: nothing would renew these jobs' leases
+      // or record their outcomes. They go back to pending unstarted, their attempt not counted.
+      if (claimsAbandoned) {
+        const late = Effect.zipRight(
+          Effect.logWarning(`stopping: a claim answered after the stop stopped waiting for it; releasing its ${jobs.length} job(s) unstarted`),
+          Effect.forEach(jobs, releaseNotStarted, { discard: true })
+        )
+        return toLog === undefined ? late : Effect.zipRight(toLog, late)
       }
+      const leaseValidUntil = claimedAt.getTime() + Duration.toMillis(leaseDuration)
+      for (const job of jobs) prefetched.push({ job, leaseValidUntil })
       const dropped = startPrefetched(true)
       if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
       return toLog
@@ -655,7 +666,14 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         claiming = false
         yield* Fiber.interruptAll([pollerFiber, looksAgainFiber])
         // Claims already sent finish first, so that their jobs are awaited or released below.
-        yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), "10 seconds")
+        const claimsAnswered = yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), CLAIMS_STOP_TIMEOUT)
+        if (!claimsAnswered) {
+          claimsAbandoned = true
+          yield* Effect.logWarning(
+            `stopping: a claim sent before the stop has not answered within ${Duration.format(CLAIMS_STOP_TIMEOUT)}; ` +
+              "if it still does, its jobs are released unstarted"
+          )
+        }
         // Jobs claimed and not started go back to pending at once, their attempt not counted.
         const notStarted = prefetched.splice(0)
         if (notStarted.length > 0) {

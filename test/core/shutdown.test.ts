@@ -150,6 +150,35 @@ describe("graceful shutdown", () => {
         expect(warnings.filter((warning) => warning.includes("not released"))).toEqual([])
       }).pipe(Effect.scoped))
 
+    it.effect("a claim that answers only after the stop stopped waiting for it has its jobs released unstarted, not started in a stopped worker", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const started: Array<number> = []
+        const handler = Handler.make(Report, { run: (payload) => Effect.sync(() => void started.push(payload.seconds)) })
+        // The database stalls in the claim (a slow disk, a synchronous standby): 11 s, past the stop's 10 s wait.
+        yield* Effect.acquireRelease(
+          sql`CREATE FUNCTION test_stall_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(11); RETURN NEW; END $$;
+              CREATE TRIGGER test_stall_claims BEFORE INSERT ON job_runs FOR EACH ROW EXECUTE FUNCTION test_stall_claims()`.unprepared,
+          () => Effect.orDie(sql`DROP TRIGGER test_stall_claims ON job_runs; DROP FUNCTION test_stall_claims()`.unprepared)
+        )
+        const { scope, warnings } = yield* startWorker(handler, "1 second")
+        const job = yield* enqueue(1)
+        yield* eventually(
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'`, (rows) => rows[0]!.n === 1),
+          "the claim is stalled"
+        )
+        const closing = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+        const closed = yield* Fiber.await(closing).pipe(Effect.timeout("20 seconds"), Effect.option)
+        expect(Option.isSome(closed), "the stop did not end").toBe(true)
+        expect(warnings).toContainEqual(expect.stringContaining("a claim sent before the stop has not answered within 10s"))
+        // The claim answers a second later: its job goes back to pending, its attempt not counted, and never runs here.
+        yield* eventually(Effect.map(auditEvents(job.id), (events) => events.includes("job_released")), "the late claim's job is released", "10 seconds")
+        expect(yield* jobRow(job.id)).toMatchObject({ status: "pending", attempts: 0, lockedBy: null })
+        expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_released"])
+        expect(started).toEqual([])
+      }).pipe(Effect.scoped), 60_000)
+
     it.effect("a stop with nothing running is immediate and leaves nothing in processing", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
