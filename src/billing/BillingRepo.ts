@@ -80,6 +80,10 @@ export interface CancelledInvoices {
   readonly grossCents: number
   readonly firstNumber: string | null
   readonly lastNumber: string | null
+  /** How many runs of consecutive numbers the cancelled ones form: 1 when they are contiguous. */
+  readonly numberRanges: number
+  /** Numbers between the first and the last that belong to other runs (their chunks took turns with this run's). */
+  readonly otherRunsNumbersInRange: number
 }
 
 interface RunRow extends Omit<BillingRun, "netTotalCents" | "vatTotalCents" | "grossTotalCents"> {
@@ -327,26 +331,56 @@ export const make = Effect.gen(function* () {
         GROUP BY other.id, other.status, other.started_at
         ORDER BY other.started_at`,
 
-    /** Cancels the run's open invoices; their numbers stay used. */
+    /**
+     * Cancels the run's open invoices; their numbers stay used. Says whether their numbers are one range:
+     * the chunks of the organization's runs take turns, so another run's numbers may lie between them.
+     */
     cancelInvoices: (runId: string, reason: string, now: Date) =>
-      sql<{ count: number; netCents: string | null; vatCents: string | null; grossCents: string | null; firstNumber: string | null; lastNumber: string | null }>`
+      sql<{
+        count: number
+        netCents: string | null
+        vatCents: string | null
+        grossCents: string | null
+        firstNumber: string | null
+        lastNumber: string | null
+        numberRanges: number
+        otherRunsNumbersInRange: number
+      }>`
         WITH cancelled AS (
           UPDATE invoices SET status = 'cancelled', cancelled_at = ${now}, cancellation_reason = ${reason}
           WHERE billing_run_id = ${runId} AND status = 'open'
           RETURNING invoice_number, number_year, number_sequence, net_cents, vat_cents, gross_cents
+        ),
+        -- A number starts a range unless the one before it in its year was cancelled too.
+        starts AS (
+          SELECT number_sequence - 1 IS DISTINCT FROM lag(number_sequence) OVER (PARTITION BY number_year ORDER BY number_sequence)
+                 AS starts_range
+          FROM cancelled
+        ),
+        summary AS (
+          SELECT count(*)::int AS count,
+                 sum(net_cents)::text AS "netCents", sum(vat_cents)::text AS "vatCents", sum(gross_cents)::text AS "grossCents",
+                 (array_agg(invoice_number ORDER BY number_year, number_sequence))[1] AS "firstNumber",
+                 (array_agg(invoice_number ORDER BY number_year DESC, number_sequence DESC))[1] AS "lastNumber",
+                 min(array[number_year, number_sequence]) AS first_key, max(array[number_year, number_sequence]) AS last_key
+          FROM cancelled
         )
-        SELECT count(*)::int AS count, sum(net_cents)::text AS "netCents", sum(vat_cents)::text AS "vatCents",
-               sum(gross_cents)::text AS "grossCents",
-               (array_agg(invoice_number ORDER BY number_year, number_sequence))[1] AS "firstNumber",
-               (array_agg(invoice_number ORDER BY number_year DESC, number_sequence DESC))[1] AS "lastNumber"
-        FROM cancelled`.pipe(
+        SELECT s.count, s."netCents", s."vatCents", s."grossCents", s."firstNumber", s."lastNumber",
+               (SELECT count(*) FILTER (WHERE starts_range)::int FROM starts) AS "numberRanges",
+               (SELECT count(*)::int FROM invoices o
+                WHERE o.organization_id = (SELECT organization_id FROM billing_runs WHERE id = ${runId})
+                  AND o.billing_run_id <> ${runId}
+                  AND array[o.number_year, o.number_sequence] BETWEEN s.first_key AND s.last_key) AS "otherRunsNumbersInRange"
+        FROM summary s`.pipe(
         Effect.map(([row]): CancelledInvoices => ({
           count: row!.count,
           netCents: safeNumber(row!.netCents ?? "0"),
           vatCents: safeNumber(row!.vatCents ?? "0"),
           grossCents: safeNumber(row!.grossCents ?? "0"),
           firstNumber: row!.firstNumber,
-          lastNumber: row!.lastNumber
+          lastNumber: row!.lastNumber,
+          numberRanges: row!.numberRanges,
+          otherRunsNumbersInRange: row!.otherRunsNumbersInRange
         }))
       ),
 

@@ -50,8 +50,18 @@ const rollback = Command.make(
         [
           `Billing run ${result.runId} (${result.billingPeriod}) is rolled back.`,
           `  Cancelled ${result.invoicesCancelled} invoice(s)` +
-            (result.firstInvoiceNumber === null ? "" : ` ${result.firstInvoiceNumber} … ${result.lastInvoiceNumber}`) +
+            (result.firstInvoiceNumber === null
+              ? ""
+              : result.otherRunsNumbersInRange === 0
+              ? ` ${result.firstInvoiceNumber} … ${result.lastInvoiceNumber}`
+              : ` between ${result.firstInvoiceNumber} and ${result.lastInvoiceNumber}`) +
             `, ${formatEuro(result.grossCents)} gross (${formatEuro(result.netCents)} net + ${formatEuro(result.vatCents)} VAT).`,
+          // Operators tell customers which numbers are void: a range with other runs' live invoices in it would be wrong.
+          ...(result.otherRunsNumbersInRange === 0 ? [] : [
+            `  Not one range: ${result.otherRunsNumbersInRange} number(s) between them belong to other runs, not cancelled by this rollback ` +
+              `(the cancelled ones form ${result.invoiceNumberRanges} ranges). Exactly the cancelled numbers:`,
+            `    ${result.cancelledNumbersQuery}`
+          ]),
           "  Their numbers stay used. The run can now be billed again by enqueueing a new billing_run job.",
           ...result.otherRunsWithInvoices.map((other) =>
             `  Note: run ${other.runId} (${other.status}) of the same period still has ${other.invoices} live invoice(s); ` +

@@ -29,8 +29,19 @@ export interface RollbackResult {
   readonly netCents: number
   readonly vatCents: number
   readonly grossCents: number
+  /** The lowest and the highest cancelled number: other runs' numbers may lie between (`otherRunsNumbersInRange`). */
   readonly firstInvoiceNumber: string | null
   readonly lastInvoiceNumber: string | null
+  /** How many runs of consecutive numbers the cancelled invoices form: 1 when first … last are all this run's. */
+  readonly invoiceNumberRanges: number
+  /**
+   * Numbers between the first and the last that belong to other runs and were not cancelled by this rollback
+   * (the organization's runs of other periods, billed at the same time, took turns chunk by chunk).
+   * `cancelledNumbersQuery` lists exactly the cancelled ones.
+   */
+  readonly otherRunsNumbersInRange: number
+  /** The SQL that lists exactly this run's invoice numbers, for the operator who tells customers which are void. */
+  readonly cancelledNumbersQuery: string
   readonly rolledBackAt: Date
   /**
    * Other runs of the same organization and period whose invoices are still live (a run that stopped
@@ -62,6 +73,10 @@ const decodeRequest = (request: RollbackRequest) =>
       })
     )
   )
+
+/** The SQL that lists exactly the run's invoice numbers (a rollback cancels all of them). */
+export const cancelledNumbersQuery = (runId: string): string =>
+  `SELECT invoice_number FROM invoices WHERE billing_run_id = '${runId}' ORDER BY number_year, number_sequence;`
 
 /** Rolls back one billing run, or refuses with a tagged error that says why. */
 export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOptions = {}) =>
@@ -124,6 +139,9 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
           grossCents: cancelled.grossCents,
           firstInvoiceNumber: cancelled.firstNumber,
           lastInvoiceNumber: cancelled.lastNumber,
+          invoiceNumberRanges: cancelled.numberRanges,
+          otherRunsNumbersInRange: cancelled.otherRunsNumbersInRange,
+          cancelledNumbersQuery: cancelledNumbersQuery(runId),
           rolledBackAt: at,
           otherRunsWithInvoices
         }

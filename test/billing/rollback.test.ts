@@ -9,6 +9,7 @@ import { Clock, Deferred, Effect, Fiber, TestClock, TestServices } from "effect"
 import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest } from "skiplock/testing"
 import { billingCommand, billingRun, makeBillingRunHandler, rollbackBillingRun, RollbackForbidden, seedDemo } from "../../src/billing/index.js"
+import type { BillingRunPayload } from "../../src/billing/domain.js"
 import { eventually } from "../support/live.js"
 import { billingKit, invoicesOf, jobOf, outcomesByJob, runOfJob, withinRealTime } from "./support.js"
 
@@ -26,6 +27,21 @@ const billedOrganization = (organizationId: string, customers = 40) =>
     const run = (yield* runOfJob(jobId))!
     expect(run.status).toBe("completed")
     return { jobId, runId: run.id, invoices: run.invoicesCreated }
+  })
+
+/** Bills the first chunk (20 customers) of a run, then stops its worker: the job is pending again, its run running. */
+const billFirstChunkOnly = (organizationId: string, payload: BillingRunPayload) =>
+  Effect.gen(function* () {
+    const firstChunk = yield* Deferred.make<void>()
+    const stopsAfterOneChunk = makeBillingRunHandler({
+      chunkSize: 20,
+      afterChunk: ({ chunk }) => (chunk === 1 ? Effect.zipRight(Deferred.succeed(firstChunk, undefined), Effect.never) : Effect.void)
+    })
+    const attempt = yield* Effect.fork(SkiplockTest.runJob(stopsAfterOneChunk, payload, { organizationId }))
+    yield* withinRealTime(Deferred.await(firstChunk), "the run's first chunk committed")
+    yield* Fiber.interrupt(attempt)
+    const [job] = yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId, count: 1 })
+    return job!
   })
 
 const trailOf = (jobId: string) =>
@@ -62,7 +78,9 @@ describe("rollbackBillingRun", () => {
           netCents: before.reduce((sum, invoice) => sum + invoice.netCents, 0),
           grossCents: before.reduce((sum, invoice) => sum + invoice.grossCents, 0),
           firstInvoiceNumber: "SWM-2025-00001",
-          lastInvoiceNumber: `SWM-2025-${String(invoices).padStart(5, "0")}`
+          lastInvoiceNumber: `SWM-2025-${String(invoices).padStart(5, "0")}`,
+          invoiceNumberRanges: 1,
+          otherRunsNumbersInRange: 0
         })
 
         // Cancelled, not deleted: the same invoices with the same numbers.
@@ -198,16 +216,8 @@ describe("rollbackBillingRun", () => {
         const org = "b0000000-0000-4000-8000-000000000006"
         yield* seedDemo({ organizationId: org, customers: 60, period: "2025-03", print: false })
         // Run A stops after its first chunk (its worker stopped: the job goes back to pending, the run stays running).
-        const firstChunk = yield* Deferred.make<void>()
-        const stopsAfterOneChunk = makeBillingRunHandler({
-          chunkSize: 20,
-          afterChunk: ({ chunk }) => (chunk === 1 ? Effect.zipRight(Deferred.succeed(firstChunk, undefined), Effect.never) : Effect.void)
-        })
-        const attempt = yield* Effect.fork(SkiplockTest.runJob(stopsAfterOneChunk, PERIOD, { organizationId: org }))
-        yield* withinRealTime(Deferred.await(firstChunk), "run A's first chunk committed")
-        yield* Fiber.interrupt(attempt)
-        const [jobA] = yield* SkiplockTest.assertEnqueued({ jobType: billingRun, organizationId: org, count: 1 })
-        const runA = (yield* runOfJob(jobA!.id))!
+        const jobA = yield* billFirstChunkOnly(org, PERIOD)
+        const runA = (yield* runOfJob(jobA.id))!
         // A second job bills the rest of the month (playbook, section 7).
         const runB = yield* SkiplockTest.runJob(makeBillingRunHandler(), PERIOD, { organizationId: org })
         expect(runB.outcome._tag).toBe("Completed")
@@ -217,6 +227,61 @@ describe("rollbackBillingRun", () => {
         expect(result.otherRunsWithInvoices).toEqual([{ runId: runA.id, status: "running", invoices: runA.invoicesCreated }])
         expect(runA.invoicesCreated).toBeGreaterThan(0)
       }))
+
+    it.effect("runs of two periods whose chunks took turns: the rollback says its numbers are not one range, and how to list them", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = "b0000000-0000-4000-8000-00000000000a"
+        yield* seedDemo({ organizationId: org, customers: 60, period: "2025-04", print: false })
+        const april = { billingPeriod: "2025-04", invoiceDate: "2025-05-02" }
+        const may = { billingPeriod: "2025-05", invoiceDate: "2025-06-02" }
+        // April's run stops after its first chunk, May's bills in between, then April's job resumes:
+        // April's numbers come before and after May's, as when both are enqueued together.
+        const aprilJob = yield* billFirstChunkOnly(org, april)
+        const mayRun = yield* SkiplockTest.runJob(makeBillingRunHandler(), may, { organizationId: org })
+        expect(mayRun.outcome._tag).toBe("Completed")
+        const resumed = yield* SkiplockTest.drain()
+        expect(outcomesByJob(resumed), resumed.summary).toEqual({ [aprilJob.id]: ["Completed"] })
+        const aprilRun = (yield* runOfJob(aprilJob.id))!
+        const mayInvoices = (yield* runOfJob(mayRun.jobId))!.invoicesCreated
+        const numbers = (yield* invoicesOf(org)).map((invoice) => ({ number: invoice.invoiceNumber, job: invoice.runJobId }))
+        const aprilNumbers = numbers.filter(({ job }) => job === aprilJob.id).map(({ number }) => number)
+        expect(numbers.slice(0, 20).every(({ job }) => job === aprilJob.id)).toBe(true)
+        expect(mayInvoices).toBeGreaterThan(0)
+
+        const cli = Command.run(billingCommand, { name: "skiplock", version: "test" })
+        const printed: Array<string> = []
+        const spy = vi.spyOn(console, "log").mockImplementation((...args: Array<unknown>) => void printed.push(args.join(" ")))
+        yield* Effect.addFinalizer(() => Effect.sync(() => spy.mockRestore()))
+        yield* cli(["node", "skiplock", "rollback", aprilRun.id, "--reason", "April falsch", "--actor", ACTOR]).pipe(Effect.provide(NodeContext.layer))
+
+        const query = `SELECT invoice_number FROM invoices WHERE billing_run_id = '${aprilRun.id}' ORDER BY number_year, number_sequence;`
+        const output = printed.join("\n")
+        expect(output).toContain(
+          `Cancelled ${aprilRun.invoicesCreated} invoice(s) between ${aprilNumbers[0]} and ${aprilNumbers.at(-1)}, `
+        )
+        expect(output).toContain(
+          `Not one range: ${mayInvoices} number(s) between them belong to other runs, not cancelled by this rollback (the cancelled ones form 2 ranges). ` +
+            `Exactly the cancelled numbers:\n    ${query}`
+        )
+        // The audit entry says the same; and the query lists exactly the cancelled numbers.
+        expect((yield* trailOf(aprilJob.id)).at(-1)).toMatchObject({
+          event: "billing_run_rolled_back",
+          details: {
+            invoicesCancelled: aprilRun.invoicesCreated,
+            firstInvoiceNumber: aprilNumbers[0],
+            lastInvoiceNumber: aprilNumbers.at(-1),
+            invoiceNumberRanges: 2,
+            otherRunsNumbersInRange: mayInvoices,
+            cancelledNumbersQuery: query
+          }
+        })
+        const sql = yield* SqlClient.SqlClient
+        const listed = yield* sql.unsafe<{ invoice_number: string }>(query)
+        expect(listed.map((row) => row.invoice_number)).toEqual(aprilNumbers)
+        const statuses = (yield* invoicesOf(org)).filter((invoice) => invoice.status === "cancelled").map((invoice) => invoice.invoiceNumber)
+        expect(statuses).toEqual(aprilNumbers)
+      }).pipe(Effect.scoped))
 
     it.effect("a rollback waits for the run's lock only so long, then fails saying why, changes nothing, and audits the refusal", () =>
       Effect.gen(function* () {
