@@ -60,6 +60,8 @@ export interface ChunkProgress {
   readonly customersProcessed: number
   readonly invoicesCreated: number
   readonly invoicesSkipped: number
+  readonly customersNothingOwed: number
+  readonly zeroLinesLeftOut: number
   readonly netCents: number
   readonly vatCents: number
   readonly grossCents: number
@@ -120,6 +122,7 @@ export const make = Effect.gen(function* () {
     to_char(invoice_date, 'YYYY-MM-DD') AS "invoiceDate", customer_filter AS "customerFilter", status, cursor,
     chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
     invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
+    customers_nothing_owed AS "customersNothingOwed", zero_lines_left_out AS "zeroLinesLeftOut",
     net_total_cents::text AS "netTotalCents", vat_total_cents::text AS "vatTotalCents",
     gross_total_cents::text AS "grossTotalCents", rolled_back_at AS "rolledBackAt", rolled_back_by AS "rolledBackBy"`
 
@@ -277,6 +280,8 @@ export const make = Effect.gen(function* () {
             customers_processed = customers_processed + ${chunk.customersProcessed},
             invoices_created = invoices_created + ${chunk.invoicesCreated},
             invoices_skipped = invoices_skipped + ${chunk.invoicesSkipped},
+            customers_nothing_owed = customers_nothing_owed + ${chunk.customersNothingOwed},
+            zero_lines_left_out = zero_lines_left_out + ${chunk.zeroLinesLeftOut},
             net_total_cents = net_total_cents + ${chunk.netCents},
             vat_total_cents = vat_total_cents + ${chunk.vatCents},
             gross_total_cents = gross_total_cents + ${chunk.grossCents},

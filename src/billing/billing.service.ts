@@ -66,6 +66,8 @@ const totals = (run: BillingRun) => ({
   customersProcessed: run.customersProcessed,
   invoicesCreated: run.invoicesCreated,
   invoicesSkipped: run.invoicesSkipped,
+  customersNothingOwed: run.customersNothingOwed,
+  zeroLinesLeftOut: run.zeroLinesLeftOut,
   netTotalCents: run.netTotalCents,
   vatTotalCents: run.vatTotalCents,
   grossTotalCents: run.grossTotalCents,
@@ -149,10 +151,12 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             if (list === undefined) contractsOf.set(contract.customerId, [contract])
             else list.push(contract)
           }
-          const drafts = toBill.flatMap((customer) => {
+          const priced = toBill.flatMap((customer) => {
             const draft = draftInvoice(contractsOf.get(customer.customerId) ?? [], period)
             return draft === undefined ? [] : [{ customer, draft }]
           })
+          // Nothing owed (every line came to 0,00 €): no invoice, so it takes no number and asks no direct debit of 0,00 €.
+          const drafts = priced.filter(({ draft }) => draft.lines.length > 0)
           // Said here, by customer, instead of as the database's "out of range for type integer" on every attempt.
           const tooLarge = drafts.find(({ draft }) => draft.grossCents > MAX_INVOICE_CENTS)
           if (tooLarge !== undefined) {
@@ -202,7 +206,9 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
               cursor: candidates[candidates.length - 1]!.customerNumber,
               customersProcessed: candidates.length,
               invoicesCreated: drafts.length,
-              invoicesSkipped: candidates.length - drafts.length,
+              invoicesSkipped: candidates.length - priced.length,
+              customersNothingOwed: priced.length - drafts.length,
+              zeroLinesLeftOut: priced.reduce((total, { draft }) => total + draft.zeroLinesLeftOut, 0),
               netCents: sum((d) => d.netCents),
               vatCents: sum((d) => d.vatCents),
               grossCents: sum((d) => d.grossCents)

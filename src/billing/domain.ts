@@ -119,7 +119,12 @@ export interface BillingRun {
   readonly chunksCommitted: number
   readonly customersProcessed: number
   readonly invoicesCreated: number
+  /** Customers that already had a live invoice for the period (an earlier run): left alone. */
   readonly invoicesSkipped: number
+  /** Customers whose month came to 0,00 € (every line rounded to nothing): no invoice, no number. */
+  readonly customersNothingOwed: number
+  /** Lines of 0,00 € left out, of those customers and of invoices with other lines. */
+  readonly zeroLinesLeftOut: number
   readonly netTotalCents: number
   readonly vatTotalCents: number
   readonly grossTotalCents: number

@@ -5,6 +5,9 @@
  * month's D days (start and end dates inclusive) costs monthly × d / D,
  * rounded half up to the cent; a full month costs exactly the monthly amount.
  * VAT is computed per line, net × rate, rounded half up to the cent.
+ * A line that comes to 0,00 € (a few cents a month, billed for a day) is left
+ * out, and an invoice none of whose lines is left is not issued: it would use
+ * up an invoice number, and a SEPA direct debit needs at least 0,01 €.
  */
 import { dayNumber, fromDayNumber, type Period } from "./calendar.js"
 
@@ -50,8 +53,14 @@ export interface InvoiceLineDraft {
 }
 
 export interface InvoiceDraft {
+  /** The lines that come to at least 0,01 €; none: nothing is owed, and no invoice is issued. */
   readonly lines: ReadonlyArray<InvoiceLineDraft>
-  /** The invoice's service period (Leistungszeitraum): from its earliest line's first day to its latest line's last. */
+  /** Lines of active contracts that came to 0,00 € and were left out. */
+  readonly zeroLinesLeftOut: number
+  /**
+   * The invoice's service period (Leistungszeitraum): from its earliest line's first day to its latest line's
+   * last (with no lines, the active contracts' days).
+   */
   readonly serviceStart: string
   readonly serviceEnd: string
   readonly netCents: number
@@ -70,9 +79,9 @@ export const activeSpan = (contract: BillableContract, period: Period) => {
 const compare = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0)
 
 /**
- * One customer's invoice for the period: one line per contract active in it,
- * in a stable order (start date, description, contract id); undefined when no
- * contract is active.
+ * One customer's invoice for the period: one line per contract active in it
+ * that comes to at least 0,01 €, in a stable order (start date, description,
+ * contract id); undefined when no contract is active.
  */
 export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period: Period): InvoiceDraft | undefined => {
   const active = contracts
@@ -86,8 +95,10 @@ export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period:
       compare(a.contract.contractId, b.contract.contractId)
     )
   if (active.length === 0) return undefined
-  const lines = active.map(({ contract, span }, index): InvoiceLineDraft => {
-    const netCents = proRataNet(contract.monthlyNetCents, span.days, period.days)
+  const priced = active.map(({ contract, span }) => ({ contract, span, netCents: proRataNet(contract.monthlyNetCents, span.days, period.days) }))
+  // A net of 0 has a VAT of 0: the line would say 0,00 €.
+  const owed = priced.filter(({ netCents }) => netCents > 0)
+  const lines = owed.map(({ contract, span, netCents }, index): InvoiceLineDraft => {
     const vatCents = vatOf(netCents, contract.vatRateBp)
     return {
       position: index + 1,
@@ -107,9 +118,10 @@ export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period:
   const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
   const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
   // ISO dates compare as strings.
-  const serviceStart = lines.reduce((earliest, line) => (line.serviceStart < earliest ? line.serviceStart : earliest), lines[0]!.serviceStart)
-  const serviceEnd = lines.reduce((latest, line) => (line.serviceEnd > latest ? line.serviceEnd : latest), lines[0]!.serviceEnd)
-  return { lines, serviceStart, serviceEnd, netCents, vatCents, grossCents: netCents + vatCents }
+  const spans = (owed.length > 0 ? owed : priced).map(({ span }) => span)
+  const serviceStart = spans.reduce((earliest, span) => (span.start < earliest ? span.start : earliest), spans[0]!.start)
+  const serviceEnd = spans.reduce((latest, span) => (span.end > latest ? span.end : latest), spans[0]!.end)
+  return { lines, zeroLinesLeftOut: priced.length - owed.length, serviceStart, serviceEnd, netCents, vatCents, grossCents: netCents + vatCents }
 }
 
 /** Invoice numbers read <prefix>-<year>-<sequence, 5 digits or more>: RE-2025-00042. */

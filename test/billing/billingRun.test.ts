@@ -9,6 +9,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Clock, Deferred, Effect } from "effect"
 import { JobQueue } from "skiplock"
 import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
+import { makeIban } from "../../src/billing/iban.js"
 import { billingMigrations, billingRun, makeBillingRunHandler, seedDemo } from "../../src/billing/index.js"
 import {
   asExpected,
@@ -32,6 +33,7 @@ const ORG_WEST = "a0000000-0000-4000-8000-000000000006"
 const ORG_SAME = "a0000000-0000-4000-8000-000000000007"
 const ORG_FILTERED = "a0000000-0000-4000-8000-000000000008"
 const ORG_TOO_LARGE = "a0000000-0000-4000-8000-000000000009"
+const ORG_CENTS = "a0000000-0000-4000-8000-00000000000a"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -263,6 +265,73 @@ describe("billing_run", () => {
         const retried = yield* SkiplockTest.drain()
         expect(outcomesByJob(retried), retried.summary).toEqual({ [jobId]: ["Completed"] })
         expect(asExpected(yield* invoicesOf(org))).toEqual(expected)
+      }))
+
+    it.effect("a month that comes to 0,00 € is not invoiced: no number used, counted on the run; the next month is", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const sql = yield* SqlClient.SqlClient
+        const org = ORG_CENTS
+        yield* sql`INSERT INTO organizations (id, name) VALUES (${org}, 'Cent GmbH')`
+        const customers = yield* sql<{ id: string; number: string }>`
+          INSERT INTO customers (organization_id, customer_number, name, iban, mandate_reference, mandate_signed_on)
+          SELECT ${org}, 'K-' || n, 'Kunde ' || n, (${[1, 2, 3].map((n) => makeIban("DE", `37040044053201300${n}`))}::text[])[n], 'M-' || n, '2025-01-01'
+          FROM generate_series(1, 3) AS n
+          RETURNING id, customer_number AS number`
+        const id = (number: string) => customers.find((customer) => customer.number === number)!.id
+        // 15 cents a month from March's last day: 15 × 1/31 = 0.48 cents, 0,00 € for March. K-3 has it beside a real one.
+        yield* sql`
+          INSERT INTO contracts (organization_id, customer_id, description, monthly_net_cents, vat_rate_bp, starts_on)
+          VALUES (${org}, ${id("K-1")}, 'Zählermiete', 15, 1900, '2025-03-31'),
+                 (${org}, ${id("K-2")}, 'Strom', 1000, 1900, '2025-01-01'),
+                 (${org}, ${id("K-3")}, 'Strom', 1000, 1900, '2025-01-01'),
+                 (${org}, ${id("K-3")}, 'Zählermiete', 15, 1900, '2025-03-31')`
+
+        const march = yield* enqueue(org, MARCH)
+        const drained = yield* SkiplockTest.drain()
+        expect(outcomesByJob(drained), drained.summary).toEqual({ [march]: ["Completed"] })
+        const invoices = yield* invoicesOf(org)
+        expect(invoices.map(({ customerNumber, invoiceNumber, grossCents, lines }) => ({
+          customerNumber, invoiceNumber, grossCents, lines: lines.map(({ position, description, grossCents }) => ({ position, description, grossCents }))
+        }))).toEqual([
+          { customerNumber: "K-2", invoiceNumber: "RE-2025-00001", grossCents: 1190, lines: [{ position: 1, description: "Strom", grossCents: 1190 }] },
+          { customerNumber: "K-3", invoiceNumber: "RE-2025-00002", grossCents: 1190, lines: [{ position: 1, description: "Strom", grossCents: 1190 }] }
+        ])
+        expect(asExpected(invoices)).toEqual(yield* expectedInvoices(org, "2025-03"))
+        const run = yield* runOfJob(march)
+        expect(run).toMatchObject({
+          customersProcessed: 3, invoicesCreated: 2, invoicesSkipped: 0, customersNothingOwed: 1, zeroLinesLeftOut: 2, grossTotalCents: 2380
+        })
+        expect((yield* auditOfJob(march)).find((entry) => entry.event === "billing_run_completed")!.details)
+          .toMatchObject({ invoicesCreated: 2, customersNothingOwed: 1, zeroLinesLeftOut: 2 })
+
+        // April, a whole month: 15 cents + 3 cents VAT are owed, and the numbers go on without a gap.
+        const april = yield* enqueue(org, { billingPeriod: "2025-04", invoiceDate: "2025-05-01" })
+        expect(outcomesByJob(yield* SkiplockTest.drain())).toEqual({ [april]: ["Completed"] })
+        const all = yield* invoicesOf(org)
+        expect(all.map(({ customerNumber, invoiceNumber, grossCents }) => [customerNumber, invoiceNumber, grossCents])).toEqual([
+          ["K-2", "RE-2025-00001", 1190], ["K-3", "RE-2025-00002", 1190],
+          ["K-1", "RE-2025-00003", 18], ["K-2", "RE-2025-00004", 1190], ["K-3", "RE-2025-00005", 1208]
+        ])
+        expect(yield* runOfJob(april)).toMatchObject({ invoicesCreated: 3, customersNothingOwed: 0, zeroLinesLeftOut: 0 })
+
+        // Nor can a row written by hand issue 0,00 €.
+        const refusal = (statement: Effect.Effect<unknown, unknown>) =>
+          statement.pipe(Effect.flip, Effect.map((error) => String((error as { cause?: { message?: string } }).cause?.message)))
+        expect(yield* refusal(sql`
+          INSERT INTO invoices (organization_id, billing_run_id, customer_id, billing_period, invoice_number, number_year,
+                                number_sequence, invoice_date, due_date, service_start, service_end, net_cents, vat_cents,
+                                gross_cents, iban, mandate_reference, created_at)
+          SELECT organization_id, billing_run_id, customer_id, '2025-02', 'RE-2025-00006', number_year, 6, invoice_date, due_date,
+                 service_start, service_end, 0, 0, 0, iban, mandate_reference, created_at
+          FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001'`)).toBe("an invoice of 0,00 € is not issued: nothing is owed")
+        expect(yield* refusal(sql`
+          INSERT INTO invoice_lines (organization_id, invoice_id, position, contract_id, description, service_start, service_end,
+                                     days_billed, days_in_period, monthly_net_cents, net_cents, vat_rate_bp, vat_cents, gross_cents)
+          SELECT organization_id, invoice_id, 2, contract_id, description, service_start, service_end, 1, days_in_period,
+                 monthly_net_cents, 0, vat_rate_bp, 0, 0
+          FROM invoice_lines WHERE invoice_id = (SELECT id FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001')`))
+          .toBe("an invoice line of 0,00 € is not issued: nothing is owed")
       }))
 
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>

@@ -67,6 +67,18 @@ describe("pricing", () => {
       .toMatchObject({ serviceStart: "2025-04-05", serviceEnd: "2025-04-30" })
   })
 
+  it("leaves out lines that come to 0,00 €, and owes nothing when no line is left", () => {
+    const may = periodOf("2025-05")!
+    // 15 cents a month, from the month's last day: 15 × 1/31 = 0.48 cents.
+    const meter = contract({ contractId: "meter", description: "Zählermiete", monthlyNetCents: 15, startsOn: "2025-05-31" })
+    expect(draftInvoice([meter], may)).toMatchObject({ lines: [], zeroLinesLeftOut: 1, netCents: 0, vatCents: 0, grossCents: 0 })
+    const withPower = draftInvoice([meter, contract({ contractId: "power", monthlyNetCents: 1000, startsOn: "2025-05-01" })], may)!
+    expect(withPower.lines.map((line) => [line.position, line.contractId, line.grossCents])).toEqual([[1, "power", 1190]])
+    expect(withPower).toMatchObject({ zeroLinesLeftOut: 1, grossCents: 1190, serviceStart: "2025-05-01", serviceEnd: "2025-05-31" })
+    // Half a cent rounds up: a line of 0,01 € is owed (and a direct debit of 0,01 € is allowed).
+    expect(draftInvoice([{ ...meter, startsOn: "2025-04-30" }], periodOf("2025-04")!)).toMatchObject({ zeroLinesLeftOut: 0, grossCents: 1 })
+  })
+
   it("knows month lengths, leap years included", () => {
     expect(periodOf("2024-02")).toEqual({ period: "2024-02", start: "2024-02-01", end: "2024-02-29", days: 29 })
     expect(periodOf("2025-02")!.days).toBe(28)

@@ -140,6 +140,8 @@ export interface RunRow {
   readonly customersProcessed: number
   readonly invoicesCreated: number
   readonly invoicesSkipped: number
+  readonly customersNothingOwed: number
+  readonly zeroLinesLeftOut: number
   readonly netTotalCents: number
   readonly vatTotalCents: number
   readonly grossTotalCents: number
@@ -152,6 +154,7 @@ export const runOfJob = (jobId: string) =>
     sql<RunRow>`
       SELECT id, status, cursor, chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
              invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
+             customers_nothing_owed AS "customersNothingOwed", zero_lines_left_out AS "zeroLinesLeftOut",
              net_total_cents::int AS "netTotalCents", vat_total_cents::int AS "vatTotalCents",
              gross_total_cents::int AS "grossTotalCents", rolled_back_by AS "rolledBackBy", rollback_reason AS "rollbackReason"
       FROM billing_runs WHERE job_id = ${jobId}`
@@ -231,8 +234,10 @@ export const expectedInvoices = (organizationId: string, period: string) =>
       const activeOn = days.filter((day) => contract.startsOn <= day && (contract.endsOn === null || day <= contract.endsOn))
       const active = activeOn.length
       if (active === 0) continue
-      activeDays.set(contract.customerNumber, new Set([...(activeDays.get(contract.customerNumber) ?? []), ...activeOn]))
       const netCents = Math.round((contract.monthlyNetCents * active) / daysInMonth)
+      // A line of 0,00 € is not issued, nor an invoice without lines.
+      if (netCents === 0) continue
+      activeDays.set(contract.customerNumber, new Set([...(activeDays.get(contract.customerNumber) ?? []), ...activeOn]))
       const vatCents = Math.round((netCents * contract.vatRateBp) / 10_000)
       const lines = byCustomer.get(contract.customerNumber) ?? []
       lines.push({ contractId: contract.contractId, days: active, netCents, vatRateBp: contract.vatRateBp, vatCents, grossCents: netCents + vatCents })
