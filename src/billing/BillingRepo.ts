@@ -41,6 +41,7 @@ export interface NewInvoiceRow {
   readonly customerId: string
   readonly invoiceNumber: string
   readonly numberSequence: number
+  /** The span of the invoice's lines, not the whole month (0005's comment on the columns says otherwise; 0011 corrects it). */
   readonly serviceStart: string
   readonly serviceEnd: string
   readonly netCents: number
