@@ -3,6 +3,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
+import pg from "pg"
 import { Jobs } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
@@ -104,5 +105,21 @@ describe("Jobs", () => {
         )
         expect(yield* messageOf(Jobs.list({ jobType: "sepa" }))).toMatch(/^unknown job type "sepa" \(registered: .*sepa_export/)
       }))
+
+    it.effect("a change whose job row another session holds gives up after 5 s with JobRowLocked, and writes nothing", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const id = yield* insertJob("report_generation")
+        const other = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => other.connect()), () => Effect.promise(() => other.end()))
+        yield* Effect.promise(() => other.query("BEGIN"))
+        yield* Effect.promise(() => other.query("SELECT 1 FROM job_queue WHERE id = $1 FOR UPDATE", [id]))
+        const locked = yield* Effect.flip(Jobs.cancel(id, { actor: "ops", reason: "wrong batch" }))
+        expect(locked).toMatchObject({ _tag: "JobRowLocked", jobId: id, operation: "cancel", waitedMillis: 5_000 })
+        expect(locked.message).toContain(`cannot cancel job ${id}: another session's open transaction held its row for 5 s`)
+        yield* Effect.promise(() => other.query("ROLLBACK"))
+        expect((yield* jobRow(id)).status).toBe("pending")
+        expect(yield* auditEvents(id)).toEqual([])
+      }).pipe(Effect.scoped), 30_000)
   })
 })
