@@ -296,9 +296,10 @@ export const make = Effect.gen(function* () {
         WHERE id = ${runId}
         RETURNING ${runColumns}`.pipe(Effect.map((rows) => toRun(rows[0]!))),
 
-    /** The transaction's statement_timeout as set, to put back after `limitWaits`. */
-    statementTimeout: sql<{ value: string }>`SELECT current_setting('statement_timeout') AS value`.pipe(
-      Effect.map((rows) => rows[0]!.value)
+    /** The transaction's lock_timeout and statement_timeout as set, to put back after `limitWaits`. */
+    waitLimits: sql<{ lockTimeout: string; statementTimeout: string }>`
+      SELECT current_setting('lock_timeout') AS "lockTimeout", current_setting('statement_timeout') AS "statementTimeout"`.pipe(
+      Effect.map((rows) => rows[0]!)
     ),
 
     /**
@@ -311,7 +312,12 @@ export const make = Effect.gen(function* () {
         Effect.asVoid
       ),
 
-    restoreStatementTimeout: (value: string) => sql`SELECT set_config('statement_timeout', ${value}, true)`.pipe(Effect.asVoid),
+    // Both: a lock_timeout left at what was left of the deadline (1 ms, say) would fail the rest of the rollback,
+    // or of a caller's transaction around it, on any lock wait, as if the run were locked.
+    restoreWaitLimits: (limits: { readonly lockTimeout: string; readonly statementTimeout: string }) =>
+      sql`SELECT set_config('lock_timeout', ${limits.lockTimeout}, true), set_config('statement_timeout', ${limits.statementTimeout}, true)`.pipe(
+        Effect.asVoid
+      ),
 
     /** Locks all of the run's invoices and counts those exported to SEPA or paid. */
     checkRollback: (runId: string) =>
@@ -376,7 +382,9 @@ export const make = Effect.gen(function* () {
                (SELECT count(*)::int FROM invoices o
                 WHERE o.organization_id = (SELECT organization_id FROM billing_runs WHERE id = ${runId})
                   AND o.billing_run_id <> ${runId}
-                  AND array[o.number_year, o.number_sequence] BETWEEN s.first_key AND s.last_key) AS "otherRunsNumbersInRange"
+                  -- As a row comparison, not arrays: the organization's number index can serve it.
+                  AND (o.number_year, o.number_sequence) BETWEEN (s.first_key[1], s.first_key[2]) AND (s.last_key[1], s.last_key[2]))
+                 AS "otherRunsNumbersInRange"
         FROM summary s`.pipe(
         Effect.map(([row]): CancelledInvoices => ({
           count: row!.count,

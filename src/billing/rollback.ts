@@ -95,7 +95,7 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
       )
     const rollback = sql.withTransaction(
       Effect.gen(function* () {
-        const statementTimeout = yield* repo.statementTimeout
+        const waitLimits = yield* repo.waitLimits
         // Locks the run: a chunk of its job cannot commit halfway through this.
         const run = yield* beforeDeadline(repo.lockRun(runId))
         if (run === undefined) return yield* new BillingRunNotFound({ runId })
@@ -110,7 +110,7 @@ export const rollbackBillingRun = (request: RollbackRequest, options: RollbackOp
         }
         // Locks its invoices: none can be exported between this check and the cancellation.
         const check = yield* beforeDeadline(repo.checkRollback(runId))
-        yield* repo.restoreStatementTimeout(statementTimeout)
+        yield* repo.restoreWaitLimits(waitLimits)
         if (check.exported > 0 || check.paid > 0) {
           return yield* new RollbackForbidden({
             runId,

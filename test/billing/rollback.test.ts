@@ -155,6 +155,23 @@ describe("rollbackBillingRun", () => {
         })
       }))
 
+    it.effect("inside a caller's transaction, a rollback leaves its lock_timeout and statement_timeout as they were", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const sql = yield* SqlClient.SqlClient
+        const org = "b0000000-0000-4000-8000-000000000019"
+        const { runId } = yield* billedOrganization(org, 5)
+        const settings = yield* sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`SELECT set_config('lock_timeout', '7s', true), set_config('statement_timeout', '9s', true)`
+            yield* rollbackBillingRun({ runId, reason: "Testlauf", actor: ACTOR })
+            return yield* sql<{ lockTimeout: string; statementTimeout: string }>`
+              SELECT current_setting('lock_timeout') AS "lockTimeout", current_setting('statement_timeout') AS "statementTimeout"`
+          })
+        )
+        expect(settings).toEqual([{ lockTimeout: "7s", statementTimeout: "9s" }])
+      }))
+
     it.effect("refuses a second rollback, an unknown run, and a request without a reason", () =>
       Effect.gen(function* () {
         yield* SkiplockTest.reset
