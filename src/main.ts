@@ -36,7 +36,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
   // The database: waits for DATABASE_URL's server and requires its migrations, or starts the embedded one.
   // Its pool: what the worker may hold at once, and two for /readyz and /metrics (at least 10).
   const maxConnections = Math.max(10, Worker.connectionsNeeded(config.worker) + 2)
-  const DatabaseLive = Database.layer({ config: config.database, migrationSets: jobs.migrationSets, onWaiting: ServiceState.starting, maxConnections })
+  const DatabaseLive = Database.layer({ config: config.database, migrationSets: jobs.migrationSets, checkData: AppJobs.checkData, onWaiting: ServiceState.starting, maxConnections })
 
   // What handlers use beside the database: the audit trail, the queue (for follow-up jobs), the features' services.
   const CoreServicesLive = Layer.merge(Audit.layer, JobQueue.layer(jobs.definitions))

@@ -6,6 +6,8 @@
  * - DATABASE_URL unset: start the embedded PostgreSQL (data under `.data/`)
  *   and apply the migrations, so `npm start` works on a bare machine.
  */
+import type { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Migrator from "../Migrator.js"
 import * as Db from "../Db.js"
 import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
@@ -32,6 +34,8 @@ export interface DatabaseOptions<R = never> {
   /** Told what start-up is waiting for, for /readyz. */
   readonly onWaiting?: (detail: string) => Effect.Effect<void, never, R>
   readonly maxConnections?: number
+  /** Run once the migrations are in place; each finding is logged as a warning (see AppJobs.checkData). */
+  readonly checkData?: Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient>
 }
 
 // A wrong password or database name does not fix itself: stop with the message instead of retrying.
@@ -95,6 +99,9 @@ const applyMigrations = (sets: ReadonlyArray<string>) =>
     yield* Effect.logInfo(applied.length === 0 ? "migrations are up to date" : `applied ${applied.length} migration(s): ${applied.join(", ")}`)
   })
 
+const warnAbout = (checkData: DatabaseOptions["checkData"]) =>
+  checkData === undefined ? Effect.void : Effect.flatMap(checkData, (findings) => Effect.forEach(findings, (finding) => Effect.logWarning(finding), { discard: true }))
+
 const toStartupError = (error: { readonly message: string }) =>
   error instanceof StartupError ? error : new StartupError({ message: error.message, cause: error })
 
@@ -110,7 +117,7 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
         yield* onWaiting(`connecting to the database ${display}`)
         yield* waitForDatabase(Redacted.value(url), onWaiting)
         return Db.layer({ url, maxConnections, preparedStatements: options.config.preparedStatements }).pipe(
-          Layer.tap((context) => requireMigrations(options.migrationSets, display).pipe(Effect.provide(context))),
+          Layer.tap((context) => requireMigrations(options.migrationSets, display).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
           Layer.merge(Layer.succeed(Database, { url, display, embedded: false }))
         )
       }
@@ -120,7 +127,7 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
         `DATABASE_URL is not set: using the embedded PostgreSQL on 127.0.0.1:${server.port} (data in ${server.dataDirectory}); connect with: psql ${server.url}`
       )
       return Db.layer({ url: server.url, maxConnections, preparedStatements: options.config.preparedStatements }).pipe(
-        Layer.tap((context) => applyMigrations(options.migrationSets).pipe(Effect.provide(context))),
+        Layer.tap((context) => applyMigrations(options.migrationSets).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
         Layer.merge(Layer.succeed(Database, { url: Redacted.make(server.url), display: server.url, embedded: true }))
       )
     })

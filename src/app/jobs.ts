@@ -5,12 +5,13 @@
  * nowhere else; the runtime core knows nothing of them.
  */
 import type { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { pathToFileURL } from "node:url"
 import type { Audit } from "../Audit.js"
-import { billingHandlers, billingMigrations } from "../billing/index.js"
+import { billingDataChecks, billingHandlers, billingMigrations } from "../billing/index.js"
 import type { Handler } from "../Handler.js"
 import type { JobDefinition } from "../JobDefinition.js"
 import type { JobQueue } from "../JobQueue.js"
@@ -24,13 +25,27 @@ export type AppHandler = Handler<string, any, any, AppRequirements>
 
 // ─── Feature modules plug in here ────────────────────────────────────────────
 // A feature adds its migration folder (applied after the core's, in this order),
-// its handlers, and in FeatureServices any layer its handlers need beyond
-// AppRequirements. Its CLI commands mount in src/cli/commands.ts.
+// its handlers, its data checks (see DataCheck), and in FeatureServices any layer
+// its handlers need beyond AppRequirements. Its CLI commands mount in src/cli/commands.ts.
 const featureMigrations: ReadonlyArray<string> = [billingMigrations]
+const featureDataChecks: ReadonlyArray<DataCheck> = [...billingDataChecks]
 const featureHandlers: ReadonlyArray<AppHandler> = [...billingHandlers]
 /** Provides what the feature handlers need beyond AppRequirements. */
 export const FeatureServices: Layer.Layer<never, never, AppRequirements> = Layer.empty
 // ─────────────────────────────────────────────────────────────────────────────
+
+/**
+ * A check of stored data that a feature's migrations could not settle (a constraint left NOT VALID over
+ * rows stored before it): what an operator should fix, one line each, or nothing. Run after migrating
+ * and at every start; cheap (no table scans).
+ */
+export type DataCheck = Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient>
+
+/** Every feature's data checks, their findings in one list. */
+export const checkData: Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> = Effect.map(
+  Effect.all(featureDataChecks),
+  (findings) => findings.flat()
+)
 
 /** Migration sets in the order they apply: the core first. */
 export const migrationSets: ReadonlyArray<string> = [coreMigrations, ...featureMigrations]

@@ -4,6 +4,8 @@
  * module's migrations (apply it after the core set:
  * `Migrator.migrate([Migrator.coreMigrations, billingMigrations])`).
  */
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
 import { join } from "node:path"
 import { Migrator } from "../index.js"
 import { billingRun, billingRunHandler } from "./billing.service.js"
@@ -35,3 +37,24 @@ export const billingDefinitions = [billingRun] as const
 
 /** The handlers to give `Worker.make`; they need `SqlClient` and `Audit`. */
 export const billingHandlers = [billingRunHandler] as const
+
+/**
+ * What an operator must fix in the stored billing data that a migration could not: customers stored
+ * before billing 0009 whose IBAN no bank issues leave its check NOT VALID (the migration's own warning
+ * is a PostgreSQL notice nobody prints). A catalog lookup, not a scan: cheap at every start.
+ */
+export const billingDataChecks = [
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ validated: boolean }>`SELECT convalidated AS validated FROM pg_constraint WHERE conname = 'customers_iban_valid'`
+  ).pipe(
+    Effect.map(([constraint]) =>
+      constraint === undefined || constraint.validated
+        ? []
+        : [
+            "customers stored before billing 0009 may have an IBAN no bank issues (customers_iban_valid is NOT VALID), and billing runs " +
+              "still invoice them with it: list them with SELECT id, customer_number, iban FROM customers WHERE NOT iban_is_valid(iban), " +
+              "correct them, then ALTER TABLE customers VALIDATE CONSTRAINT customers_iban_valid"
+          ]
+    )
+  )
+] as const

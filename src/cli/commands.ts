@@ -102,6 +102,7 @@ const migrate = Command.make("migrate", {}, () =>
     Effect.gen(function* () {
       const applied = yield* Migrator.migrate(AppJobs.migrationSets)
       yield* Console.log(applied.length === 0 ? "migrations are up to date" : `applied ${applied.length} migration(s):\n${applied.map((name) => `  ${name}`).join("\n")}`)
+      for (const finding of yield* AppJobs.checkData) yield* Console.error(`warning: ${finding}`)
     })
   )
 ).pipe(Command.withDescription("Apply the database migrations (all sets, in order); safe to run again"))

@@ -53,6 +53,25 @@ describe("the skiplock executable", () => {
         expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
       }), 90_000)
 
+    it.scoped("skiplock start warns about stored data a migration could not settle (customers whose IBAN no bank issues)", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* SqlClient.SqlClient
+        // As billing 0009 leaves it over customers stored before it whose IBAN fails the check.
+        yield* Effect.acquireRelease(
+          sql`ALTER TABLE customers DROP CONSTRAINT customers_iban_valid; ALTER TABLE customers ADD CONSTRAINT customers_iban_valid CHECK (iban_is_valid(iban)) NOT VALID`.unprepared,
+          () => Effect.orDie(sql`ALTER TABLE customers VALIDATE CONSTRAINT customers_iban_valid`)
+        )
+        const port = yield* freePort
+        const service = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "start"], {
+          ...cleanEnv(), DATABASE_URL: url, PORT: String(port), HOST: "127.0.0.1", LOG_FORMAT: "json"
+        })
+        yield* waitForReady(service, port)
+        expect(service.output()).toContain("customers_iban_valid is NOT VALID")
+        service.child.kill("SIGTERM")
+        expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
+      }), 90_000)
+
     it.scoped("skiplock start that cannot start exits 1 and says why once", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase

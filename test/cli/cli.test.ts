@@ -41,6 +41,25 @@ describe("skiplock CLI", () => {
         expect(yield* run("migrate")).toEqual({ code: 0, stdout: "migrations are up to date", stderr: "" })
       }))
 
+    it.effect("migrate warns about stored data a migration could not settle: customers whose IBAN no bank issues (billing 0009)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        // As billing 0009 leaves it over a customer stored before it with check digits 99.
+        yield* sql`ALTER TABLE customers DROP CONSTRAINT customers_iban_valid`
+        yield* sql`INSERT INTO organizations (id, name) VALUES (${ORG}, 'Stadtwerke Test') ON CONFLICT (id) DO NOTHING`
+        yield* sql`INSERT INTO customers (organization_id, customer_number, name, iban, mandate_reference, mandate_signed_on)
+                   VALUES (${ORG}, 'K-OLD-1', 'Alt Kunde', 'DE99370400440000000024', 'M-OLD-1', '2024-01-01')`
+        yield* sql`ALTER TABLE customers ADD CONSTRAINT customers_iban_valid CHECK (iban_is_valid(iban)) NOT VALID`
+        const warned = yield* run("migrate")
+        expect(warned).toMatchObject({ code: 0, stdout: "migrations are up to date" })
+        expect(warned.stderr).toContain("warning: customers stored before billing 0009 may have an IBAN no bank issues (customers_iban_valid is NOT VALID)")
+        // Corrected and validated: no warning any more.
+        yield* sql`UPDATE customers SET iban = 'DE89370400440532013000' WHERE customer_number = 'K-OLD-1'`
+        yield* sql`ALTER TABLE customers VALIDATE CONSTRAINT customers_iban_valid`
+        expect(yield* run("migrate")).toEqual({ code: 0, stdout: "migrations are up to date", stderr: "" })
+        yield* sql`DELETE FROM customers WHERE customer_number = 'K-OLD-1'`
+      }))
+
     it.effect("enqueue writes a pending job with the defaults of the runbook, and prints its id", () =>
       Effect.gen(function* () {
         const result = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", '{"batchId":"test-1"}')
