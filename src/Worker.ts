@@ -556,22 +556,30 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       readonly waiting: ReadonlySet<PrefetchedJob>
       readonly ids: ReadonlyArray<string>
     }
-    const ask = (): Asked => ({
-      at: clock.unsafeCurrentTimeMillis(),
-      running: [...running.values()],
-      waiting: new Set(prefetched),
-      ids: [...[...running.values()].map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
-    })
+    // One heartbeat try: what it asked about, and the database's answer or why there is none.
+    interface HeartbeatTry {
+      readonly asked: Asked
+      readonly answer: Either.Either<{ readonly held: ReadonlySet<string>; readonly registered: boolean }, unknown>
+    }
+    const ask = (): Asked => {
+      const runningNow = [...running.values()]
+      return {
+        at: clock.unsafeCurrentTimeMillis(),
+        running: runningNow,
+        waiting: new Set(prefetched),
+        ids: [...runningNow.map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
+      }
+    }
 
     // Stops the jobs the worker no longer holds, as one heartbeat's answer says: the database's, or while it
     // cannot be reached, the leases' own ends, stopping a job once its lease would run out before the next try
     // could renew it (a rescuer elsewhere may take the job from then on).
-    const stopUnheld = (asked: Asked, answer: Either.Either<ReadonlySet<string>, unknown>) =>
+    const stopUnheld = ({ asked, answer }: HeartbeatTry) =>
       Effect.gen(function* () {
         const stopBefore = clock.unsafeCurrentTimeMillis() + LEASE_STOP_AHEAD_MILLIS
         const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {
           if (answer._tag === "Left") return stopBefore < holder.leaseValidUntil
-          if (!answer.right.has(id)) return false
+          if (!answer.right.held.has(id)) return false
           holder.leaseValidUntil = asked.at + Duration.toMillis(leaseDuration)
           return true
         }
@@ -609,28 +617,33 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const heartbeat = Effect.gen(function* () {
       yield* ensureRegistered
       const due = yield* Clock.currentTimeMillis
-      let asked = ask()
       const beat = Effect.suspend(() => {
-        asked = ask()
-        return Effect.either(answeredWithin(store.heartbeat(workerId, asked.ids, new Date(asked.at), leaseDuration), HEARTBEAT_TRY_TIMEOUT))
-      }).pipe(Effect.tap((answer) => void (heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left))))
-      let answer = yield* beat
+        const asked = ask()
+        return Effect.map(
+          Effect.either(answeredWithin(store.heartbeat(workerId, asked.ids, new Date(asked.at), leaseDuration), HEARTBEAT_TRY_TIMEOUT)),
+          (answer): HeartbeatTry => {
+            heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left)
+            return { asked, answer }
+          }
+        )
+      })
+      let tried = yield* beat
       // While the database cannot be reached, ask again every second until the next beat is due: the leases
       // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
       // (Not for other failures, a lock wait cut off say: asking more often would not help, and would add load.)
-      while (heartbeatUnreachable && asked.at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
-        yield* stopUnheld(asked, Either.map(answer, ({ held }) => held))
+      while (heartbeatUnreachable && tried.asked.at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
+        yield* stopUnheld(tried)
         yield* Effect.sleep(HEARTBEAT_RETRY)
-        answer = yield* beat
+        tried = yield* beat
       }
-      if (answer._tag === "Right" && !answer.right.registered) {
+      if (tried.answer._tag === "Right" && !tried.answer.right.registered) {
         yield* registration.lost
         yield* ensureRegistered
         // Again, now that there is a row to record in which jobs this worker holds (the rescuer spares them).
-        answer = yield* beat
+        tried = yield* beat
       }
-      yield* stopUnheld(asked, Either.map(answer, ({ held }) => held))
-      yield* answer._tag === "Left" ? heartbeatFailures.failed(answer.left) : heartbeatFailures.succeeded
+      yield* stopUnheld(tried)
+      yield* tried.answer._tag === "Left" ? heartbeatFailures.failed(tried.answer.left) : heartbeatFailures.succeeded
     })
 
     const prune = makePrune(store, { retention, leaseDuration })

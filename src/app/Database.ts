@@ -6,8 +6,6 @@
  * - DATABASE_URL unset: start the embedded PostgreSQL (data under `.data/`)
  *   and apply the migrations, so `npm start` works on a bare machine.
  */
-import type { SqlClient } from "@effect/sql"
-import type { SqlError } from "@effect/sql/SqlError"
 import * as Migrator from "../Migrator.js"
 import * as Db from "../Db.js"
 import { Context, Duration, Effect, Layer, Option, Redacted } from "effect"
@@ -16,6 +14,7 @@ import { type DatabaseConfig } from "../config/ServiceConfig.js"
 import { errorText, redactUrl } from "../internal/describe.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.js"
+import type { DataCheck } from "./jobs.js"
 import { StartupError } from "./StartupError.js"
 
 export interface DatabaseInfo {
@@ -35,7 +34,7 @@ export interface DatabaseOptions<R = never> {
   readonly onWaiting?: (detail: string) => Effect.Effect<void, never, R>
   readonly maxConnections?: number
   /** Run once the migrations are in place; each finding is logged as a warning (see AppJobs.checkData). */
-  readonly checkData?: Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient>
+  readonly checkData?: DataCheck
 }
 
 // A wrong password or database name does not fix itself: stop with the message instead of retrying.

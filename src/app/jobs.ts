@@ -42,7 +42,7 @@ export const FeatureServices: Layer.Layer<never, never, AppRequirements> = Layer
 export type DataCheck = Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient>
 
 /** Every feature's data checks, their findings in one list. */
-export const checkData: Effect.Effect<ReadonlyArray<string>, SqlError, SqlClient.SqlClient> = Effect.map(
+export const checkData: DataCheck = Effect.map(
   Effect.all(featureDataChecks),
   (findings) => findings.flat()
 )
