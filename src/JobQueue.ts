@@ -162,12 +162,25 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
       }
       const schema = schemas.get(input.jobType)
       if (schema === undefined) return withPayload(input.payload)
+      // A Schema that follows a cycle in the payload (a recursive one) overflows the call stack: named as the
+      // payload's fault, as the worker does (executeJob). One that throws on a payload without such a problem
+      // has a bug: a defect, as before.
+      const thrownBySchema = (thrown: unknown) => {
+        const problem = jsonProblem(input.payload)
+        return problem === undefined ? Effect.die(thrown) : Effect.fail(new InvalidPayload({ jobType: input.jobType, reason: problem }))
+      }
       // Decode then encode: validates, and stores the canonical encoded form.
-      const checked = Either.flatMap(Schema.decodeUnknownEither(schema)(input.payload), Schema.encodeEither(schema))
+      let checked: Either.Either<unknown, ParseResult.ParseError>
+      try {
+        checked = Either.flatMap(Schema.decodeUnknownEither(schema)(input.payload), Schema.encodeEither(schema))
+      } catch (thrown) {
+        return thrownBySchema(thrown)
+      }
       if (Either.isRight(checked)) return withPayload(checked.right)
       return Schema.decodeUnknown(schema)(input.payload).pipe(
         Effect.flatMap(Schema.encode(schema)),
         Effect.mapError((error) => new InvalidPayload({ jobType: input.jobType, reason: formatParseError(error) })),
+        Effect.catchAllDefect(thrownBySchema),
         Effect.flatMap((payload) => {
           const row = withPayload(payload)
           return Effect.isEffect(row) ? row : Effect.succeed(row)

@@ -125,18 +125,30 @@ const valueProblem = (step: Step): string | undefined => {
 /**
  * Why a payload would not reach jsonb as it is, naming where (`payload["lines"][3]`), or undefined.
  * JSON.stringify would turn NaN and Infinity into null, a Map into {}, a Date into a string, and drop
- * functions; a bigint would throw. (A property whose value is undefined is left out, as JSON does:
- * absent and undefined read the same.) Walked with a stack of its own, not by recursion: a deep payload
- * must not overflow the call stack.
+ * functions; a bigint or a cycle would throw. (A property whose value is undefined is left out, as JSON
+ * does: absent and undefined read the same.) Walked with a stack of its own, not by recursion: a deep
+ * payload must not overflow the call stack.
  */
 export const jsonProblem = (payload: unknown): string | undefined => {
   const pending: Array<Step> = [{ value: payload, parent: undefined, key: undefined, depth: 0 }]
+  // The objects from the top down to the step's parent (ancestors[d] at depth d), to tell a cycle, which would
+  // otherwise read as nesting too deep, from an object that is only used twice (JSON writes that out twice).
+  const ancestors: Array<Step> = []
+  const onPath = new Set<unknown>()
   while (pending.length > 0) {
     const step = pending.pop()!
+    // Depth first: the steps deeper than this one's parent have all been walked.
+    while (ancestors.length > step.depth) onPath.delete(ancestors.pop()!.value)
+    if (onPath.has(step.value)) {
+      const again = ancestors.find((ancestor) => ancestor.value === step.value)!
+      return `${pathOf(step)} refers back to ${pathOf(again)} (a cycle), which JSON cannot carry`
+    }
     const problem = valueProblem(step)
     if (problem !== undefined) return problem
     const { value } = step
     if (typeof value !== "object" || value === null) continue
+    ancestors.push(step)
+    onPath.add(value)
     const depth = step.depth + 1
     // Pushed last to first, so that the first problem in the payload's own order is the one named.
     if (Array.isArray(value)) {

@@ -13,6 +13,13 @@ const SepaExport = JobDefinition.make(
   Schema.Struct({ batchId: Schema.NonEmptyString, executionDate: Schema.optional(Schema.DateFromString) })
 )
 
+interface Tree {
+  readonly name: string
+  readonly children: ReadonlyArray<Tree>
+}
+const TreeSchema: Schema.Schema<Tree> = Schema.Struct({ name: Schema.String, children: Schema.Array(Schema.suspend(() => TreeSchema)) })
+const TreeReport = JobDefinition.make("report_generation", TreeSchema)
+
 const countJobs = Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`).pipe(
   Effect.map((rows) => rows[0]!.n)
 )
@@ -144,6 +151,34 @@ describe("JobQueue.enqueue", () => {
         expect(row!.payload).toEqual({ level: 2, emoji: "😀" })
         expect(yield* countJobs).toBe(2)
       }).pipe(Effect.provide(JobQueue.layer([SepaExport, JobDefinition.make("settlement_calculation", Schema.Struct({ amount: Schema.Number })), JobDefinition.make("report_generation", Schema.Struct({ note: Schema.String }))]))))
+
+    it.effect("names a cycle in the payload as a cycle, where it closes, with a Schema or without; an object used twice is no cycle", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const refused = (jobType: string, payload: unknown) =>
+          JobQueue.enqueue({ organizationId: ORG, jobType, payload }).pipe(Effect.flip, Effect.map((error) => error.message))
+        const cyclic: { level: number; lines: Array<Record<string, unknown>> } = { level: 1, lines: [{ n: 1 }] }
+        cyclic.lines[0]!.back = cyclic
+        expect(yield* refused("dunning_run", cyclic)).toBe(
+          `invalid payload for job type "dunning_run": payload["lines"][0]["back"] refers back to payload (a cycle), which JSON cannot carry`
+        )
+        const inner: Record<string, unknown> = { n: 1 }
+        inner.self = inner
+        expect(yield* refused("dunning_run", { a: { b: inner } })).toContain(`payload["a"]["b"]["self"] refers back to payload["a"]["b"] (a cycle)`)
+        // A recursive Schema follows the cycle until the call stack overflows: the cycle is named all the same.
+        const tree: Tree = { name: "root", children: [] }
+        ;(tree.children as Array<Tree>).push({ name: "child", children: [tree] })
+        expect(yield* refused("report_generation", tree)).toBe(
+          `invalid payload for job type "report_generation": payload["children"][0]["children"][0] refers back to payload (a cycle), which JSON cannot carry`
+        )
+        // The same object in two places is written out twice, as JSON does.
+        const shared = { n: 1 }
+        const job = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { a: shared, b: [shared, shared] } })
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ payload: unknown }>`SELECT payload FROM job_queue WHERE id = ${job.id}`
+        expect(row!.payload).toEqual({ a: { n: 1 }, b: [{ n: 1 }, { n: 1 }] })
+        expect(yield* countJobs).toBe(1)
+      }).pipe(Effect.provide(JobQueue.layer([TreeReport]))))
 
     it.effect("names an idempotency key PostgreSQL cannot store; a batch takes run times before the year 1 and after 9999 as a single enqueue does", () =>
       Effect.gen(function* () {

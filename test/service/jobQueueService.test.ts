@@ -63,6 +63,14 @@ describe("jobQueueService", () => {
         )
         expect(invalid).toBeInstanceOf(InvalidPayload)
         expect(invalid).toBeInstanceOf(Error)
+        // A payload that contains itself is named as a cycle, not as nesting too deep.
+        const cyclic: Record<string, unknown> = { batchId: "test-2" }
+        cyclic.parent = cyclic
+        const cycle = yield* rejection(() => jobQueueService.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: cyclic, createdBy: USER }))
+        expect(cycle).toBeInstanceOf(InvalidPayload)
+        expect((cycle as InvalidPayload).message).toBe(
+          `invalid payload for job type "sepa_export": payload["parent"] refers back to payload (a cycle), which JSON cannot carry`
+        )
 
         const many = yield* Effect.promise(() =>
           jobQueueService.enqueueMany([
