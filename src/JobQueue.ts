@@ -42,6 +42,10 @@ export interface EnqueuedJob {
   readonly id: string
   readonly jobType: string
   readonly organizationId: string
+  /**
+   * The job's status when the enqueue's statement ended: `pending`, or `processing` when a worker of this
+   * process claimed it in that statement (hand-off, LocalWorkers); for an `existing` job, that job's status.
+   */
   readonly status: string
   readonly runAt: Date
   readonly createdAt: Date
@@ -248,7 +252,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const insertAndHandOff = (reservation: Reservation, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
           store.enqueueAndClaim(JSON.stringify(rows.map(asRecord)), { traceId: trace?.traceId ?? null, spanId: trace?.spanId ?? null }, at, reservation).pipe(
             Effect.onExit((exit) => (Exit.isSuccess(exit) ? reservation.handOff(exit.value.claimed, at) : reservation.cancel)),
-            Effect.map((result) => result.inserted),
+            // The insert's RETURNING saw every new job pending; the ones the claim took are processing as the statement ends.
+            Effect.map(({ inserted, claimed }) => {
+              const taken = new Set(claimed.map((job) => job.id))
+              return inserted.map((job) => (taken.has(job.id) ? { ...job, status: "processing" } : job))
+            }),
             // Its insert waited on a lock for a second (JobStore, 0023): jobs claimed after a long wait would have leases
             // already running out. Inserted without a claim instead, however long that waits.
             Effect.catchIf((error) => sqlErrorCode(error) === LOCK_NOT_AVAILABLE, () => restore(insert))

@@ -49,7 +49,7 @@ describe("hand-off to a worker of the enqueuing process", () => {
         const sql = yield* SqlClient.SqlClient
         const runs = yield* sql<{ workerId: string; status: string }>`SELECT worker_id AS "workerId", status FROM job_runs WHERE job_id = ${job.id}`
         expect(runs).toEqual([{ workerId: "local", status: "completed" }])
-        expect(job).toMatchObject({ status: "pending", existing: false, idempotencyKey: "k-1" })
+        expect(job).toMatchObject({ status: "processing", existing: false, idempotencyKey: "k-1" })
 
         const again = yield* JobQueue.enqueue(report(2, { idempotencyKey: "k-1" }))
         expect(again).toMatchObject({ id: job.id, existing: true })
@@ -223,6 +223,21 @@ describe("hand-off to a worker of the enqueuing process", () => {
         const jobs = yield* JobQueue.enqueueMany([report(1), report(2), report(3)])
         yield* eventually(Effect.sync(() => claims.length === 1), "one claim")
         expect(claims[0]!.map((job) => job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
+      }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
+
+    it.effect("an enqueue returns the status its statement left each job in: processing for the jobs it handed off, pending for the rest", () =>
+      Effect.gen(function* () {
+        yield* fresh
+        const handler = Handler.make(Report, { run: () => Effect.never })
+        const worker = yield* Worker.make({ handlers: [handler], concurrency: 2, listen: false, pollInterval: "1 hour", shutdownTimeout: "10 millis" })
+        yield* settled(worker)
+        const batch = yield* JobQueue.enqueueMany([report(1), report(2), report(3)])
+        expect(batch.map((job) => job.status)).toEqual(["processing", "processing", "pending"])
+        const single = yield* JobQueue.enqueue(report(4)) // no slot left
+        expect(single.status).toBe("pending")
+        // As the rows say (the handlers never return, so nothing has moved on since).
+        const jobs = [...batch, single]
+        expect(yield* Effect.forEach(jobs, (job) => Effect.map(jobRow(job.id), (row) => row.status))).toEqual(jobs.map((job) => job.status))
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
 
     it.effect("an enqueue that fails (unknown job type) inserts nothing, says why, and gives the slots back", () =>
