@@ -16,13 +16,14 @@
  * (UnknownJobType, InvalidPayload, InvalidJobOptions, SqlError). Jobs without
  * their own maxAttempts get WORKER_MAX_ATTEMPTS (default 3).
  */
+import { SqlError } from "@effect/sql/SqlError"
 import { PgClient } from "@effect/sql-pg"
 import { Cause, ConfigError, Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
 import pg from "pg"
 import * as AppJobs from "../app/jobs.js"
 import { StartupError } from "../app/StartupError.js"
 import { databaseConfig, describeConfigError, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
-import { type EnqueuedJob, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
+import { type EnqueuedJob, type EnqueueError, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
 import { PreparingClient } from "../internal/preparedStatements.js"
 
 export interface JobQueueService {
@@ -56,6 +57,24 @@ export const makeJobQueueService = <E>(layer: Layer.Layer<JobQueue, E>): JobQueu
 }
 
 const CONNECT_TIMEOUT_MILLIS = 5_000
+const POOL_SIZE = 5
+
+// pg-pool's words for a call that waited its connect timeout in the pool's queue, behind connections all in use
+// (or still being opened). @effect/sql-pg reports it as "Failed to acquire connection", as it does a database that
+// cannot be reached; said as what it is, so that an operator does not go looking for a dead database.
+const POOL_WAIT_TIMED_OUT = "timeout exceeded when trying to connect"
+
+const sayingPoolExhausted = <A>(enqueue: Effect.Effect<A, EnqueueError>): Effect.Effect<A, EnqueueError> =>
+  Effect.mapError(enqueue, (error) =>
+    error._tag === "SqlError" && error.cause instanceof Error && error.cause.message === POOL_WAIT_TIMED_OUT
+      ? new SqlError({
+          cause: error.cause,
+          message: `${error.message}: all ${POOL_SIZE} connections of this process's pool stayed in use (or were still being opened) ` +
+            `for ${CONNECT_TIMEOUT_MILLIS / 1000} s, so this call got none; the database itself may be fine. ` +
+            "Send many jobs at once with one enqueueMany call rather than many enqueue calls"
+        })
+      : error
+  )
 
 // A pool that lets a script's process end while idle, instead of holding it open.
 const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) =>
@@ -64,7 +83,7 @@ const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) 
       Effect.sync(() => {
         const pool = new pg.Pool({
           connectionString: Redacted.value(url),
-          max: 5,
+          max: POOL_SIZE,
           allowExitOnIdle: true,
           // As Db.layer's: an unreachable host fails the enqueue instead of leaving the caller waiting for ever.
           connectionTimeoutMillis: CONNECT_TIMEOUT_MILLIS,
@@ -89,8 +108,9 @@ export const layerFromEnv: Layer.Layer<JobQueue, StartupError | Error> = Layer.u
       JobQueue,
       Effect.map(makeJobQueue(jobs.definitions), (queue) =>
         JobQueue.of({
-          enqueue: (input) => queue.enqueue({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts }),
-          enqueueMany: (inputs) => queue.enqueueMany(inputs.map((input) => ({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts })))
+          enqueue: (input) => sayingPoolExhausted(queue.enqueue({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts })),
+          enqueueMany: (inputs) =>
+            sayingPoolExhausted(queue.enqueueMany(inputs.map((input) => ({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts }))))
         })
       )
     )

@@ -4,10 +4,12 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { createServer, type Socket } from "node:net"
+import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
 import { InvalidPayload, UnknownJobType } from "../../src/Errors.js"
 import { jobQueueService, layerFromEnv, makeJobQueueService } from "../../src/services/jobQueueService.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { eventually } from "../support/live.js"
 
 const ORG = "3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21"
 const USER = "8d0b6c1e-2f4a-4e5b-9c3d-7a1f0e2d4c6b"
@@ -94,6 +96,36 @@ describe("jobQueueService", () => {
           SELECT id, max_attempts AS "maxAttempts" FROM job_queue WHERE id IN (${defaulted.id}, ${explicit.id})`
         expect(Object.fromEntries(rows.map((r) => [r.id, r.maxAttempts]))).toEqual({ [defaulted.id]: 5, [explicit.id]: 2 })
       }))
+
+    it.scoped("an enqueue that finds every connection of the pool in use for 5 s says so, and that the database may be fine", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* withEnv({ DATABASE_URL: url })
+        const service = makeJobQueueService(layerFromEnv)
+        yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+        // Another session locks job_queue: five enqueues wait for it, each on one of the pool's five connections.
+        const blocker = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => blocker.connect()), () => Effect.promise(() => blocker.end()))
+        yield* Effect.promise(() => blocker.query("BEGIN; LOCK TABLE job_queue IN SHARE MODE"))
+        const holding = Promise.all([1, 2, 3, 4, 5].map((n) => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { n } })))
+        const sql = yield* SqlClient.SqlClient
+        yield* eventually(
+          Effect.map(sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                                        WHERE datname = current_database() AND application_name = 'skiplock-enqueue' AND wait_event_type = 'Lock'`,
+                     ([row]) => row!.n === 5),
+          "five enqueues wait for the lock"
+        )
+        const started = Date.now()
+        const error = yield* rejection(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { n: 6 } }))
+        expect(Date.now() - started).toBeGreaterThan(4_500)
+        expect((error as { _tag?: unknown })._tag).toBe("SqlError")
+        expect((error as Error).message).toBe(
+          "Failed to acquire connection: all 5 connections of this process's pool stayed in use (or were still being opened) for 5 s, " +
+            "so this call got none; the database itself may be fine. Send many jobs at once with one enqueueMany call rather than many enqueue calls"
+        )
+        yield* Effect.promise(() => blocker.query("ROLLBACK"))
+        expect(yield* Effect.promise(() => holding)).toHaveLength(5)
+      }), 20_000)
 
     it.scoped("an enqueue against a host that never answers fails after the connect timeout (5 s), instead of waiting for ever", () =>
       Effect.gen(function* () {
