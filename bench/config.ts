@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util"
 
-export const SCENARIOS = ["drain", "latency", "enqueue", "history", "cost"] as const
+export const SCENARIOS = ["drain", "latency", "enqueue", "history", "cost", "memory"] as const
 export type ScenarioName = (typeof SCENARIOS)[number]
 
 export interface BenchConfig {
@@ -33,6 +33,11 @@ export interface BenchConfig {
   readonly costJobs: number
   readonly costConcurrency: number
   readonly costRounds: number
+  readonly memoryRounds: number
+  readonly memoryWaves: number
+  readonly memoryJobs: number
+  readonly memorySingles: number
+  readonly memoryConcurrency: number
   readonly bossBatchSize: number
   readonly quiet: boolean
 }
@@ -64,6 +69,11 @@ const FLAGS = {
   "cost-jobs": { type: "string" },
   "cost-concurrency": { type: "string" },
   "cost-rounds": { type: "string" },
+  "memory-rounds": { type: "string" },
+  "memory-waves": { type: "string" },
+  "memory-jobs": { type: "string" },
+  "memory-singles": { type: "string" },
+  "memory-concurrency": { type: "string" },
   "boss-batch-size": { type: "string" }
 } as const
 
@@ -77,7 +87,7 @@ PostgreSQL server. Every flag can also be given as an environment variable:
   --database-url URL       server admin URL (default: $DATABASE_URL or
                            postgres://postgres@127.0.0.1:5432/postgres)
   --out DIR                where JSON and markdown go (default bench/results)
-  --scenarios LIST         drain,latency,enqueue,history,cost (default: all)
+  --scenarios LIST         drain,latency,enqueue,history,cost,memory (default: all)
   --systems LIST           skiplock,skiplock-no-handoff,graphile-worker,pg-boss,
                            pg-boss-tuned (default: all)
   --rounds N               rounds per scenario, systems alternate within each (3)
@@ -102,6 +112,13 @@ PostgreSQL server. Every flag can also be given as an environment variable:
   --cost-jobs N            jobs per cost phase (2000)
   --cost-concurrency N     (5)
   --cost-rounds N          (3)
+  --memory-rounds N        (2)
+  --memory-waves N         waves of jobs while the workers run; the first is the
+                           warm-up, growth is the heap's slope over the others
+                           (4, at least 3)
+  --memory-jobs N          jobs per wave (10000)
+  --memory-singles N       of which enqueued one at a time, the rest in batches (500)
+  --memory-concurrency N   (5)
   --boss-batch-size N      pg-boss tuned batchSize (100)
   --quiet                  no progress on stderr
 `
@@ -130,8 +147,8 @@ export const parseConfig = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv)
   if (truthy(get("help"))) return "help"
   const smoke = truthy(get("smoke"))
   const d = smoke
-    ? { rounds: 1, drainJobs: 300, concurrency: "5,50", drainTimeout: 2, latencySamples: 30, latencyBudget: 3, enqueueSingle: 100, enqueueBatchJobs: 300, batchSize: 100, historyRows: 5000, historyJobs: 300, historyRounds: 1, costJobs: 100, costRounds: 1 }
-    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 15, latencySamples: 1000, latencyBudget: 20, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 10000, historyRounds: 2, costJobs: 2000, costRounds: 3 }
+    ? { rounds: 1, drainJobs: 300, concurrency: "5,50", drainTimeout: 2, latencySamples: 30, latencyBudget: 3, enqueueSingle: 100, enqueueBatchJobs: 300, batchSize: 100, historyRows: 5000, historyJobs: 300, historyRounds: 1, costJobs: 100, costRounds: 1, memoryRounds: 1, memoryJobs: 200, memorySingles: 20 }
+    : { rounds: 3, drainJobs: 20000, concurrency: "5,50", drainTimeout: 15, latencySamples: 1000, latencyBudget: 20, enqueueSingle: 2000, enqueueBatchJobs: 20000, batchSize: 1000, historyRows: 1_000_000, historyJobs: 10000, historyRounds: 2, costJobs: 2000, costRounds: 3, memoryRounds: 2, memoryJobs: 10000, memorySingles: 500 }
   const scenarios = (list(get("scenarios")) ?? [...SCENARIOS]).map((s) => {
     if (!(SCENARIOS as ReadonlyArray<string>).includes(s)) throw new Error(`unknown scenario '${s}' (known: ${SCENARIOS.join(", ")})`)
     return s as ScenarioName
@@ -168,6 +185,11 @@ export const parseConfig = (argv: ReadonlyArray<string>, env: NodeJS.ProcessEnv)
     costConcurrency: num("cost-concurrency", get("cost-concurrency"), 5),
     // Three by default: CPU per job is read over a few hundred 10 ms ticks of the whole host, and one reading has no spread.
     costRounds: Math.max(1, Math.round(num("cost-rounds", get("cost-rounds"), d.costRounds))),
+    memoryRounds: Math.max(1, Math.round(num("memory-rounds", get("memory-rounds"), get("rounds") !== undefined ? rounds : d.memoryRounds))),
+    memoryWaves: Math.max(3, Math.round(num("memory-waves", get("memory-waves"), 4))),
+    memoryJobs: Math.max(1, Math.round(num("memory-jobs", get("memory-jobs"), d.memoryJobs))),
+    memorySingles: Math.round(num("memory-singles", get("memory-singles"), d.memorySingles)),
+    memoryConcurrency: Math.max(1, Math.round(num("memory-concurrency", get("memory-concurrency"), 5))),
     bossBatchSize: Math.max(1, Math.round(num("boss-batch-size", get("boss-batch-size"), 100))),
     quiet: truthy(get("quiet"))
   }

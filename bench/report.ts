@@ -37,7 +37,8 @@ const SCENARIO_TITLES: Record<ScenarioName, string> = {
   latency: "Latency: one job at a time into an idle queue",
   enqueue: "Enqueue throughput (no workers running)",
   history: "History: finished jobs kept in the table",
-  cost: "Cost per job (database work and CPU)"
+  cost: "Cost per job (database work and CPU)",
+  memory: "Memory: the Node heap of a running system"
 }
 
 export interface MetricSummary {
@@ -143,8 +144,8 @@ const buildTables = (input: ReportInput): Array<Table> => {
         m.label,
         unit,
         ...cells,
-        ...(hasRef ? peers.map((p) => ratioCell(summary.ratioToPeer[p.id])) : []),
-        ...variantPairs.map(([v, p]) => ratioCell(summary.variantRatioToPeer[v.id]?.[p.id]))
+        ...(hasRef ? peers.map((p) => (m.comparable ? ratioCell(summary.ratioToPeer[p.id]) : "–")) : []),
+        ...variantPairs.map(([v, p]) => (m.comparable ? ratioCell(summary.variantRatioToPeer[v.id]?.[p.id]) : "–"))
       ])
     }
     tables.push({ title: SCENARIO_TITLES[scenario], header, rows, footnotes })

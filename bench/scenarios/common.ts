@@ -11,6 +11,8 @@ export interface Metric {
   readonly label: string
   readonly unit: string
   readonly better: "higher" | "lower"
+  /** Whether skiplock ÷ peer means something (not for values near zero or of either sign). */
+  readonly comparable: boolean
   /** Per system id: one value per round (null: the round produced no value). */
   readonly values: Record<string, Array<number | null>>
   /** Per system id: remarks such as "cut off after 20 s", each with the rounds it applied to. */
@@ -34,11 +36,12 @@ export const metric = (
   key: string,
   label: string,
   unit: string,
-  better: "higher" | "lower"
+  better: "higher" | "lower",
+  comparable = true
 ): Metric => {
   const existing = ctx.metrics.find((m) => m.key === key)
   if (existing !== undefined) return existing
-  const created: Metric = { scenario, key, label, unit, better, values: {}, notes: {} }
+  const created: Metric = { scenario, key, label, unit, better, comparable, values: {}, notes: {} }
   ctx.metrics.push(created)
   return created
 }
