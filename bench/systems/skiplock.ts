@@ -63,6 +63,9 @@ const makeSkiplock = ({ handOff, prefetch, batchSize, preparedStatements = true,
   open: async (url, { poolSize }): Promise<SystemInstance> => {
     const queue = JobQueue.layer([BenchJob]).pipe(Layer.provideMerge(dbLayer(url, poolSize, preparedStatements)))
     const runtime = ManagedRuntime.make(Layer.mergeAll(handOff ? queue.pipe(Layer.provideMerge(LocalWorkers.layer)) : queue, quiet))
+    // Built now, as the peers' open connects (makeWorkerUtils, PgBoss.start): a ManagedRuntime builds its
+    // layers at first use, which would put the pool's start-up into the first measured operation.
+    await runtime.runtime()
     let worker: Fiber.RuntimeFiber<never, unknown> | undefined
     const stopWorkers = async () => {
       const fiber = worker
