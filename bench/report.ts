@@ -158,7 +158,7 @@ const preamble = (input: ReportInput): Array<string> => {
   return [
     `Median over rounds, ± is half the min–max range as a percentage of the median (${String(rounds)} rounds${input.smoke ? ", SMOKE RUN: numbers are meaningless" : ""}).`,
     "↑ higher is better, ↓ lower is better. skiplock ÷ peer is computed per round from the same round's runs; median (min–max) over rounds.",
-    "Each run gets its own fresh database on the same server; systems alternate within every round."
+    "Each run gets its own fresh database on the same server; systems alternate within every round, in reverse order every other round."
   ]
 }
 

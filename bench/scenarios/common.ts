@@ -56,6 +56,15 @@ export const record = (m: Metric, system: string, round: number, value: number |
   }
 }
 
+/**
+ * The systems in the order they run in round `round`: as listed in even rounds, reversed in odd ones
+ * (A B C, C B A, A B C, …). No system always runs first, and every pair swaps places from one round
+ * to the next, so a drift of the machine within a round, or the cold start of whichever runs first,
+ * falls on each side in turn instead of always on the same one.
+ */
+export const roundOrder = <A>(systems: ReadonlyArray<A>, round: number): Array<A> =>
+  round % 2 === 0 ? [...systems] : [...systems].reverse()
+
 export const poolSizeFor = (concurrency: number): number => Math.max(10, concurrency + 5)
 
 /** Creates a fresh database, installs the system, runs `f`, drops the database. */

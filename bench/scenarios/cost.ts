@@ -17,7 +17,7 @@ import { processCpuMicros, serverCpuMicros, serverIsLocal } from "../cpu.js"
 import { connect, statementCallsServer, transactionCount, waitForNoSessions, walFlushCount, type FreshDatabase } from "../db.js"
 import { statementCount } from "../instrument.js"
 import type { SystemAdapter, SystemInstance } from "../systems/types.js"
-import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, settleAfterClose, withFreshDatabase, type Context } from "./common.js"
+import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, roundOrder, settleAfterClose, withFreshDatabase, type Context } from "./common.js"
 
 interface Usage {
   readonly transactions: number
@@ -54,7 +54,7 @@ export const runCost = async (ctx: Context, serverStatements: boolean): Promise<
   const serverCpuNote = localServer ? "server processes not readable here" : "server not on this host"
   const walNote = "no pg_stat_wal (PostgreSQL before 14)"
   for (let round = 0; round < costRounds; round++) {
-    for (const system of ctx.systems) {
+    for (const system of roundOrder(ctx.systems, round)) {
       await withFreshDatabase(ctx, system, "cost", async (db) => {
         const admin = await connect(ctx.config.serverUrl)
         try {

@@ -1,13 +1,13 @@
 /** Drain: N jobs already queued; start C workers; jobs/s until the queue is empty. */
 import { statementCount } from "../instrument.js"
-import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { cutOffNote, drain, enqueueAll, fmtInt, metric, poolSizeFor, record, roundOrder, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 export const runDrain = async (ctx: Context): Promise<void> => {
   const { rounds, drainJobs, concurrency, drainTimeoutMs, batchSize } = ctx.config
   for (let round = 0; round < rounds; round++) {
     for (const c of concurrency) {
       const m = metric(ctx, "drain", `drain.c${c}`, `Drain ${fmtInt(drainJobs)} queued jobs, concurrency ${c}`, "jobs/s", "higher")
-      for (const system of ctx.systems) {
+      for (const system of roundOrder(ctx.systems, round)) {
         const result = await withFreshDatabase(ctx, system, `drain_c${c}`, (db) =>
           withInstance(ctx, system, db, poolSizeFor(c), async (instance) => {
             await enqueueAll(instance, drainJobs, batchSize)

@@ -1,13 +1,13 @@
 /** Enqueue: jobs/s for one-at-a-time inserts and for batch inserts, no workers running. */
 import { performance } from "node:perf_hooks"
-import { enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { enqueueAll, fmtInt, metric, poolSizeFor, record, roundOrder, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 export const runEnqueue = async (ctx: Context): Promise<void> => {
   const { rounds, enqueueSingle, enqueueBatchJobs, batchSize } = ctx.config
   const single = metric(ctx, "enqueue", "enqueue.single", `Enqueue one job per call (${fmtInt(enqueueSingle)} sequential calls)`, "jobs/s", "higher")
   const batch = metric(ctx, "enqueue", "enqueue.batch", `Enqueue in batches of ${fmtInt(batchSize)} (${fmtInt(enqueueBatchJobs)} jobs)`, "jobs/s", "higher")
   for (let round = 0; round < rounds; round++) {
-    for (const system of ctx.systems) {
+    for (const system of roundOrder(ctx.systems, round)) {
       const result = await withFreshDatabase(ctx, system, "enqueue", (db) =>
         withInstance(ctx, system, db, poolSizeFor(1), async (instance) => {
           for (let k = 0; k < 20; k++) await instance.enqueueOne({ i: -1 - k })

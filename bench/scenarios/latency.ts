@@ -6,7 +6,7 @@
 import { performance } from "node:perf_hooks"
 import { sleep } from "../db.js"
 import { percentiles } from "../stats.js"
-import { metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { metric, poolSizeFor, record, roundOrder, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 export const runLatency = async (ctx: Context): Promise<void> => {
   const { rounds, latencySamples, latencyConcurrency, latencyBudgetMs, latencyGapMs } = ctx.config
@@ -15,7 +15,7 @@ export const runLatency = async (ctx: Context): Promise<void> => {
   const p95 = metric(ctx, "latency", "latency.p95", label("p95"), "ms", "lower")
   const p99 = metric(ctx, "latency", "latency.p99", label("p99"), "ms", "lower")
   for (let round = 0; round < rounds; round++) {
-    for (const system of ctx.systems) {
+    for (const system of roundOrder(ctx.systems, round)) {
       const samples = await withFreshDatabase(ctx, system, "latency", (db) =>
         withInstance(ctx, system, db, poolSizeFor(latencyConcurrency), async (instance) => {
           const waiting = new Map<number, (at: number) => void>()

@@ -1,4 +1,4 @@
-/** The systems under test, in the order they alternate within a round. */
+/** The systems under test, in the order they run in a round (reversed every other round: scenarios/common.ts roundOrder). */
 import type { BenchConfig } from "../config.js"
 import { graphileWorker, graphileWorkerLocalQueue } from "./graphile-worker.js"
 import { makePgBoss } from "./pg-boss.js"
