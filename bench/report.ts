@@ -72,7 +72,8 @@ const decimals = (unit: string, value: number): number => {
   if (abs >= 100) return 0
   if (abs >= 10) return 1
   if (abs >= 1) return 2
-  return 3
+  // Two significant digits at least: 0.0015 statements a job must not read as 0.002 beside 0.001.
+  return abs === 0 ? 3 : Math.min(20, Math.max(3, 1 - Math.floor(Math.log10(abs))))
 }
 
 const fmt = (value: number, digits: number): string =>
