@@ -13,6 +13,8 @@ export interface SystemInfo {
   readonly configuration: string
   /** A skiplock variant whose own ratio to each peer gets columns too (beside skiplock's). */
   readonly comparedWithPeers?: boolean
+  /** What a processed job leaves in the database. */
+  readonly recordsPerJob?: string
 }
 
 export interface ReportInput {
@@ -48,6 +50,16 @@ export interface MetricSummary {
   readonly ratioToPeer: Record<string, Summary | null>
   /** For each variant compared with peers: variant ÷ peer (peers: systems that are not skiplock). */
   readonly variantRatioToPeer: Record<string, Record<string, Summary | null>>
+}
+
+/** The note on what each system records per job processed: one entry per package (its variants record the same). */
+export const recordsNote = (systems: ReadonlyArray<SystemInfo>): string | undefined => {
+  const byPackage = new Map<string, string>()
+  for (const s of systems) {
+    if (s.recordsPerJob !== undefined && !byPackage.has(s.packageName)) byPackage.set(s.packageName, s.recordsPerJob)
+  }
+  if (byPackage.size === 0) return undefined
+  return `Per job processed: ${[...byPackage].map(([name, records]) => `${name} writes ${records}`).join("; ")}.`
 }
 
 const isPeer = (system: SystemInfo) => system.packageName !== "skiplock"

@@ -9,7 +9,7 @@ import { parseConfig, SCENARIOS, USAGE, type BenchConfig, type ScenarioName } fr
 import { dropAllCreated, dropStaleDatabases, serverInfo } from "./db.js"
 import { installInstrumentation } from "./instrument.js"
 import { writeLatestRun } from "./readme.js"
-import { renderMarkdown, renderText, writeResults, type ReportInput, type SystemInfo } from "./report.js"
+import { recordsNote, renderMarkdown, renderText, writeResults, type ReportInput, type SystemInfo } from "./report.js"
 import type { Context, Metric } from "./scenarios/common.js"
 import { runCost } from "./scenarios/cost.js"
 import { runDrain } from "./scenarios/drain.js"
@@ -58,6 +58,7 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
         packageName: system.packageName,
         version: probe.version,
         configuration: system.configuration,
+        recordsPerJob: system.recordsPerJob,
         ...(system.comparedWithPeers === true ? { comparedWithPeers: true } : {})
       })
     } else {
@@ -107,6 +108,8 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
   }
 
   const notes: Array<string> = []
+  const records = recordsNote(infos)
+  if (records !== undefined) notes.push(records)
   for (const [message, count] of warnings) notes.push(`${message} (${count} time${count === 1 ? "" : "s"}).`)
   if (config.scenarios.includes("cost")) {
     notes.push(

@@ -33,6 +33,7 @@ const makeGraphileWorker = (localQueue: boolean): SystemAdapter => ({
         configuration: "defaults: LISTEN/NOTIFY, 1 job per fetch, pollInterval 2000 ms; `concurrency` = C"
       }),
   packageName: "graphile-worker",
+  recordsPerJob: "its job row, deleted when the job completes",
   idlePollMs: 0,
 
   probe: async () => {

@@ -21,6 +21,7 @@ export const makePgBoss = (tuned: boolean, tunedBatchSize = 100): SystemAdapter 
   id: tuned ? "pg-boss-tuned" : "pg-boss",
   label: tuned ? "pg-boss (tuned)" : "pg-boss (default)",
   packageName: "pg-boss",
+  recordsPerJob: "its job row, kept after completion (its maintenance deletes it 7 days later, by default)",
   configuration: tuned
     ? `localConcurrency C, batchSize ${tunedBatchSize}, pollingIntervalSeconds 0.5, burstWhenBatchFull, useListenNotify + queue notify (notifyPollingIntervalSeconds 0.5)`
     : "defaults: localConcurrency C, batchSize 1, pollingIntervalSeconds 2, no LISTEN/NOTIFY",

@@ -50,6 +50,8 @@ interface Variant {
 const makeSkiplock = ({ handOff, prefetch, batchSize, preparedStatements = true, ...variant }: Variant): SystemAdapter => ({
   ...variant,
   packageName: "skiplock",
+  recordsPerJob:
+    "its job_queue row (kept, completed), a job_runs row and two audit_logs entries (job_started, job_completed), written in the transactions of the claim and of the completion",
   idlePollMs: 0,
 
   probe: async () => ({ ok: true, version: await packageVersion() }),

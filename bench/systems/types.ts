@@ -40,6 +40,8 @@ export interface SystemAdapter {
   readonly packageName: string
   /** How the system is configured in this benchmark, for the report. */
   readonly configuration: string
+  /** What a processed job leaves in the database, for the report. */
+  readonly recordsPerJob: string
   /**
    * The longest idle wait before a worker notices a new job, when the system
    * only polls (no LISTEN/NOTIFY). The latency scenario spaces samples by a

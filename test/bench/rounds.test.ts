@@ -20,6 +20,7 @@ const standIn = (id: string, opened: Array<string>): SystemAdapter => ({
   label: id,
   packageName: id,
   configuration: "",
+  recordsPerJob: "",
   idlePollMs: 0,
   probe: async () => ({ ok: true, version: "0" }),
   install: async () => {},
