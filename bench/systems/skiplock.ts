@@ -10,6 +10,7 @@
  * - `skiplock-no-handoff`: without LocalWorkers, as an enqueue from a process
  *   that runs no worker: it only inserts, and NOTIFY wakes the worker. Runs
  *   in the latency scenario only; everywhere else it would repeat `skiplock`.
+ *   The report also gives its ratio to each peer.
  * - `skiplock-prefetch`: `prefetch: 5`, the worker claims a batch ahead of its
  *   free slots. Drain scenario only; the report also gives its ratio to each peer.
  */
@@ -148,7 +149,9 @@ export const skiplockNoHandOff = makeSkiplock({
     "as skiplock, but the queue has no LocalWorkers (as when enqueued from a process without a worker): the enqueue only inserts, NOTIFY wakes the worker; latency scenario only",
   handOff: false,
   prefetch: 0,
-  onlyScenarios: ["latency"]
+  onlyScenarios: ["latency"],
+  // Enqueuers that run no worker (an API process) get no hand-off: the latency target is theirs too.
+  comparedWithPeers: true
 })
 export const skiplockPrefetch = makeSkiplock({
   id: "skiplock-prefetch",

@@ -113,7 +113,11 @@ describe("bench harness (smoke mode)", () => {
 
     const markdown = readFileSync(join(outDir, "smoke-latest.md"), "utf8")
     expect(markdown).toContain("| Metric | Unit | skiplock | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
-    expect(markdown).toContain("| Metric | Unit | skiplock | skiplock (no hand-off) | Graphile Worker | pg-boss (default) | pg-boss (tuned) |")
+    expect(markdown).toContain(
+      "| Metric | Unit | skiplock | skiplock (no hand-off) | Graphile Worker | pg-boss (default) | pg-boss (tuned) | " +
+        "skiplock ÷ skiplock (no hand-off) | skiplock ÷ Graphile Worker | skiplock ÷ pg-boss (default) | skiplock ÷ pg-boss (tuned) | " +
+        "skiplock (no hand-off) ÷ Graphile Worker | skiplock (no hand-off) ÷ pg-boss (default) | skiplock (no hand-off) ÷ pg-boss (tuned) |"
+    )
     expect(markdown).toContain(
       "| Metric | Unit | skiplock | skiplock (prefetch 5) | Graphile Worker | Graphile Worker (local queue) | pg-boss (default) | pg-boss (tuned) | " +
         "skiplock ÷ skiplock (prefetch 5) | skiplock ÷ Graphile Worker | skiplock ÷ Graphile Worker (local queue) | skiplock ÷ pg-boss (default) | " +
