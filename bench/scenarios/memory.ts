@@ -13,7 +13,7 @@ import { setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
 import { sleep } from "../db.js"
 import { defaultHistorySystems } from "./history.js"
-import { enqueueAll, fmtInt, metric, poolSizeFor, record, withFreshDatabase, withInstance, type Context } from "./common.js"
+import { enqueueAll, fmtInt, metric, poolSizeFor, record, roundOrder, withFreshDatabase, withInstance, type Context } from "./common.js"
 
 // Full collections on demand without asking every caller to start node with --expose-gc.
 const collector = (): (() => void) => {
@@ -62,7 +62,7 @@ export const runMemory = async (ctx: Context): Promise<void> => {
   const held = metric(ctx, "memory", "memory.held", `Heap held by the running system, c=${c} (after full collections)`, "MB", "lower")
   const growth = metric(ctx, "memory", "memory.growth", `Heap growth per 10,000 jobs, over ${fmtInt(later)} jobs after a warm-up wave`, "KB", "lower", false)
   for (let round = 0; round < memoryRounds; round++) {
-    for (const system of systems) {
+    for (const system of roundOrder(systems, round)) {
       const waves = await withFreshDatabase(ctx, system, "memory", async (db) => {
         const before = await settledHeap(gc)
         return withInstance(ctx, system, db, poolSizeFor(c), async (instance) => {

@@ -15,6 +15,7 @@ const standIn = (id: string, bytesKeptPerJob: number): SystemAdapter => ({
   label: id,
   packageName: id,
   configuration: "in-process stand-in",
+  recordsPerJob: "nothing",
   idlePollMs: 0,
   probe: async () => ({ ok: true, version: "test" }),
   install: async () => {},

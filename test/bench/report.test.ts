@@ -20,7 +20,7 @@ const report = (values: Record<string, Array<number>>): ReportInput => ({
   settings: { rounds: 1 },
   systems,
   skipped: [],
-  metrics: [{ scenario: "cost", key: "cost.batch.stmts", label: "Statements per job, batch enqueue", unit: "stmts/job", better: "lower", values, notes: {} }],
+  metrics: [{ scenario: "cost", key: "cost.batch.stmts", label: "Statements per job, batch enqueue", unit: "stmts/job", better: "lower", comparable: true, values, notes: {} }],
   runs: [],
   notes: []
 })
