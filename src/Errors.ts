@@ -34,6 +34,17 @@ export class InvalidJobOptions extends Data.TaggedError("InvalidJobOptions")<{
   }
 }
 
+/** A worker option is outside what the worker accepts (`Worker.make`, `Worker.layer`): nothing was started. */
+export class InvalidWorkerOptions extends Data.TaggedError("InvalidWorkerOptions")<{
+  /** The option's name, e.g. `heartbeatInterval`. */
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid worker options: ${this.reason}`
+  }
+}
+
 /** No job has this id. */
 export class JobNotFound extends Data.TaggedError("JobNotFound")<{
   readonly jobId: string

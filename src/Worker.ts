@@ -35,7 +35,9 @@ import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.
 import { makeOutageLog } from "./internal/outageLog.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
 import { untilNone } from "./internal/untilNone.js"
+import { check as checkOptions } from "./internal/workerOptions.js"
 
+/** The worker's options. Each has bounds (README lists them; src/internal/workerOptions.ts holds them): `make` fails with InvalidWorkerOptions on one outside them. */
 export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly handlers: Hs
   /** Default: host, pid and a random suffix. */
@@ -58,7 +60,7 @@ export interface WorkerOptions<Hs extends ReadonlyArray<Handler>> {
   readonly retryBackoff?: Duration.DurationInput
   /** How long a claimed job is held without a heartbeat. Default 30 s. */
   readonly leaseDuration?: Duration.DurationInput
-  /** How often leases are renewed. Default 10 s. */
+  /** How often leases are renewed; shorter than leaseDuration, or leases run out between heartbeats. Default 10 s. */
   readonly heartbeatInterval?: Duration.DurationInput
   /** How often expired leases are looked for. Default 5 s. */
   readonly rescueInterval?: Duration.DurationInput
@@ -152,14 +154,13 @@ export const connectionsNeeded = (options: { readonly concurrency?: number; read
   return concurrency + maxStatementsInFlight(concurrency + (options.prefetch ?? 0), options.batchSize ?? 5) + 4
 }
 
-const wholeNumber = (name: string, value: number, least: number) => {
-  if (!Number.isInteger(value) || value < least) throw new Error(`${name} must be a whole number of at least ${least}, got ${value}`)
-  return value
-}
-
-/** Starts a worker in the current scope; it stops when the scope closes. */
+/** Starts a worker in the current scope; it stops when the scope closes. Bad options fail with InvalidWorkerOptions before anything starts. */
 export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOptions<Hs>) =>
   Effect.gen(function* () {
+    const {
+      workerId, handlers, pollInterval, batchSize, concurrency, prefetch, retryBackoff, leaseDuration,
+      heartbeatInterval, rescueInterval, shutdownTimeout, retention, pruneInterval
+    } = yield* checkOptions(options, defaultWorkerId)
     const pgClient = yield* PgClient.PgClient
     const store = yield* makeJobStore
     const localWorkers = yield* Effect.serviceOption(LocalWorkers)
@@ -169,28 +170,6 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Read directly on the paths every job takes (TestClock in tests, like every Clock use here).
     const clock = yield* Effect.clock
 
-    const workerId = options.workerId ?? defaultWorkerId()
-    // It names the worker in every audit entry it writes, which must name who acted.
-    if (workerId.trim() === "") throw new Error("workerId must not be blank")
-    const pollInterval = Duration.decode(options.pollInterval ?? "5 seconds")
-    const batchSize = wholeNumber("batchSize", options.batchSize ?? 5, 1)
-    const concurrency = wholeNumber("concurrency", options.concurrency ?? 5, 1)
-    const prefetch = wholeNumber("prefetch", options.prefetch ?? 0, 0)
-    const retryBackoff = Duration.decode(options.retryBackoff ?? "30 seconds")
-    const leaseDuration = Duration.decode(options.leaseDuration ?? "30 seconds")
-    const heartbeatInterval = Duration.decode(options.heartbeatInterval ?? "10 seconds")
-    const rescueInterval = Duration.decode(options.rescueInterval ?? "5 seconds")
-    const shutdownTimeout = Duration.decode(options.shutdownTimeout ?? "30 seconds")
-    const retention = options.retention === "forever" ? undefined : Duration.decode(options.retention ?? "7 days")
-    const pruneInterval = Duration.decode(options.pruneInterval ?? "1 minute")
-
-    const handlers = new Map<string, Handler>()
-    for (const handler of options.handlers) {
-      if (handlers.has(handler.definition.jobType)) {
-        return yield* Effect.dieMessage(`two handlers for job type "${handler.definition.jobType}"`)
-      }
-      handlers.set(handler.definition.jobType, handler)
-    }
     const jobTypes = [...handlers.keys()]
     // Each type's counters exist from the start at 0: a first failure after a restart is an increase.
     Metrics.startAtZero(jobTypes)

@@ -42,8 +42,10 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
   const CoreServicesLive = Layer.merge(Audit.layer, JobQueue.layer(jobs.definitions))
   const HandlerServicesLive = Layer.merge(CoreServicesLive, AppJobs.FeatureServices.pipe(Layer.provide(CoreServicesLive)))
 
-  // Its type says what the handlers need: AppRequirements, provided below.
-  const WorkerLive: Layer.Layer<Worker.Worker, never, AppJobs.AppRequirements> = Worker.layer({
+  // Its type says what the handlers need: AppRequirements, provided below. The configuration's bounds are the
+  // worker's own (src/internal/workerOptions.ts): options it refuses anyway (two handlers for one job type, say,
+  // in jobs not made by AppJobs.load) stop start-up like any StartupError, before the worker starts anything.
+  const WorkerLive: Layer.Layer<Worker.Worker, StartupError, AppJobs.AppRequirements> = Worker.layer({
     handlers: jobs.handlers,
     ...Option.match(config.worker.workerId, { onNone: () => ({}), onSome: (workerId) => ({ workerId }) }),
     pollInterval: config.worker.pollInterval,
@@ -52,7 +54,7 @@ export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
     prefetch: config.worker.prefetch,
     shutdownTimeout: config.worker.shutdownTimeout,
     retention: config.worker.retention
-  })
+  }).pipe(Layer.mapError((error) => new StartupError({ message: `cannot start the worker: ${error.message}`, cause: error })))
 
   // Ready once everything below is up; "stopping" first when the service stops, before the worker drains.
   const RunningLive = Layer.scopedDiscard(

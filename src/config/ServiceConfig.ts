@@ -7,6 +7,7 @@
 import { Config, ConfigError, Duration, Either, LogLevel, Option, Redacted } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { redactUrl } from "../internal/describe.js"
+import { durationRange, LIMITS, type Range } from "../internal/workerOptions.js"
 
 // Every variable a setting reads, and the test kit's own, to tell a misspelled one (see unknownVariables).
 const KNOWN = new Set(["SKIPLOCK_TEST_ADMIN_URL"])
@@ -41,7 +42,7 @@ const setting = <A>(
   )
 }
 
-const integer = (min: number, max: number) => (raw: string) => {
+const integer = ({ min, max }: Range<number>) => (raw: string) => {
   const accepts = `a whole number from ${min} to ${max}`
   if (!/^-?\d+$/.test(raw)) return Either.left(accepts)
   const value = Number(raw)
@@ -64,20 +65,13 @@ export const parseDuration = (raw: string): Duration.Duration | undefined => {
   return match && factor !== undefined ? Duration.millis(Math.round(Number(match[1]) * factor)) : undefined
 }
 
-// The longest wait a timer can hold (Node's and Effect's timers take at most 2^31 - 1 ms, ~24.8 days, and
-// treat anything longer as never), and the longest retention a date can be counted back by.
-const MAX_WAIT = Duration.days(24)
-const MAX_RETENTION = Duration.days(36_500)
-
-const duration = (min: Duration.Duration, max: Duration.Duration) => (raw: string) => {
-  const range = Duration.greaterThan(min, Duration.zero)
-    ? ` from ${Duration.format(min)} to ${Duration.format(max)}`
-    : ` of at most ${Duration.format(max)}`
+// The bounds are the worker's own (Worker.make checks its options with the same rule).
+const duration = (range: Range<Duration.Duration>) => (raw: string) => {
   // Examples the setting takes: short ones for intervals, long ones for a retention.
-  const examples = Duration.greaterThanOrEqualTo(min, Duration.hours(1)) ? `12h, 7d, 2w or "7 days"` : `500ms, 5s, 2m or "5 seconds"`
-  const accepts = `a duration${range} with a unit, such as ${examples}`
+  const examples = Duration.greaterThanOrEqualTo(range.min, Duration.hours(1)) ? `12h, 7d, 2w or "7 days"` : `500ms, 5s, 2m or "5 seconds"`
+  const accepts = `a duration ${durationRange(range)} with a unit, such as ${examples}`
   const value = parseDuration(raw)
-  return value !== undefined && Duration.between(value, { minimum: min, maximum: max }) ? Either.right(value) : Either.left(accepts)
+  return value !== undefined && Duration.between(value, { minimum: range.min, maximum: range.max }) ? Either.right(value) : Either.left(accepts)
 }
 
 const oneOf = <const L extends ReadonlyArray<string>>(...literals: L) => (raw: string) =>
@@ -128,7 +122,7 @@ export interface DatabaseConfig {
 export const databaseConfig: Config.Config<DatabaseConfig> = Config.all({
   url: setting("DATABASE_URL", Option.none<Redacted.Redacted<string>>(), postgresUrl, redactUrl),
   dataDir: setting("SKIPLOCK_DATA_DIR", ".data", text).pipe(Config.map((dir) => (isAbsolute(dir) ? dir : resolve(process.cwd(), dir)))),
-  embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer(1, 65535)),
+  embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer({ min: 1, max: 65535 })),
   preparedStatements: setting("DATABASE_PREPARED_STATEMENTS", true, onOff)
 })
 
@@ -147,7 +141,7 @@ export interface HttpConfig {
 
 export const httpConfig: Config.Config<HttpConfig> = Config.all({
   host: setting("HOST", "0.0.0.0", text),
-  port: setting("PORT", 8080, integer(0, 65535))
+  port: setting("PORT", 8080, integer({ min: 0, max: 65535 }))
 })
 
 export interface WorkerConfig {
@@ -168,16 +162,16 @@ export interface WorkerConfig {
 
 export const workerConfig: Config.Config<WorkerConfig> = Config.all({
   workerId: setting("WORKER_ID", Option.none<string>(), optionalText),
-  pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(Duration.millis(10), MAX_WAIT)),
-  batchSize: setting("WORKER_BATCH_SIZE", 5, integer(1, 1000)),
-  concurrency: setting("WORKER_CONCURRENCY", 5, integer(1, 1000)),
-  prefetch: setting("WORKER_PREFETCH", 0, integer(0, 1000)),
-  maxAttempts: setting("WORKER_MAX_ATTEMPTS", 3, integer(1, 100)),
-  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(Duration.zero, MAX_WAIT)),
+  pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(LIMITS.pollInterval)),
+  batchSize: setting("WORKER_BATCH_SIZE", 5, integer(LIMITS.batchSize)),
+  concurrency: setting("WORKER_CONCURRENCY", 5, integer(LIMITS.concurrency)),
+  prefetch: setting("WORKER_PREFETCH", 0, integer(LIMITS.prefetch)),
+  maxAttempts: setting("WORKER_MAX_ATTEMPTS", 3, integer({ min: 1, max: 100 })),
+  shutdownTimeout: setting("WORKER_SHUTDOWN_TIMEOUT", Duration.seconds(30), duration(LIMITS.shutdownTimeout)),
   retention: setting("WORKER_JOB_RETENTION", Duration.days(7) as Duration.Duration | "forever", (raw) =>
     raw.toLowerCase() === "forever"
       ? Either.right("forever" as const)
-      : Either.mapLeft(duration(Duration.hours(1), MAX_RETENTION)(raw), (accepts) => `${accepts}, or "forever"`)
+      : Either.mapLeft(duration(LIMITS.retention)(raw), (accepts) => `${accepts}, or "forever"`)
   ),
   handOff: setting("WORKER_HAND_OFF", true, onOff)
 })

@@ -59,7 +59,7 @@ export const invalidOptionsReason = (options: {
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 /** Why PostgreSQL could not store a text as it is, or undefined. */
-const textProblem = (text: string): string | undefined =>
+export const textProblem = (text: string): string | undefined =>
   text.includes("\u0000")
     ? "contains a NUL character (\\u0000), which PostgreSQL cannot store"
     : LONE_SURROGATE.test(text)

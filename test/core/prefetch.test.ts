@@ -3,7 +3,7 @@
 // Most tests use TestClock against a real database; the workers neither listen nor poll unless time moves.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Clock, Deferred, Effect, Exit, Fiber, FiberId, Metric, Schema, Scope, TestClock } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, FiberId, Metric, Schema, Scope, TestClock } from "effect"
 import { Handler, JobDefinition, JobQueue, Metrics, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG, statusCounts } from "../support/jobs.js"
@@ -55,6 +55,37 @@ const processingBy = (workerId: string) =>
   ).pipe(Effect.map((rows) => rows[0]!.n))
 
 const quiet = { listen: false, pollInterval: "1 hour" } as const
+
+// Job 1 running and job 2 claimed ahead, their leases (10 s) renewed by no heartbeat: another transaction holds
+// audit_logs, so the claim (which writes job_started entries) waits in the database. Sent at 0 s, it answers at 9 s,
+// after the heartbeat at 8 s, which had no job to renew; the next one is due at 16 s.
+const claimedAheadUnrenewed = (workerId: string, rescueInterval: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const jobs = yield* gatedHandler
+    const [, second] = yield* enqueueReports(2)
+    const locked = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const holder = yield* sql
+      .withTransaction(sql`LOCK TABLE audit_logs IN SHARE MODE`.pipe(Effect.zipRight(Deferred.succeed(locked, undefined)), Effect.zipRight(Deferred.await(release))))
+      .pipe(Effect.fork)
+    yield* Deferred.await(locked)
+    const worker = yield* Worker.make({
+      handlers: [jobs.handler], workerId, concurrency: 1, prefetch: 1,
+      leaseDuration: "10 seconds", heartbeatInterval: "8 seconds", rescueInterval, ...quiet
+    })
+    const claimWaits = Effect.map(
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM claim_next_job(%'`,
+      (rows) => rows[0]!.n === 1
+    )
+    yield* eventually(claimWaits, "the worker's claim waits for the lock")
+    yield* TestClock.adjust("9 seconds")
+    yield* Deferred.succeed(release, undefined)
+    yield* Fiber.join(holder)
+    yield* eventually(Effect.map(worker.status, (status) => status.running === 1 && status.prefetched === 1), "job 1 runs and job 2 waits")
+    return { jobs, worker, second: second! }
+  })
 
 describe("prefetch", () => {
   it.layer(TestDatabase.layer())((it) => {
@@ -155,57 +186,36 @@ describe("prefetch", () => {
     it.scoped("a prefetched job's lease runs from when its claim was sent, as in the database: a claim slow to answer does not stretch it", () =>
       Effect.gen(function* () {
         yield* reset
-        const sql = yield* SqlClient.SqlClient
-        const jobs = yield* gatedHandler
-        yield* enqueueReports(2)
-        // Another transaction holds audit_logs, so the claim (which writes job_started entries) waits in the database.
-        const locked = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        const holder = yield* sql
-          .withTransaction(sql`LOCK TABLE audit_logs IN SHARE MODE`.pipe(Effect.zipRight(Deferred.succeed(locked, undefined)), Effect.zipRight(Deferred.await(release))))
-          .pipe(Effect.fork)
-        yield* Deferred.await(locked)
-        const worker = yield* Worker.make({
-          handlers: [jobs.handler], workerId: "slow-claim", concurrency: 1, prefetch: 1,
-          leaseDuration: "10 seconds", heartbeatInterval: "1 hour", rescueInterval: "1 hour", ...quiet
-        })
-        const claimWaits = Effect.map(
-          sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
-                             WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM claim_next_job(%'`,
-          (rows) => rows[0]!.n === 1
-        )
-        yield* eventually(claimWaits, "the worker's claim waits for the lock")
-        // The claim was sent at 0 s; it answers at 5 s: job 1 runs, job 2 waits with a lease until 10 s.
-        yield* TestClock.adjust("5 seconds")
-        yield* Deferred.succeed(release, undefined)
-        yield* Fiber.join(holder)
-        yield* eventually(Effect.map(worker.status, (status) => status.running === 1 && status.prefetched === 1), "job 1 runs and job 2 waits")
-
+        const { jobs, worker } = yield* claimedAheadUnrenewed("slow-claim", "1 hour")
         // At 12 s job 1 returns. Job 2's lease ran out at 10 s (the rescuer may have taken it): it must not start.
-        yield* TestClock.adjust("7 seconds")
+        yield* TestClock.adjust("3 seconds")
         yield* jobs.open(1, 2)
         yield* eventually(Effect.map(worker.status, (status) => status.running === 0 && status.prefetched === 0), "job 1 finished and job 2 was let go")
         yield* pauseLive("200 millis")
         expect(jobs.started).toEqual([1])
       }))
 
-    it.effect("prefetch must be a whole number of at least 0", () =>
+    it.scoped("a prefetched job whose lease ran out while it waited (not renewed) is not started: it was rescued, and runs once, when claimed again", () =>
       Effect.gen(function* () {
-        const handler = Handler.make(Report, { run: () => Effect.void })
-        const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], prefetch: -1, ...quiet })))
-        expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("prefetch must be a whole number of at least 0, got -1")
-      }))
+        yield* reset
+        const { jobs, worker, second } = yield* claimedAheadUnrenewed("stale", "1 second")
+        // At 11 s the worker's rescue takes both back (the first too, its handler still running: unrenewed, the
+        // worker is as good as paused).
+        yield* TestClock.adjust("2 seconds")
+        yield* eventually(Effect.map(jobRow(second.id), (row) => row.status === "pending"), "the second job was rescued")
+        expect(yield* worker.status).toMatchObject({ prefetched: 1 })
 
-    it.effect("a blank workerId is refused: it names the worker in every audit entry, which must name who acted", () =>
-      Effect.gen(function* () {
-        const handler = Handler.make(Report, { run: () => Effect.void })
-        const exit = yield* Effect.exit(Effect.scoped(Worker.make({ handlers: [handler], workerId: " ", ...quiet })))
-        expect(Exit.isFailure(exit) ? String(exit.cause) : "").toContain("workerId must not be blank")
+        // Once the first job's handler returns, the worker claims both again (attempt 2) and runs them.
+        yield* jobs.open(1, 2)
+        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
+        // The second job's first attempt, claimed ahead and expired, never started; its second did.
+        expect(jobs.attempts[2]).toEqual([2])
+        expect(yield* jobRow(second.id)).toMatchObject({ status: "completed", attempts: 2 })
       }))
   })
 
-  // Leases lost and run out: with the real clock, because these tests wait for the worker's own statements
-  // (heartbeat, rescue) while its jobs finish, and TestClock.adjust waits for every fiber to be suspended.
+  // A lease lost: with the real clock, because this test waits for the worker's own statements (heartbeat)
+  // while its jobs finish, and TestClock.adjust waits for every fiber to be suspended.
   layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
     it.scoped("a prefetched job the worker lost (taken over elsewhere) is dropped at the next heartbeat, never started", () =>
       Effect.gen(function* () {
@@ -226,35 +236,6 @@ describe("prefetch", () => {
         expect(jobs.started).toEqual([1])
         expect(yield* jobRow(second!.id)).toMatchObject({ status: "processing", lockedBy: "other" })
         expect(yield* auditEvents(second!.id)).toEqual(["job_started"])
-      }))
-
-    it.scoped("a prefetched job whose lease ran out while it waited (not renewed) is not started: it was rescued, and runs once, when claimed again", () =>
-      Effect.gen(function* () {
-        yield* reset
-        const jobs = yield* gatedHandler
-        const [, second] = yield* enqueueReports(2)
-        // No heartbeat within the test: leases (1 s) are not renewed; the worker's rescue (every 100 ms) takes back what expires.
-        const worker = yield* Worker.make({
-          handlers: [jobs.handler],
-          workerId: "stale",
-          concurrency: 1,
-          prefetch: 1,
-          leaseDuration: "1 second",
-          heartbeatInterval: "1 hour",
-          rescueInterval: "100 millis",
-          ...quiet
-        })
-        yield* eventually(Effect.map(processingBy("stale"), (n) => n === 2), "the worker holds both jobs")
-        // (The first is rescued too, its handler still running: without a heartbeat the worker is as good as paused.)
-        yield* eventually(Effect.map(jobRow(second!.id), (row) => row.status === "pending"), "the second job was rescued")
-        expect(yield* worker.status).toMatchObject({ prefetched: 1 })
-
-        // Once the first job's handler returns, the worker claims both again (attempt 2) and runs them.
-        yield* jobs.open(1, 2)
-        yield* eventually(Effect.map(statusCounts, (c) => c.completed === 2), "both completed")
-        // The second job's first attempt, claimed ahead and expired, never started; its second did.
-        expect(jobs.attempts[2]).toEqual([2])
-        expect(yield* jobRow(second!.id)).toMatchObject({ status: "completed", attempts: 2 })
       }))
   })
 })

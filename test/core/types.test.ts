@@ -2,7 +2,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expectTypeOf, it } from "@effect/vitest"
 import { Context, Data, Effect, Layer, Schema } from "effect"
-import { CurrentJob, Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import { CurrentJob, Handler, type InvalidWorkerOptions, JobDefinition, JobQueue, Worker } from "../../src/index.js"
 import { type LayerError, type Provided, SkiplockTest } from "../../src/testing/index.js"
 
 class Ledger extends Context.Tag("Ledger")<Ledger, { readonly post: (cents: number) => Effect.Effect<void> }>() {}
@@ -42,19 +42,19 @@ describe("types", () => {
     JobQueue.enqueueJob(Export, { format: "xml" }, { organizationId: "0190a0b0-0000-7000-8000-000000000001" })
   })
 
-  it("the worker layer requires the database and the union of its handlers' requirements", () => {
+  it("the worker layer requires the database and the union of its handlers' requirements, and fails only on bad options", () => {
     const layer = Worker.layer({ handlers: [settle, dun] })
     // (TypeScript folds PgClient, a subtype of SqlClient, into SqlClient when it prints this union.)
-    expectTypeOf(layer).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger | Mailer>>()
+    expectTypeOf(layer).toEqualTypeOf<Layer.Layer<Worker.Worker, InvalidWorkerOptions, SqlClient.SqlClient | Ledger | Mailer>>()
     const provided = layer.pipe(Layer.provide(Layer.succeed(Ledger, { post: () => Effect.void })))
-    expectTypeOf(provided).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Mailer>>()
+    expectTypeOf(provided).toEqualTypeOf<Layer.Layer<Worker.Worker, InvalidWorkerOptions, SqlClient.SqlClient | Mailer>>()
   })
 
   it("CurrentJob, which the worker gives every job, is not among the requirements left to provide", () => {
     const logged = Handler.make(Settlement, {
       run: (payload) => Effect.flatMap(CurrentJob, (job) => Effect.flatMap(Ledger, (ledger) => ledger.post(payload.cents + job.attempt)))
     })
-    expectTypeOf(Worker.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Worker.Worker, never, SqlClient.SqlClient | Ledger>>()
+    expectTypeOf(Worker.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Worker.Worker, InvalidWorkerOptions, SqlClient.SqlClient | Ledger>>()
     expectTypeOf(SkiplockTest.layer({ handlers: [logged] })).toEqualTypeOf<Layer.Layer<Provided | Ledger, LayerError, Ledger>>()
     expectTypeOf<Effect.Effect.Context<ReturnType<typeof SkiplockTest.runJob<{ readonly cents: number }, never, CurrentJob | Ledger>>>>().toEqualTypeOf<SkiplockTest | Ledger>()
   })

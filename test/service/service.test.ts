@@ -3,9 +3,13 @@
 // /metrics, graceful shutdown, and the ways start-up refuses to go on.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { ConfigProvider, Effect } from "effect"
 import pg from "pg"
-import { migrationSets } from "../../src/app/jobs.js"
+import { load, migrationSets } from "../../src/app/jobs.js"
+import { launch } from "../../src/app/launch.js"
+import { StartupError } from "../../src/app/StartupError.js"
+import { serviceConfig } from "../../src/config/ServiceConfig.js"
+import { ServiceLive } from "../../src/main.js"
 import { coreMigrations } from "../../src/Migrator.js"
 import { acquireTestDatabase, TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow } from "../support/jobs.js"
@@ -242,6 +246,25 @@ describe("the service", () => {
         // Left to the lease: another worker rescues it once the lease expires.
         expect(yield* statusOf(id)).toBe("processing")
         yield* sql`DELETE FROM job_queue WHERE id = ${id}`
+      }))
+
+    it.scoped("options the worker refuses stop start-up with a StartupError naming them, before the worker registers", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        // The configuration's bounds are the worker's own: what is left are jobs not made by AppJobs.load, which
+        // refuses two handlers for one job type itself.
+        const config = yield* serviceConfig.pipe(
+          Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["DATABASE_URL", url], ["PORT", "0"], ["HOST", "127.0.0.1"]])))
+        )
+        const jobs = yield* load([])
+        const twice = { ...jobs, handlers: [...jobs.handlers, jobs.handlers[0]!] }
+        const error = yield* Effect.flip(launch(ServiceLive(config, twice)))
+        expect(error).toBeInstanceOf(StartupError)
+        expect(error.message).toBe(
+          `cannot start the worker: invalid worker options: handlers must have one handler per job type, got two for "${jobs.handlers[0]!.definition.jobType}"`
+        )
+        expect(yield* sql`SELECT worker_id FROM job_workers`).toEqual([])
       }))
   })
 
