@@ -64,9 +64,14 @@ const POOL_SIZE = 5
 // cannot be reached; said as what it is, so that an operator does not go looking for a dead database.
 const POOL_WAIT_TIMED_OUT = "timeout exceeded when trying to connect"
 
-const sayingPoolExhausted = <A>(enqueue: Effect.Effect<A, EnqueueError>): Effect.Effect<A, EnqueueError> =>
+/** The pool's connections that reached the database and are not yet closed, kept from the pool's events. */
+type OpenConnections = Set<unknown>
+
+// Only while the pool holds an open connection: calls queued behind five connections that a database which
+// never answers keeps "being opened" time out with the same words, and that database is not fine.
+const sayingPoolExhausted = (open: OpenConnections) => <A>(enqueue: Effect.Effect<A, EnqueueError>): Effect.Effect<A, EnqueueError> =>
   Effect.mapError(enqueue, (error) =>
-    error._tag === "SqlError" && error.cause instanceof Error && error.cause.message === POOL_WAIT_TIMED_OUT
+    error._tag === "SqlError" && error.cause instanceof Error && error.cause.message === POOL_WAIT_TIMED_OUT && open.size > 0
       ? new SqlError({
           cause: error.cause,
           message: `${error.message}: all ${POOL_SIZE} connections of this process's pool stayed in use (or were still being opened) ` +
@@ -77,7 +82,7 @@ const sayingPoolExhausted = <A>(enqueue: Effect.Effect<A, EnqueueError>): Effect
   )
 
 // A pool that lets a script's process end while idle, instead of holding it open.
-const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) =>
+const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean, open: OpenConnections) =>
   PgClient.layerFromPool({
     acquire: Effect.acquireRelease(
       Effect.sync(() => {
@@ -91,6 +96,9 @@ const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean) 
           ...(preparedStatements ? { Client: PreparingClient } : {})
         })
         pool.on("error", () => undefined)
+        // "connect": a new connection reached the database; "remove": an open one was closed.
+        pool.on("connect", (client) => void open.add(client))
+        pool.on("remove", (client) => void open.delete(client))
         return pool
       }),
       (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)))
@@ -104,17 +112,19 @@ export const layerFromEnv: Layer.Layer<JobQueue, StartupError | Error> = Layer.u
     const database = yield* databaseConfig
     const { maxAttempts } = yield* workerConfig
     const jobs = yield* AppJobs.load(yield* handlerModulesConfig)
+    const open: OpenConnections = new Set()
+    const saying = sayingPoolExhausted(open)
     const queueLayer = Layer.effect(
       JobQueue,
       Effect.map(makeJobQueue(jobs.definitions), (queue) =>
         JobQueue.of({
-          enqueue: (input) => sayingPoolExhausted(queue.enqueue({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts })),
+          enqueue: (input) => saying(queue.enqueue({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts })),
           enqueueMany: (inputs) =>
-            sayingPoolExhausted(queue.enqueueMany(inputs.map((input) => ({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts }))))
+            saying(queue.enqueueMany(inputs.map((input) => ({ ...input, maxAttempts: input.maxAttempts ?? maxAttempts }))))
         })
       )
     )
-    return queueLayer.pipe(Layer.provide(poolLayer(effectiveDatabaseUrl(database), database.preparedStatements)))
+    return queueLayer.pipe(Layer.provide(poolLayer(effectiveDatabaseUrl(database), database.preparedStatements, open)))
   }).pipe(
     Effect.mapError((error) =>
       ConfigError.isConfigError(error) ? new StartupError({ message: `invalid configuration: ${describeConfigError(error).join("; ")}` }) : error

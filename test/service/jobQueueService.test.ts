@@ -34,6 +34,21 @@ const withEnv = (vars: Record<string, string>) =>
 const rejection = (promise: () => Promise<unknown>) =>
   Effect.promise(() => promise().then(() => undefined, (error: unknown) => error))
 
+/** The facade over DATABASE_URL pointing at a host that accepts connections and never answers (for the scope). */
+const serviceOfHostThatNeverAnswers = Effect.gen(function* () {
+  const sockets: Array<Socket> = []
+  const server = createServer((socket) => void sockets.push(socket))
+  yield* Effect.acquireRelease(
+    Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+    () => Effect.sync(() => (sockets.forEach((socket) => socket.destroy()), server.close()))
+  )
+  const { port } = server.address() as { port: number }
+  yield* withEnv({ DATABASE_URL: `postgres://skiplock@127.0.0.1:${port}/skiplock` })
+  const service = makeJobQueueService(layerFromEnv)
+  yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+  return service
+})
+
 describe("jobQueueService", () => {
   layer(TestDatabase.layer({ migrations: migrationSets }), { excludeTestServices: true })((it) => {
     it.scoped("enqueues with the runbook's call shape and rejects with the API's tagged errors", () =>
@@ -129,21 +144,24 @@ describe("jobQueueService", () => {
 
     it.scoped("an enqueue against a host that never answers fails after the connect timeout (5 s), instead of waiting for ever", () =>
       Effect.gen(function* () {
-        const sockets: Array<Socket> = []
-        const server = createServer((socket) => void sockets.push(socket))
-        yield* Effect.acquireRelease(
-          Effect.async<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
-          () => Effect.sync(() => (sockets.forEach((socket) => socket.destroy()), server.close()))
-        )
-        const { port } = server.address() as { port: number }
-        yield* withEnv({ DATABASE_URL: `postgres://skiplock@127.0.0.1:${port}/skiplock` })
-        const service = makeJobQueueService(layerFromEnv)
-        yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+        const service = yield* serviceOfHostThatNeverAnswers
         const started = Date.now()
         const error = yield* rejection(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {} }))
         expect(Date.now() - started).toBeLessThan(8_000)
         expect(error).toMatchObject({ _tag: "SqlError", message: "Failed to acquire connection" })
         expect(String((error as { cause?: unknown }).cause)).toMatch(/timeout/i)
+      }), 20_000)
+
+    it.scoped("enqueues queued behind connections still being opened to a host that never answers are not told that the database may be fine", () =>
+      Effect.gen(function* () {
+        const service = yield* serviceOfHostThatNeverAnswers
+        // Five open the pool's five connections; the other five wait in pg-pool's queue, and time out with the
+        // words of a pool whose connections are all in use.
+        const errors = yield* Effect.all(
+          Array.from({ length: 10 }, (_, n) => rejection(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { n } }))),
+          { concurrency: "unbounded" }
+        )
+        expect(errors.map((error) => (error as Error).message)).toEqual(Array.from({ length: 10 }, () => "Failed to acquire connection"))
       }), 20_000)
   })
 })
