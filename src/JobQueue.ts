@@ -167,10 +167,10 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
       const schema = schemas.get(input.jobType)
       if (schema === undefined) return withPayload(input.payload)
       // A Schema that follows a cycle in the payload (a recursive one) overflows the call stack: named as the
-      // payload's fault, as the worker does (executeJob). One that throws on a payload without such a problem
-      // has a bug: a defect, as before.
+      // payload's fault, as the worker does (executeJob). Anything else it throws is a bug, a defect as before,
+      // whatever else the payload holds (a Date in a field the Schema ignores is no reason for its throw).
       const thrownBySchema = (thrown: unknown) => {
-        const problem = jsonProblem(input.payload)
+        const problem = thrown instanceof RangeError ? jsonProblem(input.payload) : undefined
         return problem === undefined ? Effect.die(thrown) : Effect.fail(new InvalidPayload({ jobType: input.jobType, reason: problem }))
       }
       // Decode then encode: validates, and stores the canonical encoded form.

@@ -2,7 +2,7 @@
 // unknown types and bad options named, idempotency keys, batches, transactions.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, ParseResult, Schema } from "effect"
+import { Cause, Effect, Exit, ParseResult, Schema } from "effect"
 import { JobDefinition, JobQueue, type UnknownJobType } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { uuidv7Millis } from "../../src/internal/uuidv7.js"
@@ -179,6 +179,24 @@ describe("JobQueue.enqueue", () => {
         expect(row!.payload).toEqual({ a: { n: 1 }, b: [{ n: 1 }, { n: 1 }] })
         expect(yield* countJobs).toBe(1)
       }).pipe(Effect.provide(JobQueue.layer([TreeReport]))))
+
+    it.effect("a Schema that throws (a bug) is a defect, also when the payload holds something JSON cannot carry where the Schema does not look", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const bug = new Error("a bug in the Schema's transformation")
+        const Buggy = JobDefinition.make(
+          "report_generation",
+          Schema.Struct({ n: Schema.transform(Schema.Number, Schema.Number, { decode: () => { throw bug }, encode: (n) => n }) })
+        )
+        // The Struct ignores "note"; a Schema without the bug would store { n: 1 }.
+        const exit = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 1, note: new Date(0) } }).pipe(
+          Effect.provide(JobQueue.layer([Buggy])),
+          Effect.exit
+        )
+        expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+        expect(Exit.isFailure(exit) && Cause.squash(exit.cause)).toMatchObject({ message: bug.message })
+        expect(yield* countJobs).toBe(0)
+      }))
 
     it.effect("names an idempotency key PostgreSQL cannot store; a batch takes run times before the year 1 and after 9999 as a single enqueue does", () =>
       Effect.gen(function* () {
