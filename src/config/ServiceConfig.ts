@@ -7,7 +7,7 @@
 import { Config, ConfigError, Duration, Either, LogLevel, Option, Redacted } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { redactUrl } from "../internal/describe.js"
-import { durationRange, LIMITS, type Range } from "../internal/workerOptions.js"
+import { durationRange, LIMITS, MAX_WORKER_ID_LENGTH, type Range } from "../internal/workerOptions.js"
 
 // Every variable a setting reads, and the test kit's own, to tell a misspelled one (see unknownVariables).
 const KNOWN = new Set(["SKIPLOCK_TEST_ADMIN_URL"])
@@ -100,7 +100,9 @@ const LOG_LEVELS = {
 } as const
 
 const text = (raw: string) => Either.right(raw)
-const optionalText = (raw: string) => Either.right(Option.some(raw))
+// The worker's own bound (Worker.make checks its workerId with the same one).
+const workerId = (raw: string) =>
+  raw.length <= MAX_WORKER_ID_LENGTH ? Either.right(Option.some(raw)) : Either.left(`text of at most ${MAX_WORKER_ID_LENGTH} characters`)
 const list = (raw: string) => Either.right(raw.split(",").map((item) => item.trim()).filter((item) => item !== ""))
 
 /** The embedded server's fixed, local-only credentials: it listens on 127.0.0.1 only. */
@@ -161,7 +163,7 @@ export interface WorkerConfig {
 }
 
 export const workerConfig: Config.Config<WorkerConfig> = Config.all({
-  workerId: setting("WORKER_ID", Option.none<string>(), optionalText),
+  workerId: setting("WORKER_ID", Option.none<string>(), workerId),
   pollInterval: setting("WORKER_POLL_INTERVAL", Duration.seconds(5), duration(LIMITS.pollInterval)),
   batchSize: setting("WORKER_BATCH_SIZE", 5, integer(LIMITS.batchSize)),
   concurrency: setting("WORKER_CONCURRENCY", 5, integer(LIMITS.concurrency)),

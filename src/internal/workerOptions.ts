@@ -83,12 +83,16 @@ const DEFAULTS = {
 
 const invalid = (option: string, reason: string) => Either.left(new InvalidWorkerOptions({ option, reason }))
 
-const count = (option: CountOption, given: number | undefined) => {
+/** A value as given where a number or text was expected: text quoted (concurrency "10" is no 10), a bigint as one. */
+const given = (value: unknown): string =>
+  typeof value === "string" ? JSON.stringify(value) : typeof value === "bigint" ? `${value}n` : String(value)
+
+const count = (option: CountOption, input: number | undefined) => {
   const { min, max } = LIMITS[option]
-  const value = given ?? DEFAULTS[option]
+  const value = input ?? DEFAULTS[option]
   return Number.isInteger(value) && value >= min && value <= max
     ? Either.right(value)
-    : invalid(option, `${option} must be a whole number from ${min} to ${max}, got ${String(value)}`)
+    : invalid(option, `${option} must be a whole number from ${min} to ${max}, got ${given(value)}`)
 }
 
 // Duration.decode takes a negative or NaN amount ("-5 seconds", -1, NaN, [-1, 0]) for zero, without a word.
@@ -127,9 +131,20 @@ const duration = (option: DurationOption, given: Duration.DurationInput | undefi
   return Duration.between(decoded.value, { minimum: range.min, maximum: range.max }) ? Either.right(decoded.value) : invalid(option, `${must}, got ${shown(input)}`)
 }
 
+// job_workers' key: its index takes no entry over 2704 bytes, so a worker with a longer id could never register
+// (and would run unregistered, warning at every heartbeat). 500 characters are at most 1500 bytes in UTF-8.
+export const MAX_WORKER_ID_LENGTH = 500
+
 const checkWorkerId = (workerId: unknown) => {
-  if (typeof workerId !== "string" || workerId.trim() === "") {
+  if (typeof workerId !== "string") return invalid("workerId", `workerId must be text, got ${given(workerId)}`)
+  if (workerId.trim() === "") {
     return invalid("workerId", `workerId must not be blank: it names the worker in every audit entry, which must name who acted; got ${JSON.stringify(workerId)}`)
+  }
+  if (workerId.length > MAX_WORKER_ID_LENGTH) {
+    return invalid(
+      "workerId",
+      `workerId must be at most ${MAX_WORKER_ID_LENGTH} characters: it is the key of the worker's row in job_workers, whose index takes no longer one; got ${workerId.length}`
+    )
   }
   const problem = textProblem(workerId)
   return problem === undefined ? Either.right(workerId) : invalid("workerId", `workerId ${problem}`)

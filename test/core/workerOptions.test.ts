@@ -4,6 +4,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Schema } from "effect"
+import { randomBytes } from "node:crypto"
 import { Handler, JobDefinition, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 
@@ -31,6 +32,10 @@ describe("Worker options", () => {
         expect(yield* refusal({ concurrency: 1001 })).toEqual(refused("concurrency", "concurrency must be a whole number from 1 to 1000, got 1001"))
         expect(yield* refusal({ prefetch: -1 })).toEqual(refused("prefetch", "prefetch must be a whole number from 0 to 1000, got -1"))
         expect(yield* refusal({ prefetch: NaN })).toEqual(refused("prefetch", "prefetch must be a whole number from 0 to 1000, got NaN"))
+        // Read from the environment without a parseInt: text, which the message must not show as the number it looks like.
+        expect(yield* refusal({ concurrency: "10" as unknown as number })).toEqual(
+          refused("concurrency", `concurrency must be a whole number from 1 to 1000, got "10"`)
+        )
       }))
 
     it.effect("a workerId must not be blank (it names the worker in every audit entry, which must name who acted) and must be text PostgreSQL stores", () =>
@@ -41,6 +46,26 @@ describe("Worker options", () => {
         expect(yield* refusal({ workerId: "worker\u0000a" })).toEqual(
           refused("workerId", "workerId contains a NUL character (\\u0000), which PostgreSQL cannot store")
         )
+        expect(yield* refusal({ workerId: 7 as unknown as string })).toEqual(refused("workerId", "workerId must be text, got 7"))
+      }))
+
+    it.effect("a workerId is at most 500 characters: job_workers' index takes no key of a few thousand bytes, and the worker could never register", () =>
+      Effect.gen(function* () {
+        // 3,200 characters that do not compress: the worker ran, claimed jobs, and never registered.
+        expect(yield* refusal({ workerId: randomBytes(1600).toString("hex") })).toEqual(
+          refused("workerId", "workerId must be at most 500 characters: it is the key of the worker's row in job_workers, whose index takes no longer one; got 3200")
+        )
+        expect(yield* refusal({ workerId: "w".repeat(501) })).toMatchObject({ option: "workerId" })
+        // The longest, of characters that take 3 bytes each in UTF-8, registers.
+        const sql = yield* SqlClient.SqlClient
+        const workerId = "€".repeat(500)
+        const registered = Effect.scoped(
+          Effect.zipRight(
+            Worker.make({ handlers: [report], workerId, listen: false, pollInterval: "1 hour" }),
+            sql<{ n: number }>`SELECT length(worker_id)::int AS n FROM job_workers WHERE worker_id = ${workerId}`
+          )
+        )
+        expect(yield* registered).toEqual([{ n: 500 }])
       }))
 
     it.effect("one handler per job type", () =>

@@ -112,6 +112,13 @@ describe("service configuration", () => {
       ])
     }))
 
+  it.effect("a WORKER_ID is at most 500 characters, as Worker.make's workerId (the key of the worker's row in job_workers)", () =>
+    Effect.gen(function* () {
+      expect(yield* errors({ WORKER_ID: "w".repeat(501) })).toEqual([`WORKER_ID="${"w".repeat(501)}" is not valid: expected text of at most 500 characters`])
+      const config = Either.getOrThrow(yield* load({ WORKER_ID: "w".repeat(500) }))
+      expect(config.worker.workerId).toEqual(Option.some("w".repeat(500)))
+    }))
+
   it.effect("a DATABASE_URL that is not a URL after all is quoted without its password", () =>
     Effect.gen(function* () {
       const [message] = yield* errors({ DATABASE_URL: "postgres://app:TopSecret99@db.internal:notaport/billing?sslpassword=Other1" })
