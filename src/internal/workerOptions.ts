@@ -119,8 +119,9 @@ const shown = (input: unknown): string =>
     ? `[${input.join(", ")}]`
     : String(input)
 
-const duration = (option: DurationOption, given: Duration.DurationInput | undefined, what = "a duration") => {
-  const input = given ?? DEFAULTS[option]
+/** One duration option checked, its default filled in (the test kit's retryBackoff takes the worker's rule too). */
+export const duration = (option: DurationOption, value: Duration.DurationInput | undefined, what = "a duration") => {
+  const input = value ?? DEFAULTS[option]
   const range = LIMITS[option]
   const must = `${option} must be ${what} ${durationRange(range)}`
   if (negativeOrNaN(input)) return invalid(option, `${must}, got ${shown(input)}`)

@@ -17,7 +17,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Data, Duration, Effect, Fiber, Layer, Schema, Scope, TestClock, TestServices } from "effect"
+import { Chunk, Clock, Context, Data, Duration, Effect, Either, Fiber, Layer, Schema, Scope, TestClock, TestServices } from "effect"
 import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
@@ -28,6 +28,7 @@ import { coreMigrations, type MigrationError } from "../Migrator.js"
 import { waitAtMost } from "../internal/bounded.js"
 import { executeJob, type JobControl, type Outcome } from "../internal/executeJob.js"
 import { type ClaimedJob, make as makeJobStore } from "../internal/JobStore.js"
+import { duration as checkDuration } from "../internal/workerOptions.js"
 import { DrainLimitExceeded, type DrainResult, drainedJob, type JobAttempt, makeResult } from "./Drain.js"
 import * as Faults from "./Faults.js"
 import { EnqueuedAssertionError, enqueuedMessage, type JobFilter, matches, notEnqueuedMessage } from "./JobMatch.js"
@@ -57,7 +58,7 @@ export interface SkiplockTestOptions<Hs extends ReadonlyArray<Handler>> {
   readonly inline?: boolean
   /** Where the TestClock starts. Default: the wall-clock time when the layer is built. */
   readonly startAt?: Date
-  /** Retry n waits retryBackoff × n², as the Worker's option of the same name. Default 30 s. */
+  /** Retry n waits retryBackoff × n², as the Worker's option of the same name, and within its bounds (0 to 24 days). Default 30 s. */
   readonly retryBackoff?: Duration.DurationInput
   /**
    * Add the handlers' job types to `job_types` when no migration did. Default false: a missing
@@ -197,7 +198,7 @@ const statusAfter = (job: JobQueue.EnqueuedJob, outcome: Outcome): JobQueue.Enqu
   }
 }
 
-/** What can be checked before a database is created: the TestClock, one handler per job type. */
+/** What can be checked before a database is created: the TestClock, one handler per job type, the retryBackoff. */
 const checkOptions = <Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
   Effect.gen(function* () {
     if (!isTestClock(yield* Effect.clock)) {
@@ -211,12 +212,14 @@ const checkOptions = <Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOp
       if (seen.has(jobType)) return yield* new SkiplockTestSetupError({ message: `two handlers for job type "${jobType}"` })
       seen.add(jobType)
     }
+    // The worker's rule: a backoff the worker refuses (a negative one, "30 days", Infinity) must not pass here.
+    return yield* Either.mapLeft(checkDuration("retryBackoff", options.retryBackoff), (error) => new SkiplockTestSetupError({ message: error.reason }))
   })
 
 /** The kit on top of a migrated database; see `layer`. */
 export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOptions<Hs>) =>
   Effect.gen(function* () {
-    yield* checkOptions(options)
+    const retryBackoff = yield* checkOptions(options)
     yield* TestClock.setTime(options.startAt?.getTime() ?? Date.now())
 
     const sql = yield* SqlClient.SqlClient
@@ -224,7 +227,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
     const records = yield* JobRecords.make
     const audit = yield* Audit.make
     const faults = Faults.make()
-    const env = { workerId: TEST_WORKER_ID, store, retryBackoff: Duration.decode(options.retryBackoff ?? "30 seconds") }
+    const env = { workerId: TEST_WORKER_ID, store, retryBackoff }
 
     // Their requirements come from the layer's context (see `given`), so none are left.
     const handlers = new Map<string, Handler<string, any, any, never>>()

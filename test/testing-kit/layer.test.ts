@@ -2,7 +2,7 @@
 // TestClock set to the wall-clock time, checks of its configuration, cleanup.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Context, Effect, Exit, Layer, Schema } from "effect"
+import { Clock, Context, Duration, Effect, Exit, Layer, Schema } from "effect"
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -91,6 +91,18 @@ describe("SkiplockTest.layer", () => {
       expect(error.message).toBe(`two handlers for job type "report_generation"`)
     })
   })
+
+  it.effect("refuses a retryBackoff the worker refuses, as the worker does, instead of taking it for 0 or failing at the first retry", () =>
+    Effect.gen(function* () {
+      const refusal = (retryBackoff: Duration.DurationInput) =>
+        Effect.flip(Effect.provide(Effect.void, SkiplockTest.layer({ handlers: [], retryBackoff })))
+      expect(yield* refusal("-5 seconds")).toMatchObject({
+        _tag: "SkiplockTestSetupError",
+        message: `retryBackoff must be a duration of at most 24d, got "-5 seconds"`
+      })
+      expect((yield* refusal(Infinity)).message).toBe("retryBackoff must be a duration of at most 24d, got Infinity")
+      expect((yield* refusal("30 days")).message).toBe(`retryBackoff must be a duration of at most 24d, got "30 days"`)
+    }))
 
   it.live("needs the TestClock, and says so", () =>
     Effect.gen(function* () {
