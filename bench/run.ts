@@ -137,8 +137,8 @@ export const runBench = async (config: BenchConfig): Promise<BenchOutcome> => {
     notes.push(
       `Memory: the workers (concurrency ${config.memoryConcurrency}) run while ${config.memoryWaves} waves of ${config.memoryJobs} jobs arrive ` +
         `(${config.memorySingles} enqueued one at a time, the rest in batches of ${config.batchSize}); after each wave the heap is read after full collections. ` +
-        "Held: after the first wave, minus the heap before the system was opened (harness and system share the process). " +
-        "Growth: the least-squares slope of the heap over the waves after the first, per 10,000 jobs; a leak of 100 bytes a job shows as about 1,000 KB, and readings of a few hundred KB either way are the noise of a flat heap. " +
+        "Held: after the first wave, minus the heap before the system was opened (harness and system share the process, so it also depends on what ran before it: no ratio). " +
+        "Growth: the least-squares slope of the readings from the second wave on, per 10,000 jobs; a leak of 100 bytes a job shows as about 1,000 KB, and readings of a few hundred KB either way are the noise of a flat heap. " +
         "pg-boss (default) is left out, as in History: its drain is bound by its 2 s poll."
     )
   }
