@@ -7,19 +7,12 @@ import { parseConfig, type BenchConfig } from "../../bench/config.js"
 import type { Context, Metric } from "../../bench/scenarios/common.js"
 import { runMemory, slope } from "../../bench/scenarios/memory.js"
 import type { BenchPayload, SystemAdapter } from "../../bench/systems/types.js"
+import { standInSystem } from "./standIn.js"
 
 const serverUrl = process.env.DATABASE_URL || process.env.SKIPLOCK_TEST_ADMIN_URL || ""
 
-const standIn = (id: string, bytesKeptPerJob: number): SystemAdapter => ({
-  id,
-  label: id,
-  packageName: id,
-  configuration: "in-process stand-in",
-  recordsPerJob: "nothing",
-  idlePollMs: 0,
-  probe: async () => ({ ok: true, version: "test" }),
-  install: async () => {},
-  open: async () => {
+const standIn = (id: string, bytesKeptPerJob: number) =>
+  standInSystem(id, async () => {
     const heldWhileOpen = new Array<number>(1024 * 1024).fill(0.5) // 8 MB of doubles on the heap (a typed array's would not be)
     const kept: Array<Array<number>> = []
     let onJob: ((payload: BenchPayload) => void) | undefined
@@ -34,12 +27,7 @@ const standIn = (id: string, bytesKeptPerJob: number): SystemAdapter => ({
       stopWorkers: async () => void (onJob = undefined),
       close: async () => void (heldWhileOpen[0] = kept.length)
     }
-  },
-  unfinishedCount: async () => 0,
-  discardUnfinished: async () => {},
-  seedHistory: async () => {},
-  isClaimQuery: () => false
-})
+  })
 
 const runWith = async (systems: ReadonlyArray<SystemAdapter>) => {
   const smoke = parseConfig(["--smoke", "--quiet"], {}) as BenchConfig

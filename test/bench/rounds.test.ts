@@ -11,29 +11,17 @@ import { runDrain } from "../../bench/scenarios/drain.js"
 import { runEnqueue } from "../../bench/scenarios/enqueue.js"
 import { runHistory } from "../../bench/scenarios/history.js"
 import { runLatency } from "../../bench/scenarios/latency.js"
-import type { SystemAdapter, SystemInstance } from "../../bench/systems/types.js"
+import type { SystemInstance } from "../../bench/systems/types.js"
+import { standInSystem } from "./standIn.js"
 
 const serverUrl = process.env.DATABASE_URL || process.env.SKIPLOCK_TEST_ADMIN_URL || ""
 
-const standIn = (id: string, opened: Array<string>): SystemAdapter => ({
-  id,
-  label: id,
-  packageName: id,
-  configuration: "",
-  recordsPerJob: "",
-  idlePollMs: 0,
-  probe: async () => ({ ok: true, version: "0" }),
-  install: async () => {},
-  open: async (url): Promise<SystemInstance> => {
+const standIn = (id: string, opened: Array<string>) =>
+  standInSystem(id, async (url): Promise<SystemInstance> => {
     // The history scenario's databases: a fresh empty one per run, the seeded one kept for all rounds.
     opened.push(`${id}${url.includes("_history_empty") ? " empty" : url.includes("_history") ? " full" : ""}`)
     return { enqueueOne: async () => {}, enqueueBatch: async () => {}, startWorkers: async () => {}, stopWorkers: async () => {}, close: async () => {} }
-  },
-  unfinishedCount: async () => 0,
-  discardUnfinished: async () => {},
-  seedHistory: async () => {},
-  isClaimQuery: () => false
-})
+  })
 
 describe("bench rounds", () => {
   it("run the systems as listed, then reversed", () => {
