@@ -4,8 +4,9 @@
  * once again after a full claim while slots are free, and when a LISTEN
  * notification says a job was enqueued. The completions of finished jobs go
  * to the database with the next claim (complete_and_claim). Beside the claim
- * loop it renews the leases of its running jobs (heartbeat), rescues jobs
- * whose lease expired and stops handlers past their timeout (deadlines).
+ * loop it renews the leases of its running jobs (heartbeat, in
+ * internal/heartbeat.ts), rescues jobs whose lease expired (maintenance) and
+ * stops handlers past their timeout (deadlines).
  * With `prefetch`, it also claims jobs ahead of free slots; they start as
  * handlers finish.
  *
@@ -17,19 +18,19 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Either, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
 import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
 import * as Metrics from "./Metrics.js"
 import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
-import { answeredWithin, waitAtMost } from "./internal/bounded.js"
-import { isConnectionError } from "./internal/connectionLoss.js"
+import { waitAtMost } from "./internal/bounded.js"
 import * as Deadlines from "./internal/deadlines.js"
 import { makeCompletions, type Finished } from "./internal/completions.js"
 import { executeJob, type JobControl, leaseRanOut, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
+import { makeHeartbeat } from "./internal/heartbeat.js"
 import { listenForJobs } from "./internal/listener.js"
 import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
 import { makeOutageLog } from "./internal/outageLog.js"
@@ -125,14 +126,6 @@ const RELEASE_TIMEOUT = Duration.seconds(5)
 const RECORD_WHILE_STOPPING_MILLIS = 3_000
 // After a notification the worker looks once more this much later (see looksAgain).
 const LOOK_AGAIN_AFTER = Duration.seconds(1)
-// A heartbeat that could not reach the database is tried again this often, until the next one is due.
-const HEARTBEAT_RETRY = Duration.seconds(1)
-// A heartbeat's try unanswered this long counts as one that could not reach the database (a host gone
-// silent answers nothing, and a statement on its connection would wait until TCP gives up, ~15 minutes).
-const HEARTBEAT_TRY_TIMEOUT = Duration.seconds(2)
-// While heartbeats cannot reach the database, a job is stopped this long before its lease runs out:
-// the next try could renew it no sooner.
-const LEASE_STOP_AHEAD_MILLIS = Duration.toMillis(HEARTBEAT_RETRY) + Duration.toMillis(HEARTBEAT_TRY_TIMEOUT)
 // On shutdown, how long claims already sent may take to answer; one that answers later has its jobs released.
 const CLAIMS_STOP_TIMEOUT = Duration.seconds(10)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
@@ -521,115 +514,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       )
 
     const registration = makeRegistration(store, { workerId, host: hostname(), pid: process.pid, jobTypes, concurrency })
-    const heartbeatFailures = makeOutageLog("heartbeat")
-    const heartbeatMillis = Duration.toMillis(heartbeatInterval)
-    // The last heartbeat could not reach the database: this worker's leases may have run out unrenewed.
-    let heartbeatUnreachable = false
-
-    // What one heartbeat asked about, and when: its answer is about these attempts, not about one claimed
-    // again meanwhile. Every try asks anew: a retry that sent an older list would leave out a job started
-    // since, and the database would take the worker for having let go of it (the retry guard, 0025/0026).
-    interface Asked {
-      readonly at: number
-      readonly running: ReadonlyArray<RunningJob>
-      readonly waiting: ReadonlySet<PrefetchedJob>
-      readonly ids: ReadonlyArray<string>
-    }
-    // One heartbeat try: what it asked about, and the database's answer or why there is none.
-    interface HeartbeatTry {
-      readonly asked: Asked
-      readonly answer: Either.Either<{ readonly held: ReadonlySet<string>; readonly registered: boolean }, unknown>
-    }
-    const ask = (): Asked => {
-      const runningNow = [...running.values()]
-      return {
-        at: clock.unsafeCurrentTimeMillis(),
-        running: runningNow,
-        waiting: new Set(prefetched),
-        ids: [...runningNow.map(({ job }) => job.id), ...prefetched.map(({ job }) => job.id)]
-      }
-    }
-
-    // Stops the jobs the worker no longer holds, as one heartbeat's answer says: the database's, or while it
-    // cannot be reached, the leases' own ends, stopping a job once its lease would run out before the next try
-    // could renew it (a rescuer elsewhere may take the job from then on).
-    const stopUnheld = ({ asked, answer }: HeartbeatTry) =>
-      Effect.gen(function* () {
-        const stopBefore = clock.unsafeCurrentTimeMillis() + LEASE_STOP_AHEAD_MILLIS
-        const stillHeld = (id: string, holder: { leaseValidUntil: number }) => {
-          if (answer._tag === "Left") return stopBefore < holder.leaseValidUntil
-          if (!answer.right.held.has(id)) return false
-          holder.leaseValidUntil = asked.at + Duration.toMillis(leaseDuration)
-          return true
-        }
-        // A prefetched job the worker no longer holds is not started (another worker may rescue it meanwhile).
-        // (Jobs claimed while the heartbeat was on its way were not asked about.) Taken out at once, before
-        // anything yields: the claim loop may start or add prefetched jobs meanwhile.
-        const dropped = prefetched.filter((waiting) => asked.waiting.has(waiting) && !stillHeld(waiting.job.id, waiting))
-        if (dropped.length > 0) prefetched.splice(0, prefetched.length, ...prefetched.filter((waiting) => !dropped.includes(waiting)))
-        for (const waiting of dropped) {
-          yield* Metric.increment(Metrics.forJobType(Metrics.leasesLost, waiting.job.jobType))
-          yield* Effect.logWarning("lost the lease of a prefetched job; it will not start here").pipe(Effect.annotateLogs({ jobId: waiting.job.id }))
-        }
-        const askedRunning = [...asked.running]
-        // Asked about while prefetched, started meanwhile: the same attempt (the same job object), now running.
-        for (const waiting of asked.waiting) {
-          const entry = running.get(waiting.job.id)
-          if (entry?.job === waiting.job && !askedRunning.includes(entry)) askedRunning.push(entry)
-        }
-        for (const entry of askedRunning) {
-          const id = entry.job.id
-          // Ended meanwhile, or superseded by a claim of the same job (already stopped).
-          if (running.get(id) !== entry || stillHeld(id, entry)) continue
-          if (entry.fiber !== undefined && entry.control.stopReason === undefined) {
-            entry.control.stopReason = "lease_lost"
-            yield* Effect.logWarning("lost the lease of a running job; stopping its handler").pipe(Effect.annotateLogs({ jobId: id }))
-            yield* Fiber.interruptFork(entry.fiber)
-          }
-        }
-      })
-
-    // Renews the worker's registration and its jobs' leases; stops the jobs it no longer holds,
-    // and the ones whose lease runs out while the database cannot be reached.
-    // Bounded like a heartbeat's try: a database that went silent must not hold up the stops below.
-    const ensureRegistered = Effect.ignore(answeredWithin(registration.ensure, HEARTBEAT_TRY_TIMEOUT))
-    const heartbeat = Effect.gen(function* () {
-      yield* ensureRegistered
-      const due = yield* Clock.currentTimeMillis
-      const beat = Effect.suspend(() => {
-        const asked = ask()
-        return Effect.map(
-          Effect.either(answeredWithin(store.heartbeat(workerId, asked.ids, new Date(asked.at), leaseDuration), HEARTBEAT_TRY_TIMEOUT)),
-          (answer): HeartbeatTry => {
-            heartbeatUnreachable = answer._tag === "Left" && isConnectionError(answer.left)
-            return { asked, answer }
-          }
-        )
-      })
-      let tried = yield* beat
-      // While the database cannot be reached, ask again every second until the next beat is due: the leases
-      // must be renewed as soon as it is back, before they run out and a rescuer (this worker's, too) takes the jobs.
-      // (Not for other failures, a lock wait cut off say: asking more often would not help, and would add load.)
-      while (heartbeatUnreachable && tried.asked.at + Duration.toMillis(HEARTBEAT_RETRY) < due + heartbeatMillis) {
-        yield* stopUnheld(tried)
-        yield* Effect.sleep(HEARTBEAT_RETRY)
-        tried = yield* beat
-      }
-      if (tried.answer._tag === "Right" && !tried.answer.right.registered) {
-        yield* registration.lost
-        yield* ensureRegistered
-        // Again, now that there is a row to record in which jobs this worker holds (the rescuer spares them).
-        tried = yield* beat
-      }
-      yield* stopUnheld(tried)
-      yield* tried.answer._tag === "Left" ? heartbeatFailures.failed(tried.answer.left) : heartbeatFailures.succeeded
-    })
+    const heartbeat = makeHeartbeat({ store, workerId, clock, leaseDuration, heartbeatInterval, registration, running, prefetched })
 
     const prune = makePrune(store, { retention, leaseDuration })
     // Not while this worker's heartbeat cannot reach the database: its own leases may have run out
     // unrenewed, and after an outage the rescue may come before the heartbeat that renews them.
     const rescueExpired = makeRescue(store, workerId, () => signal(true))
-    const rescue = Effect.suspend(() => (heartbeatUnreachable ? Effect.void : rescueExpired))
+    const rescue = Effect.suspend(() => (heartbeat.unreachable() ? Effect.void : rescueExpired))
 
     yield* registration.ensure
 
@@ -645,7 +536,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const pollerFiber = yield* Effect.forkDaemon(poller)
     const looksAgainFiber = yield* Effect.forkDaemon(looksAgain)
-    const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat))
+    const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat.beat))
     const rescueFiber = yield* Effect.forkDaemon(fixedRate(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
     const deadlineFiber = yield* Effect.forkDaemon(deadlines.watch)
