@@ -136,6 +136,28 @@ const MAX_COMPLETIONS = 100
 // prefetched job) at once (a claim takes at most batchSize jobs). Finished jobs wait meanwhile and go together into the next.
 const maxStatementsInFlight = (jobs: number, batchSize: number) => Math.max(2, Math.ceil(jobs / batchSize))
 
+// On a stop, says which of the jobs interrupted are still there RELEASE_TIMEOUT later, and why: a handler
+// that ignores its interruption, or a release the database holds up.
+const reportNotStopped = (left: ReadonlyArray<RunningJob>) =>
+  Effect.gen(function* () {
+    const stillRunning = left.filter((entry) => entry.handlerActive && entry.fiber?.unsafePoll() === null)
+    const notReleased = left.filter((entry) => !stillRunning.includes(entry) && entry.fiber?.unsafePoll() === null)
+    const ids = (entries: ReadonlyArray<RunningJob>) => ({ jobIds: entries.map((entry) => entry.job.id).join(",") })
+    if (stillRunning.length > 0) {
+      yield* Effect.logWarning(
+        `stopping: ${stillRunning.length} job(s) whose handler did not stop within ${Duration.format(RELEASE_TIMEOUT)} of its interruption ` +
+          "(it runs code that cannot be interrupted: Effect.uninterruptible, an acquire or a finalizer); they stay processing " +
+          "until their lease expires, and are then rescued with the attempt counted"
+      ).pipe(Effect.annotateLogs(ids(stillRunning)))
+    }
+    if (notReleased.length > 0) {
+      yield* Effect.logWarning(
+        `stopping: ${notReleased.length} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
+          "does not answer); they go back to pending when their lease expires"
+      ).pipe(Effect.annotateLogs(ids(notReleased)))
+    }
+  })
+
 /**
  * The database connections a worker may hold at once: one per running handler (a transactional one holds
  * its connection for the whole attempt), its statements in flight, the heartbeat, rescue and prune, and one
@@ -541,65 +563,47 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
     const deadlineFiber = yield* Effect.forkDaemon(deadlines.watch)
 
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        // The loop goes on writing the completions of the jobs still running, but claims no more.
-        stopping = true
-        stoppedAt = clock.unsafeCurrentTimeMillis()
-        claiming = false
-        yield* Fiber.interruptAll([pollerFiber, looksAgainFiber])
-        // Claims already sent finish first, so that their jobs are awaited or released below.
-        const claimsAnswered = yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), CLAIMS_STOP_TIMEOUT)
-        if (!claimsAnswered) {
-          claimsAbandoned = true
-          yield* Effect.logWarning(
-            `stopping: a claim sent before the stop has not answered within ${Duration.format(CLAIMS_STOP_TIMEOUT)}; ` +
-              "if it still does, its jobs are released unstarted"
-          )
-        }
-        // Jobs claimed and not started go back to pending at once, their attempt not counted.
-        const notStarted = prefetched.splice(0)
-        if (notStarted.length > 0) {
-          const released = yield* waitAtMost(Effect.forEach(notStarted, ({ job }) => releaseNotStarted(job), { discard: true }), RELEASE_TIMEOUT)
-          if (!released) yield* Effect.logWarning("stopping: prefetched jobs not all released in time; they go back to pending when their lease expires")
-        }
-        // Background tasks stop at once, unless one is in a query: interrupting it cancels the query on the
-        // server, through the same pool, which a database that stopped answering never gives back.
-        yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
-        if (running.size + superseded.size > 0) {
-          yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
-          yield* waitAtMost(noneRunning.await, shutdownTimeout)
-        }
-        const left = [...running.values(), ...superseded]
-        for (const entry of left) entry.control.stopReason ??= "shutdown"
-        // Releasing (or completing) a job can wait on its row, locked by someone else's open transaction:
-        // a stop must end anyway. A job still held then comes back when its lease expires.
-        const released = yield* waitAtMost(Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : []))), RELEASE_TIMEOUT)
-        if (!released) {
-          // Say which: a handler that ignores its interruption, or a release the database holds up.
-          const stillRunning = left.filter((entry) => entry.handlerActive && entry.fiber?.unsafePoll() === null)
-          const notReleased = left.filter((entry) => !stillRunning.includes(entry) && entry.fiber?.unsafePoll() === null)
-          const ids = (entries: ReadonlyArray<RunningJob>) => ({ jobIds: entries.map((entry) => entry.job.id).join(",") })
-          if (stillRunning.length > 0) {
-            yield* Effect.logWarning(
-              `stopping: ${stillRunning.length} job(s) whose handler did not stop within ${Duration.format(RELEASE_TIMEOUT)} of its interruption ` +
-                "(it runs code that cannot be interrupted: Effect.uninterruptible, an acquire or a finalizer); they stay processing " +
-                "until their lease expires, and are then rescued with the attempt counted"
-            ).pipe(Effect.annotateLogs(ids(stillRunning)))
-          }
-          if (notReleased.length > 0) {
-            yield* Effect.logWarning(
-              `stopping: ${notReleased.length} job(s) not released within ${Duration.format(RELEASE_TIMEOUT)} (a lock held elsewhere, or the database ` +
-                "does not answer); they go back to pending when their lease expires"
-            ).pipe(Effect.annotateLogs(ids(notReleased)))
-          }
-        }
-        yield* waitAtMost(Fiber.interruptAll([loopFiber, deadlineFiber, heartbeatFiber]), BACKGROUND_STOP_TIMEOUT)
-        yield* waitAtMost(store.unregister(workerId), "5 seconds")
-        // The last line of a clean stop, for whoever reads the log to confirm one.
-        yield* Effect.logInfo("worker stopped")
-      }).pipe(Effect.annotateLogs({ workerId }))
-    )
+    // The stop (the module comment says what it does), run when the worker's scope closes.
+    const shutdown = Effect.gen(function* () {
+      // The loop goes on writing the completions of the jobs still running, but claims no more.
+      stopping = true
+      stoppedAt = clock.unsafeCurrentTimeMillis()
+      claiming = false
+      yield* Fiber.interruptAll([pollerFiber, looksAgainFiber])
+      // Claims already sent finish first, so that their jobs are awaited or released below.
+      const claimsAnswered = yield* waitAtMost(Effect.zip(noClaimsOnTheirWay.await, noEnqueueClaims.await), CLAIMS_STOP_TIMEOUT)
+      if (!claimsAnswered) {
+        claimsAbandoned = true
+        yield* Effect.logWarning(
+          `stopping: a claim sent before the stop has not answered within ${Duration.format(CLAIMS_STOP_TIMEOUT)}; ` +
+            "if it still does, its jobs are released unstarted"
+        )
+      }
+      // Jobs claimed and not started go back to pending at once, their attempt not counted.
+      const notStarted = prefetched.splice(0)
+      if (notStarted.length > 0) {
+        const released = yield* waitAtMost(Effect.forEach(notStarted, ({ job }) => releaseNotStarted(job), { discard: true }), RELEASE_TIMEOUT)
+        if (!released) yield* Effect.logWarning("stopping: prefetched jobs not all released in time; they go back to pending when their lease expires")
+      }
+      // Background tasks stop at once, unless one is in a query: interrupting it cancels the query on the
+      // server, through the same pool, which a database that stopped answering never gives back.
+      yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
+      if (running.size + superseded.size > 0) {
+        yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
+        yield* waitAtMost(noneRunning.await, shutdownTimeout)
+      }
+      const left = [...running.values(), ...superseded]
+      for (const entry of left) entry.control.stopReason ??= "shutdown"
+      // Releasing (or completing) a job can wait on its row, locked by someone else's open transaction:
+      // a stop must end anyway. A job still held then comes back when its lease expires.
+      const released = yield* waitAtMost(Fiber.interruptAll(left.flatMap((entry) => (entry.fiber ? [entry.fiber] : []))), RELEASE_TIMEOUT)
+      if (!released) yield* reportNotStopped(left)
+      yield* waitAtMost(Fiber.interruptAll([loopFiber, deadlineFiber, heartbeatFiber]), BACKGROUND_STOP_TIMEOUT)
+      yield* waitAtMost(store.unregister(workerId), "5 seconds")
+      // The last line of a clean stop, for whoever reads the log to confirm one.
+      yield* Effect.logInfo("worker stopped")
+    }).pipe(Effect.annotateLogs({ workerId }))
+    yield* Effect.addFinalizer(() => shutdown)
 
     // Added after the finalizer above, so removed before it runs: no enqueue reserves slots once the worker stops.
     if (Option.isSome(localWorkers)) yield* localWorkers.value.add({ handles: (jobType) => handledTypes.has(jobType), reserve: reserveForEnqueue })
