@@ -88,8 +88,10 @@ PostgreSQL server. Every flag can also be given as an environment variable:
                            postgres://postgres@127.0.0.1:5432/postgres)
   --out DIR                where JSON and markdown go (default bench/results)
   --scenarios LIST         drain,latency,enqueue,history,cost,memory (default: all)
-  --systems LIST           skiplock,skiplock-no-handoff,graphile-worker,pg-boss,
-                           pg-boss-tuned (default: all)
+  --systems LIST           skiplock,skiplock-no-handoff,skiplock-prefetch,
+                           skiplock-prefetch-20,graphile-worker,
+                           graphile-worker-local-queue,pg-boss,pg-boss-tuned
+                           (default: all)
   --rounds N               rounds per scenario, systems alternate within each (3)
   --drain-jobs N           jobs queued before a drain (20000)
   --concurrency LIST       drain concurrencies (5,50)

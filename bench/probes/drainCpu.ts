@@ -13,10 +13,9 @@
  *   npx tsx bench/probes/drainCpu.ts [--jobs 20000] [--concurrency 5] [--rounds 2] [--unprepared]
  */
 import { parseArgs } from "node:util"
-import { serverCpuMicros, serverIsLocal } from "../cpu.js"
 import { graphileWorker } from "../systems/graphile-worker.js"
 import { skiplock, skiplockPrefetch, skiplockPrefetchUnprepared, skiplockUnprepared } from "../systems/skiplock.js"
-import { drainWithCpu, withQueuedJobs } from "./queuedDrain.js"
+import { drainWithCpu, localServerUrl, withQueuedJobs } from "./queuedDrain.js"
 
 const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" }, unprepared: { type: "boolean" } } })
 const jobs = Number(values.jobs ?? 20_000)
@@ -25,11 +24,7 @@ const rounds = Number(values.rounds ?? 2)
 const systems = values.unprepared === true
   ? [skiplock, skiplockUnprepared, skiplockPrefetch, skiplockPrefetchUnprepared, graphileWorker]
   : [skiplock, skiplockPrefetch, graphileWorker]
-const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
-if (!serverIsLocal(serverUrl) || serverCpuMicros() === undefined) {
-  console.error(`drainCpu: the server's CPU time is read from /proc, so it must run on this host (${serverUrl} does not, or its processes are not readable)`)
-  process.exit(2)
-}
+const serverUrl = localServerUrl("drainCpu")
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 console.log(`| round | system | jobs/s | Node CPU (µs/job) | server CPU (µs/job) | Node (% of a core) | server (% of a core) | together |`)

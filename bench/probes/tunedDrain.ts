@@ -9,21 +9,16 @@
  *   npx tsx bench/probes/tunedDrain.ts [--jobs 20000] [--concurrency 5] [--rounds 3]
  */
 import { parseArgs } from "node:util"
-import { serverCpuMicros, serverIsLocal } from "../cpu.js"
 import { installInstrumentation } from "../instrument.js"
 import { makePgBoss } from "../systems/pg-boss.js"
 import { skiplock, skiplockTuned } from "../systems/skiplock.js"
-import { drainWithCpu, withQueuedJobs } from "./queuedDrain.js"
+import { drainWithCpu, localServerUrl, withQueuedJobs } from "./queuedDrain.js"
 
 const { values } = parseArgs({ options: { jobs: { type: "string" }, concurrency: { type: "string" }, rounds: { type: "string" } } })
 const jobs = Number(values.jobs ?? 20_000)
 const concurrency = Number(values.concurrency ?? 5)
 const rounds = Number(values.rounds ?? 3)
-const serverUrl = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/postgres"
-if (!serverIsLocal(serverUrl) || serverCpuMicros() === undefined) {
-  console.error(`tunedDrain: the server's CPU time is read from /proc, so it must run on this host (${serverUrl} does not, or its processes are not readable)`)
-  process.exit(2)
-}
+const serverUrl = localServerUrl("tunedDrain")
 
 installInstrumentation()
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US")

@@ -2,13 +2,14 @@
 import type { BenchConfig } from "../config.js"
 import { graphileWorker, graphileWorkerLocalQueue } from "./graphile-worker.js"
 import { makePgBoss } from "./pg-boss.js"
-import { skiplock, skiplockNoHandOff, skiplockPrefetch } from "./skiplock.js"
+import { skiplock, skiplockNoHandOff, skiplockPrefetch, skiplockPrefetch20 } from "./skiplock.js"
 import type { SystemAdapter } from "./types.js"
 
 export const allSystems = (config: BenchConfig): Array<SystemAdapter> => [
   skiplock,
   skiplockNoHandOff,
   skiplockPrefetch,
+  skiplockPrefetch20,
   graphileWorker,
   graphileWorkerLocalQueue,
   makePgBoss(false),

@@ -13,6 +13,8 @@
  *   The report also gives its ratio to each peer.
  * - `skiplock-prefetch`: `prefetch: 5`, the worker claims a batch ahead of its
  *   free slots. Drain scenario only; the report also gives its ratio to each peer.
+ * - `skiplock-prefetch-20`: `prefetch: 20`, four batches ahead, so that several
+ *   statements are in the database while Node runs jobs. Likewise.
  */
 import { Effect, Fiber, Layer, Logger, LogLevel, ManagedRuntime, Schema } from "effect"
 import { Db, Handler, JobDefinition, JobQueue, LocalWorkers, Migrator, Worker } from "../../src/index.js"
@@ -163,6 +165,27 @@ export const skiplockPrefetch = makeSkiplock({
   onlyScenarios: ["drain"],
   comparedWithPeers: true
 })
+
+export const skiplockPrefetch20 = makeSkiplock({
+  id: "skiplock-prefetch-20",
+  label: "skiplock (prefetch 20)",
+  configuration:
+    "as skiplock, with `prefetch: 20` (`WORKER_PREFETCH=20`): up to 20 jobs claimed ahead, still at most 5 a claim, so up to five statements are in flight at once (each completing one batch and claiming the next) while Node runs the current jobs; drain scenario only",
+  handOff: true,
+  prefetch: 20,
+  onlyScenarios: ["drain"],
+  comparedWithPeers: true
+})
+
+/** For probes (bench/probes/prefetchDepth.ts): skiplock with `prefetch: n` claimed ahead. */
+export const skiplockWithPrefetch = (n: number) =>
+  makeSkiplock({
+    id: `skiplock-prefetch-${n}`,
+    label: n === 0 ? "skiplock (defaults)" : `skiplock (prefetch ${n})`,
+    configuration: `as skiplock, with \`prefetch: ${n}\``,
+    handOff: true,
+    prefetch: n
+  })
 
 /** For probes that compare (bench/probes/drainCpu.ts --unprepared): skiplock with every statement unnamed, as before prepared statements. */
 export const skiplockUnprepared = makeSkiplock({

@@ -68,6 +68,7 @@ describe("bench harness (smoke mode)", () => {
       "skiplock",
       "skiplock-no-handoff",
       "skiplock-prefetch",
+      "skiplock-prefetch-20",
       "graphile-worker",
       "graphile-worker-local-queue",
       ...SYSTEMS.slice(2)
@@ -90,9 +91,11 @@ describe("bench harness (smoke mode)", () => {
     // The variant without hand-off runs in the latency scenario only.
     expect(values("latency.p50", "skiplock-no-handoff")).toHaveLength(1)
     expect(values("drain.c5", "skiplock-no-handoff")).toHaveLength(0)
-    // The variant with prefetch runs in the drain scenario only, and is compared with each peer there.
-    expect(values("drain.c5", "skiplock-prefetch")[0]).toBeGreaterThan(0)
-    expect(values("latency.p50", "skiplock-prefetch")).toHaveLength(0)
+    // The variants with prefetch run in the drain scenario only, and are compared with each peer there.
+    for (const variant of ["skiplock-prefetch", "skiplock-prefetch-20"]) {
+      expect(values("drain.c5", variant)[0], variant).toBeGreaterThan(0)
+      expect(values("latency.p50", variant), variant).toHaveLength(0)
+    }
     // So does Graphile Worker with its local queue, its counterpart.
     expect(values("drain.c5", "graphile-worker-local-queue")[0]).toBeGreaterThan(0)
     expect(values("latency.p50", "graphile-worker-local-queue")).toHaveLength(0)
@@ -100,7 +103,7 @@ describe("bench harness (smoke mode)", () => {
     for (const system of SYSTEMS) expect(values("drain.c50", system)[0]).toBeGreaterThan(0)
     // A cut-off drain still gives a rate, so that alone would hide a system whose end the harness cannot
     // see (its count of unfinished jobs never reaching 0): every drain but pg-boss's poll-bound defaults empties its queue.
-    for (const system of ["skiplock", "skiplock-prefetch", "graphile-worker", "graphile-worker-local-queue", "pg-boss-tuned"]) {
+    for (const system of ["skiplock", "skiplock-prefetch", "skiplock-prefetch-20", "graphile-worker", "graphile-worker-local-queue", "pg-boss-tuned"]) {
       for (const key of ["drain.c5", "drain.c50", "history.empty.rate", "history.full.rate"]) {
         expect(notes(key, system), `${key} for ${system}`).toEqual([])
       }
@@ -126,10 +129,11 @@ describe("bench harness (smoke mode)", () => {
         "skiplock (no hand-off) ÷ Graphile Worker | skiplock (no hand-off) ÷ pg-boss (default) | skiplock (no hand-off) ÷ pg-boss (tuned) |"
     )
     expect(markdown).toContain(
-      "| Metric | Unit | skiplock | skiplock (prefetch 5) | Graphile Worker | Graphile Worker (local queue) | pg-boss (default) | pg-boss (tuned) | " +
-        "skiplock ÷ skiplock (prefetch 5) | skiplock ÷ Graphile Worker | skiplock ÷ Graphile Worker (local queue) | skiplock ÷ pg-boss (default) | " +
-        "skiplock ÷ pg-boss (tuned) | skiplock (prefetch 5) ÷ Graphile Worker | skiplock (prefetch 5) ÷ Graphile Worker (local queue) | " +
-        "skiplock (prefetch 5) ÷ pg-boss (default) | skiplock (prefetch 5) ÷ pg-boss (tuned) |"
+      "| Metric | Unit | skiplock | skiplock (prefetch 5) | skiplock (prefetch 20) | Graphile Worker | Graphile Worker (local queue) | pg-boss (default) | pg-boss (tuned) | " +
+        "skiplock ÷ skiplock (prefetch 5) | skiplock ÷ skiplock (prefetch 20) | skiplock ÷ Graphile Worker | skiplock ÷ Graphile Worker (local queue) | " +
+        "skiplock ÷ pg-boss (default) | skiplock ÷ pg-boss (tuned) | skiplock (prefetch 5) ÷ Graphile Worker | skiplock (prefetch 5) ÷ Graphile Worker (local queue) | " +
+        "skiplock (prefetch 5) ÷ pg-boss (default) | skiplock (prefetch 5) ÷ pg-boss (tuned) | skiplock (prefetch 20) ÷ Graphile Worker | " +
+        "skiplock (prefetch 20) ÷ Graphile Worker (local queue) | skiplock (prefetch 20) ÷ pg-boss (default) | skiplock (prefetch 20) ÷ pg-boss (tuned) |"
     )
     // Memory has no meaningful ratio between systems (growth is near zero; what a system holds depends on what
     // ran before it in the process): its ratio cells stay empty.
