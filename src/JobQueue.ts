@@ -28,7 +28,7 @@ export interface EnqueueOptions {
   readonly maxAttempts?: number
   /** Lower runs first; default 0. */
   readonly priority?: number
-  /** A second enqueue with the same key (per organization) returns the first job. */
+  /** A second enqueue with the same key (per organization) returns the first job, while that job is kept (until retention prunes it). */
   readonly idempotencyKey?: string
 }
 
