@@ -61,16 +61,18 @@ describe("worker maintenance under TestClock", () => {
         yield* sql`SELECT worker_heartbeat('fixed-id', ARRAY[${dead}]::uuid[], ${at(10)})`
         // kill -9, and the same WORKER_ID again 5 s later.
         yield* sql`SELECT register_worker('fixed-id', 'host-a', 200, ARRAY['report_generation'], 5, ${at(15)})`
-        const [row] = yield* sql<{ pid: number; startedAt: Date; jobsInHand: ReadonlyArray<string>; until: Date | null }>`
-          SELECT pid, started_at AS "startedAt", jobs_in_hand AS "jobsInHand", jobs_in_hand_until AS until FROM job_workers WHERE worker_id = 'fixed-id'`
-        expect(row).toEqual({ pid: 200, startedAt: at(15), jobsInHand: [], until: null })
+        const [row] = yield* sql<{ pid: number; startedAt: Date; beat: Date; jobsInHand: ReadonlyArray<string>; until: Date | null }>`
+          SELECT pid, started_at AS "startedAt", last_heartbeat_at AS beat, jobs_in_hand AS "jobsInHand", jobs_in_hand_until AS until
+          FROM job_workers WHERE worker_id = 'fixed-id'`
+        expect(row).toEqual({ pid: 200, startedAt: at(15), beat: at(15), jobsInHand: [], until: null })
         // The same process registering again (its first registration committed, the answer came too late)
-        // keeps its start time and the jobs it reported in hand.
+        // keeps its start time, the jobs it reported in hand and when it reported them: a registration is no heartbeat (0031).
         yield* sql`SELECT worker_heartbeat('fixed-id', ARRAY[${dead}]::uuid[], ${at(20)})`
         yield* sql`SELECT register_worker('fixed-id', 'host-a', 200, ARRAY['report_generation'], 5, ${at(22)})`
-        const [again] = yield* sql<{ startedAt: Date; jobsInHand: ReadonlyArray<string>; until: Date | null }>`
-          SELECT started_at AS "startedAt", jobs_in_hand AS "jobsInHand", jobs_in_hand_until AS until FROM job_workers WHERE worker_id = 'fixed-id'`
-        expect(again).toEqual({ startedAt: at(15), jobsInHand: [dead], until: at(50) })
+        const [again] = yield* sql<{ startedAt: Date; beat: Date; jobsInHand: ReadonlyArray<string>; until: Date | null }>`
+          SELECT started_at AS "startedAt", last_heartbeat_at AS beat, jobs_in_hand AS "jobsInHand", jobs_in_hand_until AS until
+          FROM job_workers WHERE worker_id = 'fixed-id'`
+        expect(again).toEqual({ startedAt: at(15), beat: at(20), jobsInHand: [dead], until: at(50) })
       }))
 
     it.scoped("a worker whose row was forgotten (after a long outage) registers again at its next heartbeat, with the jobs in hand", () =>

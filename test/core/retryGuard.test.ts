@@ -1,6 +1,7 @@
 // requeue_failed_job waits until the worker that ran a job failed by hand has let go of it: a
 // heartbeat after the fail that no longer reports the job held (0022, 0025). A heartbeat during the
-// fail's open transaction, or one stamped late by a clock that runs ahead, has not let go.
+// fail's open transaction, or one stamped late by a clock that runs ahead, has not let go; nor has the
+// same process registering again, which reports no jobs and is no heartbeat (0031).
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Layer, Schema, TestClock } from "effect"
@@ -17,17 +18,24 @@ const at = (seconds: number) => new Date(T0 + seconds * 1000)
 
 describe("the retry guard", () => {
   it.layer(TestDatabase.layer())((it) => {
-    // Job J runs on worker w (registered, heartbeat at t0).
-    const runningJob = Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      yield* sql`DELETE FROM job_queue`
-      yield* sql`DELETE FROM job_workers`
-      yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${at(0)})`
-      const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
-        VALUES (${ORG}, 'report_generation', '{}', ${at(0)}) RETURNING id`
-      yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${at(0)})`
-      return job!.id
-    })
+    // Worker w (host 'host', pid 1), registered at t0, and nothing else in the queue.
+    const registeredWorker = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+      Effect.all([
+        sql`DELETE FROM job_queue`,
+        sql`DELETE FROM job_workers`,
+        sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${at(0)})`
+      ], { discard: true }))
+    // Job J, enqueued at t0 and claimed by w at t = seconds.
+    const claimedJob = (seconds: number) =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{}', ${at(0)}) RETURNING id`
+        yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${at(seconds)})`
+        return job!.id
+      })
+    // Job J runs on worker w (registered and claimed at t0).
+    const runningJob = Effect.zipRight(registeredWorker, claimedJob(0))
     // w's heartbeat, reporting the jobs whose handlers it runs; the answer is the ones it still holds.
     const heartbeat = (running: ReadonlyArray<string>, seconds: number) =>
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
@@ -81,6 +89,22 @@ describe("the retry guard", () => {
         expect(yield* retry(id, 13)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
         expect(yield* heartbeat([], 22)).toEqual([])
         expect(yield* retry(id, 23)).toBe("requeued")
+      }))
+
+    it.effect("the same process registering again is no heartbeat: it says nothing of the job, and has not let go", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* registeredWorker
+        // w's last heartbeat before the claim reported no jobs running.
+        expect(yield* heartbeat([], 1)).toEqual([])
+        const id = yield* claimedJob(2)
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${at(3)})`
+        // w ensures its registration again (same host and pid: the same process, its handler for J still running).
+        yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${at(4)})`
+        expect(yield* retry(id, 5)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // Its next heartbeat, reporting the handler stopped, lets go.
+        expect(yield* heartbeat([], 11)).toEqual([])
+        expect(yield* retry(id, 12)).toBe("requeued")
       }))
 
     it.effect("a heartbeat tried again after the database came back reports the job started meanwhile: a fail and retry by hand then waits", () =>

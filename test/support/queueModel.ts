@@ -435,13 +435,14 @@ export class QueueModel {
     for (const id of ids) this.jobs.get(id)!.pruned = true
   }
 
-  /** A worker process announces itself; a new process under the same id starts afresh (0029). */
+  /**
+   * A worker process announces itself; a new process under the same id starts afresh (0029). The same
+   * process announcing itself again keeps its row: a registration reports no jobs in hand, so it is no
+   * heartbeat, and the retry guard still waits for one (0031).
+   */
   register(worker: string, host: string, pid: number, now: number) {
     const row = this.workers.get(worker)
-    if (row !== undefined && row.host === host && row.pid === pid) {
-      row.lastHeartbeat = now
-      return
-    }
+    if (row !== undefined && row.host === host && row.pid === pid) return
     this.workers.set(worker, { host, pid, startedAt: now, lastHeartbeat: now, jobsInHand: new Set(), until: null })
   }
 
