@@ -169,9 +169,8 @@ export class StateMachineRun {
   private nextJob(): NewJob {
     const r = this.random.next()
     const delay = r < 0.7 ? 0 : r < 0.9 ? this.random.int(1, 60) : -this.random.int(1, 60)
-    const id = [this.now / 1000, this.seed * 0x1000000 + ++this.counter].map((n) => n.toString(16).padStart(12, "0")).join("")
     return {
-      id: `${id.slice(0, 8)}-${id.slice(8, 12)}-7000-8000-${id.slice(12)}`,
+      id: this.newJobId(),
       org: this.random.pick(ORGS),
       type: this.random.pick(TYPES),
       maxAttempts: this.random.int(1, 3),
@@ -180,6 +179,12 @@ export class StateMachineRun {
       runAt: this.now + delay * SECOND,
       createdAt: this.now
     }
+  }
+
+  /** A UUIDv7-shaped id from the test's clock and a counter: ordered like the ones JobQueue makes, and the same on every run. */
+  private newJobId() {
+    const id = [this.now / 1000, this.seed * 0x1000000 + ++this.counter].map((n) => n.toString(16).padStart(12, "0")).join("")
+    return `${id.slice(0, 8)}-${id.slice(8, 12)}-7000-8000-${id.slice(12)}`
   }
 
   private unknownId() {
@@ -301,9 +306,14 @@ export class StateMachineRun {
        RETURNING id::text, ${micros("run_at")} AS "runAt", ${micros("created_at")} AS "createdAt"`,
       [org, type]
     )
-    // Runnable at once, with the runbook's 3 attempts.
-    this.model.enqueue({ id: row!.id, org, type, maxAttempts: 3, priority: 0, key: null, runAt: Number(row!.runAt), createdAt: Number(row!.createdAt) })
-    if (Number(row!.runAt) > this.now) throw new Mismatch(`the runbook's job is not due at once: run_at ${row!.runAt}`)
+    // Runnable at once (run_at is its created_at), with the runbook's 3 attempts (compared with the model below).
+    if (row!.runAt !== row!.createdAt) throw new Mismatch(`the runbook's job is not due at once: run_at ${row!.runAt}, created_at ${row!.createdAt}`)
+    // Its times and id come from the database's clock (and random bits), not the test's, which runs in 2030: kept,
+    // whether the job is due and where it stands in claim order would depend on the day the test runs (from
+    // 2030-01-07 on it would not be due yet). It is taken as inserted at the test's now, with an id of the test's.
+    const id = this.newJobId()
+    await this.rows("UPDATE job_queue SET id = $2, run_at = $3, created_at = $3, updated_at = $3 WHERE id = $1", [row!.id, id, iso(this.now)])
+    this.model.enqueue({ id, org, type, maxAttempts: 3, priority: 0, key: null, runAt: this.now, createdAt: this.now })
   }
 
   private async enqueueAndClaim(worker: SimWorker) {
