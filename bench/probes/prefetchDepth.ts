@@ -1,8 +1,8 @@
 /**
  * How the drain at concurrency 5 scales with how far ahead skiplock claims:
  * 20,000 queued jobs drained by skiplock with `prefetch` 0, 5, 10 and 20
- * (each claim still at most 5 jobs, so up to prefetch ÷ 5 + 1 statements are
- * in flight) and by Graphile Worker, with its defaults and with its local queue
+ * (each claim still at most 5 jobs, so at concurrency 5 up to prefetch ÷ 5 + 1
+ * statements are in flight, at least 2) and by Graphile Worker, with its defaults and with its local queue
  * (size C + 1), alternating (the order reversed every other round), with the
  * CPU time this Node process and the PostgreSQL server spent per job
  * (bench/cpu.ts; the server must run on this host). Prints each drain and

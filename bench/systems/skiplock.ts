@@ -170,7 +170,7 @@ export const skiplockPrefetch20 = makeSkiplock({
   id: "skiplock-prefetch-20",
   label: "skiplock (prefetch 20)",
   configuration:
-    "as skiplock, with `prefetch: 20` (`WORKER_PREFETCH=20`): up to 20 jobs claimed ahead, still at most 5 a claim, so up to five statements are in flight at once (each completing one batch and claiming the next) while Node runs the current jobs; drain scenario only",
+    "as skiplock, with `prefetch: 20` (`WORKER_PREFETCH=20`): up to 20 jobs claimed ahead, still at most 5 a claim, so at concurrency 5 up to five statements are in flight at once (each completing one batch and claiming the next) while Node runs the current jobs; drain scenario only",
   handOff: true,
   prefetch: 20,
   onlyScenarios: ["drain"],
