@@ -5,7 +5,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
-import { fastSettings, warnings } from "./harness/cluster.js"
+import { outageSettings, warnings } from "./harness/cluster.js"
 import { connectionsExhausted, restartPostgres, type ScenarioResult } from "./harness/scenarios.js"
 import { throwawayPostgres } from "./harness/throwawayPostgres.js"
 
@@ -25,9 +25,11 @@ describe("faults of the server itself (a throwaway PostgreSQL)", () => {
       const server = yield* throwawayPostgres()
       const { url } = yield* acquireTestDatabase({ adminUrl: server.adminUrl })
       // 200 jobs of 100 ms left on 12 slots when the server is stopped: work left when it is back, however fast the machine.
-      const result = yield* restartPostgres(server, url, { jobs: 300, settings: { ...fastSettings, handlerMs: 100 }, downMs: 1_500 })
+      const result = yield* restartPostgres(server, url, { jobs: 300, settings: { ...outageSettings, handlerMs: 100 }, downMs: 1_500 })
       report(result)
       expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+      // Shorter than the lease, the outage cost no job an attempt: the workers kept or released their jobs, nobody rescued them.
+      expect(result.tally.rescued).toBe(0)
       expect(result.workersAlive).toBe(3)
       // Each worker noticed and said so, in a few lines (the rest are one line per job hit, at most one per attempt).
       for (const n of Object.values(result.details["outageWarnings"] as Record<string, number>)) {
@@ -41,9 +43,11 @@ describe("faults of the server itself (a throwaway PostgreSQL)", () => {
     Effect.gen(function* () {
       const server = yield* throwawayPostgres({ maxConnections: 40 })
       const { url } = yield* acquireTestDatabase({ adminUrl: server.adminUrl, maxConnections: 2 })
-      const result = yield* connectionsExhausted(server.adminUrl, url, { jobs: 300, settings: { ...fastSettings, handlerMs: 30, maxConnections: 6 }, holdMs: 3_000 })
+      const result = yield* connectionsExhausted(server.adminUrl, url, { jobs: 300, settings: { ...outageSettings, handlerMs: 30, maxConnections: 6 }, holdMs: 3_000 })
       report(result)
       expect(result.tally).toMatchObject({ enqueued: 300, completed: 300, lost: 0, runTwice: 0, completedWithoutEffect: 0 })
+      // Shorter than the lease, the outage cost no job an attempt: the workers kept or released their jobs, nobody rescued them.
+      expect(result.tally.rescued).toBe(0)
       expect(result.workersAlive).toBe(3)
       // The workers' connections were dropped again and again until none was left: one outage, said once per task
       // (claiming, heartbeat, rescue, LISTEN) and again every 10th failure, not once per drop.

@@ -46,6 +46,15 @@ export const fastSettings: WorkerSettings = {
   shutdownMs: 5_000
 }
 
+/**
+ * For an outage shorter than the lease: the defaults' lease (30 s) and heartbeat (10 s), which outlast the
+ * outage and the rounds of dropped connections before it, so the workers renew or release their jobs when it
+ * is over and no attempt is counted. With `fastSettings`' 2 s lease, shorter than the 3 s a cut-off worker
+ * stops its jobs ahead of their leases' end, every outage ends the running jobs as a dead worker's (rescued,
+ * the attempt counted), and a job caught three times fails (README, "Database outages shorter than the lease").
+ */
+export const outageSettings: WorkerSettings = { ...fastSettings, leaseMs: 30_000, heartbeatMs: 10_000 }
+
 // ---------------------------------------------------------------------------
 // SQL from the outside (a separate connection, as an operator or a test would)
 

@@ -92,13 +92,25 @@ const summarize = (
   Effect.gen(function* () {
     const counts = yield* awaitFinished(url, options.drainTimeout ?? "60 seconds")
     const events = yield* query<{ event: string; n: number }>(url, `SELECT a.event, count(*)::int AS n FROM audit_logs a JOIN job_queue q ON q.id = a.job_id GROUP BY a.event ORDER BY a.event`)
+    // How many attempts the jobs used, and the story of any job that did not end completed: what a failed run needs to be read.
+    const attempts = yield* query<{ attempts: number; n: number }>(url, `SELECT attempts, count(*)::int AS n FROM job_queue WHERE job_type = '${JOB_TYPE}' GROUP BY 1 ORDER BY 1`)
+    const unfinished = yield* query(url, `
+      SELECT j.payload->>'n' AS n, j.status, j.attempts, j.error, j.run_at, j.locked_by,
+             (SELECT json_agg(json_build_object('event', a.event, 'at', a.created_at, 'actor', a.actor, 'details', a.details) ORDER BY a.created_at)
+              FROM audit_logs a WHERE a.job_id = j.id) AS audit
+      FROM job_queue j WHERE j.job_type = '${JOB_TYPE}' AND (j.status <> 'completed' OR j.attempts >= 3) LIMIT 5`)
     const result: ScenarioResult = {
       scenario,
       tally: counts,
       recovery,
       warnings: Object.fromEntries(workers.map((worker) => [worker.id, warnings(worker).length])),
       workersAlive: workers.filter((worker) => worker.child.exitCode === null && worker.child.signalCode === null).length,
-      details: { ...details, audit: Object.fromEntries(events.map((row) => [row.event, row.n])) },
+      details: {
+        ...details,
+        audit: Object.fromEntries(events.map((row) => [row.event, row.n])),
+        attemptsUsed: Object.fromEntries(attempts.map((row) => [row.attempts, row.n])),
+        ...(unfinished.length > 0 ? { unfinished } : {})
+      },
       workers
     }
     return result
