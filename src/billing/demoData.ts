@@ -9,25 +9,9 @@
 import { addDays, dayNumber, fromDayNumber, type Period } from "./calendar.js"
 import type { NewContract, NewCustomer, NewOrganization } from "./domain.js"
 import { makeIban } from "./iban.js"
+import { seededRandom } from "./seededRandom.js"
 
 export const DEMO_ORGANIZATION_ID = "d3e0d3e0-0000-4000-8000-000000000001"
-
-/** mulberry32: small, fast, and the same sequence for the same seed on every machine. */
-const generator = (seed: number) => {
-  let state = seed >>> 0
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-  return {
-    chance: (p: number) => next() < p,
-    between: (min: number, max: number) => min + Math.floor(next() * (max - min + 1)),
-    pick: <A>(items: ReadonlyArray<A>): A => items[Math.floor(next() * items.length)]!
-  }
-}
 
 const FIRST_NAMES = [
   "Anna", "Lena", "Marie", "Sophie", "Laura", "Julia", "Hannah", "Lea", "Katharina", "Sabine", "Petra", "Monika",
@@ -93,12 +77,12 @@ export interface DemoDataOptions {
 }
 
 export const demoData = (options: DemoDataOptions): DemoData => {
-  const random = generator(options.seed)
+  const random = seededRandom(options.seed)
   const { period } = options
   const periodStart = dayNumber(period.start)
   const customers: Array<typeof NewCustomer.Encoded> = []
   const contracts: Array<typeof NewContract.Encoded> = []
-  const dayInPeriod = () => addDays(period.start, random.between(1, period.days - 2))
+  const dayInPeriod = () => addDays(period.start, random.int(1, period.days - 2))
 
   for (let i = 0; i < options.customers; i++) {
     const customerNumber = `K-${String(10001 + i).padStart(6, "0")}`
@@ -106,15 +90,15 @@ export const demoData = (options: DemoDataOptions): DemoData => {
     const last = random.pick(LAST_NAMES)
     const name = random.chance(0.1) ? `${random.pick(BUSINESSES)} ${last}` : `${first} ${last}`
     const [blz, bic] = random.pick(BANKS)
-    const account = String(random.between(1, 9_999_999_999)).padStart(10, "0")
+    const account = String(random.int(1, 9_999_999_999)).padStart(10, "0")
     // 1-5: signed but starting after the period; 6-8: left before it; 9-20: leaving during it;
     // 21-28: joining during it; the rest: billed for the whole month.
-    const kind = random.between(1, 100)
+    const kind = random.int(1, 100)
     const since = kind <= 5
-      ? addDays(period.end, random.between(1, 45))
+      ? addDays(period.end, random.int(1, 45))
       : kind >= 21 && kind <= 28
       ? dayInPeriod()
-      : fromDayNumber(periodStart - random.between(30, 1800))
+      : fromDayNumber(periodStart - random.int(30, 1800))
     const signedBefore = since < period.start ? since : period.start
     customers.push({
       customerNumber,
@@ -123,7 +107,7 @@ export const demoData = (options: DemoDataOptions): DemoData => {
       iban: makeIban("DE", blz + account),
       ...(random.chance(0.7) ? { bic } : {}),
       mandateReference: `SWM-${customerNumber}`,
-      mandateSignedOn: addDays(signedBefore, -random.between(3, 20))
+      mandateSignedOn: addDays(signedBefore, -random.int(3, 20))
     })
 
     const contract = (product: { description: string; monthlyNetCents: number; vatRateBp: number }, startsOn: string, endsOn?: string) => {
@@ -135,14 +119,14 @@ export const demoData = (options: DemoDataOptions): DemoData => {
       continue
     }
     if (kind <= 8) {
-      contract(random.pick(MAIN_PRODUCTS), since, addDays(period.start, -random.between(1, 25)))
+      contract(random.pick(MAIN_PRODUCTS), since, addDays(period.start, -random.int(1, 25)))
       continue
     }
     contract(random.pick(MAIN_PRODUCTS), since, kind <= 20 ? dayInPeriod() : undefined)
     if (random.chance(0.35)) contract(WATER, since)
     if (random.chance(0.25)) {
       const extra = random.pick(EXTRA_PRODUCTS)
-      const when = random.between(1, 10)
+      const when = random.int(1, 10)
       if (when === 1) {
         const start = dayInPeriod()
         contract(extra, start < since ? since : start)
@@ -150,7 +134,7 @@ export const demoData = (options: DemoDataOptions): DemoData => {
         const end = dayInPeriod()
         contract(extra, since, end < since ? since : end)
       } else if (when === 3) {
-        contract(extra, addDays(period.end, random.between(1, 20)))
+        contract(extra, addDays(period.end, random.int(1, 20)))
       } else {
         contract(extra, since)
       }

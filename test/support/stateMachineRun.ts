@@ -5,7 +5,7 @@
 // the rules any step must keep (queueRules.ts); a failure names the seed and the step, and how to rerun it.
 import pg from "pg"
 import { isDeepStrictEqual } from "node:util"
-import { type Random, seededRandom } from "./prng.js"
+import { type Random, seededRandom } from "../../src/billing/seededRandom.js"
 import { type AuditEntry, BACKOFF, type Job, type NewJob, QueueModel, type Refusal, SECOND, WAITS } from "./queueModel.js"
 import { type AuditRow, brokenRules, emptySnapshot, micros, readSnapshot, type Snapshot } from "./queueRules.js"
 

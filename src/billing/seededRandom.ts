@@ -1,5 +1,7 @@
-// A small seeded pseudo-random generator (mulberry32) for randomized tests that must reproduce:
-// the same seed gives the same sequence on every machine.
+/**
+ * A small seeded pseudo-random generator (mulberry32): the same seed gives the same sequence on every
+ * machine. The demo data is made with it, and the randomized tests that must reproduce run on it.
+ */
 
 export interface Random {
   /** A float in [0, 1). */
