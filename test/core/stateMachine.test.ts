@@ -43,6 +43,8 @@ const ACROSS_SEEDS = [
   "complete_and_claim: a locked row left busy", "rescue: an expired lease spared", "commit_job_run in an open transaction"
 ]
 const reached = new Map<string, number>()
+// The default seeds that ran: the check across seeds needs them all (not so when vitest's -t picks one test).
+const seedsRun = new Set<number>()
 
 const reaches = (tally: ReadonlyMap<string, number>, outcomes: ReadonlyArray<string>) => {
   for (const [outcome, n] of tally) reached.set(outcome, (reached.get(outcome) ?? 0) + n)
@@ -69,7 +71,9 @@ describe("the job state machine in random steps, against a model written from th
           // A function that waits for a locked row gives up at once instead (and changes nothing).
           yield* Effect.promise(() => client.query("SET lock_timeout = '30ms'"))
           reaches(yield* Effect.promise(() => new StateMachineRun(client, seed, locker).run(LOCKED_ROWS_STEPS)), [])
-          if (seedsAsked.length === 0) expect(ACROSS_SEEDS.filter((outcome) => !reached.has(outcome))).toEqual([])
+          if (seedsAsked.length === 0 && SEEDS.every((one) => seedsRun.has(one))) {
+            expect(ACROSS_SEEDS.filter((outcome) => !reached.has(outcome))).toEqual([])
+          }
         }))
     }
   })
