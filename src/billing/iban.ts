@@ -10,14 +10,15 @@
 const FORMAT = /^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$/
 
 /**
- * The SEPA area (EPC's list of SEPA scheme countries: the EU, EEA, CH, GB, MC, SM, VA, AD, and GI) with
- * their BBAN as the IBAN registry writes it: n digits, a upper-case letters, c either. Territories
- * without a code of their own use their country's (French overseas departments FR, Åland FI, Jersey,
- * Guernsey and the Isle of Man GB). Countries the EPC admitted later (since 2024) are not in it yet:
- * add one here and, in a new migration, to iban_bban_format.
+ * The SEPA area (EPC's list of SEPA scheme countries: the EU, EEA, CH, GB, MC, SM, VA, AD and GI, and
+ * since 2024 AL, ME, MD, MK and RS) with their BBAN as the IBAN registry writes it: n digits, a
+ * upper-case letters, c either. Territories without a code of their own use their country's (French
+ * overseas departments FR, Åland FI, Jersey, Guernsey and the Isle of Man GB). A country the EPC admits
+ * later goes here and, in a new billing migration, into iban_bban_format (as 0012 did).
  */
 const SEPA_COUNTRIES: Readonly<Record<string, readonly [name: string, bban: string]>> = {
   AD: ["Andorra", "8n12c"],
+  AL: ["Albania", "8n16c"],
   AT: ["Austria", "16n"],
   BE: ["Belgium", "12n"],
   BG: ["Bulgaria", "4a6n8c"],
@@ -43,12 +44,16 @@ const SEPA_COUNTRIES: Readonly<Record<string, readonly [name: string, bban: stri
   LU: ["Luxembourg", "3n13c"],
   LV: ["Latvia", "4a13c"],
   MC: ["Monaco", "10n11c2n"],
+  MD: ["Moldova", "2c18c"],
+  ME: ["Montenegro", "18n"],
+  MK: ["North Macedonia", "3n10c2n"],
   MT: ["Malta", "4a5n18c"],
   NL: ["the Netherlands", "4a10n"],
   NO: ["Norway", "11n"],
   PL: ["Poland", "24n"],
   PT: ["Portugal", "21n"],
   RO: ["Romania", "4a16c"],
+  RS: ["Serbia", "18n"],
   SE: ["Sweden", "20n"],
   SI: ["Slovenia", "15n"],
   SK: ["Slovakia", "20n"],

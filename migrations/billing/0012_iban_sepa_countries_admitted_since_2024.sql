@@ -1,0 +1,51 @@
+-- The countries the EPC admitted to the SEPA schemes since 2024, now operational: Albania and Montenegro
+-- (November 2024), Moldova and North Macedonia (March 2025), all ready since October 2025, and Serbia (May
+-- 2025, ready since May 2026). Their IBANs were refused as "not of the SEPA area". Same table as the
+-- domain's (src/billing/iban.ts; test/billing/iban.test.ts compares the two), BBAN formats as the IBAN
+-- registry gives them. Accepting more IBANs leaves every stored customer valid: nothing to check again.
+CREATE OR REPLACE FUNCTION iban_bban_format(p_country text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $$
+  SELECT CASE p_country
+    WHEN 'AD' THEN '^[0-9]{8}[A-Z0-9]{12}$'
+    WHEN 'AL' THEN '^[0-9]{8}[A-Z0-9]{16}$'
+    WHEN 'AT' THEN '^[0-9]{16}$'
+    WHEN 'BE' THEN '^[0-9]{12}$'
+    WHEN 'BG' THEN '^[A-Z]{4}[0-9]{6}[A-Z0-9]{8}$'
+    WHEN 'CH' THEN '^[0-9]{5}[A-Z0-9]{12}$'
+    WHEN 'CY' THEN '^[0-9]{8}[A-Z0-9]{16}$'
+    WHEN 'CZ' THEN '^[0-9]{20}$'
+    WHEN 'DE' THEN '^[0-9]{18}$'
+    WHEN 'DK' THEN '^[0-9]{14}$'
+    WHEN 'EE' THEN '^[0-9]{16}$'
+    WHEN 'ES' THEN '^[0-9]{20}$'
+    WHEN 'FI' THEN '^[0-9]{14}$'
+    WHEN 'FR' THEN '^[0-9]{10}[A-Z0-9]{11}[0-9]{2}$'
+    WHEN 'GB' THEN '^[A-Z]{4}[0-9]{14}$'
+    WHEN 'GI' THEN '^[A-Z]{4}[A-Z0-9]{15}$'
+    WHEN 'GR' THEN '^[0-9]{7}[A-Z0-9]{16}$'
+    WHEN 'HR' THEN '^[0-9]{17}$'
+    WHEN 'HU' THEN '^[0-9]{24}$'
+    WHEN 'IE' THEN '^[A-Z]{4}[0-9]{14}$'
+    WHEN 'IS' THEN '^[0-9]{22}$'
+    WHEN 'IT' THEN '^[A-Z]{1}[0-9]{10}[A-Z0-9]{12}$'
+    WHEN 'LI' THEN '^[0-9]{5}[A-Z0-9]{12}$'
+    WHEN 'LT' THEN '^[0-9]{16}$'
+    WHEN 'LU' THEN '^[0-9]{3}[A-Z0-9]{13}$'
+    WHEN 'LV' THEN '^[A-Z]{4}[A-Z0-9]{13}$'
+    WHEN 'MC' THEN '^[0-9]{10}[A-Z0-9]{11}[0-9]{2}$'
+    WHEN 'MD' THEN '^[A-Z0-9]{2}[A-Z0-9]{18}$'
+    WHEN 'ME' THEN '^[0-9]{18}$'
+    WHEN 'MK' THEN '^[0-9]{3}[A-Z0-9]{10}[0-9]{2}$'
+    WHEN 'MT' THEN '^[A-Z]{4}[0-9]{5}[A-Z0-9]{18}$'
+    WHEN 'NL' THEN '^[A-Z]{4}[0-9]{10}$'
+    WHEN 'NO' THEN '^[0-9]{11}$'
+    WHEN 'PL' THEN '^[0-9]{24}$'
+    WHEN 'PT' THEN '^[0-9]{21}$'
+    WHEN 'RO' THEN '^[A-Z]{4}[A-Z0-9]{16}$'
+    WHEN 'RS' THEN '^[0-9]{18}$'
+    WHEN 'SE' THEN '^[0-9]{20}$'
+    WHEN 'SI' THEN '^[0-9]{15}$'
+    WHEN 'SK' THEN '^[0-9]{20}$'
+    WHEN 'SM' THEN '^[A-Z]{1}[0-9]{10}[A-Z0-9]{12}$'
+    WHEN 'VA' THEN '^[0-9]{18}$'
+  END
+$$;
