@@ -4,7 +4,11 @@
  * Partial months are billed pro rata by days: a contract active on d of the
  * month's D days (start and end dates inclusive) costs monthly × d / D,
  * rounded half up to the cent; a full month costs exactly the monthly amount.
- * VAT is computed per line, net × rate, rounded half up to the cent.
+ * VAT is computed per rate on the invoice's net at that rate, rounded half up to
+ * the cent once (as EN 16931, the e-invoice standard, computes it: rate × the
+ * rate's taxable amount), and spread over the lines of that rate so that they add
+ * up to it: each line's VAT is its exact VAT rounded down or up. Rounded line by
+ * line, ten lines at one rate could be off by up to five cents.
  * A line that comes to 0,00 € (a few cents a month, billed for a day) is left
  * out, and an invoice none of whose lines is left is not issued: it would use
  * up an invoice number, and a SEPA direct debit needs at least 0,01 €.
@@ -25,6 +29,23 @@ export const proRataNet = (monthlyNetCents: number, daysBilled: number, daysInPe
 
 /** VAT on a net amount; the rate is in basis points (1900 = 19 %). */
 export const vatOf = (netCents: number, vatRateBp: number): number => divideRoundHalfUp(netCents * vatRateBp, 10_000)
+
+/**
+ * The VAT of lines that share a rate: the VAT on their net total, spread over them. Each line gets its
+ * exact VAT rounded down, and the cents left go one each to the lines with the largest remainders (the
+ * earlier line first on a tie), so each gets its exact VAT rounded down or up, and together the VAT on
+ * their total.
+ */
+export const spreadVat = (netCents: ReadonlyArray<number>, vatRateBp: number): ReadonlyArray<number> => {
+  const total = vatOf(netCents.reduce((sum, net) => sum + net, 0), vatRateBp)
+  const exact = netCents.map((net) => net * vatRateBp)
+  const vat = exact.map((tenThousandths) => Math.floor(tenThousandths / 10_000))
+  const left = total - vat.reduce((sum, cents) => sum + cents, 0)
+  const byRemainder = exact.map((tenThousandths, index) => ({ index, remainder: tenThousandths % 10_000 }))
+    .sort((a, b) => b.remainder - a.remainder || a.index - b.index)
+  for (const { index } of byRemainder.slice(0, left)) vat[index]! += 1
+  return vat
+}
 
 export interface BillableContract {
   readonly contractId: string
@@ -98,8 +119,13 @@ export const draftInvoice = (contracts: ReadonlyArray<BillableContract>, period:
   const priced = active.map(({ contract, span }) => ({ contract, span, netCents: proRataNet(contract.monthlyNetCents, span.days, period.days) }))
   // A net of 0 has a VAT of 0: the line would say 0,00 €.
   const owed = priced.filter(({ netCents }) => netCents > 0)
+  const vatOfLine: Array<number> = []
+  for (const rate of new Set(owed.map(({ contract }) => contract.vatRateBp))) {
+    const atRate = owed.flatMap(({ contract, netCents }, index) => (contract.vatRateBp === rate ? [{ index, netCents }] : []))
+    spreadVat(atRate.map(({ netCents }) => netCents), rate).forEach((vat, k) => (vatOfLine[atRate[k]!.index] = vat))
+  }
   const lines = owed.map(({ contract, span, netCents }, index): InvoiceLineDraft => {
-    const vatCents = vatOf(netCents, contract.vatRateBp)
+    const vatCents = vatOfLine[index]!
     return {
       position: index + 1,
       contractId: contract.contractId,

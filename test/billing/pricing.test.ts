@@ -1,11 +1,12 @@
 // The arithmetic and the domain Schemas, without a database: pro rata by days,
-// VAT half up per line, IBAN checksums, periods.
+// VAT half up per rate and spread over the lines, IBAN checksums, periods.
 import { describe, expect, it } from "@effect/vitest"
 import { Either, Schema } from "effect"
 import { periodOf } from "../../src/billing/calendar.js"
 import { BillingRunPayload, Iban, NewContract } from "../../src/billing/domain.js"
 import { isValidIban, makeIban, maskIban, normalizeIban } from "../../src/billing/iban.js"
-import { divideRoundHalfUp, draftInvoice, formatInvoiceNumber, proRataNet, vatOf } from "../../src/billing/pricing.js"
+import { divideRoundHalfUp, draftInvoice, formatInvoiceNumber, proRataNet, spreadVat, vatOf } from "../../src/billing/pricing.js"
+import { seededRandom } from "../../src/billing/seededRandom.js"
 
 const april = periodOf("2025-04")!
 const contract = (overrides: Partial<Parameters<typeof draftInvoice>[0][number]> = {}) => ({
@@ -65,6 +66,52 @@ describe("pricing", () => {
     expect(oneDay).toMatchObject({ serviceStart: "2025-04-30", serviceEnd: "2025-04-30" })
     expect(draftInvoice([contract({ startsOn: "2025-04-11" }), contract({ contractId: "k2", startsOn: "2025-04-05", endsOn: "2025-04-20" })], april))
       .toMatchObject({ serviceStart: "2025-04-05", serviceEnd: "2025-04-30" })
+  })
+
+  it("computes VAT per rate on the invoice's net at that rate, and spreads it over the lines so that they add up to it", () => {
+    // Two lines of 87,33 € at 19 %: 16,5927 € each. Line by line that is 2 × 16,59 €; on their 174,66 € it is 33,19 €.
+    const twice = draftInvoice([contract({ monthlyNetCents: 8733 }), contract({ contractId: "k2", monthlyNetCents: 8733 })], april)!
+    expect(twice.lines.map((line) => line.vatCents)).toEqual([1660, 1659])
+    expect(twice).toMatchObject({ netCents: 17466, vatCents: 3319, grossCents: 20785 })
+    // Three lines of 3 cents at 19 % (0.57 cents each): 2 cents on their 9, not 1 cent each; the earlier lines get them.
+    expect(spreadVat([3, 3, 3], 1900)).toEqual([1, 1, 0])
+    // The cents left go to the largest remainders: 0.95 and 0.76 before 0.19.
+    expect(spreadVat([1, 5, 4], 1900)).toEqual([0, 1, 1])
+    // Each rate on its own: 19 % on 10,00 € + 3,33 € (190 + 63.27 cents), 7 % on 1,50 € + 1,50 € (10.5 cents each:
+    // 21 cents on their 3,00 €, where rounding line by line would give 22).
+    const mixed = draftInvoice([
+      contract({ contractId: "a", monthlyNetCents: 1000 }),
+      contract({ contractId: "b", monthlyNetCents: 150, vatRateBp: 700 }),
+      contract({ contractId: "c", monthlyNetCents: 333 }),
+      contract({ contractId: "d", monthlyNetCents: 150, vatRateBp: 700 })
+    ], april)!
+    expect(mixed.lines.map((line) => [line.contractId, line.vatCents])).toEqual([["a", 190], ["b", 11], ["c", 63], ["d", 10]])
+    expect(mixed.vatCents).toBe(vatOf(1333, 1900) + vatOf(300, 700)) // 253 + 21
+  })
+
+  it("gives each rate the VAT on its net total, and each line its exact VAT rounded down or up (seeded random invoices)", () => {
+    const random = seededRandom(20261207)
+    const rates = [1900, 700, 0, 1000]
+    for (let invoice = 0; invoice < 500; invoice++) {
+      const contracts = Array.from({ length: random.int(1, 12) }, (_, n) => contract({
+        contractId: `k${n}`,
+        monthlyNetCents: random.chance(0.3) ? random.int(1, 99) : random.int(100, 2_000_000),
+        vatRateBp: random.pick(rates),
+        startsOn: random.chance(0.3) ? `2025-04-${String(random.int(1, 30)).padStart(2, "0")}` : "2024-01-01"
+      }))
+      const draft = draftInvoice(contracts, april)!
+      for (const rate of rates) {
+        const atRate = draft.lines.filter((line) => line.vatRateBp === rate)
+        const sum = (cents: (line: (typeof atRate)[number]) => number) => atRate.reduce((total, line) => total + cents(line), 0)
+        expect(sum((line) => line.vatCents)).toBe(vatOf(sum((line) => line.netCents), rate))
+      }
+      for (const line of draft.lines) {
+        expect(line.vatCents).toBeGreaterThanOrEqual(Math.floor(line.netCents * line.vatRateBp / 10_000))
+        expect(line.vatCents).toBeLessThanOrEqual(Math.ceil(line.netCents * line.vatRateBp / 10_000))
+        expect(line.grossCents).toBe(line.netCents + line.vatCents)
+      }
+      expect(draft.vatCents).toBe(draft.lines.reduce((total, line) => total + line.vatCents, 0))
+    }
   })
 
   it("leaves out lines that come to 0,00 €, and owes nothing when no line is left", () => {

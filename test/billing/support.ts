@@ -215,12 +215,13 @@ export const expectedInvoices = (organizationId: string, period: string) =>
     const contracts = yield* sql<{
       customerNumber: string
       contractId: string
+      description: string
       monthlyNetCents: number
       vatRateBp: number
       startsOn: string
       endsOn: string | null
     }>`
-      SELECT c.customer_number AS "customerNumber", k.id AS "contractId", k.monthly_net_cents AS "monthlyNetCents",
+      SELECT c.customer_number AS "customerNumber", k.id AS "contractId", k.description, k.monthly_net_cents AS "monthlyNetCents",
              k.vat_rate_bp AS "vatRateBp", to_char(k.starts_on, 'YYYY-MM-DD') AS "startsOn",
              to_char(k.ends_on, 'YYYY-MM-DD') AS "endsOn"
       FROM contracts k JOIN customers c ON c.id = k.customer_id
@@ -228,7 +229,9 @@ export const expectedInvoices = (organizationId: string, period: string) =>
     const [year, month] = period.split("-").map(Number) as [number, number]
     const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate()
     const days = Array.from({ length: daysInMonth }, (_, i) => new Date(Date.UTC(year, month - 1, i + 1)).toISOString().slice(0, 10))
-    const byCustomer = new Map<string, Array<ExpectedInvoice["lines"][number]>>()
+    // A line before its VAT, with what orders it on the invoice (start date, description, contract id).
+    type Priced = Omit<ExpectedInvoice["lines"][number], "vatCents" | "grossCents"> & { readonly order: string }
+    const byCustomer = new Map<string, Array<Priced>>()
     const activeDays = new Map<string, Set<string>>()
     for (const contract of contracts) {
       const activeOn = days.filter((day) => contract.startsOn <= day && (contract.endsOn === null || day <= contract.endsOn))
@@ -238,13 +241,34 @@ export const expectedInvoices = (organizationId: string, period: string) =>
       // A line of 0,00 € is not issued, nor an invoice without lines.
       if (netCents === 0) continue
       activeDays.set(contract.customerNumber, new Set([...(activeDays.get(contract.customerNumber) ?? []), ...activeOn]))
-      const vatCents = Math.round((netCents * contract.vatRateBp) / 10_000)
       const lines = byCustomer.get(contract.customerNumber) ?? []
-      lines.push({ contractId: contract.contractId, days: active, netCents, vatRateBp: contract.vatRateBp, vatCents, grossCents: netCents + vatCents })
+      const order = [contract.startsOn, contract.description, contract.contractId].join("\u0000")
+      lines.push({ contractId: contract.contractId, days: active, netCents, vatRateBp: contract.vatRateBp, order })
       byCustomer.set(contract.customerNumber, lines)
     }
+    // VAT per rate on the invoice's net at that rate, half up; each line its share rounded down, and the cents
+    // left to the lines with the largest remainders, the earlier line on the invoice first.
+    const withVat = (priced: ReadonlyArray<Priced>): Array<ExpectedInvoice["lines"][number]> => {
+      const inOrder = [...priced].sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0))
+      const vat = new Map<Priced, number>()
+      for (const rate of new Set(inOrder.map((line) => line.vatRateBp))) {
+        const atRate = inOrder.filter((line) => line.vatRateBp === rate)
+        const total = Math.round((atRate.reduce((sum, line) => sum + line.netCents, 0) * rate) / 10_000)
+        for (const line of atRate) vat.set(line, Math.floor((line.netCents * rate) / 10_000))
+        const left = total - atRate.reduce((sum, line) => sum + vat.get(line)!, 0)
+        const byRemainder = atRate
+          .map((line, position) => ({ line, position, remainder: (line.netCents * rate) % 10_000 }))
+          .sort((a, b) => b.remainder - a.remainder || a.position - b.position)
+        for (const { line } of byRemainder.slice(0, left)) vat.set(line, vat.get(line)! + 1)
+      }
+      return inOrder.map((line) => {
+        const vatCents = vat.get(line)!
+        return { contractId: line.contractId, days: line.days, netCents: line.netCents, vatRateBp: line.vatRateBp, vatCents, grossCents: line.netCents + vatCents }
+      })
+    }
     return [...byCustomer.entries()]
-      .map(([customerNumber, lines]): ExpectedInvoice => {
+      .map(([customerNumber, priced]): ExpectedInvoice => {
+        const lines = withVat(priced)
         const netCents = lines.reduce((sum, line) => sum + line.netCents, 0)
         const vatCents = lines.reduce((sum, line) => sum + line.vatCents, 0)
         const onDays = days.filter((day) => activeDays.get(customerNumber)!.has(day))
