@@ -59,6 +59,7 @@ describe("the job state machine in random steps, against a model written from th
         Effect.gen(function* () {
           const client = yield* connected((yield* TestDatabase).url)
           reaches(yield* Effect.promise(() => new StateMachineRun(client, seed).run(STEPS)), EVERY_RUN)
+          seedsRun.add(seed)
         }))
     }
 
