@@ -2,7 +2,7 @@
  * IBAN checks (ISO 13616): the electronic format, the country's BBAN format and length as the IBAN
  * registry gives them, check digits 02 to 98, and the mod-97 checksum. Only the SEPA countries' IBANs
  * pass: a SEPA direct debit collects from no other.
- * The database checks the same (iban_is_valid and iban_bban_format, billing migration 0009), so
+ * The database checks the same (iban_is_valid, billing migration 0009, and iban_bban_format, 0009 and 0012), so
  * hand-written rows cannot bypass it; keep the two country tables alike (test/billing/iban.test.ts
  * compares them).
  */

@@ -1,5 +1,5 @@
 // The database checks IBANs as the domain does (iban_is_valid and
-// iban_bban_format, billing migrations 0002, 0006 and 0009): format, a country
+// iban_bban_format, billing migrations 0002, 0006, 0009 and 0012): format, a country
 // of the SEPA area with its BBAN format and length, check digits 02 to 98 and
 // mod 97, so a customer row written by hand cannot carry an IBAN the domain
 // would refuse. And customers stored before 0009 stay, under a constraint

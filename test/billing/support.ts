@@ -196,7 +196,8 @@ export const asExpected = (invoices: ReadonlyArray<InvoiceRow>): ReadonlyArray<E
 // ---- The independent expectation -------------------------------------------------------------
 // Deliberately not the production code: it walks the month day by day with Date objects and
 // rounds with Math.round on the exact quotient, where production uses day numbers and integer
-// half-up division.
+// half-up division. Only the spreading of a rate's VAT over its lines follows production's rule
+// as stated (largest remainders, the earlier line on a tie): it is a rule to agree on, not a sum.
 
 export interface ExpectedInvoice {
   readonly customerNumber: string
