@@ -30,7 +30,7 @@ import * as Deadlines from "./internal/deadlines.js"
 import { makeCompletions, type Finished } from "./internal/completions.js"
 import { executeJob, type JobControl, leaseRanOut, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
-import { makeHeartbeat } from "./internal/heartbeat.js"
+import { leaseWithoutSlack, makeHeartbeat } from "./internal/heartbeat.js"
 import { listenForJobs } from "./internal/listener.js"
 import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
 import { makeOutageLog } from "./internal/outageLog.js"
@@ -611,6 +611,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     yield* Effect.logInfo(`worker started for job types: ${jobTypes.join(", ") || "none"}`).pipe(
       Effect.annotateLogs({ workerId, concurrency, batchSize, pollInterval: Duration.format(pollInterval) })
     )
+    const noSlack = leaseWithoutSlack(leaseDuration)
+    if (noSlack !== undefined) yield* Effect.logWarning(noSlack).pipe(Effect.annotateLogs({ workerId }))
 
     return Worker.of({
       workerId,

@@ -25,6 +25,17 @@ const HEARTBEAT_TRY_TIMEOUT = Duration.seconds(2)
 // the next try could renew it no sooner.
 const LEASE_STOP_AHEAD_MILLIS = Duration.toMillis(HEARTBEAT_RETRY) + Duration.toMillis(HEARTBEAT_TRY_TIMEOUT)
 
+/**
+ * What a worker says at start when its lease is no longer than the time it stops a job ahead of the lease's
+ * end while cut off: then one heartbeat that cannot reach the database stops every running job.
+ */
+export const leaseWithoutSlack = (leaseDuration: Duration.Duration): string | undefined =>
+  Duration.toMillis(leaseDuration) > LEASE_STOP_AHEAD_MILLIS
+    ? undefined
+    : `leaseDuration ${Duration.format(leaseDuration)} leaves no slack: a worker that cannot reach the database stops a job ` +
+      `${Duration.format(Duration.millis(LEASE_STOP_AHEAD_MILLIS))} before its lease runs out, so one heartbeat that fails stops every ` +
+      `running job; give it more than that (the default is 30s)`
+
 /** A job the worker holds (claimed ahead, or started), and until when it knows it does. */
 export interface Lease {
   readonly job: ClaimedJob

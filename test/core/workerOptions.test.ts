@@ -3,7 +3,7 @@
 // WORKER_* variables' own (test/service/config.test.ts).
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Schema } from "effect"
+import { Duration, Effect, Layer, Logger, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { Handler, JobDefinition, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
@@ -108,6 +108,28 @@ describe("Worker options", () => {
         expect(yield* refusal({ leaseDuration: "5 seconds" })).toEqual(
           refused("heartbeatInterval", `heartbeatInterval must be shorter than leaseDuration, got 10s (the default) for a lease of 5s: ${because}`)
         )
+      }))
+
+    it.effect("a lease of 3 s or less is taken, with a warning at start: a cut-off worker stops its jobs 3 s before their leases run out", () =>
+      Effect.gen(function* () {
+        const warningsAtStart = (leaseDuration: Duration.DurationInput) =>
+          Effect.gen(function* () {
+            const warnings: Array<string> = []
+            const capture = Logger.make(({ logLevel, message }) => {
+              if (logLevel._tag === "Warning") warnings.push(String(Array.isArray(message) ? message[0] : message))
+            })
+            yield* Effect.scoped(
+              Worker.make({ handlers: [report], listen: false, pollInterval: "1 hour", leaseDuration, heartbeatInterval: "1 second" }).pipe(
+                Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+              )
+            )
+            return warnings
+          })
+        expect(yield* warningsAtStart("3 seconds")).toEqual([
+          "leaseDuration 3s leaves no slack: a worker that cannot reach the database stops a job 3s before its lease runs out, " +
+            "so one heartbeat that fails stops every running job; give it more than that (the default is 30s)"
+        ])
+        expect(yield* warningsAtStart("3001 millis")).toEqual([])
       }))
 
     it.scoped("bad options start nothing: no row in job_workers, no connection LISTENing", () =>
