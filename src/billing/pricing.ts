@@ -34,7 +34,8 @@ export const vatOf = (netCents: number, vatRateBp: number): number => divideRoun
  * The VAT of lines that share a rate: the VAT on their net total, spread over them. Each line gets its
  * exact VAT rounded down, and the cents left go one each to the lines with the largest remainders (the
  * earlier line first on a tie), so each gets its exact VAT rounded down or up, and together the VAT on
- * their total. For nets of 0 or more, as `divideRoundHalfUp` (a credit note negates an invoice's amounts).
+ * their total. For nets of 0 or more, as `divideRoundHalfUp`: a credit note negates its invoice's amounts
+ * rather than computing VAT of its own.
  */
 export const spreadVat = (netCents: ReadonlyArray<number>, vatRateBp: number): ReadonlyArray<number> => {
   const total = vatOf(netCents.reduce((sum, net) => sum + net, 0), vatRateBp)
