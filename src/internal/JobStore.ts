@@ -146,13 +146,14 @@ export const make = Effect.gen(function* () {
 
     /**
      * How often the job was released for a lost database connection since it was last requeued by
-     * hand (its audit trail; read only after such a loss, so no column is kept for it).
+     * hand, and when the first of those releases was (its audit trail; read only after such a loss,
+     * so no column is kept for it).
      */
     releasesForLostConnection: (jobId: string) =>
-      sql<{ n: number }>`SELECT count(*)::int AS n FROM audit_logs
+      sql<{ n: number; first_at: Date | null }>`SELECT count(*)::int AS n, min(created_at) AS first_at FROM audit_logs
         WHERE job_id = ${jobId} AND event = 'job_released' AND details->>'reason' = ${LOST_CONNECTION_REASON}
           AND id > coalesce((SELECT max(id) FROM audit_logs WHERE job_id = ${jobId} AND event = 'job_requeued'), 0)`.pipe(
-        Effect.map((rows) => rows[0]?.n ?? 0)
+        Effect.map((rows) => ({ count: rows[0]?.n ?? 0, firstAt: rows[0]?.first_at ?? undefined }))
       ),
 
     register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>

@@ -78,8 +78,14 @@ const ownFailure = (error: unknown) => {
   return Effect.fail(error)
 }
 
-/** Releases of one job for a lost database connection before such a loss counts as a failed attempt. */
+/**
+ * A lost database connection counts as a failed attempt once the job was released for one this many
+ * times, and the first of those releases is at least UNCOUNTED_RELEASE_SPAN old. With the default 30 s
+ * backoff ten releases take about that long anyway; the span keeps a short backoff from spending ten
+ * releases in a few seconds of dropped connections, one outage.
+ */
 export const MAX_UNCOUNTED_RELEASES = 10
+export const UNCOUNTED_RELEASE_SPAN = Duration.minutes(5)
 
 // Recording an outcome survives database outages for as long as the worker holds the job (its lease,
 // as the worker knows it, has not run out, and it is not stopping): the heartbeat renews the lease once
@@ -347,14 +353,15 @@ export const executeJob = <R>(
         // Unless it keeps happening to this job: then the lost connection is more likely the handler's own
         // (another database it talks to), and the attempts must run out as for any failure.
         const earlier = yield* persistently(store.releasesForLostConnection(job.id))
-        if (earlier < MAX_UNCOUNTED_RELEASES) {
-          const at = yield* now
+        const at = yield* now
+        const since = earlier.firstAt === undefined ? 0 : at.getTime() - earlier.firstAt.getTime()
+        if (earlier.count < MAX_UNCOUNTED_RELEASES || since < Duration.toMillis(UNCOUNTED_RELEASE_SPAN)) {
           const error = bounded(`${LOST_CONNECTION_REASON}: ${reason}`)
           const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
           const released = yield* persistently(store.release(job.id, workerId, attempt, at, LOST_CONNECTION_REASON, { runAt, error }))
           return released ? Outcome.Released({ lostConnection: { error, runAt } }) : Outcome.LeaseLost()
         }
-        reason = `${reason} (counted as an attempt: the job was released ${earlier} times for a lost database connection already)`
+        reason = `${reason} (counted as an attempt: the job was released ${earlier.count} times for a lost database connection already, the first ${Math.round(since / 1000)} s ago)`
       }
       return yield* fail(predicateFailed === undefined ? reason : `${reason} (the handler's permanent predicate threw: ${predicateFailed})`, !permanent)
     }).pipe(

@@ -7,7 +7,7 @@ import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, ParseRes
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
-import { MAX_UNCOUNTED_RELEASES } from "../../src/internal/executeJob.js"
+import { MAX_UNCOUNTED_RELEASES, UNCOUNTED_RELEASE_SPAN } from "../../src/internal/executeJob.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { advance, eventually } from "../support/live.js"
@@ -22,6 +22,18 @@ class ContractClosed extends Data.TaggedError("ContractClosed")<{ readonly contr
 
 const reset = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   Effect.zipRight(sql`DELETE FROM job_queue`, sql`CREATE TABLE IF NOT EXISTS settlements (contract_id text PRIMARY KEY, amount_cents int NOT NULL)`)
+)
+
+// The handler's own other database (a warehouse) refuses connections: it looks like an outage.
+const warehouseDown = () =>
+  Effect.fail(new SqlError({ message: "warehouse", cause: Object.assign(new Error("connect ECONNREFUSED 10.0.0.9:5432"), { code: "ECONNREFUSED" }) }))
+
+/** A fresh queue with one job that has a single attempt. */
+const oneAttemptJob = Effect.zipRight(
+  reset,
+  JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "c-1", amountCents: 1 }, maxAttempts: 1 }).pipe(
+    Effect.provide(JobQueue.layer([]))
+  )
 )
 
 /** Enqueues one job, runs a worker until that job's first outcome, and returns it. */
@@ -474,14 +486,8 @@ describe("outcomes", () => {
 
     it.scoped("a lost connection that keeps coming back for one job counts after 10 releases; one the permanent predicate accepts fails at once", () =>
       Effect.gen(function* () {
-        yield* reset
-        // The handler's own other database (a warehouse) refuses connections: it looks like an outage.
-        const warehouseDown = () =>
-          Effect.fail(new SqlError({ message: "warehouse", cause: Object.assign(new Error("connect ECONNREFUSED 10.0.0.9:5432"), { code: "ECONNREFUSED" }) }))
+        const { id } = yield* oneAttemptJob
         const outcomes: Array<Outcome> = []
-        const { id } = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "c-1", amountCents: 1 }, maxAttempts: 1 }).pipe(
-          Effect.provide(JobQueue.layer([]))
-        )
         const worker = yield* Worker.make({ handlers: [Handler.make(Settlement, { run: warehouseDown })], listen: false, onOutcome: (_, outcome) => void outcomes.push(outcome) })
         yield* eventually(Effect.sync(() => outcomes.length === 1), "the first attempt")
         for (let release = 2; release <= MAX_UNCOUNTED_RELEASES + 1; release++) {
@@ -493,11 +499,43 @@ describe("outcomes", () => {
         const row = yield* jobRow(id)
         expect(row).toMatchObject({ status: "failed", attempts: 1 })
         expect(row.error).toContain("ECONNREFUSED 10.0.0.9:5432")
-        expect(row.error).toContain(`counted as an attempt: the job was released ${MAX_UNCOUNTED_RELEASES} times for a lost database connection already`)
+        expect(row.error).toContain(`counted as an attempt: the job was released ${MAX_UNCOUNTED_RELEASES} times for a lost database connection already, the first 300 s ago`)
 
         const permanent = yield* firstOutcome(Handler.make(Settlement, { run: warehouseDown, permanent: () => true }))
         expect(permanent.outcome._tag).toBe("Failed")
         expect(yield* jobRow(permanent.id)).toMatchObject({ status: "failed", attempts: 1 })
+      }))
+
+    it.scoped("with a short backoff, a lost connection counts only once the first of 10 releases is 5 minutes old: one outage of dropped connections uses up no attempt", () =>
+      Effect.gen(function* () {
+        const { id } = yield* oneAttemptJob
+        const outcomes: Array<Outcome> = []
+        const worker = yield* Worker.make({
+          handlers: [Handler.make(Settlement, { run: warehouseDown })],
+          listen: false,
+          pollInterval: "1 second",
+          retryBackoff: "1 second",
+          onOutcome: (_, outcome) => void outcomes.push(outcome)
+        })
+        yield* eventually(Effect.sync(() => outcomes.length === 1), "the first attempt")
+        const startedAt = yield* Clock.currentTimeMillis
+        // Fifteen attempts in 15 s: more than ten releases, all within the span.
+        for (let release = 2; release <= MAX_UNCOUNTED_RELEASES + 5; release++) {
+          yield* advance(worker, "1 second")
+          yield* eventually(Effect.sync(() => outcomes.length === release), `attempt ${release}`)
+        }
+        expect(outcomes.every((outcome) => outcome._tag === "Released" && outcome.lostConnection !== undefined)).toBe(true)
+        expect((yield* Clock.currentTimeMillis) - startedAt).toBeLessThan(Duration.toMillis(UNCOUNTED_RELEASE_SPAN))
+        expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 0 })
+
+        // Releases go on, one a second, until the first is 5 minutes old; the attempt after that counts,
+        // and was the job's only one.
+        yield* advance(worker, UNCOUNTED_RELEASE_SPAN, UNCOUNTED_RELEASE_SPAN)
+        yield* eventually(Effect.sync(() => outcomes.at(-1)?._tag === "Failed"), "the attempt after the span")
+        expect(outcomes.slice(0, -1).every((outcome) => outcome._tag === "Released")).toBe(true)
+        const row = yield* jobRow(id)
+        expect(row).toMatchObject({ status: "failed", attempts: 1 })
+        expect(row.error).toContain(`counted as an attempt: the job was released ${outcomes.length - 1} times for a lost database connection already, the first 300 s ago`)
       }))
 
     it.scoped("a handler's own SQL error still counts as a failed attempt", () =>

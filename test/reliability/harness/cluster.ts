@@ -47,15 +47,15 @@ export const fastSettings: WorkerSettings = {
 }
 
 /**
- * For an outage shorter than the lease, and than ten retry backoffs: as with the defaults (30 s lease,
- * 10 s heartbeat, 30 s backoff), the workers renew or release their jobs when it is over and no attempt
- * is counted. With `fastSettings`' 2 s lease, shorter than the 3 s a cut-off worker stops its jobs ahead
- * of their leases' end, every outage ends the running jobs as a dead worker's (rescued, the attempt
- * counted), and a job caught three times fails (README, "Database outages shorter than the lease"). With
- * its 100 ms backoff, a job cut off again and again during a few seconds of dropped connections is
- * released ten times, after which a lost connection counts as an attempt (README, "How it works").
+ * For an outage shorter than the lease: as with the defaults (30 s lease, 10 s heartbeat), the workers
+ * renew or release their jobs when it is over and no attempt is counted. With `fastSettings`' 2 s lease,
+ * shorter than the 3 s a cut-off worker stops its jobs ahead of their leases' end, every outage ends the
+ * running jobs as a dead worker's (rescued, the attempt counted), and a job caught three times fails
+ * (README, "Database outages shorter than the lease"). The 100 ms backoff stays: a job cut off again and
+ * again during a few seconds of dropped connections is released many times, none counted, because a lost
+ * connection counts only once the first of ten releases is five minutes old (README, "How it works").
  */
-export const outageSettings: WorkerSettings = { ...fastSettings, leaseMs: 30_000, heartbeatMs: 10_000, retryBackoffMs: 2_000 }
+export const outageSettings: WorkerSettings = { ...fastSettings, leaseMs: 30_000, heartbeatMs: 10_000 }
 
 // ---------------------------------------------------------------------------
 // SQL from the outside (a separate connection, as an operator or a test would)
