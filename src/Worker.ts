@@ -18,7 +18,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Fiber, FiberId, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -28,7 +28,7 @@ import { type ClaimedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { waitAtMost } from "./internal/bounded.js"
 import * as Deadlines from "./internal/deadlines.js"
 import { makeCompletions, type Finished } from "./internal/completions.js"
-import { executeJob, type JobControl, leaseRanOut, type Outcome } from "./internal/executeJob.js"
+import { executeJob, leaseRanOut, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
 import { leaseWithoutSlack, makeHeartbeat } from "./internal/heartbeat.js"
 import { listenForJobs } from "./internal/listener.js"
@@ -36,6 +36,7 @@ import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.
 import { makeOutageLog } from "./internal/outageLog.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
 import { untilNone } from "./internal/untilNone.js"
+import { make as makeJobSlots, type RunningJob } from "./internal/jobSlots.js"
 import { check as checkOptions } from "./internal/workerOptions.js"
 
 /** The worker's options. Each has bounds (README lists them; src/internal/workerOptions.ts holds them): `make` fails with InvalidWorkerOptions on one outside them. */
@@ -100,25 +101,6 @@ export class Worker extends Context.Tag("skiplock/Worker")<Worker, {
 }>() {}
 
 export const defaultWorkerId = () => `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`
-
-interface RunningJob {
-  readonly job: ClaimedJob
-  readonly control: JobControl
-  /** Until the handler returns: it occupies one of the `concurrency` slots. */
-  handlerActive: boolean
-  fiber: Fiber.RuntimeFiber<Outcome> | undefined
-  /** Clock time (ms) until which the lease is known to hold. */
-  leaseValidUntil: number
-  /** Clock time (ms) at which the handler times out. */
-  readonly deadline: number
-}
-
-/** A job claimed ahead (prefetch), waiting for a slot. */
-interface PrefetchedJob {
-  readonly job: ClaimedJob
-  /** Clock time (ms) until which the lease is known to hold. */
-  leaseValidUntil: number
-}
 
 // On shutdown, how long the interrupted jobs' releases may take before the worker stops without them.
 const RELEASE_TIMEOUT = Duration.seconds(5)
@@ -189,26 +171,6 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Each type's counters exist from the start at 0: a first failure after a restart is an increase.
     Metrics.startAtZero(jobTypes)
 
-    // The jobs started here, by id: the latest attempt of each.
-    const running = new Map<string, RunningJob>()
-    // Earlier attempts of jobs claimed here again while their handler still ran (the job was rescued while this
-    // worker was stalled, or failed and requeued by an operator): stopped, and awaited like running jobs.
-    const superseded = new Set<RunningJob>()
-    const entryOf = (job: ClaimedJob): RunningJob | undefined => {
-      const latest = running.get(job.id)
-      if (latest?.job === job) return latest
-      for (const earlier of superseded) if (earlier.job === job) return earlier
-      return undefined
-    }
-    // Claimed and not started yet, in claim order; they start as handler slots free up.
-    const prefetched: Array<PrefetchedJob> = []
-    let handlersRunning = 0
-    // The job's completion (or its fiber's end) that follows wakes the claim loop.
-    const handlerDone = (entry: RunningJob) => {
-      if (!entry.handlerActive) return
-      entry.handlerActive = false
-      handlersRunning--
-    }
     // What the claim loop reacts to: a look (the poll, a notification, a rescue: runnable jobs may
     // wait) or a change (a slot freed up, a claim finished). Signals that come while the loop is busy
     // are taken together when it next waits. (A flag and a callback rather than a Queue: the loop is
@@ -232,16 +194,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let claiming = false
     let lastClaimAt: number | undefined
     let nextPollAt: number | undefined
-    // The shutdown waits for the running jobs.
-    const noneRunning = untilNone(() => running.size + superseded.size)
-
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
     // Completions of finished jobs wait for the next statement the loop sends.
     const completions = makeCompletions(() => signal(false))
     // Whether the worker still holds a job it started: its lease, as this worker knows it, has not run out.
     const leaseHeld = (job: ClaimedJob) => {
-      const entry = entryOf(job)
+      const entry = slots.entryOf(job)
       return entry !== undefined && clock.unsafeCurrentTimeMillis() < entry.leaseValidUntil
     }
     // Whether an outcome that could not be written is tried again (see executeJob): while the lease is
@@ -257,7 +216,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         finished.done(Effect.fail(leaseRanOut()))
         return false
       })
-    const deadlines = yield* Deadlines.make(() => running.values())
+    const deadlines = yield* Deadlines.make(() => slots.running.values())
     const env = {
       workerId,
       store,
@@ -266,83 +225,29 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       onOutcome: options.onOutcome,
       complete: completions.complete,
       watchesTimeouts: true,
-      handlerDone: (job: ClaimedJob) => {
-        const entry = entryOf(job)
-        if (entry !== undefined) handlerDone(entry)
-      }
+      handlerDone: (job: ClaimedJob) => slots.handlerReturned(job)
     }
 
-    // Starts a job in a fiber of the worker's runtime, whoever claimed it (the claim loop's statement,
-    // or an enqueue of this process): the job gets the worker's services and runs on when the claimer's
-    // fiber ends. (Plain code, not an Effect: it runs once per job.)
-    const start = ({ job, leaseValidUntil }: PrefetchedJob, startedAt: number) => {
+    // The jobs running and claimed ahead. A job gets the worker's services and runs on when the fiber
+    // that claimed it (the loop's statement, or an enqueue of this process) ends.
+    const slots = makeJobSlots({
+      concurrency,
+      clock,
+      handlerOf: (job) => handlers.get(job.jobType)!,
       // The handler's requirements are in the worker's context (make requires them), which the job's
       // fiber gets with the worker's runtime: providing them again cost ~20 Effect steps a job.
-      const handler = handlers.get(job.jobType)! as Handler<string, unknown, unknown, Requirements<Hs>>
-      const entry: RunningJob = {
-        job,
-        control: { stopReason: undefined },
-        handlerActive: true,
-        fiber: undefined,
-        leaseValidUntil,
-        deadline: startedAt + Duration.toMillis(handler.timeout)
-      }
-      const earlier = running.get(job.id)
-      if (earlier !== undefined) supersede(earlier)
-      running.set(job.id, entry)
-      handlersRunning++
       // The worker's runtime may be uninterruptible (layers are built so): the job's own fiber must not be.
       // (Started on the scheduler's next turn, as a fork would: the claimer first finishes its own bookkeeping.)
-      const fiber = runInWorker(Effect.interruptible(executeJob(handler, job, env, entry.control)), { immediate: false })
-      entry.fiber = fiber
-      // When the job's fiber ends, however it ends.
-      fiber.addObserver(() => {
-        handlerDone(entry)
-        if (running.get(job.id) === entry) running.delete(job.id)
-        else superseded.delete(entry)
-        signal(false)
-        noneRunning.settled()
-      })
-      deadlines.started(entry.deadline)
-    }
-    // The database gave this worker a job whose earlier attempt still runs here: that attempt no longer holds
-    // the job. It is stopped as one whose lease was lost (it records nothing), and keeps its slot until it ends.
-    const supersede = (earlier: RunningJob) => {
-      running.delete(earlier.job.id)
-      superseded.add(earlier)
-      if (earlier.control.stopReason !== undefined) return
-      earlier.control.stopReason = "lease_lost"
-      earlier.fiber?.unsafeInterruptAsFork(FiberId.none)
-      runInWorker(
-        Effect.logWarning("claimed a job again whose earlier attempt still ran here; stopping that attempt").pipe(
-          Effect.annotateLogs({ jobId: earlier.job.id, attempt: earlier.job.attempts })
-        ),
-        { immediate: false }
-      )
-    }
-    // Starts claimed jobs in claim order while handler slots are free. Once the worker stops, only a
-    // claim on its way when it stopped still starts jobs, for the slots it claimed for; the finalizer
-    // releases the prefetched ones. A job whose lease ran out while it waited (the heartbeat could not
-    // renew it) may have been rescued and claimed elsewhere: it is dropped, not started.
-    const canStart = (whileStopping: boolean) => (whileStopping || !stopping) && handlersRunning < concurrency && prefetched.length > 0
-    // Starts them at once; returns what is left to record of jobs dropped, if any.
-    const startPrefetched = (whileStopping: boolean): Effect.Effect<void> | undefined => {
-      if (!canStart(whileStopping)) return undefined
-      const at = clock.unsafeCurrentTimeMillis()
-      let dropped: Array<ClaimedJob> | undefined
-      while (canStart(whileStopping)) {
-        const next = prefetched.shift()!
-        if (at < next.leaseValidUntil) start(next, at)
-        else (dropped ??= []).push(next.job)
-      }
-      return dropped === undefined ? undefined : Effect.forEach(dropped, (job) =>
-        Effect.zipRight(
-          Metric.increment(Metrics.forJobType(Metrics.leasesLost, job.jobType)),
-          Effect.logWarning("the lease of a prefetched job ran out before it could start; it will not start here").pipe(
-            Effect.annotateLogs({ jobId: job.id })
-          )
-        ), { discard: true })
-    }
+      run: (handler, job, control) =>
+        runInWorker(Effect.interruptible(executeJob(handler as Handler<string, unknown, unknown, Requirements<Hs>>, job, env, control)), { immediate: false }),
+      log: (effect) => void runInWorker(effect, { immediate: false }),
+      deadlines,
+      changed: () => signal(false)
+    })
+    const { running, superseded, prefetched } = slots
+    // Once the worker stops, only a claim on its way when it stopped still starts jobs, for the slots it
+    // claimed for; the finalizer releases the prefetched ones.
+    const startPrefetched = (whileStopping: boolean) => slots.startPrefetched(whileStopping || !stopping)
 
     // Every statement the loop sends completes the jobs that finished since the last one and claims
     // jobs for the slots free once they are done: a busy worker needs one round trip and one commit
@@ -353,7 +258,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // How many more jobs the worker may claim: running handlers, prefetched jobs and claims on their way stay within
     // concurrency + prefetch. A job whose handler returned no longer counts: its completion goes with the next
     // statement, which claims for its slot (so without prefetch, running handlers + reserved ≤ concurrency).
-    const claimable = () => concurrency + prefetch - handlersRunning - prefetched.length - reserved
+    const claimable = () => concurrency + prefetch - slots.handlersRunning() - prefetched.length - reserved
     // Whether runnable jobs probably wait: the last claim came back full, or a poll or a
     // notification says to look. A claim that comes back short clears it.
     let moreLikely = true
@@ -412,15 +317,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const noEnqueueClaims = untilNone(() => enqueueClaims)
     const reserveForEnqueue = (wanted: number): Reservation | undefined => {
       // Only for jobs that can start at once: a handler slot and room to hold them.
-      const slots = Math.min(batchSize, wanted, concurrency - handlersRunning - prefetched.length - reserved)
-      if (stopping || slots <= 0) return undefined
-      reserved += slots
+      const limit = Math.min(batchSize, wanted, concurrency - slots.handlersRunning() - prefetched.length - reserved)
+      if (stopping || limit <= 0) return undefined
+      reserved += limit
       enqueueClaims++
       let ended = false
       const end = () => {
         if (ended) return
         ended = true
-        reserved -= slots
+        reserved -= limit
         enqueueClaims--
         noEnqueueClaims.settled()
         signal(false)
@@ -428,9 +333,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       return {
         workerId,
         jobTypes,
-        limit: slots,
+        limit,
         lease: leaseDuration,
-        // The jobs start in fibers of the worker's (see start); what is left to log, if anything, too.
+        // The jobs start in fibers of the worker's (see jobSlots); what is left to log, if anything, too.
         handOff: (jobs, claimedAt) =>
           Effect.sync(() => {
             const toLog = claimed(jobs, claimedAt)
@@ -588,9 +493,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       // Background tasks stop at once, unless one is in a query: interrupting it cancels the query on the
       // server, through the same pool, which a database that stopped answering never gives back.
       yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
-      if (running.size + superseded.size > 0) {
-        yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${running.size + superseded.size} running job(s)`)
-        yield* waitAtMost(noneRunning.await, shutdownTimeout)
+      if (slots.size() > 0) {
+        yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${slots.size()} running job(s)`)
+        yield* waitAtMost(slots.noneRunning.await, shutdownTimeout)
       }
       const left = [...running.values(), ...superseded]
       for (const entry of left) entry.control.stopReason ??= "shutdown"
@@ -616,7 +521,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
 
     return Worker.of({
       workerId,
-      status: Effect.sync(() => ({ workerId, jobTypes, running: running.size + superseded.size, prefetched: prefetched.length, claiming, lastClaimAt, nextPollAt }))
+      status: Effect.sync(() => ({ workerId, jobTypes, running: slots.size(), prefetched: prefetched.length, claiming, lastClaimAt, nextPollAt }))
     })
   }).pipe(Effect.annotateLogs({ component: "worker" }))
 
