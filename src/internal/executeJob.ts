@@ -82,10 +82,12 @@ const ownFailure = (error: unknown) => {
  * A lost database connection counts as a failed attempt once the job was released for one this many
  * times, and the first of those releases is at least UNCOUNTED_RELEASE_SPAN old. With the default 30 s
  * backoff ten releases take about that long anyway; the span keeps a short backoff from spending ten
- * releases in a few seconds of dropped connections, one outage.
+ * releases in a few seconds of dropped connections, one outage. Past UNCOUNTED_RELEASES_AT_MOST it
+ * counts whatever the time: with no backoff at all, five minutes of releases would be thousands.
  */
 export const MAX_UNCOUNTED_RELEASES = 10
 export const UNCOUNTED_RELEASE_SPAN = Duration.minutes(5)
+export const UNCOUNTED_RELEASES_AT_MOST = 100
 
 // Recording an outcome survives database outages for as long as the worker holds the job (its lease,
 // as the worker knows it, has not run out, and it is not stopping): the heartbeat renews the lease once
@@ -355,7 +357,9 @@ export const executeJob = <R>(
         const earlier = yield* persistently(store.releasesForLostConnection(job.id))
         const at = yield* now
         const since = earlier.firstAt === undefined ? 0 : at.getTime() - earlier.firstAt.getTime()
-        if (earlier.count < MAX_UNCOUNTED_RELEASES || since < Duration.toMillis(UNCOUNTED_RELEASE_SPAN)) {
+        const stillUncounted = earlier.count < MAX_UNCOUNTED_RELEASES ||
+          (since < Duration.toMillis(UNCOUNTED_RELEASE_SPAN) && earlier.count < UNCOUNTED_RELEASES_AT_MOST)
+        if (stillUncounted) {
           const error = bounded(`${LOST_CONNECTION_REASON}: ${reason}`)
           const runAt = new Date(at.getTime() + Duration.toMillis(env.retryBackoff))
           const released = yield* persistently(store.release(job.id, workerId, attempt, at, LOST_CONNECTION_REASON, { runAt, error }))

@@ -7,7 +7,7 @@ import { Chunk, Clock, Data, Deferred, Duration, Effect, Fiber, Logger, ParseRes
 import pg from "pg"
 import { CurrentJob, Handler, JobDefinition, JobQueue, PermanentError, Worker } from "../../src/index.js"
 import type { ClaimedJob, Outcome } from "../../src/index.js"
-import { MAX_UNCOUNTED_RELEASES, UNCOUNTED_RELEASE_SPAN } from "../../src/internal/executeJob.js"
+import { MAX_UNCOUNTED_RELEASES, UNCOUNTED_RELEASE_SPAN, UNCOUNTED_RELEASES_AT_MOST } from "../../src/internal/executeJob.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { auditEvents, jobRow, ORG } from "../support/jobs.js"
 import { advance, eventually } from "../support/live.js"
@@ -506,36 +506,60 @@ describe("outcomes", () => {
         expect(yield* jobRow(permanent.id)).toMatchObject({ status: "failed", attempts: 1 })
       }))
 
-    it.scoped("with a short backoff, a lost connection counts only once the first of 10 releases is 5 minutes old: one outage of dropped connections uses up no attempt", () =>
+    /** A worker whose handler's own other database is down, with the given backoff; its outcomes, in order. */
+    const warehouseWorker = (settings: { readonly pollInterval: Duration.DurationInput; readonly retryBackoff: Duration.DurationInput }) =>
       Effect.gen(function* () {
-        const { id } = yield* oneAttemptJob
         const outcomes: Array<Outcome> = []
         const worker = yield* Worker.make({
           handlers: [Handler.make(Settlement, { run: warehouseDown })],
           listen: false,
-          pollInterval: "1 second",
-          retryBackoff: "1 second",
+          ...settings,
           onOutcome: (_, outcome) => void outcomes.push(outcome)
         })
         yield* eventually(Effect.sync(() => outcomes.length === 1), "the first attempt")
+        return { worker, outcomes }
+      })
+
+    it.scoped("with a short backoff, a lost connection counts only once the first of 10 releases is 5 minutes old: one outage of dropped connections uses up no attempt", () =>
+      Effect.gen(function* () {
+        const { id } = yield* oneAttemptJob
+        const { worker, outcomes } = yield* warehouseWorker({ pollInterval: "5 seconds", retryBackoff: "5 seconds" })
         const startedAt = yield* Clock.currentTimeMillis
-        // Fifteen attempts in 15 s: more than ten releases, all within the span.
+        // Fifteen attempts in 75 s: more than ten releases, all within the span.
         for (let release = 2; release <= MAX_UNCOUNTED_RELEASES + 5; release++) {
-          yield* advance(worker, "1 second")
+          yield* advance(worker, "5 seconds")
           yield* eventually(Effect.sync(() => outcomes.length === release), `attempt ${release}`)
         }
         expect(outcomes.every((outcome) => outcome._tag === "Released" && outcome.lostConnection !== undefined)).toBe(true)
         expect((yield* Clock.currentTimeMillis) - startedAt).toBeLessThan(Duration.toMillis(UNCOUNTED_RELEASE_SPAN))
         expect(yield* jobRow(id)).toMatchObject({ status: "pending", attempts: 0 })
 
-        // Releases go on, one a second, until the first is 5 minutes old; the attempt after that counts,
+        // Releases go on, one every 5 s, until the first is 5 minutes old; the attempt after that counts,
         // and was the job's only one.
         yield* advance(worker, UNCOUNTED_RELEASE_SPAN, UNCOUNTED_RELEASE_SPAN)
         yield* eventually(Effect.sync(() => outcomes.at(-1)?._tag === "Failed"), "the attempt after the span")
         expect(outcomes.slice(0, -1).every((outcome) => outcome._tag === "Released")).toBe(true)
+        expect(outcomes.length - 1).toBeLessThan(UNCOUNTED_RELEASES_AT_MOST)
         const row = yield* jobRow(id)
         expect(row).toMatchObject({ status: "failed", attempts: 1 })
-        expect(row.error).toContain(`counted as an attempt: the job was released ${outcomes.length - 1} times for a lost database connection already, the first 300 s ago`)
+        expect(row.error).toContain(`counted as an attempt: the job was released ${outcomes.length - 1} times for a lost database connection already, the first`)
+        // Counted at the first attempt past the span, which comes with the poll after the backoff.
+        const firstAgo = Number(/the first (\d+) s ago/.exec(row.error ?? "")?.[1])
+        expect(firstAgo).toBeGreaterThanOrEqual(300)
+        expect(firstAgo).toBeLessThanOrEqual(310)
+      }))
+
+    it.scoped("with no backoff at all, a lost connection counts after 100 releases, however quick", () =>
+      Effect.gen(function* () {
+        const { id } = yield* oneAttemptJob
+        const { worker, outcomes } = yield* warehouseWorker({ pollInterval: "1 second", retryBackoff: 0 })
+        yield* advance(worker, UNCOUNTED_RELEASE_SPAN, UNCOUNTED_RELEASE_SPAN)
+        yield* eventually(Effect.sync(() => outcomes.at(-1)?._tag === "Failed"), "the attempt after 100 releases")
+        expect(outcomes).toHaveLength(UNCOUNTED_RELEASES_AT_MOST + 1)
+        expect(outcomes.slice(0, -1).every((outcome) => outcome._tag === "Released")).toBe(true)
+        const row = yield* jobRow(id)
+        expect(row).toMatchObject({ status: "failed", attempts: 1 })
+        expect(row.error).toContain(`counted as an attempt: the job was released ${UNCOUNTED_RELEASES_AT_MOST} times for a lost database connection already`)
       }))
 
     it.scoped("a handler's own SQL error still counts as a failed attempt", () =>
