@@ -84,6 +84,8 @@ const ownFailure = (error: unknown) => {
  * backoff ten releases take about that long anyway; the span keeps a short backoff from spending ten
  * releases in a few seconds of dropped connections, one outage. Past UNCOUNTED_RELEASES_AT_MOST it
  * counts whatever the time: with no backoff at all, five minutes of releases would be thousands.
+ * The releases' times are the releasing workers' clocks: one far behind or ahead of this worker's
+ * makes the span look longer or shorter, and the two counts still bound the releases.
  */
 export const MAX_UNCOUNTED_RELEASES = 10
 export const UNCOUNTED_RELEASE_SPAN = Duration.minutes(5)

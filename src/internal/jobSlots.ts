@@ -25,13 +25,13 @@ export interface RunningJob {
 }
 
 /** A job claimed ahead (prefetch), waiting for a slot. */
-export interface PrefetchedJob {
+interface PrefetchedJob {
   readonly job: ClaimedJob
   /** Clock time (ms) until which the lease is known to hold. */
   leaseValidUntil: number
 }
 
-export interface JobSlotsOptions {
+interface JobSlotsOptions {
   readonly concurrency: number
   readonly clock: Clock.Clock
   readonly handlerOf: (job: ClaimedJob) => Handler
@@ -153,5 +153,3 @@ export const make = (options: JobSlotsOptions) => {
     }
   }
 }
-
-export type JobSlots = ReturnType<typeof make>

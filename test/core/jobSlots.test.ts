@@ -53,9 +53,14 @@ const setUp = (concurrency: number) =>
     return { slots, started, deadlines, logged, changes: () => changes }
   })
 
+/** Waits in real time (the fibers end on their own) until the condition holds; fails after 5 s. */
 const waitUntil = (condition: () => boolean) =>
   Effect.gen(function* () {
-    while (!condition()) yield* Effect.sleep("1 millis").pipe(Effect.withClock(Clock.make()))
+    const deadline = Date.now() + 5_000
+    while (!condition()) {
+      if (Date.now() > deadline) return yield* Effect.dieMessage("waitUntil: timed out")
+      yield* Effect.sleep("1 millis").pipe(Effect.withClock(Clock.make()))
+    }
   })
 
 describe("job slots", () => {
