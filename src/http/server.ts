@@ -84,18 +84,32 @@ export const router = HttpRouter.empty.pipe(
   )
 )
 
+// On close, how long open connections may finish what they are doing before they are cut. Node's
+// close waits for every connection to end, and a client that keeps its connection busy (a request
+// half sent, or a keep-alive poller whose next /metrics comes while the last is answered) would hold
+// the stop open for as long as it likes.
+const CLOSE_GRACE_MILLIS = 1_000
+
 /** The HTTP server on HOST:PORT; it needs the ServiceState. */
 export const layer = (config: HttpConfig) =>
-  HttpServer.serve(router).pipe(
-    HttpServer.withLogAddress,
-    Layer.provide(NodeHttpServer.layer(createServer, { port: config.port, host: config.host })),
-    Layer.mapError((error) => {
-      const code = (error.cause as { code?: unknown } | undefined)?.code
-      return new StartupError({
-        message: code === "EADDRINUSE"
-          ? `cannot listen on ${config.host}:${config.port}: the port is in use (set PORT to another port)`
-          : `cannot listen on ${config.host}:${config.port}: ${errorText(error.cause)}`,
-        cause: error
-      })
+  Layer.unwrapEffect(
+    Effect.sync(() => {
+      const server = createServer()
+      // Released before the server's own close (built after it), which it does not wait for.
+      const cutLateConnections = Layer.scopedDiscard(
+        Effect.addFinalizer(() => Effect.sync(() => void setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MILLIS).unref()))
+      )
+      return Layer.merge(HttpServer.serve(router).pipe(HttpServer.withLogAddress), cutLateConnections).pipe(
+        Layer.provide(NodeHttpServer.layer(() => server, { port: config.port, host: config.host })),
+        Layer.mapError((error) => {
+          const code = (error.cause as { code?: unknown } | undefined)?.code
+          return new StartupError({
+            message: code === "EADDRINUSE"
+              ? `cannot listen on ${config.host}:${config.port}: the port is in use (set PORT to another port)`
+              : `cannot listen on ${config.host}:${config.port}: ${errorText(error.cause)}`,
+            cause: error
+          })
+        })
+      )
     })
   )
