@@ -39,6 +39,10 @@ export interface DatabaseOptions<R = never> {
 
 // A wrong password or database name does not fix itself: stop with the message instead of retrying.
 const FATAL_SQLSTATES = new Set(["28P01", "28000", "3D000"])
+// The same from the `pg` client itself, with no SQLSTATE: the server asks for a password the URL does not
+// give ("SASL: SCRAM-SERVER-FIRST-MESSAGE: client password must be a string"), or SCRAM authentication failed.
+const CLIENT_AUTH_FAILURE = /^SASL: |password must be a (non-empty )?string/
+const NO_PASSWORD = /password must be a (non-empty )?string/
 
 interface ProbeFailure {
   readonly reason: string
@@ -57,14 +61,17 @@ const probe = (url: string) =>
         await client.end().catch(() => undefined)
       }
     },
-    catch: (error): ProbeFailure => ({
-      reason: errorText(error),
-      fatal: FATAL_SQLSTATES.has(String((error as { code?: unknown }).code))
-    })
+    catch: (error): ProbeFailure => {
+      const message = String((error as { message?: unknown } | null)?.message ?? "")
+      return {
+        reason: NO_PASSWORD.test(message) ? `the server asks for a password and DATABASE_URL has none (${errorText(error)})` : errorText(error),
+        fatal: FATAL_SQLSTATES.has(String((error as { code?: unknown } | null)?.code)) || CLIENT_AUTH_FAILURE.test(message)
+      }
+    }
   })
 
-/** Waits until the server answers: 1 s, 2 s, 4 s … at most 30 s between tries, forever. */
-const waitForDatabase = <R>(url: string, onWaiting: (detail: string) => Effect.Effect<void, never, R>) =>
+/** Waits until the server answers: 1 s, 2 s, 4 s … at most 30 s between tries, forever; fails at once on a refused login. */
+export const waitForDatabase = <R>(url: string, onWaiting: (detail: string) => Effect.Effect<void, never, R>) =>
   Effect.gen(function* () {
     const display = redactUrl(url)
     for (let attempt = 1; ; attempt++) {
