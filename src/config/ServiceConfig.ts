@@ -87,7 +87,9 @@ const postgresUrl = (raw: string) => {
   const accepts = "a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database"
   if (!/^postgres(ql)?:\/\//.test(raw)) return Either.left(accepts)
   try {
-    new URL(raw)
+    // A user on a local socket names no host (postgresql://user@/db?host=/var/run/postgresql), which `pg`
+    // takes and WHATWG URLs refuse: checked as if the host were there.
+    new URL(raw.replace(/^(postgres(?:ql)?:\/\/[^/]*@)\//, "$1localhost/"))
     return Either.right(Option.some(Redacted.make(raw)))
   } catch {
     return Either.left(accepts)

@@ -119,6 +119,14 @@ describe("service configuration", () => {
       expect(config.worker.workerId).toEqual(Option.some("w".repeat(500)))
     }))
 
+  it.effect("accepts a DATABASE_URL for a user on a local socket, which names no host", () =>
+    Effect.gen(function* () {
+      for (const url of ["postgresql://app@/billing?host=/var/run/postgresql", "postgres:///billing?host=/var/run/postgresql&user=app"]) {
+        const config = Either.getOrThrow(yield* load({ DATABASE_URL: url }))
+        expect(Redacted.value(Option.getOrThrow(config.database.url))).toBe(url)
+      }
+    }))
+
   it.effect("a DATABASE_URL that is not a URL after all is quoted without its password", () =>
     Effect.gen(function* () {
       const [message] = yield* errors({ DATABASE_URL: "postgres://app:TopSecret99@db.internal:notaport/billing?sslpassword=Other1" })
