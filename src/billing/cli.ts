@@ -36,7 +36,11 @@ const rollback = Command.make(
       ),
       Args.withDescription("The billing run to roll back (billing_runs.id).")
     ),
-    reason: Options.text("reason").pipe(Options.withDescription("Why it is rolled back; stored on the run, its invoices and in the audit log.")),
+    reason: Options.text("reason").pipe(
+      // The audit log cannot be edited afterwards: an empty reason is a usage error, as for `jobs fail`.
+      Options.mapEffect((value) => (value.trim() === "" ? Effect.fail(invalid("--reason must not be empty")) : Effect.succeed(value.trim()))),
+      Options.withDescription("Why it is rolled back; stored on the run, its invoices and in the audit log.")
+    ),
     actor: Options.text("actor").pipe(
       Options.withSchema(Schema.UUID),
       Options.withDescription("The UUID of the person responsible (default: cli:<os user>)."),

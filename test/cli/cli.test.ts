@@ -411,6 +411,9 @@ describe("skiplock CLI", () => {
         const rollback = yield* run("billing", "rollback", "notuuid", "--reason", "x")
         expect(rollback.code).toBe(2)
         expect(rollback.stderr).toContain(`the billing run id must be a UUID (billing_runs.id), got "notuuid"`)
+        const noReason = yield* run("billing", "rollback", "0b7c7f4e-3c1a-4d7e-9a53-5c2d7f1e8a01", "--reason", "  ")
+        expect(noReason.code).toBe(2)
+        expect(noReason.stderr).toContain("--reason must not be empty")
       }))
   })
 
