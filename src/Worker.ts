@@ -36,6 +36,7 @@ import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.
 import { makeOutageLog } from "./internal/outageLog.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
 import { untilNone } from "./internal/untilNone.js"
+import * as Wakeups from "./internal/wakeups.js"
 import { make as makeJobSlots, type RunningJob } from "./internal/jobSlots.js"
 import { check as checkOptions } from "./internal/workerOptions.js"
 
@@ -106,8 +107,6 @@ export const defaultWorkerId = () => `${hostname()}:${process.pid}:${randomBytes
 const RELEASE_TIMEOUT = Duration.seconds(5)
 // Once the worker stops, a job's outcome is tried to be recorded this much longer at most.
 const RECORD_WHILE_STOPPING_MILLIS = 3_000
-// After a notification the worker looks once more this much later (see looksAgain).
-const LOOK_AGAIN_AFTER = Duration.seconds(1)
 // On shutdown, how long claims already sent may take to answer; one that answers later has its jobs released.
 const CLAIMS_STOP_TIMEOUT = Duration.seconds(10)
 // On shutdown, how long background tasks (claim loop, heartbeat, rescue, prune, listener) may take to stop, each group.
@@ -171,25 +170,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Each type's counters exist from the start at 0: a first failure after a restart is an increase.
     Metrics.startAtZero(jobTypes)
 
-    // What the claim loop reacts to: a look (the poll, a notification, a rescue: runnable jobs may
-    // wait) or a change (a slot freed up, a claim finished). Signals that come while the loop is busy
-    // are taken together when it next waits. (A flag and a callback rather than a Queue: the loop is
-    // signalled several times a job.)
-    let signalled = false
-    let lookSignalled = false
-    let wakeLoop: (() => void) | undefined
-    const signal = (look: boolean) => {
-      signalled = true
-      if (look) lookSignalled = true
-      const wake = wakeLoop
-      wakeLoop = undefined
-      wake?.()
-    }
-    const nextSignal = Effect.async<void>((resume) => {
-      if (signalled) return resume(Effect.void)
-      wakeLoop = () => resume(Effect.void)
-      return Effect.sync(() => void (wakeLoop = undefined))
-    })
+    // What wakes the claim loop.
+    const wakeups = yield* Wakeups.make(pollInterval)
     // For status.
     let claiming = false
     let lastClaimAt: number | undefined
@@ -197,7 +179,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const now = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms))
 
     // Completions of finished jobs wait for the next statement the loop sends.
-    const completions = makeCompletions(() => signal(false))
+    const completions = makeCompletions(wakeups.changed)
     // Whether the worker still holds a job it started: its lease, as this worker knows it, has not run out.
     const leaseHeld = (job: ClaimedJob) => {
       const entry = slots.entryOf(job)
@@ -242,7 +224,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         runInWorker(Effect.interruptible(executeJob(handler as Handler<string, unknown, unknown, Requirements<Hs>>, job, env, control)), { immediate: false }),
       log: (effect) => void runInWorker(effect, { immediate: false }),
       deadlines,
-      changed: () => signal(false)
+      changed: wakeups.changed
     })
     const { running, superseded, prefetched } = slots
     // Once the worker stops, only a claim on its way when it stopped still starts jobs, for the slots it
@@ -328,7 +310,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         reserved -= limit
         enqueueClaims--
         noEnqueueClaims.settled()
-        signal(false)
+        wakeups.changed()
       }
       return {
         workerId,
@@ -373,7 +355,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         ),
         Effect.ensuring(Effect.sync(() => {
           reserved -= reservedSlots
-          signal(false)
+          wakeups.changed()
           if (reservedSlots === 0) return
           claimsOnTheirWay--
           noClaimsOnTheirWay.settled()
@@ -382,25 +364,6 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // its jobs then count as running and are awaited or released like the others.
         Effect.uninterruptible
       )
-
-    // The poll: a "look" every pollInterval. nextPollAt tells tests (and status) when it fires next.
-    let nextTickAt = 0
-    const poller = Effect.gen(function* () {
-      while (true) {
-        nextTickAt = (yield* Clock.currentTimeMillis) + Duration.toMillis(pollInterval)
-        yield* Effect.sleep(pollInterval)
-        signal(true)
-      }
-    })
-
-    // A notification can come before its job is due by this worker's clock: the runbook's INSERT takes
-    // run_at from the database's now(), and a clock a few milliseconds behind the database's would leave
-    // the job to the next poll. So after a notification the worker looks once more, a second later (one
-    // such look waiting at a time; a notification meanwhile gets one after it).
-    const lookAgain = yield* Effect.makeLatch(false)
-    const looksAgain = Effect.forever(
-      Effect.zipRight(Effect.zipRight(lookAgain.await, lookAgain.close), Effect.zipRight(Effect.sleep(LOOK_AGAIN_AFTER), Effect.sync(() => signal(true))))
-    )
 
     const claimLoop = Effect.gen(function* () {
       claiming = true
@@ -421,12 +384,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           }
         }
         // Idle until something happens; then take everything that happened at once.
-        if (claimsOnTheirWay === 0 && !stopping) nextPollAt = nextTickAt
-        yield* nextSignal
+        if (claimsOnTheirWay === 0 && !stopping) nextPollAt = wakeups.nextPollAt()
+        const looked = yield* wakeups.next
         nextPollAt = undefined
-        signalled = false
-        if (lookSignalled) {
-          lookSignalled = false
+        if (looked) {
           moreLikely = true
           looks++
         }
@@ -446,7 +407,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const prune = makePrune(store, { retention, leaseDuration })
     // Not while this worker's heartbeat cannot reach the database: its own leases may have run out
     // unrenewed, and after an outage the rescue may come before the heartbeat that renews them.
-    const rescueExpired = makeRescue(store, workerId, () => signal(true))
+    const rescueExpired = makeRescue(store, workerId, wakeups.look)
     const rescue = Effect.suspend(() => (heartbeat.unreachable() ? Effect.void : rescueExpired))
 
     yield* registration.ensure
@@ -455,14 +416,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const listenerFiber = options.listen === false
       ? undefined
       : yield* listenForJobs(pgClient.config, (jobType) => {
-          if (jobType === "" || handledTypes.has(jobType)) {
-            signal(true)
-            lookAgain.unsafeOpen()
-          }
+          if (jobType === "" || handledTypes.has(jobType)) wakeups.notified()
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
-    const pollerFiber = yield* Effect.forkDaemon(poller)
-    const looksAgainFiber = yield* Effect.forkDaemon(looksAgain)
+    const pollerFiber = yield* Effect.forkDaemon(wakeups.poller)
+    const looksAgainFiber = yield* Effect.forkDaemon(wakeups.looksAgain)
     const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat.beat))
     const rescueFiber = yield* Effect.forkDaemon(fixedRate(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
