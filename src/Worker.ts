@@ -2,7 +2,8 @@
  * The worker: claims runnable jobs of the types it has handlers for and runs
  * them, at most `concurrency` at once. It claims on a poll (every 5 s), at
  * once again after a full claim while slots are free, and when a LISTEN
- * notification says a job was enqueued. The completions of finished jobs go
+ * notification says a job was enqueued (what wakes it: internal/wakeups.ts;
+ * the jobs it runs and holds ahead: internal/jobSlots.ts). The completions of finished jobs go
  * to the database with the next claim (complete_and_claim). Beside the claim
  * loop it renews the leases of its running jobs (heartbeat, in
  * internal/heartbeat.ts), rescues jobs whose lease expired (maintenance) and
