@@ -34,13 +34,14 @@ describe("the claim loop's wake-ups", () => {
     Effect.gen(function* () {
       const wakeups = yield* Wakeups.make(Duration.seconds(5))
       yield* Effect.forkScoped(wakeups.poller)
-      yield* Effect.yieldNow()
+      // Lets the poller reach its sleep (the TestClock waits for every fiber to suspend).
+      yield* TestClock.adjust(0)
       expect(wakeups.nextPollAt()).toBe(5_000)
       const waiting = yield* Effect.fork(wakeups.next)
       yield* TestClock.adjust("4999 millis")
       expect(yield* waitEnded(waiting)).toEqual(Option.none())
       yield* TestClock.adjust("1 millis")
-      expect(yield* Fiber.join(waiting)).toBe(true)
+      expect(yield* waitEnded(waiting)).toEqual(Option.some(true))
       expect(wakeups.nextPollAt()).toBe(10_000)
     }))
 
@@ -48,7 +49,7 @@ describe("the claim loop's wake-ups", () => {
     Effect.gen(function* () {
       const wakeups = yield* Wakeups.make(Duration.hours(1))
       yield* Effect.forkScoped(wakeups.looksAgain)
-      yield* Effect.yieldNow()
+      yield* TestClock.adjust(0)
       wakeups.notified()
       expect(yield* wakeups.next).toBe(true)
 
@@ -61,11 +62,11 @@ describe("the claim loop's wake-ups", () => {
       yield* TestClock.adjust("499 millis")
       expect(yield* waitEnded(waiting)).toEqual(Option.none())
       yield* TestClock.adjust("1 millis")
-      expect(yield* Fiber.join(waiting)).toBe(true)
+      expect(yield* waitEnded(waiting)).toEqual(Option.some(true))
 
       waiting = yield* Effect.fork(wakeups.next)
       yield* TestClock.adjust("1 second")
-      expect(yield* Fiber.join(waiting)).toBe(true)
+      expect(yield* waitEnded(waiting)).toEqual(Option.some(true))
       // And then no more.
       waiting = yield* Effect.fork(wakeups.next)
       yield* TestClock.adjust("10 seconds")
