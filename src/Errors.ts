@@ -5,13 +5,18 @@
  */
 import { Data } from "effect"
 
+// Which input of an enqueueMany an error is about, when it names one.
+const inputAt = (index: number | undefined) => (index === undefined ? "" : `inputs[${index}]: `)
+
 /** The job type is not registered in `job_types`. */
 export class UnknownJobType extends Data.TaggedError("UnknownJobType")<{
   readonly jobType: string
   readonly registered: ReadonlyArray<string>
+  /** In an enqueueMany of several jobs: which input, from 0. */
+  readonly index?: number | undefined
 }> {
   override get message() {
-    return `unknown job type "${this.jobType}" (registered: ${this.registered.join(", ") || "none"})`
+    return `${inputAt(this.index)}unknown job type "${this.jobType}" (registered: ${this.registered.join(", ") || "none"})`
   }
 }
 
@@ -19,18 +24,22 @@ export class UnknownJobType extends Data.TaggedError("UnknownJobType")<{
 export class InvalidPayload extends Data.TaggedError("InvalidPayload")<{
   readonly jobType: string
   readonly reason: string
+  /** In an enqueueMany of several jobs: which input, from 0. */
+  readonly index?: number | undefined
 }> {
   override get message() {
-    return `invalid payload for job type "${this.jobType}": ${this.reason}`
+    return `${inputAt(this.index)}invalid payload for job type "${this.jobType}": ${this.reason}`
   }
 }
 
 /** An option is outside what the queue accepts: an enqueue's (not a UUID, max attempts out of range, …), or a change by hand's (a blank actor or reason, a bad filter). */
 export class InvalidJobOptions extends Data.TaggedError("InvalidJobOptions")<{
   readonly reason: string
+  /** In an enqueueMany of several jobs: which input, from 0. */
+  readonly index?: number | undefined
 }> {
   override get message() {
-    return `invalid job options: ${this.reason}`
+    return `${inputAt(this.index)}invalid job options: ${this.reason}`
   }
 }
 

@@ -146,6 +146,20 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         : Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType: unknown[1]!, registered })))
     }
 
+    // Which input of a batch an error is about.
+    const atInput = (error: EnqueueError, index: number): EnqueueError => {
+      switch (error._tag) {
+        case "UnknownJobType":
+          return new UnknownJobType({ jobType: error.jobType, registered: error.registered, index })
+        case "InvalidPayload":
+          return new InvalidPayload({ jobType: error.jobType, reason: error.reason, index })
+        case "InvalidJobOptions":
+          return new InvalidJobOptions({ reason: error.reason, index })
+        default:
+          return error
+      }
+    }
+
     const notAnObject = (jobType: string, payload: unknown) =>
       new InvalidPayload({ jobType, reason: `the payload must be a JSON object, got ${payload === null ? "null" : Array.isArray(payload) ? "an array" : typeof payload}` })
 
@@ -212,9 +226,9 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         if (inputs.length === 0) return []
         const now = yield* Clock.currentTimeMillis
         const rows: Array<PreparedJob> = []
-        for (const input of inputs) {
+        for (const [index, input] of inputs.entries()) {
           const prepared = prepare(input, now)
-          rows.push(Effect.isEffect(prepared) ? yield* prepared : prepared)
+          rows.push(Effect.isEffect(prepared) ? yield* (inputs.length > 1 ? Effect.mapError(prepared, (error) => atInput(error, index)) : prepared) : prepared)
         }
         const trace = yield* currentTraceParent
         const at = new Date(now)
@@ -275,7 +289,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const byId = new Map(inserted.map((job) => [job.id, job]))
         const duplicates = rows.filter((row) => !byId.has(row.id))
         const earlier = yield* findByKeys(duplicates.map((row) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))
-        return rows.map((row): EnqueuedJob => {
+        const jobs = rows.map((row): EnqueuedJob => {
           const job = byId.get(row.id)
           if (job !== undefined) {
             return {
@@ -295,6 +309,25 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           if (first === undefined) throw new Error(`job with idempotency key ${row.idempotencyKey} vanished while enqueueing`)
           return { ...first, existing: true }
         })
+        // A key taken by a job of another type is not that job: an enqueue must not answer with a job it did not ask
+        // for (nor let an unknown type pass because its insert was skipped before the database could check it).
+        const [clash] = rows.flatMap((row, index) => {
+          const job = jobs[index]!
+          return job.existing && job.jobType !== row.jobType ? [{ row, job, index }] : []
+        })
+        if (clash !== undefined) {
+          const { row, job, index } = clash
+          const registered = yield* registeredTypes
+          const at = inputs.length > 1 ? index : undefined
+          return yield* registered.includes(row.jobType)
+            ? new InvalidJobOptions({
+                reason: `idempotencyKey ${JSON.stringify(row.idempotencyKey)} already belongs to the ${job.jobType} job ${job.id} of this organization ` +
+                  `(keys are unique per organization, across job types)`,
+                index: at
+              })
+            : new UnknownJobType({ jobType: row.jobType, registered, index: at })
+        }
+        return jobs
       })
 
     // One span per call (no stack trace: the span's name says where it comes from).
@@ -305,7 +338,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           Effect.withSpan("JobQueue.enqueue", { captureStackTrace: false, attributes: { jobType: input.jobType } })
         ),
       enqueueMany: (inputs) =>
-        insertJobs(inputs).pipe(Effect.withSpan("JobQueue.enqueueMany", { captureStackTrace: false, attributes: { count: inputs.length } }))
+        // A batch whose keys may clash with other types' jobs is all or nothing: in a transaction (a savepoint inside
+        // the caller's), so that a refused input leaves none of the others behind.
+        (inputs.length > 1 && inputs.some((input) => input.idempotencyKey !== undefined) ? sql.withTransaction(insertJobs(inputs)) : insertJobs(inputs)).pipe(
+          Effect.withSpan("JobQueue.enqueueMany", { captureStackTrace: false, attributes: { count: inputs.length } })
+        )
     })
   })
 

@@ -42,11 +42,12 @@ export const invalidOptionsReason = (options: {
     // JavaScript dates reach further back than PostgreSQL's timestamptz.
     return `runAt must be between 4713 BC and 294276 AD (what PostgreSQL stores), got ${options.runAt.toISOString()}`
   }
-  if (
-    options.idempotencyKey !== undefined &&
-    !(typeof options.idempotencyKey === "string" && options.idempotencyKey.length >= 1 && options.idempotencyKey.length <= 255)
-  ) {
-    return `idempotencyKey must be a string of 1 to 255 characters`
+  // Counted in characters, as PostgreSQL's length() in the column's check does (.length counts UTF-16 units).
+  const key = options.idempotencyKey
+  const keyLength = typeof key === "string" ? [...key].length : 0
+  if (key !== undefined && !(typeof key === "string" && keyLength >= 1 && keyLength <= 255)) {
+    const got = typeof key === "string" ? `${keyLength} characters` : key === null ? "null" : typeof key
+    return `idempotencyKey must be a string of 1 to 255 characters, got ${got}`
   }
   if (typeof options.idempotencyKey === "string") {
     const problem = textProblem(options.idempotencyKey)

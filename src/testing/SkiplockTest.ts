@@ -48,6 +48,8 @@ const LEASE = Duration.minutes(5)
 
 // How long (real time) the layer's close waits for the jobs it stops to be released.
 const STOP_TIMEOUT = Duration.seconds(10)
+// The latest time a JavaScript Date holds (year 275760).
+const LATEST_DATE_MILLIS = 8.64e15
 
 export interface SkiplockTestOptions<Hs extends ReadonlyArray<Handler>> {
   /** The handlers `drain` and inline mode run; their job types must be registered (see `registerJobTypes`). */
@@ -428,7 +430,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
       Effect.gen(function* () {
         const maxRuns = drainOptions.maxRuns ?? 1000
         const startedAt = yield* Clock.currentTimeMillis
-        const limit = startedAt + Duration.toMillis(Duration.decode(drainOptions.maxAdvance ?? 0))
+        // An unbounded maxAdvance (Duration.infinity) stops at the latest time a Date holds, which PostgreSQL stores too.
+        const limit = Math.min(startedAt + Duration.toMillis(Duration.decode(drainOptions.maxAdvance ?? 0)), LATEST_DATE_MILLIS)
         const attempts: Array<JobAttempt> = []
         const byJob = new Map<string, Array<JobAttempt>>()
         while (handledTypes.length > 0) {

@@ -204,6 +204,12 @@ describe("JobQueue.enqueue", () => {
         const base = { organizationId: ORG, jobType: "dunning_run", payload: {} }
         const key = yield* JobQueue.enqueue({ ...base, idempotencyKey: "run\u0000" }).pipe(Effect.flip)
         expect(key.message).toBe("invalid job options: idempotencyKey contains a NUL character (\\u0000), which PostgreSQL cannot store")
+        // Its length in characters, as the column's check counts: 255 emoji fit (510 UTF-16 units), 256 do not.
+        const emoji = yield* JobQueue.enqueue({ ...base, idempotencyKey: "\u{1F4B6}".repeat(255) })
+        expect(emoji.idempotencyKey).toBe("\u{1F4B6}".repeat(255))
+        const tooLong = yield* JobQueue.enqueue({ ...base, idempotencyKey: "\u{1F4B6}".repeat(256) }).pipe(Effect.flip)
+        expect(tooLong.message).toBe("invalid job options: idempotencyKey must be a string of 1 to 255 characters, got 256 characters")
+        yield* reset
         const times = ["+010000-01-01T00:00:00.000Z", "-000100-03-01T05:06:07.008Z", "-004713-11-24T00:00:00.000Z", "9999-12-31T23:59:59.999Z"]
         const jobs = yield* JobQueue.enqueueMany(times.map((time) => ({ ...base, runAt: new Date(time) })))
         const sql = yield* SqlClient.SqlClient
@@ -257,7 +263,31 @@ describe("JobQueue.enqueue", () => {
           { organizationId: ORG, jobType: "sepa_export", payload: { batchId: 7 } }
         ]).pipe(Effect.flip)
         expect(failed._tag).toBe("InvalidPayload")
+        // Which input it was: a batch may hold thousands.
+        expect(failed.message).toMatch(/^inputs\[1\]: invalid payload for job type "sepa_export": /)
         expect(yield* countJobs).toBe(3)
+      }).pipe(Effect.provide(queue)))
+
+    it.effect("an idempotency key that belongs to a job of another type is refused, not answered with that job; an unknown type is named as such", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const first = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export", payload: { batchId: "a" }, idempotencyKey: "2026-11" })
+        const otherType = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, idempotencyKey: "2026-11" }).pipe(Effect.flip)
+        expect(otherType._tag).toBe("InvalidJobOptions")
+        expect(otherType.message).toBe(
+          `invalid job options: idempotencyKey "2026-11" already belongs to the sepa_export job ${first.id} of this organization (keys are unique per organization, across job types)`
+        )
+        const unknown = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "no_such_type", payload: {}, idempotencyKey: "2026-11" }).pipe(Effect.flip)
+        expect(unknown._tag).toBe("UnknownJobType")
+        expect(unknown.message).toContain('unknown job type "no_such_type"')
+
+        // In a batch, all or nothing: the new job beside the refused one is not left behind.
+        const batch = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 2 } },
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, idempotencyKey: "2026-11" }
+        ]).pipe(Effect.flip)
+        expect(batch.message).toMatch(/^inputs\[1\]: invalid job options: idempotencyKey "2026-11" already belongs to the sepa_export job/)
+        expect(yield* countJobs).toBe(1)
       }).pipe(Effect.provide(queue)))
 
     it.effect("joins the caller's transaction: a job is enqueued only if the caller's work commits", () =>
