@@ -1,7 +1,8 @@
 // requeue_failed_job waits until the worker that ran a job failed by hand has let go of it: a
 // heartbeat after the fail that no longer reports the job held (0022, 0025). A heartbeat during the
 // fail's open transaction, or one stamped late by a clock that runs ahead, has not let go; nor has the
-// same process registering again, which reports no jobs and is no heartbeat (0031).
+// same process registering again, which reports no jobs and is no heartbeat (0031). Nor does an
+// operator's clock that runs ahead end a live worker's hold (0032).
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Layer, Schema, TestClock } from "effect"
@@ -89,6 +90,31 @@ describe("the retry guard", () => {
         expect(yield* retry(id, 13)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
         expect(yield* heartbeat([], 22)).toEqual([])
         expect(yield* retry(id, 23)).toBe("requeued")
+      }))
+
+    it.effect("an operator whose clock runs minutes ahead does not take a live worker for dead", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        // The worker's times are the database's; the operator's machine says two minutes later.
+        const [{ dbNow }] = (yield* sql<{ dbNow: Date }>`SELECT now() AS "dbNow"`) as [{ dbNow: Date }]
+        const near = (seconds: number) => new Date(dbNow.getTime() + seconds * 1000)
+        yield* sql`DELETE FROM job_queue`
+        yield* sql`DELETE FROM job_workers`
+        yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${near(-2)})`
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{}', ${near(-2)}) RETURNING id`
+        const id = job!.id
+        yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${near(-2)})`
+        yield* sql`SELECT worker_heartbeat('w', ${[id]}::uuid[], ${near(-1)})`
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'stuck', 'op', ${near(120)})`
+        const retryAt = (time: Date) =>
+          Effect.either(sql`SELECT * FROM requeue_failed_job(${id}, 'op', NULL, ${time})`).pipe(
+            Effect.map((result) => (result._tag === "Right" ? "requeued" : String((result.left.cause as { message?: string }).message)))
+          )
+        expect(yield* retryAt(near(121))).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // A worker whose hold ended by the database's time too is dead, whatever the operator's clock says.
+        yield* sql`UPDATE job_workers SET last_heartbeat_at = ${near(-600)}, jobs_in_hand_until = ${near(-570)} WHERE worker_id = 'w'`
+        expect(yield* retryAt(near(121))).toBe("requeued")
       }))
 
     it.effect("the same process registering again is no heartbeat: it says nothing of the job, and has not let go", () =>

@@ -9,7 +9,8 @@ import { type Random, seededRandom } from "../../src/billing/seededRandom.js"
 import { type AuditEntry, BACKOFF, type Job, type NewJob, QueueModel, type Refusal, SECOND, WAITS } from "./queueModel.js"
 import { type AuditRow, brokenRules, emptySnapshot, micros, readSnapshot, type Snapshot } from "./queueRules.js"
 
-const T0 = Date.parse("2030-01-07T08:00:00Z") * 1000
+// Before the database's own time: the retry guard reads the earlier of the two (0032), and the model steps its own.
+const T0 = Date.parse("2024-01-08T08:00:00Z") * 1000
 const ORGS = ["0b7c7f4e-3c1a-4d7e-9a53-5c2d7f1e8a01", "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"]
 const TYPES = ["report_generation", "sepa_export", "dunning_run"]
 const KEYS = ["monthly-2030-01", "monthly-2030-02", "export-a"]
