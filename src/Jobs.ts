@@ -134,7 +134,7 @@ export const list = (filter: ListFilter = {}) =>
     return yield* sql<JobRow>`
       SELECT ${JOB_COLUMNS(sql)} FROM job_queue
       ${conditions.length > 0 ? sql`WHERE ${sql.and(conditions)}` : sql``}
-      ORDER BY created_at DESC, id LIMIT ${limit}`
+      ORDER BY created_at DESC, id DESC LIMIT ${limit}`
   }).pipe(Effect.withSpan("Jobs.list"))
 
 /** The job, its job_runs row and its audit trail. */

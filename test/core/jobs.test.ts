@@ -96,6 +96,11 @@ describe("Jobs", () => {
         expect(ids(yield* Jobs.list({ status: "pending" }))).toEqual([third, second])
         expect(ids(yield* Jobs.list({ jobType: "sepa_export", organizationId: ORG }))).toEqual([third])
         expect(ids(yield* Jobs.list({ limit: 1 }))).toEqual([third])
+        // A batch shares its created_at: its jobs are listed newest (last enqueued, the larger time-ordered id) first too.
+        const batch = ["01900000-0000-7000-8000-000000000001", "01900000-0000-7000-8000-000000000002", "01900000-0000-7000-8000-000000000003"]
+        yield* sql`INSERT INTO job_queue (id, organization_id, job_type, payload, created_at)
+                   SELECT id, ${ORG}, 'dunning_run', '{}', now() + interval '1 minute' FROM unnest(${batch}::uuid[]) AS id`
+        expect(ids(yield* Jobs.list({ jobType: "dunning_run" }))).toEqual([...batch].reverse())
         const messageOf = (effect: Effect.Effect<unknown, { readonly message: string }, SqlClient.SqlClient>) =>
           Effect.map(Effect.flip(effect), (error) => error.message)
         expect(yield* messageOf(Jobs.list({ limit: 0 }))).toBe("invalid job options: limit must be a whole number from 1 to 1000, got 0")
