@@ -9,15 +9,19 @@
  * each skiplock variant's ratio to both Graphile Worker variants of the same
  * round. Not part of `npm run bench`.
  *
- *   npx tsx bench/probes/prefetchDepth.ts [--depths 0,5,10,20] [--rounds 3] [--jobs 20000] [--concurrency 5]
+ * With --batch-sizes, the skiplock variants claim at most 5, 3, 2, 1 … jobs a statement
+ * (`batchSize`, no prefetch) instead: smaller claims start some jobs while others are
+ * still being completed and claimed, at more statements per job.
+ *
+ *   npx tsx bench/probes/prefetchDepth.ts [--depths 0,5,10,20 | --batch-sizes 5,3,2,1] [--rounds 3] [--jobs 20000] [--concurrency 5]
  */
 import { parseArgs } from "node:util"
 import { graphileWorker, graphileWorkerLocalQueue } from "../systems/graphile-worker.js"
-import { skiplockWithPrefetch } from "../systems/skiplock.js"
+import { skiplockWithBatchSize, skiplockWithPrefetch } from "../systems/skiplock.js"
 import { drainWithCpu, localServerUrl, withQueuedJobs } from "./queuedDrain.js"
 
 const { values } = parseArgs({
-  options: { depths: { type: "string" }, rounds: { type: "string" }, jobs: { type: "string" }, concurrency: { type: "string" } }
+  options: { depths: { type: "string" }, "batch-sizes": { type: "string" }, rounds: { type: "string" }, jobs: { type: "string" }, concurrency: { type: "string" } }
 })
 const depths = (values.depths ?? "0,5,10,20").split(",").map(Number)
 const rounds = Number(values.rounds ?? 3)
@@ -26,7 +30,8 @@ const concurrency = Number(values.concurrency ?? 5)
 const serverUrl = localServerUrl("prefetchDepth")
 
 const peers = [graphileWorker, graphileWorkerLocalQueue]
-const systems = [...depths.map(skiplockWithPrefetch), ...peers]
+const batchSizes = values["batch-sizes"]?.split(",").map(Number)
+const systems = [...(batchSizes === undefined ? depths.map(skiplockWithPrefetch) : batchSizes.map(skiplockWithBatchSize)), ...peers]
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US")
 console.log(`| round | system | jobs/s | ÷ ${peers.map((p) => p.label).join(" | ÷ ")} | Node CPU (µs/job) | server CPU (µs/job) |`)
 console.log(`| ---: | --- | ---: | ${peers.map(() => "---:").join(" | ")} | ---: | ---: |`)

@@ -214,3 +214,14 @@ export const skiplockTuned = makeSkiplock({
   prefetch: 100,
   batchSize: 100
 })
+
+/** For probes (bench/probes/prefetchDepth.ts --batch-sizes): skiplock claiming at most `n` jobs a statement (`batchSize`), no prefetch. */
+export const skiplockWithBatchSize = (n: number) =>
+  makeSkiplock({
+    id: `skiplock-batch-${n}`,
+    label: `skiplock (batchSize ${n})`,
+    configuration: `as skiplock, with \`batchSize: ${n}\``,
+    handOff: true,
+    prefetch: 0,
+    batchSize: n
+  })
