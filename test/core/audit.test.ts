@@ -39,6 +39,13 @@ describe("Audit.trail", () => {
         expect(yield* refusal(sql`SELECT * FROM fail_job_manually(p_job_id => ${id}, p_reason => 'stuck', p_actor => '')`)).toBe(
           `new row for relation "audit_logs" violates check constraint "audit_logs_actor_not_blank"`
         )
+        // Tabs and line breaks are blank too (0033), as the CLI's trim counts them.
+        expect(yield* refusal(sql`SELECT * FROM cancel_pending_job(p_job_id => ${id}, p_actor => ${"\t\n"})`)).toBe(
+          `new row for relation "audit_logs" violates check constraint "audit_logs_actor_not_blank"`
+        )
+        expect(yield* refusal(sql`SELECT * FROM fail_job_manually(p_job_id => ${id}, p_reason => ${" \r\n\t"}, p_actor => 'ops')`)).toBe(
+          `new row for relation "audit_logs" violates check constraint "audit_logs_reason_not_blank"`
+        )
         const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${id}`
         expect(row!.status).toBe("pending")
         expect(yield* sql`SELECT 1 FROM audit_logs WHERE job_id = ${id}`).toEqual([])
