@@ -57,9 +57,14 @@ export class InvalidWorkerOptions extends Data.TaggedError("InvalidWorkerOptions
 /** No job has this id. */
 export class JobNotFound extends Data.TaggedError("JobNotFound")<{
   readonly jobId: string
+  /** The job existed (its audit trail remains) and its row was deleted: pruned after the retention period. */
+  readonly pruned?: boolean | undefined
 }> {
   override get message() {
-    return `no job with id ${this.jobId}`
+    return this.pruned === true
+      ? `no job with id ${this.jobId} any more: it finished and was deleted after the retention period (WORKER_JOB_RETENTION); ` +
+          `its audit trail remains (skiplock jobs show ${this.jobId})`
+      : `no job with id ${this.jobId}`
   }
 }
 

@@ -190,7 +190,11 @@ const stateChange = (
     const result = yield* Effect.either(sql.withTransaction(Effect.zipRight(setLocalLockTimeout(sql, ROW_LOCK_TIMEOUT_MS), change)))
     if (result._tag === "Right") return result.right[0]!
     const code = sqlErrorCode(result.left)
-    if (code === "P0002") return yield* new JobNotFound({ jobId })
+    if (code === "P0002") {
+      // Its audit trail outlives a job pruned by retention: say why it is gone, rather than that it never was.
+      const [trail] = yield* sql<{ found: number }>`SELECT 1 AS found FROM audit_logs WHERE job_id = ${jobId} LIMIT 1`
+      return yield* new JobNotFound({ jobId, pruned: trail !== undefined })
+    }
     if (code === LOCK_NOT_AVAILABLE) return yield* new JobRowLocked({ jobId, operation, waitedMillis: ROW_LOCK_TIMEOUT_MS })
     if (code === "55000") {
       const [row] = yield* sql<{ status: string; runCommitted: boolean; heldBy: string | null }>`

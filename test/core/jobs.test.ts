@@ -81,6 +81,23 @@ describe("Jobs", () => {
         expect(wrong.message).toBe(`cannot retry job ${id}: it is pending (allowed: failed)`)
       }))
 
+    it.effect("a change by hand to a job pruned by retention says it was deleted, not that it never was", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const id = yield* insertJob("report_generation")
+        yield* Jobs.cancel(id, { actor: "ops" })
+        yield* sql`DELETE FROM job_queue WHERE id = ${id}`
+        const gone = yield* Effect.flip(Jobs.retry(id, { actor: "ops" }))
+        expect(gone._tag).toBe("JobNotFound")
+        expect(gone.message).toBe(
+          `no job with id ${id} any more: it finished and was deleted after the retention period (WORKER_JOB_RETENTION); ` +
+            `its audit trail remains (skiplock jobs show ${id})`
+        )
+        expect((yield* Jobs.get(id)).audit.map((entry) => entry.event)).toEqual(["job_cancelled"])
+        const never = "0190a0b0-0000-7000-8000-0000000000ff"
+        expect((yield* Effect.flip(Jobs.retry(never, { actor: "ops" }))).message).toBe(`no job with id ${never}`)
+      }))
+
     it.effect("list: newest first, filtered by status, type and organization; bad filters name the problem", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
