@@ -136,14 +136,18 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
     // The database rejects unknown types too (inserts by hand); this turns its error into ours. The
     // registered types come from the error's hint: inside the caller's transaction, which the failed
     // insert has aborted, no query could read them.
-    const mapInsertError = (error: SqlError) => {
+    const mapInsertError = (error: SqlError, rows: ReadonlyArray<PreparedJob>) => {
       const unknown = /unknown job type "(.*)"/.exec(sqlErrorText(error))
       if (unknown === null) return Effect.fail(error)
+      const jobType = unknown[1]!
+      // In a batch, the first input of that type.
+      const index = rows.length > 1 ? rows.findIndex((row) => row.jobType === jobType) : -1
+      const at = index >= 0 ? { index } : {}
       const hint = (error.cause as { hint?: unknown } | undefined)?.hint
       const listed = typeof hint === "string" ? /^registered job types: (.*)$/.exec(hint) : null
       return listed !== null
-        ? Effect.fail(new UnknownJobType({ jobType: unknown[1]!, registered: listed[1]!.split(", ") }))
-        : Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType: unknown[1]!, registered })))
+        ? Effect.fail(new UnknownJobType({ jobType, registered: listed[1]!.split(", "), ...at }))
+        : Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType, registered, ...at })))
     }
 
     // Which input of a batch an error is about.
@@ -221,6 +225,37 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
             JOIN unnest(${keys.map((k) => k.organizationId)}::uuid[], ${keys.map((k) => k.idempotencyKey)}::text[]) AS k(org, key)
               ON j.organization_id = k.org AND j.idempotency_key = k.key`
 
+    // A key belongs to one job per organization, whatever its type: an enqueue must not answer with a job it did not
+    // ask for (nor let an unknown type pass because its insert was skipped before the database could check it).
+    const refuseKeyClash = (row: PreparedJob, owner: string, index: number | undefined): Effect.Effect<never, EnqueueError> =>
+      Effect.flatMap(registeredTypes, (registered): Effect.Effect<never, EnqueueError> =>
+        registered.includes(row.jobType)
+          ? Effect.fail(
+              new InvalidJobOptions({
+                reason: `idempotencyKey ${JSON.stringify(row.idempotencyKey)} already belongs to ${owner} (keys are unique per organization, across job types)`,
+                index
+              })
+            )
+          : Effect.fail(new UnknownJobType({ jobType: row.jobType, registered, index }))
+      )
+    const keyOf = (job: { readonly organizationId: string; readonly idempotencyKey: string | null }) => `${job.organizationId} ${job.idempotencyKey}`
+
+    // Before a batch is inserted (one statement, so all or none): a key that a job of another type holds, queued
+    // already or earlier in the batch, refuses the whole batch.
+    const checkBatchKeys = (rows: ReadonlyArray<PreparedJob>) =>
+      Effect.gen(function* () {
+        const keyed = rows.flatMap((row, index) => (row.idempotencyKey === null ? [] : [{ row, index }]))
+        if (rows.length < 2 || keyed.length === 0) return
+        const owners = new Map<string, { readonly jobType: string; readonly owner: string }>()
+        const queued = yield* findByKeys(keyed.map(({ row }) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))
+        for (const job of queued) owners.set(keyOf(job), { jobType: job.jobType, owner: `the ${job.jobType} job ${job.id} of this organization` })
+        for (const { row, index } of keyed) {
+          const owner = owners.get(keyOf(row))
+          if (owner === undefined) owners.set(keyOf(row), { jobType: row.jobType, owner: `inputs[${index}] of this batch, a ${row.jobType} job` })
+          else if (owner.jobType !== row.jobType) return yield* refuseKeyClash(row, owner.owner, index)
+        }
+      })
+
     const insertJobs = (inputs: ReadonlyArray<EnqueueInput>) =>
       Effect.gen(function* () {
         if (inputs.length === 0) return []
@@ -230,6 +265,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           const prepared = prepare(input, now)
           rows.push(Effect.isEffect(prepared) ? yield* (inputs.length > 1 ? Effect.mapError(prepared, (error) => atInput(error, index)) : prepared) : prepared)
         }
+        yield* checkBatchKeys(rows)
         const trace = yield* currentTraceParent
         const at = new Date(now)
         // Built only when used: with a local worker to hand off to, the insert goes through enqueue_and_claim.
@@ -284,7 +320,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
                 return reservation === undefined ? restore(insert) : insertAndHandOff(reservation, restore)
               })
             )
-        ).pipe(Effect.catchTag("SqlError", mapInsertError))
+        ).pipe(Effect.catchTag("SqlError", (error) => mapInsertError(error, rows)))
         // A job whose idempotency key matched an earlier job comes back as that job.
         const byId = new Map(inserted.map((job) => [job.id, job]))
         const duplicates = rows.filter((row) => !byId.has(row.id))
@@ -309,23 +345,15 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           if (first === undefined) throw new Error(`job with idempotency key ${row.idempotencyKey} vanished while enqueueing`)
           return { ...first, existing: true }
         })
-        // A key taken by a job of another type is not that job: an enqueue must not answer with a job it did not ask
-        // for (nor let an unknown type pass because its insert was skipped before the database could check it).
+        // A key taken by a job of another type. For a batch only if that job was enqueued after checkBatchKeys looked:
+        // its other jobs are enqueued by then.
         const [clash] = rows.flatMap((row, index) => {
           const job = jobs[index]!
           return job.existing && job.jobType !== row.jobType ? [{ row, job, index }] : []
         })
         if (clash !== undefined) {
           const { row, job, index } = clash
-          const registered = yield* registeredTypes
-          const at = inputs.length > 1 ? index : undefined
-          return yield* registered.includes(row.jobType)
-            ? new InvalidJobOptions({
-                reason: `idempotencyKey ${JSON.stringify(row.idempotencyKey)} already belongs to the ${job.jobType} job ${job.id} of this organization ` +
-                  `(keys are unique per organization, across job types)`,
-                index: at
-              })
-            : new UnknownJobType({ jobType: row.jobType, registered, index: at })
+          return yield* refuseKeyClash(row, `the ${job.jobType} job ${job.id} of this organization`, inputs.length > 1 ? index : undefined)
         }
         return jobs
       })
@@ -338,11 +366,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           Effect.withSpan("JobQueue.enqueue", { captureStackTrace: false, attributes: { jobType: input.jobType } })
         ),
       enqueueMany: (inputs) =>
-        // A batch whose keys may clash with other types' jobs is all or nothing: in a transaction (a savepoint inside
-        // the caller's), so that a refused input leaves none of the others behind.
-        (inputs.length > 1 && inputs.some((input) => input.idempotencyKey !== undefined) ? sql.withTransaction(insertJobs(inputs)) : insertJobs(inputs)).pipe(
-          Effect.withSpan("JobQueue.enqueueMany", { captureStackTrace: false, attributes: { count: inputs.length } })
-        )
+        insertJobs(inputs).pipe(Effect.withSpan("JobQueue.enqueueMany", { captureStackTrace: false, attributes: { count: inputs.length } }))
     })
   })
 

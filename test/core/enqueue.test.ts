@@ -76,6 +76,12 @@ describe("JobQueue.enqueue", () => {
         const inTransaction = yield* sql.withTransaction(JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_exprot", payload: {} })).pipe(Effect.flip)
         expect(inTransaction).toMatchObject({ _tag: "UnknownJobType", jobType: "sepa_exprot" })
         expect((inTransaction as UnknownJobType).registered).toEqual(expect.arrayContaining(["billing_run", "sepa_export"]))
+        // In a batch, refused by the database (no schema here to check it first): the error names the input.
+        const inBatch = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "dunning_run", payload: {} },
+          { organizationId: ORG, jobType: "sepa_exprot", payload: {} }
+        ]).pipe(Effect.flip)
+        expect(inBatch.message).toMatch(/^inputs\[1\]: unknown job type "sepa_exprot" \(registered: /)
         expect(yield* countJobs).toBe(0)
       }).pipe(Effect.provide(queue)))
 
@@ -288,6 +294,22 @@ describe("JobQueue.enqueue", () => {
         ]).pipe(Effect.flip)
         expect(batch.message).toMatch(/^inputs\[1\]: invalid job options: idempotencyKey "2026-11" already belongs to the sepa_export job/)
         expect(yield* countJobs).toBe(1)
+        // Two inputs of one batch with one key and two types: refused before anything is inserted.
+        const twice = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, idempotencyKey: "same" },
+          { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "b" }, idempotencyKey: "same" }
+        ]).pipe(Effect.flip)
+        expect(twice.message).toBe(
+          `inputs[1]: invalid job options: idempotencyKey "same" already belongs to inputs[0] of this batch, a dunning_run job (keys are unique per organization, across job types)`
+        )
+        expect(yield* countJobs).toBe(1)
+        // The same key twice for one type is one job, as across calls.
+        const same = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, idempotencyKey: "same" },
+          { organizationId: ORG, jobType: "dunning_run", payload: { level: 1 }, idempotencyKey: "same" }
+        ])
+        expect(same[1]!.id).toBe(same[0]!.id)
+        expect(same.map((job) => job.existing)).toEqual([false, true])
       }).pipe(Effect.provide(queue)))
 
     it.effect("joins the caller's transaction: a job is enqueued only if the caller's work commits", () =>

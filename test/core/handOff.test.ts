@@ -223,6 +223,10 @@ describe("hand-off to a worker of the enqueuing process", () => {
         const jobs = yield* JobQueue.enqueueMany([report(1), report(2), report(3)])
         yield* eventually(Effect.sync(() => claims.length === 1), "one claim")
         expect(claims[0]!.map((job) => job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
+        // With idempotency keys too (their check against other job types runs before the statement).
+        const keyed = yield* JobQueue.enqueueMany([report(4, { idempotencyKey: "r-4" }), report(5)])
+        expect(keyed.map((job) => job.status)).toEqual(["processing", "processing"])
+        yield* eventually(Effect.sync(() => claims.length === 2), "a second claim")
       }).pipe(Effect.provide(JobQueue.layer([Report])), Effect.provide(LocalWorkers.layer), Effect.scoped))
 
     it.effect("an enqueue returns the status its statement left each job in: processing for the jobs it handed off, pending for the rest", () =>
