@@ -57,12 +57,12 @@ export class InvalidWorkerOptions extends Data.TaggedError("InvalidWorkerOptions
 /** No job has this id. */
 export class JobNotFound extends Data.TaggedError("JobNotFound")<{
   readonly jobId: string
-  /** The job existed (its audit trail remains) and its row was deleted: pruned after the retention period. */
+  /** The job existed (its audit trail remains) and its row was deleted: by retention, or by hand. */
   readonly pruned?: boolean | undefined
 }> {
   override get message() {
     return this.pruned === true
-      ? `no job with id ${this.jobId} any more: it finished and was deleted after the retention period (WORKER_JOB_RETENTION); ` +
+      ? `no job with id ${this.jobId} any more: its row was deleted (as retention deletes finished jobs, WORKER_JOB_RETENTION); ` +
           `its audit trail remains (skiplock jobs show ${this.jobId})`
       : `no job with id ${this.jobId}`
   }

@@ -90,7 +90,7 @@ describe("Jobs", () => {
         const gone = yield* Effect.flip(Jobs.retry(id, { actor: "ops" }))
         expect(gone._tag).toBe("JobNotFound")
         expect(gone.message).toBe(
-          `no job with id ${id} any more: it finished and was deleted after the retention period (WORKER_JOB_RETENTION); ` +
+          `no job with id ${id} any more: its row was deleted (as retention deletes finished jobs, WORKER_JOB_RETENTION); ` +
             `its audit trail remains (skiplock jobs show ${id})`
         )
         expect((yield* Jobs.get(id)).audit.map((entry) => entry.event)).toEqual(["job_cancelled"])
