@@ -17,7 +17,7 @@
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { PgClient } from "@effect/sql-pg"
-import { Chunk, Clock, Context, Data, Duration, Effect, Either, Fiber, Layer, Schema, Scope, TestClock, TestServices } from "effect"
+import { Chunk, Clock, Context, Data, Duration, Effect, Either, Fiber, Layer, Option, Schema, Scope, TestClock, TestServices } from "effect"
 import { resolve } from "node:path"
 import * as Audit from "../Audit.js"
 import { InvalidPayload } from "../Errors.js"
@@ -344,11 +344,15 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
         if (closing) return yield* Effect.interrupt
         const control: JobControl = { stopReason: undefined }
         const entry: Running = { control }
+        // Inline in the enqueuer's transaction, a handler that is not transactional gets a savepoint of its own: a
+        // worker runs it on a connection of its own after the commit, so a failed statement of the handler must not
+        // abort the enqueuer's transaction (which would leave its outcome unrecorded and turn the COMMIT into a rollback).
+        const savepoint = mode === "inline" && !handler.transactional && Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
         const watched: Handler<string, any, any, R> = {
           ...handler,
           run: (payload, context) => Effect.suspend(() => {
             entry.timeoutAt = clock.unsafeCurrentTimeMillis() + Duration.toMillis(handler.timeout)
-            return handler.run(payload, context)
+            return savepoint ? sql.withTransaction(handler.run(payload, context)) : handler.run(payload, context)
           })
         }
         // The outcome as recorded: a job the layer's close stopped still has one, though its fiber ends interrupted.
@@ -410,9 +414,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: SkiplockT
           left.delete(claimed.id)
           outcomes.set(claimed.id, (yield* execute(handlers.get(claimed.jobType)!, claimed, "inline")).outcome)
         }
-        return jobs.map((job) => {
+        return yield* Effect.forEach(jobs, (job) => {
           const outcome = outcomes.get(job.id)
-          return outcome === undefined ? job : statusAfter(job, outcome)
+          // The job's row does not say what happened: a status returned anyway would be a guess.
+          return outcome?._tag === "Unrecorded"
+            ? Effect.dieMessage(`inline: the outcome of job ${job.id} (${job.jobType}) could not be recorded: ${outcome.error}`)
+            : Effect.succeed(outcome === undefined ? job : statusAfter(job, outcome))
         })
       })
 

@@ -60,6 +60,10 @@ describe("JobQueue.enqueue", () => {
         const sql = yield* SqlClient.SqlClient
         const [row] = yield* sql<{ payload: unknown }>`SELECT payload FROM job_queue WHERE id = ${job.id}`
         expect(row!.payload).toEqual({ batchId: "b-2", executionDate: "2026-12-01T00:00:00.000Z" })
+        // jsonb orders an object's keys by length, then bytes: the enqueuer's order is not kept (README says so).
+        const keyed = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { validate: 1, charge: 2, ship: 3 } })
+        const [stored] = yield* sql<{ payload: Record<string, number> }>`SELECT payload FROM job_queue WHERE id = ${keyed.id}`
+        expect(Object.keys(stored!.payload)).toEqual(["ship", "charge", "validate"])
       }).pipe(Effect.provide(queue)))
 
     it.effect("rejects an unknown job type with its name and the registered ones", () =>

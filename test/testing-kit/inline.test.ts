@@ -95,6 +95,25 @@ describe("inline mode inside the enqueuer's transaction", () => {
       expect((yield* SkiplockTest.enqueued()).map((job) => [job.payload, job.status])).toEqual([[{ month: "2025-03" }, "completed"]])
     }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
   })
+
+  it.effect("a handler whose statement fails inside the enqueuer's transaction leaves that transaction usable: the retry is recorded and the enqueuer's work commits", () => {
+    const report = Handler.make(Report, {
+      run: (payload) => Effect.flatMap(SqlClient.SqlClient, (sql) => sql`INSERT INTO reports (month) VALUES (${payload.month})`)
+    })
+    return Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`CREATE TABLE reports (month text PRIMARY KEY)`
+      yield* sql`CREATE TABLE orders (id text)`
+      yield* sql`INSERT INTO reports VALUES ('2025-03')`
+      const job = yield* sql.withTransaction(Effect.zipRight(sql`INSERT INTO orders VALUES ('o-1')`, requestReport("2025-03")))
+      // A worker runs the handler after the commit, on a connection of its own: its failed INSERT aborts nothing else.
+      expect(job.status).toBe("pending")
+      expect(job.runAt.getTime()).toBe((yield* Clock.currentTimeMillis) + 30_000)
+      expect(yield* sql`SELECT id FROM orders`).toEqual([{ id: "o-1" }])
+      expect((yield* SkiplockTest.attempts).map((attempt) => attempt.outcome._tag)).toEqual(["RetryScheduled"])
+      expect(yield* auditEvents(job.id)).toEqual(["job_started", "job_retry_scheduled"])
+    }).pipe(Effect.provide(SkiplockTest.layer({ handlers: [report], inline: true })))
+  })
 })
 
 describe("inline mode with several jobs at once", () => {
