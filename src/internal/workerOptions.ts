@@ -151,11 +151,24 @@ const checkWorkerId = (workerId: unknown) => {
   return problem === undefined ? Either.right(workerId) : invalid("workerId", `workerId ${problem}`)
 }
 
+// A handler's timeout is a timer too: one longer than a timer holds would never fire (and under the TestClock it
+// would, so a test would pass that production fails); at 0 every attempt would time out at once.
+const HANDLER_TIMEOUT: Range<Duration.Duration> = { min: Duration.millis(1), max: MAX_WAIT }
+
+/** Why a handler's timeout cannot be used, or undefined (the worker and the test kit check it alike). */
+export const handlerTimeoutProblem = (handler: Handler): string | undefined =>
+  Duration.between(handler.timeout, { minimum: HANDLER_TIMEOUT.min, maximum: HANDLER_TIMEOUT.max })
+    ? undefined
+    : `the handler for "${handler.definition.jobType}" has a timeout of ${Duration.format(handler.timeout)}; ` +
+      `a handler's timeout must be ${durationRange(HANDLER_TIMEOUT)} (a timer holds no longer)`
+
 const checkHandlers = (handlers: ReadonlyArray<Handler>) => {
   const byType = new Map<string, Handler>()
   for (const handler of handlers) {
     const jobType = handler.definition.jobType
     if (byType.has(jobType)) return invalid("handlers", `handlers must have one handler per job type, got two for "${jobType}"`)
+    const problem = handlerTimeoutProblem(handler)
+    if (problem !== undefined) return invalid("handlers", problem)
     byType.set(jobType, handler)
   }
   return Either.right(byType)

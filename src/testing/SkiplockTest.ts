@@ -28,7 +28,7 @@ import { coreMigrations, type MigrationError } from "../Migrator.js"
 import { waitAtMost } from "../internal/bounded.js"
 import { executeJob, type JobControl, type Outcome } from "../internal/executeJob.js"
 import { type ClaimedJob, make as makeJobStore } from "../internal/JobStore.js"
-import { duration as checkDuration } from "../internal/workerOptions.js"
+import { duration as checkDuration, handlerTimeoutProblem } from "../internal/workerOptions.js"
 import { DrainLimitExceeded, type DrainResult, drainedJob, type JobAttempt, makeResult } from "./Drain.js"
 import * as Faults from "./Faults.js"
 import { EnqueuedAssertionError, enqueuedMessage, type JobFilter, matches, notEnqueuedMessage } from "./JobMatch.js"
@@ -212,6 +212,8 @@ const checkOptions = <Hs extends ReadonlyArray<Handler>>(options: SkiplockTestOp
     for (const handler of options.handlers) {
       const jobType = handler.definition.jobType
       if (seen.has(jobType)) return yield* new SkiplockTestSetupError({ message: `two handlers for job type "${jobType}"` })
+      const problem = handlerTimeoutProblem(handler)
+      if (problem !== undefined) return yield* new SkiplockTestSetupError({ message: problem })
       seen.add(jobType)
     }
     // The worker's rule: a backoff the worker refuses (a negative one, "30 days", Infinity) must not pass here.

@@ -73,6 +73,13 @@ describe("Worker options", () => {
         expect(yield* refusal({ handlers: [report, report] })).toEqual(
           refused("handlers", `handlers must have one handler per job type, got two for "report_generation"`)
         )
+        // A handler's timeout is a timer: longer than one holds, it would never fire; at zero every attempt times out.
+        const month = Handler.make(report.definition, { run: () => Effect.void, timeout: "30 days" })
+        expect(yield* refusal({ handlers: [month] })).toEqual(
+          refused("handlers", `the handler for "report_generation" has a timeout of 30d; a handler's timeout must be from 1ms to 24d (a timer holds no longer)`)
+        )
+        const none = Handler.make(report.definition, { run: () => Effect.void, timeout: 0 })
+        expect((yield* refusal({ handlers: [none] })).message).toContain("has a timeout of 0;")
       }))
 
     it.effect("intervals (poll, lease, heartbeat, rescue, prune) are durations from 10ms to 24d: zero, negative, NaN and infinite ones are refused, not taken for 0", () =>

@@ -89,6 +89,10 @@ describe("SkiplockTest.layer", () => {
     return Effect.gen(function* () {
       const error = yield* Effect.flip(Effect.provide(Effect.void, SkiplockTest.layer({ handlers: [a, a] })))
       expect(error.message).toBe(`two handlers for job type "report_generation"`)
+      // A timeout the worker refuses (the TestClock would fire it; a real timer never would).
+      const month = Handler.make(Report, { run: () => Effect.void, timeout: Duration.days(25) })
+      const long = yield* Effect.flip(Effect.provide(Effect.void, SkiplockTest.layer({ handlers: [month] })))
+      expect(long.message).toBe(`the handler for "report_generation" has a timeout of 25d; a handler's timeout must be from 1ms to 24d (a timer holds no longer)`)
     })
   })
 
