@@ -26,6 +26,7 @@ import { exitOnSecondSignal } from "./app/signals.js"
 import { StartupError } from "./app/StartupError.js"
 import { describeConfigError, serviceConfig, type ServiceConfig, unknownVariables } from "./config/ServiceConfig.js"
 import * as Http from "./http/server.js"
+import { HTTP_CONNECTIONS } from "./http/databaseGate.js"
 import * as JobQueue from "./JobQueue.js"
 import * as LocalWorkers from "./LocalWorkers.js"
 import * as Worker from "./Worker.js"
@@ -34,8 +35,8 @@ import { sqlErrorText } from "./internal/sqlErrorText.js"
 /** The whole service as one layer. */
 export const ServiceLive = (config: ServiceConfig, jobs: AppJobs.AppJobs) => {
   // The database: waits for DATABASE_URL's server and requires its migrations, or starts the embedded one.
-  // Its pool: what the worker may hold at once, and two for /readyz and /metrics (at least 10).
-  const maxConnections = Math.max(10, Worker.connectionsNeeded(config.worker) + 2)
+  // Its pool: what the worker may hold at once, and one connection each for /readyz and /metrics (at least 10).
+  const maxConnections = Math.max(10, Worker.connectionsNeeded(config.worker) + HTTP_CONNECTIONS)
   const DatabaseLive = Database.layer({ config: config.database, migrationSets: jobs.migrationSets, checkData: AppJobs.checkData, onWaiting: ServiceState.starting, maxConnections })
 
   // What handlers use beside the database: the audit trail, the queue (for follow-up jobs), the features' services.

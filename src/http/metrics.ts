@@ -11,6 +11,7 @@ import * as QueueStats from "../app/QueueStats.js"
 import type { RunningService } from "../app/ServiceState.js"
 import { JOB_STATUSES } from "../Jobs.js"
 import { makeOutageLog } from "../internal/outageLog.js"
+import { withinGate } from "./databaseGate.js"
 import { effectMetrics, fromEffectMetrics, type MetricFamily } from "./prometheus.js"
 
 /** Produces families from one source; `service` is undefined while the service starts. Must not fail. */
@@ -30,7 +31,9 @@ export const queueGauges: Collector = (service) =>
     ? Effect.succeed([gauge("skiplock_database_up", "1 when the last query for these metrics succeeded", [{ value: 0 }])])
     : Effect.flatMap(service.worker.status, (status) => QueueStats.collectCounts(status.jobTypes)).pipe(
         Effect.provideService(SqlClient.SqlClient, service.sql),
-        // Cancelled in the background (see checkDatabase in server.ts): a scrape gets its answer in time.
+        // Within the endpoints' connections, and cancelled in the background (see checkDatabase in server.ts):
+        // a scrape gets its answer in time, and a burst of scrapes leaves the worker its connections.
+        withinGate(service, "metrics"),
         Effect.disconnect,
         Effect.timeout(Duration.seconds(5)),
         Effect.tap(() => queueMetricsOutage.succeeded),

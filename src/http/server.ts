@@ -16,6 +16,7 @@ import { ServiceState, type RunningService } from "../app/ServiceState.js"
 import { StartupError } from "../app/StartupError.js"
 import { sqlErrorText } from "../internal/sqlErrorText.js"
 import { errorText } from "../internal/describe.js"
+import { withinGate } from "./databaseGate.js"
 import { collectAll } from "./metrics.js"
 import { CONTENT_TYPE, render } from "./prometheus.js"
 
@@ -31,10 +32,11 @@ export interface Readiness {
   readonly checks?: Readonly<Record<"database" | "migrations" | "worker", Check>>
 }
 
-// Disconnected: a timed-out query is cancelled in the background. Its cancellation (pg_cancel_backend, on a
+// Within the endpoints' connections (databaseGate.ts). Disconnected: a timed-out query is cancelled in the background. Its cancellation (pg_cancel_backend, on a
 // connection of its own) waits as long as the database does not answer, and the answer must not.
 const checkDatabase = (service: RunningService) =>
   service.sql`SELECT 1`.pipe(
+    withinGate(service, "readiness"),
     Effect.disconnect,
     Effect.timeout(Duration.seconds(2)),
     Effect.as<Check>({ ok: true }),

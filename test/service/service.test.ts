@@ -337,6 +337,54 @@ describe("the service", () => {
       expect(scrapeWarnings.map((line) => line.message)).toEqual([expect.stringMatching(/^collecting queue metrics failed: /)])
     }), 60_000)
 
+  it.scopedLive("a burst of scrapes against a table held by a lock takes one connection of the pool: the worker still claims and completes jobs, and /readyz answers", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
+      const client = (name: string) =>
+        Effect.acquireRelease(
+          Effect.promise(async () => {
+            const c = new pg.Client({ connectionString: url, application_name: name })
+            await c.connect()
+            return c
+          }),
+          (c) => Effect.promise(() => c.end())
+        )
+      const admin = yield* client("test-admin")
+      const locker = yield* client("test-locker")
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(url, port))
+      yield* waitForReady(service, port)
+      yield* Effect.promise(() => admin.query("INSERT INTO job_types (name, description) VALUES ('test_sleep', 'test only: sleeps') ON CONFLICT DO NOTHING"))
+      // Due in a second, so the worker's poll claims it while the lock is held.
+      const { rows: [job] } = yield* Effect.promise(() =>
+        admin.query<{ id: string }>(`INSERT INTO job_queue (organization_id, job_type, payload, run_at) VALUES ($1, 'test_sleep', '{"ms": 10}', now() + interval '1 second') RETURNING id`, [ORG])
+      )
+      // job_types is read by every scrape (the registered types) and by neither claims nor completions.
+      yield* Effect.promise(() => locker.query("BEGIN; LOCK TABLE job_types IN ACCESS EXCLUSIVE MODE"))
+      const scrapes = Array.from({ length: 30 }, () =>
+        fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(30_000) }).then((response) => response.text())
+      )
+      yield* Effect.sleep("1500 millis")
+      const { rows: [waiting] } = yield* Effect.promise(() =>
+        admin.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+      )
+      expect(waiting!.n).toBeLessThanOrEqual(1)
+      // /readyz has a connection of its own: the scrapes waiting for theirs do not make it say the database is gone.
+      expect((yield* get(port, "/readyz"))?.status).toBe(200)
+      yield* waitUntil(
+        "the job completes while the lock is held",
+        Effect.map(Effect.promise(() => admin.query<{ status: string }>("SELECT status FROM job_queue WHERE id = $1", [job!.id])), ({ rows }) =>
+          rows[0]?.status === "completed" ? true : undefined),
+        service,
+        "15 seconds"
+      )
+      // Every scrape answered, those that found the table locked with the database down for their purpose.
+      const bodies = yield* Effect.promise(() => Promise.all(scrapes))
+      expect(bodies.every((body) => sample(body, "skiplock_database_up") === 0 || sample(body, "skiplock_database_up") === 1)).toBe(true)
+      yield* Effect.promise(() => locker.query("ROLLBACK"))
+      yield* waitForReady(service, port)
+    }), { timeout: 90_000 })
+
   it.scopedLive("refuses to start when migrations are missing, and says to run `npm run migrate`", () =>
     Effect.gen(function* () {
       const { url } = yield* acquireTestDatabase({ migrations: [coreMigrations] })
