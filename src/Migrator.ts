@@ -159,6 +159,29 @@ export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions 
     Effect.withSpan("Migrator.migrate")
   )
 
+/**
+ * The applied migrations of the given sets whose file is no longer the text that was applied (its checksum
+ * differs): the database runs SQL the code does not expect. `migrate` refuses to go on past one; start-up too.
+ */
+export const changed = (folders: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const migrations = yield* loadSets(folders)
+    const [ledger] = yield* sql<{ exists: boolean }>`SELECT to_regclass('skiplock_migrations') IS NOT NULL AS exists`
+    if (ledger?.exists !== true) return []
+    const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row.checksum]))
+    return migrations
+      .filter((migration) => {
+        const checksum = applied.get(key(migration.set, migration.version))
+        return checksum !== undefined && checksum !== migration.checksum
+      })
+      .map((migration) => `${key(migration.set, migration.version)}_${migration.name}`)
+  }).pipe(
+    Effect.catchTag("SqlError", (cause) =>
+      Effect.fail(new MigrationError({ message: `cannot read the migration ledger: ${sqlErrorText(cause)}`, cause }))
+    )
+  )
+
 /** The migrations of the given sets that are not applied yet (empty when the database is current). */
 export const pending = (folders: ReadonlyArray<string>) =>
   Effect.gen(function* () {

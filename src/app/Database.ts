@@ -97,6 +97,14 @@ const requireMigrations = (sets: ReadonlyArray<string>, display: string) =>
         message: `the database ${display} is missing ${missing.length} migration(s) (${missing.join(", ")}): run \`npm run migrate\` with the same DATABASE_URL, then start again`
       })
     }
+    // Applied from another text than this version's: its SQL functions may not be what this code calls.
+    const changed = yield* Migrator.changed(sets)
+    if (changed.length > 0) {
+      return yield* new StartupError({
+        message: `the database ${display} applied ${changed.length} migration(s) from a text other than this version's (${changed.join(", ")}): ` +
+          "a migration was changed after it was applied; deploy the version that applied it, or add a new migration instead of changing one"
+      })
+    }
   })
 
 const applyMigrations = (sets: ReadonlyArray<string>) =>

@@ -51,6 +51,28 @@ describe("Migrator", () => {
         yield* sql`ALTER TABLE job_queue DROP COLUMN review_note`
       }))
 
+    it.scoped("a migration changed after it was applied is named by `changed` (start-up refuses it) and refused by `migrate`", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const parent = yield* Effect.acquireRelease(
+          Effect.promise(() => mkdtemp(join(tmpdir(), "skiplock-migrator-"))),
+          (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
+        )
+        const folder = join(parent, "edited_notes")
+        yield* Effect.promise(() => mkdir(folder).then(() => writeFile(join(folder, "0001_notes.sql"), "CREATE TABLE edited_notes (id int);\n")))
+        expect(yield* Migrator.migrate([folder])).toEqual(["edited_notes/0001_notes"])
+        expect(yield* Migrator.changed([Migrator.coreMigrations, folder])).toEqual([])
+        // Corrected in place: the database still has the first text's table.
+        yield* Effect.promise(() => writeFile(join(folder, "0001_notes.sql"), "CREATE TABLE edited_notes (id bigint);\n"))
+        expect(yield* Migrator.changed([Migrator.coreMigrations, folder])).toEqual(["edited_notes/0001_notes"])
+        expect(yield* Migrator.pending([folder])).toEqual([])
+        expect((yield* Effect.flip(Migrator.migrate([folder]))).message).toBe(
+          "migration edited_notes/0001_notes was changed after it was applied; add a new migration instead"
+        )
+        yield* sql`DROP TABLE edited_notes`
+        yield* sql`DELETE FROM skiplock_migrations WHERE set_name = 'edited_notes'`
+      }))
+
     it.scoped("two sets whose folders share a name are refused, naming both, before anything is applied", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

@@ -398,6 +398,26 @@ describe("the service", () => {
       expect(service.output()).not.toMatch(/^\s+at /m)
     }), { timeout: 60_000 })
 
+  it.scopedLive("refuses to start when an applied migration was changed since, naming it", () =>
+    Effect.gen(function* () {
+      const { url } = yield* acquireTestDatabase({ migrations: migrationSets })
+      // The ledger as a database keeps it that applied another text of core/0001 than this version's.
+      yield* Effect.acquireUseRelease(
+        Effect.promise(async () => {
+          const client = new pg.Client({ connectionString: url })
+          await client.connect()
+          return client
+        }),
+        (client) => Effect.promise(() => client.query("UPDATE skiplock_migrations SET checksum = 'another text' WHERE set_name = 'core' AND version = 1")),
+        (client) => Effect.promise(() => client.end())
+      )
+      const port = yield* freePort
+      const service = yield* startService(serviceEnv(url, port))
+      expect((yield* waitForExit(service)).code).toBe(1)
+      const fatal = service.logs().find((line) => line.logLevel === "FATAL")
+      expect(fatal?.message).toContain("applied 1 migration(s) from a text other than this version's (core/0001_job_types)")
+    }), { timeout: 60_000 })
+
   it.scopedLive("waits for an unreachable database with a clear message: alive, not ready, stops on SIGTERM", () =>
     Effect.gen(function* () {
       const closedPort = yield* freePort
