@@ -85,11 +85,12 @@ const onOff = (raw: string) => Either.map(oneOf(...SWITCHES.keys())(raw), (word)
 
 const postgresUrl = (raw: string) => {
   const accepts = "a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database"
-  if (!/^postgres(ql)?:\/\//.test(raw)) return Either.left(accepts)
+  // A scheme is case-insensitive (POSTGRES:// is postgres://), as `pg` reads it.
+  if (!/^postgres(ql)?:\/\//i.test(raw)) return Either.left(accepts)
   try {
     // A user on a local socket names no host (postgresql://user@/db?host=/var/run/postgresql), which `pg`
     // takes and WHATWG URLs refuse: checked as if the host were there.
-    new URL(raw.replace(/^(postgres(?:ql)?:\/\/[^/]*@)\//, "$1localhost/"))
+    new URL(raw.replace(/^(postgres(?:ql)?:\/\/[^/]*@)\//i, "$1localhost/"))
     return Either.right(Option.some(Redacted.make(raw)))
   } catch {
     return Either.left(accepts)

@@ -119,9 +119,15 @@ describe("service configuration", () => {
       expect(config.worker.workerId).toEqual(Option.some("w".repeat(500)))
     }))
 
-  it.effect("accepts a DATABASE_URL for a user on a local socket, which names no host", () =>
+  it.effect("accepts a DATABASE_URL for a user on a local socket, which names no host, and a scheme in capitals", () =>
     Effect.gen(function* () {
-      for (const url of ["postgresql://app@/billing?host=/var/run/postgresql", "postgres:///billing?host=/var/run/postgresql&user=app"]) {
+      for (const url of [
+        "postgresql://app@/billing?host=/var/run/postgresql",
+        "postgres:///billing?host=/var/run/postgresql&user=app",
+        // A URL's scheme is case-insensitive, as `pg` reads it.
+        "POSTGRES://app@db.internal:5432/billing",
+        "PostgreSQL://app@/billing?host=/var/run/postgresql"
+      ]) {
         const config = Either.getOrThrow(yield* load({ DATABASE_URL: url }))
         expect(Redacted.value(Option.getOrThrow(config.database.url))).toBe(url)
       }
