@@ -46,14 +46,18 @@ export const Cents = Schema.Int.pipe(Schema.between(0, 2_000_000_000))
 /** A VAT rate in basis points: 1900 is 19 %, 700 is 7 %. */
 export const VatRateBp = Schema.Int.pipe(Schema.between(0, 10_000))
 
-/** The `billing_run` job's payload. The job's organization comes from the job itself. */
+/**
+ * The `billing_run` job's payload. The job's organization comes from the job itself. A key it does not know is
+ * refused, not dropped (a Struct's default): a misspelt `customerIds` would bill every customer of the
+ * organization, and a misspelt `invoiceDate` date the invoices today, each invoice taking a number for good.
+ */
 export const BillingRunPayload = Schema.Struct({
   billingPeriod: BillingPeriod,
   /** Bill only these customers (ids); default: every customer of the organization. */
   customerIds: Schema.optional(Schema.NonEmptyArray(Schema.UUID).pipe(Schema.maxItems(10_000))),
   /** The invoices' date; default: today in Germany when the run starts. It also picks the number year. */
   invoiceDate: Schema.optional(IsoDate.pipe(Schema.filter((date) => /^2\d{3}-/.test(date) || "the invoice date must lie in the years 2000 to 2999")))
-})
+}).annotations({ parseOptions: { onExcessProperty: "error" } })
 export type BillingRunPayload = typeof BillingRunPayload.Type
 
 export const NewOrganization = Schema.Struct({

@@ -34,6 +34,7 @@ const ORG_SAME = "a0000000-0000-4000-8000-000000000007"
 const ORG_FILTERED = "a0000000-0000-4000-8000-000000000008"
 const ORG_TOO_LARGE = "a0000000-0000-4000-8000-000000000009"
 const ORG_CENTS = "a0000000-0000-4000-8000-00000000000a"
+const ORG_STRICT = "a0000000-0000-4000-8000-00000000000b"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -233,6 +234,25 @@ describe("billing_run", () => {
         expect(asExpected(invoices)).toEqual(expected.slice(3, 6))
         expect(invoices.map((invoice) => invoice.numberSequence)).toEqual([1, 2, 3])
         expect(yield* runOfJob(jobId)).toMatchObject({ status: "completed", invoicesCreated: 3, customersProcessed: 3 })
+      }))
+
+    it.effect("a payload key the billing run does not know is refused at enqueue, and fails a job inserted by SQL, billing no one", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_STRICT
+        yield* seed(org, 3, "2025-03")
+        const sql = yield* SqlClient.SqlClient
+        const [customer] = yield* sql<{ id: string }>`SELECT id FROM customers WHERE organization_id = ${org} LIMIT 1`
+        // customerId for customerIds: dropped, it would bill every customer of the organization.
+        const typo = { billingPeriod: "2025-03", customerId: [customer!.id] }
+        const refused = yield* Effect.flip(JobQueue.enqueue({ organizationId: org, jobType: "billing_run", payload: typo }))
+        expect(refused.message).toMatch(/^invalid payload for job type "billing_run": .*\["customerId"\][\s\S]*is unexpected/)
+        const [inserted] = yield* sql<{ id: string }>`
+          INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${org}, 'billing_run', ${JSON.stringify(typo)}::jsonb, ${new Date(yield* Clock.currentTimeMillis)}) RETURNING id`
+        const result = yield* SkiplockTest.drain()
+        expect(outcomesByJob(result), result.summary).toEqual({ [inserted!.id]: ["Failed"] })
+        expect(yield* invoicesOf(org)).toEqual([])
       }))
 
     it.effect("an invoice larger than an invoice holds fails the run at once, naming the customer; fixed, the retried job bills everyone", () =>
