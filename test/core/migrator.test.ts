@@ -6,12 +6,13 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import pg from "pg"
-import { Migrator } from "../../src/index.js"
-import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { Db, Migrator } from "../../src/index.js"
+import { acquireTestDatabase, TestDatabase } from "../../src/testing/TestDatabase.js"
+import { ORG } from "../support/jobs.js"
 
 const migrationSet = Effect.acquireRelease(
   Effect.promise(async () => {
@@ -71,6 +72,41 @@ describe("Migrator", () => {
         )
         yield* sql`DROP TABLE edited_notes`
         yield* sql`DELETE FROM skiplock_migrations WHERE set_name = 'edited_notes'`
+      }))
+
+    it.scoped("0034 fails a pending job whose attempts no claim could take (it stopped every claim), with its reason and audit entry", () =>
+      Effect.gen(function* () {
+        // A database migrated to 0033, as one deployed before 0034 is: core's files up to 0033 in a folder named core.
+        const parent = yield* Effect.acquireRelease(
+          Effect.promise(() => mkdtemp(join(tmpdir(), "skiplock-migrator-"))),
+          (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
+        )
+        const before = join(parent, "core")
+        yield* Effect.promise(async () => {
+          await mkdir(before)
+          for (const file of await readdir(Migrator.coreMigrations)) {
+            if (file < "0034") await copyFile(join(Migrator.coreMigrations, file), join(before, file))
+          }
+        })
+        const { url } = yield* acquireTestDatabase({ migrations: [before] })
+        yield* Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          yield* sql`INSERT INTO job_types (name, description) VALUES ('poisoned', 'test') ON CONFLICT DO NOTHING`
+          const [poison] = yield* sql<{ id: string }>`
+            INSERT INTO job_queue (organization_id, job_type, attempts, max_attempts) VALUES (${ORG}, 'poisoned', 2147483647, 3) RETURNING id`
+          const [fine] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type) VALUES (${ORG}, 'poisoned') RETURNING id`
+          // Before 0034 the poisoned row fails every claim as a whole.
+          expect(String((yield* Effect.flip(sql`SELECT * FROM claim_next_job('w', NULL, 5)`)).cause)).toContain("integer out of range")
+          expect(yield* Migrator.migrate([Migrator.coreMigrations])).toEqual(["core/0034_attempts_stay_within_max_attempts"])
+          const [row] = yield* sql<{ status: string; error: string }>`SELECT status, error FROM job_queue WHERE id = ${poison!.id}`
+          expect(row).toEqual({
+            status: "failed",
+            error: "attempts 2147483647 is not below max_attempts 3 (set by hand), so the job could never be claimed; failed by migration 0034: retry it to start again from 0"
+          })
+          expect(yield* sql`SELECT actor, event FROM audit_logs WHERE job_id = ${poison!.id}`).toEqual([{ actor: "migration 0034", event: "job_failed" }])
+          // The others are claimed again.
+          expect((yield* sql<{ id: string }>`SELECT id FROM claim_next_job('w', NULL, 5)`).map((job) => job.id)).toEqual([fine!.id])
+        }).pipe(Effect.provide(Db.layer({ url })))
       }))
 
     it.scoped("two sets whose folders share a name are refused, naming both, before anything is applied", () =>

@@ -176,6 +176,9 @@ describe("bad input", () => {
         expect(yield* insert({ max_attempts: -1 })).toContain(`violates check constraint "job_queue_max_attempts_range"`)
         expect(yield* insert({ max_attempts: 1_000_000 })).toContain("job_queue_max_attempts_range")
         expect(yield* insert({ max_attempts: 3_000_000_000 })).toContain(`out of range for type integer`)
+        // Attempts that no claim could add one to (every claim failed as a whole on it) or that leave no attempt (0034).
+        expect(yield* insert({ attempts: 2_147_483_647 })).toContain(`violates check constraint "job_queue_max_attempts_reach_attempts"`)
+        expect(yield* insert({ attempts: 3, max_attempts: 3 })).toContain(`violates check constraint "job_queue_pending_attempts_below_max"`)
         expect(yield* insert({ organization_id: "org-1" })).toContain(`invalid input syntax for type uuid: "org-1"`)
         expect(yield* insert({ job_type: "" })).toContain(`unknown job type ""`)
         expect(yield* insert({ job_type: "sepa_exprot" })).toContain(`unknown job type "sepa_exprot"`)
