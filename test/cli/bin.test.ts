@@ -87,7 +87,7 @@ describe("the skiplock executable", () => {
         expect(result.output).toContain('the job id must be a UUID like 3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21, got "not-a-uuid"')
       }), 60_000)
 
-    it.scoped("130 when Ctrl-C interrupts a command before it finished (here: waiting for a locked row), saying so", () =>
+    it.scoped("130 when Ctrl-C or SIGTERM interrupts a command before it finished (here: waiting for a locked row), saying so", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         const sql = yield* SqlClient.SqlClient
@@ -97,12 +97,15 @@ describe("the skiplock executable", () => {
         yield* Effect.acquireRelease(Effect.promise(() => holder.connect()), () => Effect.promise(() => holder.end()))
         yield* Effect.promise(() => holder.query("BEGIN"))
         yield* Effect.promise(() => holder.query("SELECT id FROM job_queue WHERE id = $1 FOR UPDATE", [job!.id]))
-        const command = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "jobs", "fail", job!.id, "--reason", "stuck"], { ...cleanEnv(), DATABASE_URL: url })
         const waiting = sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%fail_job_manually%'`
-        yield* eventually(Effect.map(waiting, ([row]) => row!.n === 1), "the command waits for the row", "20 seconds")
-        command.child.kill("SIGINT")
-        expect((yield* waitForExit(command)).code).toBe(130)
-        expect(command.output()).toBe("skiplock: interrupted before the command finished")
+        for (const signal of ["SIGINT", "SIGTERM"] as const) {
+          const command = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "jobs", "fail", job!.id, "--reason", "stuck"], { ...cleanEnv(), DATABASE_URL: url })
+          yield* eventually(Effect.map(waiting, ([row]) => row!.n === 1), "the command waits for the row", "20 seconds")
+          command.child.kill(signal)
+          expect((yield* waitForExit(command)).code).toBe(130)
+          expect(command.output()).toBe("skiplock: interrupted before the command finished")
+          yield* eventually(Effect.map(waiting, ([row]) => row!.n === 0), "the interrupted command's statement is gone", "20 seconds")
+        }
         yield* Effect.promise(() => holder.query("ROLLBACK"))
         const [row] = yield* sql<{ status: string }>`SELECT status FROM job_queue WHERE id = ${job!.id}`
         expect(row!.status).toBe("pending")
