@@ -112,6 +112,24 @@ describe("jobQueueService", () => {
         expect(Object.fromEntries(rows.map((r) => [r.id, r.maxAttempts]))).toEqual({ [defaulted.id]: 5, [explicit.id]: 2 })
       }))
 
+    it.scoped("close waits for the calls still running: a script's enqueues that it did not await are all inserted", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* withEnv({ DATABASE_URL: url })
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        const service = makeJobQueueService(layerFromEnv)
+        const calls = Array.from({ length: 200 }, (_, n) => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: { n } }))
+        yield* Effect.promise(() => service.close())
+        const settled = yield* Effect.promise(() => Promise.allSettled(calls))
+        expect(settled.filter((call) => call.status === "fulfilled")).toHaveLength(200)
+        const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`
+        expect(row!.n).toBe(200)
+        // Used again after its close, it connects again.
+        yield* Effect.promise(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {} }))
+        yield* Effect.promise(() => service.close())
+      }))
+
     it.scoped("an enqueue that finds every connection of the pool in use for 5 s says so, and that the database may be fine", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
