@@ -33,10 +33,31 @@ const notUuid = (what: string, value: string) =>
 const uuid = (what: string) => (value: string) =>
   isUuid(value) ? Effect.succeed(value) : Effect.fail(invalid(notUuid(what, value)))
 
+// JSON's numbers outside strings (a string's digits are its own): JSON.parse reads each as a double.
+const JSON_TOKENS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g
+
+/** The first number of the JSON text that JSON.parse would change: an integer past 2^53 rounded, or one too large for a double. */
+const numberChangedByParse = (text: string): string | undefined => {
+  for (const [token] of text.matchAll(JSON_TOKENS)) {
+    if (token.startsWith('"')) continue
+    const value = Number(token)
+    if (!Number.isFinite(value) || (/^-?\d+$/.test(token) && !Number.isSafeInteger(value))) return token
+  }
+  return undefined
+}
+
 const jsonObject = (value: string) => {
   const parsed = Either.try(() => JSON.parse(value) as unknown)
   if (Either.isLeft(parsed)) {
     return Effect.fail(invalid(`--payload is not valid JSON: ${(parsed.left as Error).message}`))
+  }
+  // Stored as read, such a number would silently be another (12345678901234567890 became 12345678901234567000).
+  const changed = numberChangedByParse(value)
+  if (changed !== undefined) {
+    return Effect.fail(invalid(
+      `--payload has the number ${changed.length > 40 ? `${changed.slice(0, 40)}…` : changed}, which a JSON number (a double) cannot carry exactly: ` +
+        "integers up to 9007199254740991 can; send larger ones, or amounts that must stay exact, as strings"
+    ))
   }
   return Effect.succeed(parsed.right)
 }

@@ -98,6 +98,19 @@ describe("skiplock CLI", () => {
         expect(badJson.code).toBe(2)
         expect(badJson.stderr).toContain("--payload is not valid JSON")
 
+        // A number JSON.parse would change (rounded past 2^53, or beyond a double) is refused, not stored changed;
+        // the same digits in a string, and safe integers and decimals, pass.
+        for (const payload of ['{"amountCents":12345678901234567890}', '{"n":1e400}', '{"list":[1, -9007199254740993]}']) {
+          const changed = yield* run("enqueue", "--org", ORG, "--type", "report_generation", "--payload", payload)
+          expect(changed.code).toBe(2)
+          expect(changed.stderr).toMatch(/--payload has the number -?[0-9e]+, which a JSON number \(a double\) cannot carry exactly/)
+        }
+        const exact = yield* run("enqueue", "--org", ORG, "--type", "report_generation", "--payload", '{"id":"12345678901234567890","n":9007199254740991,"rate":0.19}', "--json")
+        expect(exact.code).toBe(0)
+        const [stored] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ payload: unknown }>`DELETE FROM job_queue WHERE id = ${JSON.parse(exact.stdout).id} RETURNING payload`)
+        expect(stored!.payload).toEqual({ id: "12345678901234567890", n: 9007199254740991, rate: 0.19 })
+
         // Without its zone a time would be read in the CLI machine's zone: refused, as is a date alone.
         for (const runAt of ["2030-01-02T03:04:05", "2030-01-02", "2030-02-30T03:04:05Z", "tomorrow"]) {
           const unzoned = yield* run("enqueue", "--org", ORG, "--type", "sepa_export", "--payload", "{}", "--run-at", runAt)
