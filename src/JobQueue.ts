@@ -15,7 +15,7 @@ import { type InsertedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
-import { invalidOptionsReason, isJsonObject, jsonProblem, timestamptzText } from "./internal/validate.js"
+import { invalidOptionsReason, isJsonObject, jsonProblem, textProblem, timestamptzText } from "./internal/validate.js"
 import { LOCK_NOT_AVAILABLE, sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
 
 export interface EnqueueOptions {
@@ -173,7 +173,8 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
     const prepare = (input: EnqueueInput, now: number): PreparedJob | Effect.Effect<PreparedJob, EnqueueError> => {
       const reason = invalidOptionsReason(input)
       if (reason !== undefined) return Effect.fail(new InvalidJobOptions({ reason }))
-      if (typeof input.jobType !== "string" || input.jobType.length === 0) {
+      // A type with a NUL or a lone surrogate cannot be registered (nor sent: the database refuses such text).
+      if (typeof input.jobType !== "string" || input.jobType.length === 0 || (!schemas.has(input.jobType) && textProblem(input.jobType) !== undefined)) {
         const jobType = String(input.jobType ?? "")
         return Effect.flatMap(registeredTypes, (registered) => Effect.fail(new UnknownJobType({ jobType, registered })))
       }

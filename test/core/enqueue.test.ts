@@ -75,6 +75,10 @@ describe("JobQueue.enqueue", () => {
         expect(error.message).toContain("billing_run")
         const empty = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "", payload: {} }).pipe(Effect.flip)
         expect(empty.message).toContain(`unknown job type ""`)
+        // One no database can hold: the same error, its characters escaped (the database refused it bare, as an SqlError).
+        const nul = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa\u0000export", payload: {} }).pipe(Effect.flip)
+        expect(nul._tag).toBe("UnknownJobType")
+        expect(nul.message).toContain(`unknown job type "sepa\\u0000export" (registered: `)
         // Inside a transaction too, which the refused insert has aborted.
         const sql = yield* SqlClient.SqlClient
         const inTransaction = yield* sql.withTransaction(JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_exprot", payload: {} })).pipe(Effect.flip)
