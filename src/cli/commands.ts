@@ -67,7 +67,10 @@ const jsonObject = (value: string) => {
 const ZONED_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/
 // Date rolls 2030-02-30 over to March 2nd: a time exists when its fields come back as written.
 const fieldsExist = ([year, month, day, hour, minute, second]: ReadonlyArray<number>): boolean => {
-  const written = new Date(Date.UTC(year!, month! - 1, day!, hour!, minute!, second!))
+  // setUTCFullYear, not Date.UTC, which reads the years 0 to 99 as 1900 to 1999 (0000-02-29 exists: a leap year).
+  const written = new Date(0)
+  written.setUTCFullYear(year!, month! - 1, day!)
+  written.setUTCHours(hour!, minute!, second!)
   return [written.getUTCMonth() + 1, written.getUTCDate(), written.getUTCHours(), written.getUTCMinutes(), written.getUTCSeconds()]
     .every((field, i) => field === [month, day, hour, minute, second][i])
 }

@@ -86,6 +86,11 @@ describe("skiplock CLI", () => {
         const berlin = yield* enqueue("sepa_export", { batchId: "berlin" }, "--run-at", "2030-06-03T06:00+02:00")
         const [berlinRow] = yield* sql<{ runAt: Date }>`SELECT run_at AS "runAt" FROM job_queue WHERE id = ${berlin}`
         expect(berlinRow!.runAt).toEqual(new Date("2030-06-03T04:00:00Z"))
+        // A year below 100 is that year (Date.UTC would read 0000 as 1900, and 1900-02-29 does not exist).
+        const early = yield* enqueue("sepa_export", { batchId: "early" }, "--run-at", "0000-02-29T00:00:00Z")
+        // (Read as text: pg's date parser reads that day of 1 BC back as March 1st.)
+        const [earlyRow] = yield* sql<{ runAt: string }>`SELECT (run_at AT TIME ZONE 'UTC')::text AS "runAt" FROM job_queue WHERE id = ${early}`
+        expect(earlyRow!.runAt).toBe("0001-02-29 00:00:00 BC")
       }))
 
     it.effect("enqueue: a bad organization id or JSON is a usage error (2); an unknown type or a rejected payload fails (1)", () =>
