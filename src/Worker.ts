@@ -253,7 +253,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Set once the stop no longer waits for claims on their way (see claimed).
     let claimsAbandoned = false
     let stoppedAt: number | undefined
-    const claimFailures = makeOutageLog("claiming jobs")
+    const claimFailures = makeOutageLog("claiming jobs", pollInterval)
     const statementsInFlight = maxStatementsInFlight(concurrency + prefetch, batchSize)
     const inFlight = new Set<Fiber.RuntimeFiber<void>>()
     // Claims decided and not yet answered, counted from the decision on (the loop may pause between deciding
@@ -405,7 +405,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const registration = makeRegistration(store, { workerId, host: hostname(), pid: process.pid, jobTypes, concurrency })
     const heartbeat = makeHeartbeat({ store, workerId, clock, leaseDuration, heartbeatInterval, registration, running, prefetched })
 
-    const prune = makePrune(store, { retention, leaseDuration })
+    const prune = makePrune(store, { retention, leaseDuration, interval: pruneInterval })
     // Not while this worker's heartbeat cannot reach the database: its own leases may have run out
     // unrenewed, and after an outage the rescue may come before the heartbeat that renews them.
     const rescueExpired = makeRescue(store, workerId, wakeups.look)

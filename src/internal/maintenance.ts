@@ -21,8 +21,11 @@ const DEAD_WORKER_AFTER_MS = 3_600_000
  * Deletes finished jobs past `retention` in batches of 1,000 (short transactions, no long lock on
  * the table), and forgets workers long dead. `retention` undefined keeps finished jobs forever.
  */
-export const makePrune = (store: JobStore, options: { readonly retention: Duration.Duration | undefined; readonly leaseDuration: Duration.Duration }) => {
-  const failures = makeOutageLog("pruning finished jobs")
+export const makePrune = (
+  store: JobStore,
+  options: { readonly retention: Duration.Duration | undefined; readonly leaseDuration: Duration.Duration; readonly interval: Duration.Duration }
+) => {
+  const failures = makeOutageLog("pruning finished jobs", options.interval)
   return Effect.gen(function* () {
     const at = yield* Clock.currentTimeMillis
     if (options.retention !== undefined) {

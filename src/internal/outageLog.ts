@@ -6,7 +6,7 @@
  * a failure within a minute of the previous one belongs to the same outage, so each flap does not
  * start a new warning.
  */
-import { Clock, Effect } from "effect"
+import { Clock, Duration, Effect } from "effect"
 import { sqlErrorText } from "./sqlErrorText.js"
 
 export interface OutageLog {
@@ -18,7 +18,13 @@ export interface OutageLog {
 
 const SAME_OUTAGE_WITHIN_MS = 60_000
 
-export const makeOutageLog = (task: string): OutageLog => {
+/**
+ * `interval`: how often the task runs. Failures at most two intervals apart (and at least a minute) are one
+ * outage: a task run once a minute (pruning) failed a few milliseconds more than a minute apart, and logged
+ * each failure of a long outage as a new one.
+ */
+export const makeOutageLog = (task: string, interval?: Duration.Duration): OutageLog => {
+  const sameOutageWithin = Math.max(SAME_OUTAGE_WITHIN_MS, interval === undefined ? 0 : 2 * Duration.toMillis(interval))
   let failures = 0
   let since = 0
   let lastFailureAt: number | undefined
@@ -27,7 +33,7 @@ export const makeOutageLog = (task: string): OutageLog => {
   return {
     failed: (error) =>
       Effect.flatMap(Clock.currentTimeMillis, (at) => {
-        const sameOutage = lastFailureAt !== undefined && at - lastFailureAt <= SAME_OUTAGE_WITHIN_MS
+        const sameOutage = lastFailureAt !== undefined && at - lastFailureAt <= sameOutageWithin
         lastFailureAt = at
         if (!sameOutage) {
           failures = 1

@@ -1,6 +1,6 @@
 // A background task that keeps failing says so in a few lines, also when its connection flaps.
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Logger, TestClock } from "effect"
+import { Duration, Effect, Logger, TestClock } from "effect"
 import { makeOutageLog } from "../../src/internal/outageLog.js"
 
 const capturingLogs = () => {
@@ -31,6 +31,19 @@ describe("outage log", () => {
         "WARN heartbeat still failing (20 failures since 1970-01-01T00:00:00.000Z): connection refused",
         "INFO heartbeat works again after 25 failure(s)"
       ])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a task run once a minute that fails on every run is one outage, though its runs come a little more than a minute apart", () => {
+    const { lines, layer } = capturingLogs()
+    return Effect.gen(function* () {
+      const log = makeOutageLog("pruning finished jobs", Duration.minutes(1))
+      for (let i = 0; i < 4; i++) {
+        yield* log.failed(refused)
+        yield* TestClock.adjust("60002 millis")
+      }
+      yield* log.succeeded
+      expect(lines).toEqual(["WARN pruning finished jobs failed: connection refused", "INFO pruning finished jobs works again after 4 failure(s)"])
     }).pipe(Effect.provide(layer))
   })
 
