@@ -4,9 +4,7 @@
  * a job's state, and each message says what is wrong.
  */
 import { Data } from "effect"
-
-// A name as text a log line can hold: control characters (a NUL, a line break) written as \u escapes.
-const controlsEscaped = (text: string) => text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+import { oneLine } from "./internal/describe.js"
 
 // Which input of an enqueueMany an error is about, when it names one.
 const inputAt = (index: number | undefined) => (index === undefined ? "" : `inputs[${index}]: `)
@@ -19,7 +17,7 @@ export class UnknownJobType extends Data.TaggedError("UnknownJobType")<{
   readonly index?: number | undefined
 }> {
   override get message() {
-    return `${inputAt(this.index)}unknown job type "${controlsEscaped(this.jobType)}" (registered: ${this.registered.join(", ") || "none"})`
+    return `${inputAt(this.index)}unknown job type "${oneLine(this.jobType)}" (registered: ${this.registered.join(", ") || "none"})`
   }
 }
 

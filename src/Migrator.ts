@@ -147,7 +147,7 @@ export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions 
           )
           yield* sql`INSERT INTO skiplock_migrations (set_name, version, name, checksum)
                      VALUES (${migration.set}, ${migration.version}, ${migration.name}, ${migration.checksum})`
-          done.push(`${key(migration.set, migration.version)}_${migration.name}`)
+          done.push(named(migration))
         }
         return done
       })
@@ -159,41 +159,30 @@ export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions 
     Effect.withSpan("Migrator.migrate")
   )
 
-/**
- * The applied migrations of the given sets whose file is no longer the text that was applied (its checksum
- * differs): the database runs SQL the code does not expect. `migrate` refuses to go on past one; start-up too.
- */
-export const changed = (folders: ReadonlyArray<string>) =>
+// The given sets' migrations beside what the ledger says was applied (by version, its checksum).
+const withLedger = <A>(folders: ReadonlyArray<string>, compare: (migrations: ReadonlyArray<Migration>, applied: ReadonlyMap<string, string>) => A) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const migrations = yield* loadSets(folders)
     const [ledger] = yield* sql<{ exists: boolean }>`SELECT to_regclass('skiplock_migrations') IS NOT NULL AS exists`
-    if (ledger?.exists !== true) return []
-    const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row.checksum]))
-    return migrations
-      .filter((migration) => {
-        const checksum = applied.get(key(migration.set, migration.version))
-        return checksum !== undefined && checksum !== migration.checksum
-      })
-      .map((migration) => `${key(migration.set, migration.version)}_${migration.name}`)
+    const applied = ledger?.exists === true ? yield* appliedVersions(sql) : []
+    return compare(migrations, new Map(applied.map((row) => [key(row.setName, row.version), row.checksum])))
   }).pipe(
     Effect.catchTag("SqlError", (cause) =>
       Effect.fail(new MigrationError({ message: `cannot read the migration ledger: ${sqlErrorText(cause)}`, cause }))
     )
   )
 
+const named = (migration: Migration) => `${key(migration.set, migration.version)}_${migration.name}`
+
+/**
+ * The applied migrations of the given sets whose file is no longer the text that was applied (its checksum
+ * differs): the database runs SQL the code does not expect. `migrate` refuses to go on past one; start-up too.
+ */
+export const changed = (folders: ReadonlyArray<string>) =>
+  withLedger(folders, (migrations, applied) =>
+    migrations.filter((migration) => (applied.get(key(migration.set, migration.version)) ?? migration.checksum) !== migration.checksum).map(named))
+
 /** The migrations of the given sets that are not applied yet (empty when the database is current). */
 export const pending = (folders: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const migrations = yield* loadSets(folders)
-    const [ledger] = yield* sql<{ exists: boolean }>`SELECT to_regclass('skiplock_migrations') IS NOT NULL AS exists`
-    const applied = ledger?.exists ? new Set((yield* appliedVersions(sql)).map((row) => key(row.setName, row.version))) : new Set<string>()
-    return migrations
-      .filter((migration) => !applied.has(key(migration.set, migration.version)))
-      .map((migration) => `${key(migration.set, migration.version)}_${migration.name}`)
-  }).pipe(
-    Effect.catchTag("SqlError", (cause) =>
-      Effect.fail(new MigrationError({ message: `cannot read the migration ledger: ${sqlErrorText(cause)}`, cause }))
-    )
-  )
+  withLedger(folders, (migrations, applied) => migrations.filter((migration) => !applied.has(key(migration.set, migration.version))).map(named))

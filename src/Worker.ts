@@ -408,7 +408,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     const prune = makePrune(store, { retention, leaseDuration, interval: pruneInterval })
     // Not while this worker's heartbeat cannot reach the database: its own leases may have run out
     // unrenewed, and after an outage the rescue may come before the heartbeat that renews them.
-    const rescueExpired = makeRescue(store, workerId, wakeups.look)
+    const rescueExpired = makeRescue(store, workerId, wakeups.look, rescueInterval)
     const rescue = Effect.suspend(() => (heartbeat.unreachable() ? Effect.void : rescueExpired))
 
     yield* registration.ensure

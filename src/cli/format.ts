@@ -2,6 +2,7 @@
 import type { AuditRecord } from "../Audit.js"
 import type { QueueStats } from "../app/QueueStats.js"
 import { JOB_STATUSES, type JobDetails, type JobRow } from "../Jobs.js"
+import { oneLine } from "../internal/describe.js"
 
 export const iso = (date: Date | null | undefined) => (date == null ? "-" : date.toISOString())
 
@@ -11,11 +12,6 @@ const clip = (text: string, width: number) => {
   return chars.length <= width ? text : `${chars.slice(0, width - 1).join("")}…`
 }
 
-// Line breaks and other control characters in a value (an error text, a reason) would break a table's
-// rows apart: written as escapes ("\n"), on one line.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
-const oneLine = (text: string) =>
-  text.replace(CONTROL, (char) => ({ "\n": "\\n", "\r": "\\r", "\t": "\\t" })[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
 /** Columns padded to their widest cell; the last column is not padded. Cells are kept to one line. */
 export const table = (header: ReadonlyArray<string>, cellRows: ReadonlyArray<ReadonlyArray<string>>): string => {

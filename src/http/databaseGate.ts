@@ -10,9 +10,11 @@
 import { Effect } from "effect"
 import type { RunningService } from "../app/ServiceState.js"
 
-export type Endpoint = "readiness" | "metrics"
+const ENDPOINTS = ["readiness", "metrics"] as const
+export type Endpoint = (typeof ENDPOINTS)[number]
 
-export const HTTP_CONNECTIONS = 2
+/** The pool's connections the endpoints may hold: one each. */
+export const HTTP_CONNECTIONS = ENDPOINTS.length
 
 const gates = new WeakMap<RunningService, Record<Endpoint, Effect.Semaphore>>()
 
@@ -20,6 +22,9 @@ const gates = new WeakMap<RunningService, Record<Endpoint, Effect.Semaphore>>()
 export const withinGate = (service: RunningService, endpoint: Endpoint) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.suspend(() => {
     let gate = gates.get(service)
-    if (gate === undefined) gates.set(service, (gate = { readiness: Effect.unsafeMakeSemaphore(1), metrics: Effect.unsafeMakeSemaphore(1) }))
+    if (gate === undefined) {
+      gate = Object.fromEntries(ENDPOINTS.map((name) => [name, Effect.unsafeMakeSemaphore(1)])) as Record<Endpoint, Effect.Semaphore>
+      gates.set(service, gate)
+    }
     return gate[endpoint].withPermits(1)(effect)
   })

@@ -30,3 +30,11 @@ export const errorText = (error: unknown): string => {
   }
   return String(error)
 }
+
+// Line breaks and other control characters in a value (an error text, a reason, a job type) would break a log
+// line or a table's rows apart: written as escapes ("\n"), on one line.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g
+
+/** The text on one line, its control characters written as escapes. */
+export const oneLine = (text: string): string =>
+  text.replace(CONTROL, (char) => ({ "\n": "\\n", "\r": "\\r", "\t": "\\t" })[char] ?? `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`)

@@ -48,8 +48,8 @@ export const makePrune = (
  * `rescued` so that the claim loop looks for them. A job it ends is counted as failed or completed here:
  * its dead worker never will.
  */
-export const makeRescue = (store: JobStore, workerId: string, rescued: () => void) => {
-  const failures = makeOutageLog("rescuing expired jobs")
+export const makeRescue = (store: JobStore, workerId: string, rescued: () => void, interval: Duration.Duration) => {
+  const failures = makeOutageLog("rescuing expired jobs", interval)
   return Effect.gen(function* () {
     // Bounded: a statement sent as the database went silent would otherwise hold the rescue up long after it
     // is back (until TCP delivers it). One given up on and run late rescues less, not more: its time is older.

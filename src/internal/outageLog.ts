@@ -3,8 +3,8 @@
  * An outage is a few lines, not a storm: a warning on its first failure, another every 10th failure,
  * and one line when the task works again. A connection that is dropped again and again (a pooler,
  * a flaky network, an operator terminating backends) makes the task fail, work, and fail again:
- * a failure within a minute of the previous one belongs to the same outage, so each flap does not
- * start a new warning.
+ * a failure within a minute of the previous one (or two of the task's intervals, when longer) belongs to the
+ * same outage, so each flap does not start a new warning.
  */
 import { Clock, Duration, Effect } from "effect"
 import { sqlErrorText } from "./sqlErrorText.js"
