@@ -13,7 +13,8 @@ import { SqlError } from "@effect/sql/SqlError"
 import { Duration, Effect, Redacted } from "effect"
 import pg from "pg"
 import { setLocalLockTimeout } from "./internal/lockTimeout.js"
-import { PreparingClient } from "./internal/preparedStatements.js"
+import { durationRange } from "./internal/workerOptions.js"
+import { ANSWER_TIMEOUT_RANGE, clientOptions, PreparingClient } from "./internal/preparedStatements.js"
 import { LOCK_NOT_AVAILABLE, QUERY_CANCELED, sqlErrorCode } from "./internal/sqlErrorText.js"
 
 /**
@@ -34,6 +35,13 @@ export interface DbOptions {
    * mode before 1.21).
    */
   readonly preparedStatements?: boolean
+  /**
+   * How long one of the worker's bookkeeping statements (claim, completion, heartbeat, rescue, registration)
+   * may go unanswered before it is cancelled, and its connection closed if the cancel gets no answer within
+   * 2 s either: a connection whose network fell silent would otherwise hold it until TCP gives up (~15 minutes).
+   * Default 30 s (those statements answer in milliseconds); from 100 ms to 1 hour.
+   */
+  readonly answerTimeout?: Duration.DurationInput
 }
 
 /**
@@ -44,6 +52,9 @@ export interface DbOptions {
 const acquirePool = (options: DbOptions) =>
   Effect.gen(function* () {
     const connectTimeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
+    if (options.answerTimeout !== undefined && !Duration.between(Duration.decode(options.answerTimeout), { minimum: ANSWER_TIMEOUT_RANGE.min, maximum: ANSWER_TIMEOUT_RANGE.max })) {
+      return yield* Effect.dieMessage(`Db.layer: answerTimeout must be ${durationRange(ANSWER_TIMEOUT_RANGE)}, got ${Duration.format(Duration.decode(options.answerTimeout))}`)
+    }
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const pool = new pg.Pool({
@@ -51,7 +62,8 @@ const acquirePool = (options: DbOptions) =>
           max: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
           application_name: options.applicationName ?? "skiplock",
           connectionTimeoutMillis: Duration.toMillis(connectTimeout),
-          ...(options.preparedStatements === false ? {} : { Client: PreparingClient })
+          Client: PreparingClient,
+          ...clientOptions(options)
         })
         // A pooled connection that breaks while idle is dropped by the pool; statements report their own errors.
         pool.on("error", () => undefined)

@@ -130,7 +130,7 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
         const display = redactUrl(Redacted.value(url))
         yield* onWaiting(`connecting to the database ${display}`)
         yield* waitForDatabase(Redacted.value(url), onWaiting)
-        return Db.layer({ url, maxConnections, preparedStatements: options.config.preparedStatements }).pipe(
+        return Db.layer({ url, maxConnections, preparedStatements: options.config.preparedStatements, answerTimeout: options.config.answerTimeout }).pipe(
           Layer.tap((context) => requireMigrations(options.migrationSets, display).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
           Layer.merge(Layer.succeed(Database, { url, display, embedded: false }))
         )
@@ -140,7 +140,7 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
       yield* Effect.logInfo(
         `DATABASE_URL is not set: using the embedded PostgreSQL on 127.0.0.1:${server.port} (data in ${server.dataDirectory}); connect with: psql ${server.url}`
       )
-      return Db.layer({ url: server.url, maxConnections, preparedStatements: options.config.preparedStatements }).pipe(
+      return Db.layer({ url: server.url, maxConnections, preparedStatements: options.config.preparedStatements, answerTimeout: options.config.answerTimeout }).pipe(
         Layer.tap((context) => applyMigrations(options.migrationSets).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
         Layer.merge(Layer.succeed(Database, { url: Redacted.make(server.url), display: server.url, embedded: true }))
       )

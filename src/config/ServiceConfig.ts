@@ -7,6 +7,7 @@
 import { Config, ConfigError, Duration, Either, LogLevel, Option, Redacted } from "effect"
 import { isAbsolute, resolve } from "node:path"
 import { redactUrl } from "../internal/describe.js"
+import { ANSWER_TIMEOUT_RANGE, DEFAULT_ANSWER_TIMEOUT } from "../internal/preparedStatements.js"
 import { durationRange, LIMITS, MAX_WORKER_ID_LENGTH, type Range } from "../internal/workerOptions.js"
 
 // Every variable a setting reads, and the test kit's own, to tell a misspelled one (see unknownVariables).
@@ -122,13 +123,16 @@ export interface DatabaseConfig {
   readonly embeddedPort: number
   /** Whether skiplock's job-path statements are named prepared statements (`DATABASE_PREPARED_STATEMENTS`, default true). */
   readonly preparedStatements: boolean
+  /** How long the worker's bookkeeping statements may go unanswered before they are given up (`DATABASE_ANSWER_TIMEOUT`, default 30 s). */
+  readonly answerTimeout: Duration.Duration
 }
 
 export const databaseConfig: Config.Config<DatabaseConfig> = Config.all({
   url: setting("DATABASE_URL", Option.none<Redacted.Redacted<string>>(), postgresUrl, redactUrl),
   dataDir: setting("SKIPLOCK_DATA_DIR", ".data", text).pipe(Config.map((dir) => (isAbsolute(dir) ? dir : resolve(process.cwd(), dir)))),
   embeddedPort: setting("SKIPLOCK_EMBEDDED_PORT", 54329, integer({ min: 1, max: 65535 })),
-  preparedStatements: setting("DATABASE_PREPARED_STATEMENTS", true, onOff)
+  preparedStatements: setting("DATABASE_PREPARED_STATEMENTS", true, onOff),
+  answerTimeout: setting("DATABASE_ANSWER_TIMEOUT", DEFAULT_ANSWER_TIMEOUT, duration(ANSWER_TIMEOUT_RANGE))
 })
 
 /** The URL of the embedded server's database (what `npm start` prints, and what the CLI uses without DATABASE_URL). */

@@ -6,7 +6,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
-import { PREPARED } from "./preparedStatements.js"
+import { PREPARED, WATCHED } from "./preparedStatements.js"
 
 /** The reason of a release after a lost database connection, in its audit entry (job_released). */
 export const LOST_CONNECTION_REASON = "database connection lost"
@@ -51,8 +51,11 @@ export interface InsertedJob {
 
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  // Every statement here is sent as a named prepared statement (preparedStatements.ts).
+  // Every statement here is sent as a named prepared statement (preparedStatements.ts). The worker's own
+  // bookkeeping is also watched: answered within the pool's answer timeout, or given up (answerWatch.ts).
+  // Not the ones that run in a handler's or an enqueuer's transaction, nor the prune (a large delete may take long).
   const preparedMark = sql.literal(PREPARED)
+  const watchedMark = sql.literal(WATCHED)
   // The columns of claim_next_job's rows, named as ClaimedJob's fields.
   const claimedColumns = sql.literal(`id, organization_id AS "organizationId", job_type AS "jobType", payload, priority, attempts,
     max_attempts AS "maxAttempts", run_at AS "runAt", idempotency_key AS "idempotencyKey",
@@ -60,12 +63,12 @@ export const make = Effect.gen(function* () {
     created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"`)
   return {
     claim: (workerId: string, jobTypes: ReadonlyArray<string>, limit: number, now: Date, lease: Duration.Duration) =>
-      sql<ClaimedJob>`${preparedMark}
+      sql<ClaimedJob>`${watchedMark}
         SELECT ${claimedColumns}
         FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`,
 
     complete: (jobId: string, workerId: string, attempt: number, now: Date, details: Record<string, unknown> = {}) =>
-      sql<{ ok: boolean }>`${preparedMark} SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
+      sql<{ ok: boolean }>`${watchedMark} SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -94,7 +97,7 @@ export const make = Effect.gen(function* () {
       now: Date,
       lease: Duration.Duration
     ) =>
-      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`${preparedMark}
+      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`${watchedMark}
         SELECT CASE WHEN ordinality = 1 THEN completed_ids END AS "completedIds", CASE WHEN ordinality = 1 THEN busy_ids END AS "busyIds",
                ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
@@ -132,7 +135,7 @@ export const make = Effect.gen(function* () {
      * committed (the failure came after the handler's transaction did) is completed instead (0021).
      */
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
-      sql<{ status: "pending" | "failed" | "completed"; runAt: Date }>`${preparedMark}
+      sql<{ status: "pending" | "failed" | "completed"; runAt: Date }>`${watchedMark}
         SELECT status, run_at AS "runAt"
         FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`.pipe(
         Effect.map((rows) => rows[0])
@@ -140,7 +143,7 @@ export const make = Effect.gen(function* () {
 
     /** Back to pending without counting the attempt; with `retry`, not before its time and with its error recorded. */
     release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string, retry?: { readonly runAt: Date; readonly error: string }) =>
-      sql<{ ok: boolean }>`${preparedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
+      sql<{ ok: boolean }>`${watchedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -157,7 +160,7 @@ export const make = Effect.gen(function* () {
       ),
 
     register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>
-      sql`${preparedMark} SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
+      sql`${watchedMark} SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
         Effect.asVoid
       ),
 
@@ -166,22 +169,22 @@ export const make = Effect.gen(function* () {
      * whether the worker's row is there to renew (forget_dead_workers deletes it after a long outage).
      */
     heartbeat: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
-      sql<{ held: ReadonlyArray<string>; registered: boolean }>`${preparedMark}
+      sql<{ held: ReadonlyArray<string>; registered: boolean }>`${watchedMark}
         SELECT ARRAY(SELECT worker_heartbeat FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)) AS held,
                EXISTS (SELECT 1 FROM job_workers WHERE worker_id = ${workerId}) AS registered`.pipe(
         Effect.map(([row]) => ({ held: new Set(row?.held ?? []), registered: row?.registered === true }))
       ),
 
-    unregister: (workerId: string) => sql`${preparedMark} SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
+    unregister: (workerId: string) => sql`${watchedMark} SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
 
     forgetDeadWorkers: (olderThan: Date) =>
-      sql<{ n: number }>`${preparedMark} SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+      sql<{ n: number }>`${watchedMark} SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     pruneFinished: (olderThan: Date, limit: number) =>
       sql<{ n: number }>`${preparedMark} SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     rescueExpired: (workerId: string, now: Date, limit: number) =>
-      sql<{ id: string; status: string; deadWorker: string }>`${preparedMark}
+      sql<{ id: string; status: string; deadWorker: string }>`${watchedMark}
         SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`,
 
     /** The job types of the given jobs, for the metrics of the ones a rescue ended (rare). */

@@ -13,11 +13,42 @@
  * connection and, outside a transaction, is sent again at once; inside one
  * the error stands (the transaction is already aborted) and the next call
  * prepares it anew.
+ *
+ * The worker's bookkeeping statements carry the WATCHED mark instead: prepared as well, and answered
+ * within the pool's answer timeout or given up (answerWatch.ts). The client does both; a pool whose
+ * connections must not prepare (`preparedStatements: false`) still watches.
  */
+import { Duration } from "effect"
 import pg from "pg"
+import { watchAnswer } from "./answerWatch.js"
 
 /** The mark a statement's text begins with to be prepared. */
 export const PREPARED = "/* skiplock:prepared */"
+/** The mark of a prepared statement that must be answered within the answer timeout (see answerWatch.ts). */
+export const WATCHED = "/* skiplock:prepared, watched */"
+
+/** What the client takes from the pool's options (pg.Pool hands its options to each Client it makes). */
+export interface ClientOptions {
+  /** Send marked statements as named prepared statements (default true). */
+  readonly skiplockPrepare?: boolean
+  /** How long a WATCHED statement may go unanswered before it is cancelled (ms; default 30 s). */
+  readonly skiplockAnswerTimeoutMillis?: number
+}
+
+/** The answer timeout unless told otherwise: the worker's statements answer in milliseconds. */
+export const DEFAULT_ANSWER_TIMEOUT = Duration.seconds(30)
+/** The answer timeouts a pool takes (Db.layer's `answerTimeout`, DATABASE_ANSWER_TIMEOUT): at 0 every statement would be cancelled. */
+export const ANSWER_TIMEOUT_RANGE = { min: Duration.millis(100), max: Duration.hours(1) } as const
+// After the cancel, how long an answer may take before the connection is closed: a server that is there answers a cancel at once.
+const CANCEL_GRACE_MILLIS = 2_000
+
+/** What a pool hands each of its clients, from the pool's settings (Db.DbOptions). */
+export const clientOptions = (options: { readonly preparedStatements?: boolean; readonly answerTimeout?: Duration.DurationInput }): ClientOptions => ({
+  skiplockPrepare: options.preparedStatements !== false,
+  skiplockAnswerTimeoutMillis: Duration.toMillis(options.answerTimeout ?? DEFAULT_ANSWER_TIMEOUT)
+})
+
+const isMarked = (text: string) => text.startsWith(PREPARED) || text.startsWith(WATCHED)
 
 // Names are shared by all connections (each prepares its own); past this many texts the rest go unnamed.
 const MAX_TEXTS = 100
@@ -37,17 +68,34 @@ const isStalePlan = (error: unknown) =>
 
 type Callback = (error: Error | null, result: unknown) => void
 
-/** A `pg` Client (for `pg.Pool`'s `Client` option) that sends statements marked PREPARED as named prepared statements. */
+/**
+ * A `pg` Client (for `pg.Pool`'s `Client` option, configured by ClientOptions among the pool's options) that
+ * sends marked statements as named prepared statements, and watches the answers of the WATCHED ones.
+ */
 export class PreparingClient extends pg.Client {
   // A statement refused as stale gets a fresh name on this connection; the old one is left to the connection's end.
   private readonly renamed = new Map<string, string>()
   private renames = 0
+  private readonly prepare: boolean
+  private readonly answerTimeoutMillis: number
+
+  constructor(config?: pg.ClientConfig & ClientOptions) {
+    super(config)
+    this.prepare = config?.skiplockPrepare !== false
+    this.answerTimeoutMillis = config?.skiplockAnswerTimeoutMillis ?? Duration.toMillis(DEFAULT_ANSWER_TIMEOUT)
+  }
 
   // pg's query is overloaded (text, config object, cursor, promise or callback); every other form passes through.
   override query(config: any, values?: any, callback?: any): any {
-    const name = typeof config === "string" && config.startsWith(PREPARED) && typeof callback === "function" ? nameFor(config) : undefined
-    if (name === undefined) return super.query(config, values, callback)
+    if (typeof config !== "string" || typeof callback !== "function" || !isMarked(config)) return super.query(config, values, callback)
     const text: string = config
+    const name = this.prepare ? nameFor(text) : undefined
+    const answered = text.startsWith(WATCHED) ? watchAnswer(this, this.answerTimeoutMillis, Math.min(CANCEL_GRACE_MILLIS, this.answerTimeoutMillis)) : undefined
+    const done: Callback = (error, result) => {
+      answered?.()
+      ;(callback as Callback)(error, result)
+    }
+    if (name === undefined) return super.query(text, values, done)
     const send = (retried: boolean): void => {
       const current = this.renamed.get(text) ?? name
       super.query({ name: current, text, values }, (error: Error | null, result: unknown) => {
@@ -55,7 +103,7 @@ export class PreparingClient extends pg.Client {
           this.renamed.set(text, `${name}_${++this.renames}`)
           if (!retried && this.transactionStatus() === "I") return send(true)
         }
-        ;(callback as Callback)(error, result)
+        done(error, result)
       })
     }
     send(false)

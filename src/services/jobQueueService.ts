@@ -24,7 +24,7 @@ import * as AppJobs from "../app/jobs.js"
 import { StartupError } from "../app/StartupError.js"
 import { databaseConfig, describeConfigError, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
 import { type EnqueuedJob, type EnqueueError, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
-import { PreparingClient } from "../internal/preparedStatements.js"
+import { clientOptions, PreparingClient } from "../internal/preparedStatements.js"
 
 export interface JobQueueService {
   /** Enqueues one job; resolves with it (or with the earlier job of the same idempotency key). */
@@ -103,7 +103,8 @@ const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean, 
           // As Db.layer's: an unreachable host fails the enqueue instead of leaving the caller waiting for ever.
           connectionTimeoutMillis: CONNECT_TIMEOUT_MILLIS,
           application_name: "skiplock-enqueue",
-          ...(preparedStatements ? { Client: PreparingClient } : {})
+          Client: PreparingClient,
+          ...clientOptions({ preparedStatements })
         })
         pool.on("error", () => undefined)
         // "connect": a new connection reached the database; "remove": an open one was closed.

@@ -19,6 +19,7 @@ describe("service configuration", () => {
       expect(config.database.dataDir).toBe(join(process.cwd(), ".data"))
       expect(config.database.embeddedPort).toBe(54329)
       expect(config.database.preparedStatements).toBe(true)
+      expect(Duration.toMillis(config.database.answerTimeout)).toBe(30_000)
       expect(Redacted.value(effectiveDatabaseUrl(config.database))).toBe("postgres://postgres:postgres@127.0.0.1:54329/skiplock")
       expect(config.http).toEqual({ host: "0.0.0.0", port: 8080 })
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(5000)
@@ -40,6 +41,7 @@ describe("service configuration", () => {
         yield* load({
           DATABASE_URL: "postgresql://app:secret@db.internal:5432/billing",
           DATABASE_PREPARED_STATEMENTS: "no",
+          DATABASE_ANSWER_TIMEOUT: "10s",
           PORT: "",
           WORKER_POLL_INTERVAL: "500ms",
           WORKER_SHUTDOWN_TIMEOUT: "2 minutes",
@@ -54,6 +56,7 @@ describe("service configuration", () => {
       )
       expect(Redacted.value(Option.getOrThrow(config.database.url))).toBe("postgresql://app:secret@db.internal:5432/billing")
       expect(config.database.preparedStatements).toBe(false)
+      expect(Duration.toMillis(config.database.answerTimeout)).toBe(10_000)
       expect(config.http.port).toBe(8080)
       expect(Duration.toMillis(config.worker.pollInterval)).toBe(500)
       expect(Duration.toMillis(config.worker.shutdownTimeout)).toBe(120_000)
@@ -76,6 +79,7 @@ describe("service configuration", () => {
         yield* errors({
           DATABASE_URL: "mysql://localhost/x",
           DATABASE_PREPARED_STATEMENTS: "maybe",
+          DATABASE_ANSWER_TIMEOUT: "0s",
           PORT: "70000",
           WORKER_POLL_INTERVAL: "5",
           WORKER_BATCH_SIZE: "five",
@@ -90,6 +94,7 @@ describe("service configuration", () => {
       ).toEqual([
         'DATABASE_URL="mysql://localhost/x" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database',
         'DATABASE_PREPARED_STATEMENTS="maybe" is not valid: expected one of true, false, yes, no, on, off, 1, 0',
+        'DATABASE_ANSWER_TIMEOUT="0s" is not valid: expected a duration from 100ms to 1h with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'PORT="70000" is not valid: expected a whole number from 0 to 65535',
         'WORKER_POLL_INTERVAL="5" is not valid: expected a duration from 10ms to 24d with a unit, such as 500ms, 5s, 2m or "5 seconds"',
         'WORKER_BATCH_SIZE="five" is not valid: expected a whole number from 1 to 1000',

@@ -5,23 +5,29 @@ import { createConnection, createServer, type Socket } from "node:net"
 /**
  * A TCP proxy to the database of `url`, whose `url` the service is given; `silence()` makes it stop
  * forwarding in both directions and leave new connections unanswered, as a host that went away would;
- * `close()` ends every connection and refuses new ones, as a database that went down would.
+ * `heal()` forwards new connections again, while the ones open at the silence stay silent for good (as
+ * after a failover behind a firewall that forgot them); `close()` ends every connection and refuses new
+ * ones, as a database that went down would.
  */
 export const silenceableProxy = (url: string) =>
   Effect.acquireRelease(
-    Effect.async<{ readonly url: string; readonly silence: () => void; readonly close: () => void }>((resume) => {
+    Effect.async<{ readonly url: string; readonly silence: () => void; readonly heal: () => void; readonly close: () => void }>((resume) => {
       const target = new URL(url)
       let silent = false
+      // Each connection's own: set for good by a silence.
+      const connections = new Set<{ silent: boolean }>()
       const sockets = new Set<Socket>()
       const server = createServer((client) => {
         sockets.add(client)
         client.on("error", () => client.destroy())
         if (silent) return
+        const connection = { silent: false }
+        connections.add(connection)
         const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) })
         sockets.add(upstream)
         upstream.on("error", () => client.destroy())
-        client.on("data", (chunk) => void (silent || upstream.write(chunk)))
-        upstream.on("data", (chunk) => void (silent || client.write(chunk)))
+        client.on("data", (chunk) => void (connection.silent || upstream.write(chunk)))
+        upstream.on("data", (chunk) => void (connection.silent || client.write(chunk)))
         client.on("close", () => upstream.destroy())
         upstream.on("close", () => client.destroy())
       })
@@ -29,16 +35,19 @@ export const silenceableProxy = (url: string) =>
         const proxied = new URL(url)
         proxied.hostname = "127.0.0.1"
         proxied.port = String((server.address() as { port: number }).port)
+        const silence = () => {
+          silent = true
+          for (const connection of connections) connection.silent = true
+        }
         const close = () => {
           for (const socket of sockets) socket.destroy()
           server.close()
         }
-        resume(Effect.succeed({ url: proxied.toString(), silence: () => void (silent = true), close }))
+        resume(Effect.succeed({ url: proxied.toString(), silence, heal: () => void (silent = false), close }))
       })
     }),
     (proxy) => Effect.sync(proxy.close)
   )
-
 
 /**
  * A TCP proxy to the database of `url` that can go down and come back, as a database restarting does:
