@@ -100,9 +100,22 @@ describe("committed runs", () => {
           expect(yield* state(id)).toEqual({ status: "completed", runStatus: "completed", idempotency: "completed", error: null })
           expect(yield* auditEvents(id)).toEqual(["job_started", "job_completed"])
         }
+        // The run's record keeps no error from after its COMMIT (0035); a second attempt keeps its first's.
+        const lastError = (id: string) => Effect.map(sql<{ lastError: string | null }>`SELECT last_error AS "lastError" FROM job_runs WHERE job_id = ${id}`, (rows) => rows[0]!.lastError)
+        const committedFirst = yield* claimedJob(3)
+        expect(yield* commit(committedFirst)).toBe(true)
+        expect(yield* failAttempt(committedFirst, true)).toEqual([{ status: "completed" }])
+        expect(yield* lastError(committedFirst)).toBeNull()
+        const second = yield* claimedJob(3)
+        yield* sql`SELECT fail_job_attempt(${second}, 'w', 1, 'ConnectionRefused: the bank said no', true)`
+        expect(yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, now() + interval '1 hour')`).toEqual([{ id: second }])
+        expect(yield* commit(second, "w", 2)).toBe(true)
+        expect(yield* sql`SELECT status FROM fail_job_attempt(${second}, 'w', 2, 'HandlerTimeout: too slow', true)`).toEqual([{ status: "completed" }])
+        expect(yield* lastError(second)).toBe("ConnectionRefused: the bank said no")
         // Without a committed run, as before: a retry, or failed on the last attempt.
         const retried = yield* claimedJob(3)
         expect(yield* failAttempt(retried, true)).toEqual([{ status: "pending" }])
+        expect(yield* lastError(retried)).toBe("HandlerTimeout: too slow")
         expect(yield* state(retried)).toMatchObject({ status: "pending", runStatus: "retry_scheduled", idempotency: "in_progress" })
         const failed = yield* claimedJob(1)
         expect(yield* failAttempt(failed, true)).toEqual([{ status: "failed" }])
