@@ -9,8 +9,9 @@
  * Without an answer within the grace after that either, the connection is closed: the statement
  * fails as a lost connection, and the pool opens a new one. Cancelling first keeps a statement the
  * server is still running from committing after its caller gave up on it (a claim whose jobs
- * nobody would start). (A cancel that crosses the answer on the wire may hit the connection's next
- * statement, as Ctrl-C can: for statements that answer in milliseconds, 30 s late by default, rare.)
+ * nobody would start). An answer that comes after the cancel was sent, other than the cancel's own
+ * error, retires the connection: the cancel may still be on its way, and would end whatever statement
+ * the connection runs next (a handler's, say), as a Ctrl-C crossing the answer does in psql.
  *
  * Real time (Node timers), not the Effect Clock: how long a network stays silent is not the queue's
  * time. One timer a statement, started and cleared in node-postgres's callback, and no fiber.
@@ -51,11 +52,15 @@ const sendCancel = (client: WatchedClient, graceMillis: number) => {
   socket.unref()
 }
 
+// SQLSTATE query_canceled: the cancel arrived, and is spent.
+const QUERY_CANCELED = "57014"
+
 /**
- * Watches one statement sent on `client`: returns the function to call when its answer (or error)
- * arrives. Unanswered after `timeoutMillis` it is cancelled; after `graceMillis` more, the connection is closed.
+ * Watches one statement sent on `client`: returns the function to call with its error (or null) when its
+ * answer arrives, which says whether the connection must be retired. Unanswered after `timeoutMillis` it
+ * is cancelled; after `graceMillis` more, the connection is closed.
  */
-export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMillis: number): (() => void) => {
+export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMillis: number): ((error: unknown) => boolean) => {
   const watched = client as unknown as WatchedClient
   let grace: NodeJS.Timeout | undefined
   const timer = setTimeout(() => {
@@ -64,8 +69,10 @@ export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMilli
     grace.unref()
   }, timeoutMillis)
   timer.unref()
-  return () => {
+  return (error) => {
     clearTimeout(timer)
-    if (grace !== undefined) clearTimeout(grace)
+    if (grace === undefined) return false
+    clearTimeout(grace)
+    return (error as { code?: unknown } | null)?.code !== QUERY_CANCELED
   }
 }

@@ -92,7 +92,7 @@ export class PreparingClient extends pg.Client {
     const name = this.prepare ? nameFor(text) : undefined
     const answered = text.startsWith(WATCHED) ? watchAnswer(this, this.answerTimeoutMillis, Math.min(CANCEL_GRACE_MILLIS, this.answerTimeoutMillis)) : undefined
     const done: Callback = (error, result) => {
-      answered?.()
+      if (answered?.(error) === true) this.retire()
       ;(callback as Callback)(error, result)
     }
     if (name === undefined) return super.query(text, values, done)
@@ -107,6 +107,12 @@ export class PreparingClient extends pg.Client {
       })
     }
     send(false)
+  }
+
+  // Marks the connection as not to be used again: pg-pool, given it back, closes it instead of keeping it
+  // (it checks this flag of node-postgres's; set before the caller sees the answer and releases the client).
+  private retire(): void {
+    ;(this as unknown as { _queryable: boolean })._queryable = false
   }
 
   // node-postgres tracks it from ReadyForQuery ("I" idle, "T" in a transaction, "E" in a failed one); @types/pg lacks it.

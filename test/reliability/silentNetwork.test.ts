@@ -13,7 +13,7 @@ import { sqlErrorCode } from "../../src/internal/sqlErrorText.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { jobStatus, ORG } from "../support/jobs.js"
 import { eventually, pauseLive } from "../support/live.js"
-import { silenceableProxy } from "../support/proxy.js"
+import { silenceableProxy, slowToConnectProxy } from "../support/proxy.js"
 
 const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema.Number }))
 
@@ -36,6 +36,20 @@ describe("a statement left unanswered", () => {
         expect(Date.now() - started).toBeLessThan(3_000)
         // The same connection, still usable.
         expect(yield* backendPid(sql)).toBe(pid)
+      }), 30_000)
+
+    it.scoped("a watched statement answered just after its cancel was sent retires its connection: the cancel, still on its way, cannot end the next statement", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        // The cancel's connection takes 300 ms: sent at 400 ms, it arrives at ~700 ms, after the answer (~450 ms).
+        const proxy = yield* slowToConnectProxy(url, 300)
+        const sql = yield* onePool(proxy.url, "400 millis")
+        const pid = yield* backendPid(sql)
+        yield* sql`${sql.literal(WATCHED)} SELECT 1 AS slept FROM pg_sleep(0.45)`
+        // Still running when the cancel lands: on the retired connection it would fail with 57014.
+        const rows = yield* sql<{ slept: number }>`SELECT 1 AS slept FROM pg_sleep(1)`
+        expect(rows).toEqual([{ slept: 1 }])
+        expect(yield* backendPid(sql)).not.toBe(pid)
       }), 30_000)
 
     it.scoped("an unwatched statement may take longer than the answer timeout", () =>

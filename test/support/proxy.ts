@@ -88,3 +88,48 @@ export const restartableProxy = (url: string) =>
     }),
     (proxy) => Effect.sync(proxy.close)
   )
+
+/**
+ * A TCP proxy to the database of `url` whose first connection goes through at once and every later one
+ * only after `delayMillis` (as a DNS lookup, a handshake over a WAN or a lost SYN take): a CancelRequest,
+ * sent on a connection of its own, arrives that much later.
+ */
+export const slowToConnectProxy = (url: string, delayMillis: number) =>
+  Effect.acquireRelease(
+    Effect.async<{ readonly url: string; readonly close: () => void }>((resume) => {
+      const target = new URL(url)
+      const sockets = new Set<Socket>()
+      let connections = 0
+      const server = createServer((client) => {
+        sockets.add(client)
+        client.on("error", () => client.destroy())
+        // Held until the upstream connection is there.
+        const early: Array<Buffer> = []
+        const hold = (chunk: Buffer) => void early.push(chunk)
+        client.on("data", hold)
+        setTimeout(() => {
+          const upstream = createConnection({ host: target.hostname, port: Number(target.port || 5432) }, () => {
+            client.off("data", hold)
+            for (const chunk of early) upstream.write(chunk)
+            client.pipe(upstream)
+            upstream.pipe(client)
+          })
+          sockets.add(upstream)
+          upstream.on("error", () => client.destroy())
+          client.on("close", () => upstream.destroy())
+          upstream.on("close", () => client.destroy())
+        }, connections++ === 0 ? 0 : delayMillis)
+      })
+      server.listen(0, "127.0.0.1", () => {
+        const proxied = new URL(url)
+        proxied.hostname = "127.0.0.1"
+        proxied.port = String((server.address() as { port: number }).port)
+        const close = () => {
+          for (const socket of sockets) socket.destroy()
+          server.close()
+        }
+        resume(Effect.succeed({ url: proxied.toString(), close }))
+      })
+    }),
+    (proxy) => Effect.sync(proxy.close)
+  )
