@@ -90,6 +90,8 @@ export const formatParseError = (error: ParseResult.ParseError): string =>
 /** A job row as the queries return it: the enqueued job without `existing`. */
 type Row = Omit<EnqueuedJob, "existing">
 
+// How often an enqueue inserts again the jobs whose key's earlier job was deleted while it looked for it.
+const MAX_KEY_ROUNDS = 3
 
 /** A checked input, ready to insert. */
 const toRow = (input: EnqueueInput, payload: Record<string, unknown>, now: number) => ({
@@ -270,7 +272,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         const trace = yield* currentTraceParent
         const at = new Date(now)
         // Built only when used: with a local worker to hand off to, the insert goes through enqueue_and_claim.
-        const insert = Effect.suspend(() => {
+        const insertRows = (rows: ReadonlyArray<PreparedJob>) => Effect.suspend(() => {
           const into = sql`${preparedMark} INSERT INTO job_queue (id, organization_id, job_type, payload, priority, max_attempts, run_at,
                                                   idempotency_key, trace_id, parent_span_id, created_by, created_at, updated_at)`
           const traceId = sql`coalesce(${trace?.traceId ?? null}::text, replace(gen_random_uuid()::text, '-', ''))`
@@ -296,6 +298,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
             ORDER BY r.ord
             ${orReturnEarlier}`
         })
+        const insert = insertRows(rows)
         // Outside a transaction, a local worker with free slots gets the jobs due now in the same statement.
         const due = localWorkers === undefined || Option.isSome(yield* Effect.serviceOption(SqlClient.TransactionConnection))
           ? []
@@ -324,8 +327,19 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
         ).pipe(Effect.catchTag("SqlError", (error) => mapInsertError(error, rows)))
         // A job whose idempotency key matched an earlier job comes back as that job.
         const byId = new Map(inserted.map((job) => [job.id, job]))
-        const duplicates = rows.filter((row) => !byId.has(row.id))
-        const earlier = yield* findByKeys(duplicates.map((row) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))
+        const earlier = new Map<string, Row>()
+        let duplicates = rows.filter((row) => !byId.has(row.id))
+        for (let round = 1; duplicates.length > 0; round++) {
+          for (const job of yield* findByKeys(duplicates.map((row) => ({ organizationId: row.organizationId, idempotencyKey: row.idempotencyKey! })))) {
+            earlier.set(keyOf(job), job)
+          }
+          // Deleted between the insert and the look (retention pruned the finished job that held the key): the key
+          // is free again, so those jobs are inserted now (a few rounds: each needs another such deletion to race).
+          const vanished = duplicates.filter((row) => !earlier.has(keyOf(row)))
+          if (vanished.length === 0 || round > MAX_KEY_ROUNDS) break
+          for (const job of yield* insertRows(vanished).pipe(Effect.catchTag("SqlError", (error) => mapInsertError(error, vanished)))) byId.set(job.id, job)
+          duplicates = vanished.filter((row) => !byId.has(row.id))
+        }
         const jobs = rows.map((row): EnqueuedJob => {
           const job = byId.get(row.id)
           if (job !== undefined) {
@@ -341,8 +355,8 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
               existing: false
             }
           }
-          const first = earlier.find((j) => j.organizationId === row.organizationId && j.idempotencyKey === row.idempotencyKey)
-          // Only reachable if the earlier job was deleted between the two statements.
+          const first = earlier.get(keyOf(row))
+          // Only reachable if the key's job was deleted between insert and look MAX_KEY_ROUNDS times in a row.
           if (first === undefined) throw new Error(`job with idempotency key ${row.idempotencyKey} vanished while enqueueing`)
           return { ...first, existing: true }
         })

@@ -41,6 +41,26 @@ describe("JobQueue.enqueue", () => {
         expect(row).toEqual({ payload: { batchId: "test-1" }, createdBy: USER, maxAttempts: 3 })
       }).pipe(Effect.provide(queue)))
 
+    it.effect("a key whose finished job retention deletes between the insert and the look is free again: the job is inserted, not a defect", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const input = { organizationId: ORG, jobType: "sepa_export", payload: { batchId: "b-1" }, idempotencyKey: "sepa-2026-11" }
+        const earlier = yield* JobQueue.enqueue(input)
+        yield* sql`UPDATE job_queue SET status = 'completed', completed_at = now() - interval '30 days' WHERE id = ${earlier.id}`
+        // Retention's prune, run by the insert's own statement once it found the key taken (a statement trigger
+        // fires also when ON CONFLICT inserted nothing): the earlier job is gone when the enqueue looks for it.
+        yield* sql`CREATE FUNCTION prune_now() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN PERFORM prune_finished_jobs(now() - interval '7 days'); RETURN NULL; END $$`
+        yield* sql`CREATE TRIGGER prune_now AFTER INSERT ON job_queue FOR EACH STATEMENT EXECUTE FUNCTION prune_now()`
+        const again = yield* JobQueue.enqueue(input).pipe(
+          Effect.ensuring(Effect.orDie(sql`DROP TRIGGER prune_now ON job_queue; DROP FUNCTION prune_now()`.pipe(Effect.zipRight(Effect.void))))
+        )
+        expect(again).toMatchObject({ existing: false, status: "pending" })
+        expect(again.id).not.toBe(earlier.id)
+        expect(yield* sql`SELECT id FROM job_queue WHERE idempotency_key = 'sepa-2026-11'`).toEqual([{ id: again.id }])
+      }).pipe(Effect.provide(queue)))
+
     it.effect("rejects a payload that does not match the job type's Schema, naming the field, and writes nothing", () =>
       Effect.gen(function* () {
         yield* reset
