@@ -21,6 +21,7 @@
 import { Duration } from "effect"
 import pg from "pg"
 import { watchAnswer } from "./answerWatch.js"
+import { typeParsers } from "./infiniteTimestamps.js"
 
 /** The mark a statement's text begins with to be prepared. */
 export const PREPARED = "/* skiplock:prepared */"
@@ -29,6 +30,8 @@ export const WATCHED = "/* skiplock:prepared, watched */"
 
 /** What the client takes from the pool's options (pg.Pool hands its options to each Client it makes). */
 export interface ClientOptions {
+  /** pg's type parsers for the client (infiniteTimestamps.ts). */
+  readonly types: typeof typeParsers
   /** Send marked statements as named prepared statements (default true). */
   readonly skiplockPrepare?: boolean
   /** How long a WATCHED statement may go unanswered before it is cancelled (ms; default 30 s). */
@@ -44,6 +47,7 @@ const CANCEL_GRACE_MILLIS = 2_000
 
 /** What a pool hands each of its clients, from the pool's settings (Db.DbOptions). */
 export const clientOptions = (options: { readonly preparedStatements?: boolean; readonly answerTimeout?: Duration.DurationInput }): ClientOptions => ({
+  types: typeParsers,
   skiplockPrepare: options.preparedStatements !== false,
   skiplockAnswerTimeoutMillis: Duration.toMillis(options.answerTimeout ?? DEFAULT_ANSWER_TIMEOUT)
 })

@@ -4,7 +4,9 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
-import { Handler, JobDefinition, JobQueue, Worker } from "../../src/index.js"
+import * as QueueStats from "../../src/app/QueueStats.js"
+import { jobsTable, statsReport } from "../../src/cli/format.js"
+import { Handler, JobDefinition, JobQueue, Jobs, Worker } from "../../src/index.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { ORG } from "../support/jobs.js"
 import { eventually } from "../support/live.js"
@@ -155,8 +157,18 @@ describe("bad input", () => {
         const future = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "settlement_calculation", payload: { contractId: "f", amountCents: 1 }, runAt: new Date(8_640_000_000_000_000) })
         const infinite = (yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
           VALUES (${ORG}, 'settlement_calculation', '{"contractId":"i","amountCents":1}', 'infinity') RETURNING id`)[0]!.id
+        // PostgreSQL's infinities (pg reads them as numbers, not Dates): read back as the extreme Dates, they
+        // broke neither `stats`, `jobs list` nor the metrics, and -infinity runs at once.
+        const minusInfinite = (yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'settlement_calculation', '{"contractId":"m","amountCents":1}', '-infinity') RETURNING id`)[0]!.id
+        const stats = yield* QueueStats.collect([])
+        expect(stats.oldestRunnable).toMatchObject({ jobId: minusInfinite, runAt: new Date(-8.64e15) })
+        const listed = yield* Jobs.list({ status: "pending" })
+        expect(listed.find((job) => job.id === infinite)?.runAt).toEqual(new Date(8.64e15))
+        expect(jobsTable(listed)).toContain("+275760-09-13T00:00:00.000Z")
+        expect(statsReport(stats)).toContain(minusInfinite)
         yield* Worker.make({ handlers: [Handler.make(Settlement, { run: () => Effect.void })], pollInterval: "100 millis" })
-        yield* eventually(Effect.map(rows([past.id]), (found) => found.get(past.id)?.status === "completed"), "the past job ran")
+        yield* eventually(Effect.map(rows([past.id, minusInfinite]), (found) => found.get(past.id)?.status === "completed" && found.get(minusInfinite)?.status === "completed"), "the past jobs ran")
         yield* Effect.sleep("300 millis")
         const found = yield* rows([future.id, infinite])
         expect(found.get(future.id)).toMatchObject({ status: "pending", attempts: 0 })
