@@ -40,7 +40,8 @@ export const billingHandlers = [billingRunHandler] as const
 
 /**
  * What an operator must fix in the stored billing data that a migration could not: customers stored
- * before billing 0009 whose IBAN no bank issues leave its check NOT VALID (the migration's own warning
+ * before billing 0009 whose IBAN no bank issues leave its check NOT VALID, and before 0013 customers whose
+ * mandate references break its rules (the migration's own warning
  * is a PostgreSQL notice nobody prints). A catalog lookup, not a scan: cheap at every start.
  */
 export const billingDataChecks = [
@@ -56,5 +57,30 @@ export const billingDataChecks = [
               "correct them, then ALTER TABLE customers VALIDATE CONSTRAINT customers_iban_valid"
           ]
     )
+  ),
+  // Billing 0013: references padded with spaces or blank, and references one organization has in two cases.
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql<{ validated: boolean | null; indexed: boolean }>`
+      SELECT (SELECT convalidated FROM pg_constraint WHERE conname = 'customers_mandate_reference_trimmed') AS validated,
+             EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'customers_mandate_reference_unique_any_case') AS indexed`
+  ).pipe(
+    Effect.map(([found]) => [
+      ...(found?.validated === false
+        ? [
+            "customers stored before billing 0013 may have a blank mandate reference or one with a space before or after it " +
+              "(customers_mandate_reference_trimmed is NOT VALID): list them with SELECT id, customer_number, mandate_reference FROM customers " +
+              "WHERE mandate_reference <> btrim(mandate_reference, ' ') OR btrim(mandate_reference, ' ') = '', correct them, then " +
+              "ALTER TABLE customers VALIDATE CONSTRAINT customers_mandate_reference_trimmed"
+          ]
+        : []),
+      ...(found?.validated !== null && found?.indexed === false
+        ? [
+            "customers of one organization share a mandate reference but for its case, which a bank takes for one mandate " +
+              "(customers_mandate_reference_unique_any_case was not built): list them with SELECT organization_id, upper(mandate_reference), " +
+              "array_agg(customer_number) FROM customers GROUP BY 1, 2 HAVING count(*) > 1, give each its own, then CREATE UNIQUE INDEX " +
+              "customers_mandate_reference_unique_any_case ON customers (organization_id, upper(mandate_reference))"
+          ]
+        : [])
+    ])
   )
 ] as const

@@ -7,15 +7,12 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { copyFile, mkdir, mkdtemp, readdir, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { SkiplockTest } from "skiplock/testing"
 import { bbanPattern, ibanProblem, isValidIban, makeIban, sepaCountries } from "../../src/billing/iban.js"
 import { billingMigrations } from "../../src/billing/index.js"
 import { Db, Migrator } from "../../src/index.js"
 import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
-import { billingKit } from "./support.js"
+import { billingKit, billingSetBefore } from "./support.js"
 
 const ORGANIZATION = "c0000000-0000-4000-8000-00000000aaaa"
 
@@ -178,23 +175,10 @@ describe("IBANs in the database", () => {
   })
 })
 
-// Billing migrations up to 0008, in a folder named like the real set, so that the real set applies 0009 later.
-const billingSetBefore0009 = Effect.acquireRelease(
-  Effect.promise(async () => {
-    const folder = join(await mkdtemp(join(tmpdir(), "skiplock-billing-")), "billing")
-    await mkdir(folder)
-    for (const file of await readdir(billingMigrations)) {
-      if (file.endsWith(".sql") && Number(file.slice(0, 4)) < 9) await copyFile(join(billingMigrations, file), join(folder, file))
-    }
-    return folder
-  }),
-  (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
-)
-
 describe("Customers stored before migration 0009", () => {
   it.scoped("keep their IBAN, under a constraint left NOT VALID that checks every new or updated row", () =>
     Effect.gen(function* () {
-      const before = yield* billingSetBefore0009
+      const before = yield* billingSetBefore(9)
       const { url } = yield* acquireTestDatabase({ migrations: [Migrator.coreMigrations, before] })
       yield* Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient

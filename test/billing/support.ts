@@ -4,6 +4,9 @@
 // the production pricing code.
 import { SqlClient } from "@effect/sql"
 import { Deferred, Effect, Exit, Scope, TestServices } from "effect"
+import { copyFile, mkdir, mkdtemp, readdir, rm } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { type Handler, type Outcome, Worker } from "skiplock"
 import { type DrainResult, SkiplockTest } from "skiplock/testing"
 import { billingMigrations, billingRunHandler } from "../../src/billing/index.js"
@@ -15,6 +18,23 @@ import { billingMigrations, billingRunHandler } from "../../src/billing/index.js
  * `SkiplockTest.reset`.
  */
 export const billingKit = SkiplockTest.layer({ handlers: [billingRunHandler], migrations: [billingMigrations] })
+
+/**
+ * The billing migrations before number `first` (scoped), in a folder named like the real set, so that the
+ * real set applies the rest later: a database as one deployed before that migration.
+ */
+export const billingSetBefore = (first: number) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const folder = join(await mkdtemp(join(tmpdir(), "skiplock-billing-")), "billing")
+      await mkdir(folder)
+      for (const file of await readdir(billingMigrations)) {
+        if (file.endsWith(".sql") && Number(file.slice(0, 4)) < first) await copyFile(join(billingMigrations, file), join(folder, file))
+      }
+      return folder
+    }),
+    (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
+  )
 
 /**
  * Each job the drain saw, by id, with the outcomes of the attempts it ran
