@@ -14,6 +14,12 @@ export const IsoDate = Schema.String.pipe(
 )
 
 /** A billing period: one calendar month, "YYYY-MM". */
+// The month `months` after a YYYY-MM month, as YYYY-MM.
+const shiftMonth = (period: string, months: number) => {
+  const index = Number(period.slice(0, 4)) * 12 + Number(period.slice(5, 7)) - 1 + months
+  return `${String(Math.floor(index / 12)).padStart(4, "0")}-${String((index % 12) + 1).padStart(2, "0")}`
+}
+
 export const BillingPeriod = Schema.String.pipe(
   Schema.filter((value) => PERIOD_FORMAT.test(value) || `expected a month as YYYY-MM (e.g. 2025-03), got "${value}"`),
   Schema.annotations({ identifier: "BillingPeriod" })
@@ -60,7 +66,19 @@ export const BillingRunPayload = Schema.Struct({
   customerIds: Schema.optional(Schema.NonEmptyArray(Schema.UUID).pipe(Schema.maxItems(10_000))),
   /** The invoices' date; default: today in Germany when the run starts. It also picks the number year. */
   invoiceDate: Schema.optional(IsoDate.pipe(Schema.filter((date) => /^2\d{3}-/.test(date) || "the invoice date must lie in the years 2000 to 2999")))
-}).annotations({ parseOptions: { onExcessProperty: "error" } })
+}).annotations({ parseOptions: { onExcessProperty: "error" } }).pipe(
+  // A typo in the year (2009 for 2025) dated every invoice years off and took that year's numbers for good: a
+  // given date must lie from a month before the period to six months after it (§14 Abs. 2 UStG: an invoice is
+  // issued within six months of the service). Left out, the invoices are dated the day the run starts.
+  Schema.filter(({ billingPeriod, invoiceDate }) => {
+    if (invoiceDate === undefined) return true
+    const from = `${shiftMonth(billingPeriod, -1)}-01`
+    const before = `${shiftMonth(billingPeriod, 7)}-01`
+    return (invoiceDate >= from && invoiceDate < before) ||
+      `the invoice date ${invoiceDate} is too far from the billing period ${billingPeriod}: give one from ${from} to the end of ` +
+        `${shiftMonth(billingPeriod, 6)} (a month before the period to six months after it), or leave it out to date the invoices today`
+  })
+)
 export type BillingRunPayload = typeof BillingRunPayload.Type
 
 export const NewOrganization = Schema.Struct({

@@ -7,6 +7,7 @@ import { BillingRunPayload, Iban, NewContract } from "../../src/billing/domain.j
 import { isValidIban, makeIban, maskIban, normalizeIban } from "../../src/billing/iban.js"
 import { divideRoundHalfUp, draftInvoice, formatInvoiceNumber, proRataNet, spreadVat, vatOf } from "../../src/billing/pricing.js"
 import { seededRandom } from "../../src/billing/seededRandom.js"
+import { formatParseError } from "../../src/JobQueue.js"
 
 const april = periodOf("2025-04")!
 const contract = (overrides: Partial<Parameters<typeof draftInvoice>[0][number]> = {}) => ({
@@ -176,6 +177,14 @@ describe("schemas", () => {
       expect(Either.isLeft(decode({ billingPeriod }))).toBe(true)
     }
     expect(Either.isLeft(decode({ billingPeriod: "2025-03", invoiceDate: "2025-02-30" }))).toBe(true)
+    // A given invoice date lies from a month before the period to six months after it (a year's typo would take that year's numbers).
+    for (const invoiceDate of ["2025-02-01", "2025-03-01", "2025-04-01", "2025-09-30"]) expect(Either.isRight(decode({ billingPeriod: "2025-03", invoiceDate }))).toBe(true)
+    for (const invoiceDate of ["2025-01-31", "2025-10-01", "2024-04-01", "2026-04-01", "2009-01-01"]) expect(Either.isLeft(decode({ billingPeriod: "2025-03", invoiceDate }))).toBe(true)
+    expect(Either.isRight(decode({ billingPeriod: "2025-12", invoiceDate: "2026-06-30" }))).toBe(true)
+    const typo = decode({ billingPeriod: "2025-05", invoiceDate: "2009-01-01" })
+    expect(Either.isLeft(typo) && formatParseError(typo.left)).toContain(
+      "the invoice date 2009-01-01 is too far from the billing period 2025-05: give one from 2025-04-01 to the end of 2025-11"
+    )
     expect(Either.isLeft(decode({ billingPeriod: "2025-03", customerIds: [] }))).toBe(true)
   })
 
