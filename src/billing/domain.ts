@@ -5,7 +5,7 @@
  */
 import { Schema } from "effect"
 import { isCalendarDate, PERIOD_FORMAT } from "./calendar.js"
-import { ibanProblem, maskIban } from "./iban.js"
+import { creditorIdProblem, ibanProblem, maskIban } from "./iban.js"
 
 /** A calendar date, ISO "YYYY-MM-DD", that exists. */
 export const IsoDate = Schema.String.pipe(
@@ -86,7 +86,7 @@ export const NewOrganization = Schema.Struct({
   name: Schema.NonEmptyTrimmedString,
   paymentTermsDays: Schema.Int.pipe(Schema.between(0, 180)),
   invoiceNumberPrefix: Schema.String.pipe(Schema.pattern(/^[A-Z0-9]{1,10}$/)),
-  sepaCreditorId: Schema.optional(Schema.String.pipe(Schema.pattern(/^[A-Z]{2}[0-9]{2}[A-Z0-9]{3}[A-Z0-9]{1,28}$/)))
+  sepaCreditorId: Schema.optional(Schema.String.pipe(Schema.filter((id) => creditorIdProblem(id) ?? true)))
 })
 export type NewOrganization = typeof NewOrganization.Type
 

@@ -146,6 +146,18 @@ export const maskIban = (iban: string): string => (iban.length <= 8 ? "…" : `$
 
 export const isValidIban = (iban: string): boolean => ibanProblem(iban) === undefined
 
+/**
+ * Why a SEPA creditor identifier is invalid, or undefined when it is valid: its shape (a German one is
+ * DE, two check digits, a business code of three and an 11-digit national identifier), and its check
+ * digits, mod 97 over the national identifier and the country code (the business code left out).
+ */
+export const creditorIdProblem = (id: string): string | undefined => {
+  if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]{3}[A-Z0-9]{1,28}$/.test(id)) return "a SEPA creditor id is a country code, two check digits, a business code of three and the national identifier"
+  if (id.startsWith("DE") && !/^DE[0-9]{2}[A-Z0-9]{3}[0-9]{11}$/.test(id)) return "a German SEPA creditor id has 18 characters: DE, two check digits, a business code of three (ZZZ) and 11 digits"
+  if (mod97(id.slice(7) + id.slice(0, 4)) !== 1) return "the SEPA creditor id's check digits do not match (mod 97)"
+  return undefined
+}
+
 /** The IBAN for a country and a national account number (BBAN), with its check digits computed. */
 export const makeIban = (country: string, bban: string): string => {
   const check = 98 - mod97(bban + country + "00")
