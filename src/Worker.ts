@@ -19,7 +19,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Runtime } from "effect"
+import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -32,7 +32,7 @@ import { makeCompletions, type Finished } from "./internal/completions.js"
 import { executeJob, leaseRanOut, type Outcome } from "./internal/executeJob.js"
 import { fixedRate } from "./internal/fixedRate.js"
 import { leaseWithoutSlack, makeHeartbeat } from "./internal/heartbeat.js"
-import { listenForJobs } from "./internal/listener.js"
+import { LET_GO, listenForJobs } from "./internal/listener.js"
 import { makePrune, makeRegistration, makeRescue } from "./internal/maintenance.js"
 import { makeOutageLog } from "./internal/outageLog.js"
 import { sqlErrorText } from "./internal/sqlErrorText.js"
@@ -414,15 +414,21 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     yield* registration.ensure
 
     const handledTypes = new Set(jobTypes)
+    // A job this worker holds was failed by hand (0036): a heartbeat at once stops its handler, or drops it
+    // before it starts if it was claimed ahead, rather than the next one, up to heartbeatInterval later.
+    const letGo = `${LET_GO}${workerId}`
+    const beatsAsked = yield* Queue.sliding<void>(1)
     const listenerFiber = options.listen === false
       ? undefined
-      : yield* listenForJobs(pgClient.config, (jobType) => {
-          if (jobType === "" || handledTypes.has(jobType)) wakeups.notified()
+      : yield* listenForJobs(pgClient.config, (payload) => {
+          if (payload === letGo) beatsAsked.unsafeOffer(undefined)
+          else if (payload === "" || handledTypes.has(payload)) wakeups.notified()
         }).pipe(Effect.forkDaemon)
     const loopFiber = yield* Effect.forkDaemon(claimLoop)
     const pollerFiber = yield* Effect.forkDaemon(wakeups.poller)
     const looksAgainFiber = yield* Effect.forkDaemon(wakeups.looksAgain)
     const heartbeatFiber = yield* Effect.forkDaemon(fixedRate(heartbeatInterval, heartbeat.beat))
+    const askedBeatFiber = yield* Effect.forkDaemon(Effect.forever(Effect.zipRight(Queue.take(beatsAsked), heartbeat.beat)))
     const rescueFiber = yield* Effect.forkDaemon(fixedRate(rescueInterval, rescue))
     const pruneFiber = yield* Effect.forkDaemon(fixedRate(pruneInterval, prune))
     const deadlineFiber = yield* Effect.forkDaemon(deadlines.watch)
@@ -451,7 +457,10 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
       // Background tasks stop at once, unless one is in a query: interrupting it cancels the query on the
       // server, through the same pool, which a database that stopped answering never gives back.
-      yield* waitAtMost(Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber] : [listenerFiber, rescueFiber, pruneFiber]), BACKGROUND_STOP_TIMEOUT)
+      yield* waitAtMost(
+        Fiber.interruptAll(listenerFiber === undefined ? [rescueFiber, pruneFiber, askedBeatFiber] : [listenerFiber, rescueFiber, pruneFiber, askedBeatFiber]),
+        BACKGROUND_STOP_TIMEOUT
+      )
       if (slots.size() > 0) {
         yield* Effect.logInfo(`stopping: waiting up to ${Duration.toMillis(shutdownTimeout) === 0 ? "0s" : Duration.format(shutdownTimeout)} for ${slots.size()} running job(s)`)
         yield* waitAtMost(slots.noneRunning.await, shutdownTimeout)

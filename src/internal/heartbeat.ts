@@ -168,9 +168,12 @@ export const makeHeartbeat = (options: HeartbeatOptions) => {
     yield* tried.answer._tag === "Left" ? heartbeatFailures.failed(tried.answer.left) : heartbeatFailures.succeeded
   })
 
+  // One beat at a time: the fixed-rate one and one asked for early (a job failed by hand) may meet.
+  const oneAtATime = Effect.unsafeMakeSemaphore(1).withPermits(1)
+
   return {
-    /** One heartbeat, with its retries while the database cannot be reached; run it on a fixed rate. */
-    beat: heartbeat,
+    /** One heartbeat, with its retries while the database cannot be reached; run it on a fixed rate, or at once when asked. */
+    beat: oneAtATime(heartbeat),
     /** Whether the last heartbeat try could not reach the database: this worker's leases may have run out unrenewed. */
     unreachable: (): boolean => heartbeatUnreachable
   }

@@ -12,6 +12,8 @@ import { waitAtMost } from "./bounded.js"
 import { makeOutageLog } from "./outageLog.js"
 
 export const JOBS_CHANNEL = "skiplock_jobs"
+/** A payload that is no job type (a colon): followed by a worker's id, that worker's job was failed by hand (0036). */
+export const LET_GO = "let-go:"
 // As the pool's (Db.layer), which the PgClient config built from a pool does not carry.
 const CONNECT_TIMEOUT = Duration.seconds(5)
 
