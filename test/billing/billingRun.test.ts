@@ -6,7 +6,7 @@
 // time (or a worker shut down mid-run) start a Worker on the kit's database.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Clock, Deferred, Effect } from "effect"
+import { Cause, Clock, Deferred, Effect } from "effect"
 import { JobQueue } from "skiplock"
 import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
 import { makeIban } from "../../src/billing/iban.js"
@@ -352,6 +352,32 @@ describe("billing_run", () => {
                  monthly_net_cents, 0, vat_rate_bp, 0, 0
           FROM invoice_lines WHERE invoice_id = (SELECT id FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001')`))
           .toBe("an invoice line of 0,00 € is not issued: nothing is owed")
+
+        // Nor an invoice without lines, nor one whose number the counter has not given out (billing 0015): a gap
+        // in the sequence, or the counter's next number taken so that every later run fails on it.
+        const copyOfFirst = (number: number) => sql`
+          INSERT INTO invoices (organization_id, billing_run_id, customer_id, billing_period, invoice_number, number_year,
+                                number_sequence, invoice_date, due_date, service_start, service_end, net_cents, vat_cents,
+                                gross_cents, iban, mandate_reference, created_at)
+          SELECT organization_id, billing_run_id, customer_id, ${`2024-${String(number % 12 + 1).padStart(2, "0")}`}, ${`RE-2025-${String(number).padStart(5, "0")}`}, number_year,
+                 ${number}, invoice_date, due_date, service_start, service_end, net_cents, vat_cents, gross_cents, iban, mandate_reference, created_at
+          FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001'
+          RETURNING id`
+        expect(yield* refusal(copyOfFirst(6))).toBe("invoice RE-2025-00006 has no lines: an invoice is issued with its lines, by a billing run")
+        const withLines = (number: number) =>
+          sql.withTransaction(Effect.flatMap(copyOfFirst(number), ([invoice]) => sql`
+            INSERT INTO invoice_lines (organization_id, invoice_id, position, contract_id, description, service_start, service_end,
+                                       days_billed, days_in_period, monthly_net_cents, net_cents, vat_rate_bp, vat_cents, gross_cents)
+            SELECT organization_id, ${invoice!.id}, position, contract_id, description, service_start, service_end, days_billed, days_in_period,
+                   monthly_net_cents, net_cents, vat_rate_bp, vat_cents, gross_cents
+            FROM invoice_lines WHERE invoice_id = (SELECT id FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001')`))
+        // Refused at COMMIT, which @effect/sql reports as a defect.
+        const refusedAtCommit = (statement: Effect.Effect<unknown, unknown>) =>
+          statement.pipe(Effect.sandbox, Effect.flip, Effect.map((cause) => String((Cause.squash(cause) as { cause?: { message?: string } }).cause?.message)))
+        expect(yield* refusedAtCommit(withLines(6))).toBe(
+          "invoice RE-2025-00006 takes number 6 of 2025, which the counter has not given out (last given out: 5): numbers come from invoice_number_counters, without gaps"
+        )
+        expect(yield* refusedAtCommit(withLines(9999))).toContain("takes number 9999 of 2025")
       }))
 
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
