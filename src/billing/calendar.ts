@@ -33,6 +33,12 @@ export interface Period {
   readonly days: number
 }
 
+/** The month `months` after a "YYYY-MM" month (before it when negative), as "YYYY-MM". */
+export const shiftMonth = (period: string, months: number): string => {
+  const index = Number(period.slice(0, 4)) * 12 + Number(period.slice(5, 7)) - 1 + months
+  return `${String(Math.floor(index / 12)).padStart(4, "0")}-${String((index % 12) + 1).padStart(2, "0")}`
+}
+
 export const PERIOD_FORMAT = /^(2\d{3})-(0[1-9]|1[0-2])$/
 
 /** The month of a "YYYY-MM" string, or undefined when it is not one. */

@@ -4,7 +4,7 @@
  * before it is stored. Money is integer cents; VAT rates are basis points.
  */
 import { Schema } from "effect"
-import { isCalendarDate, PERIOD_FORMAT } from "./calendar.js"
+import { isCalendarDate, PERIOD_FORMAT, shiftMonth } from "./calendar.js"
 import { creditorIdProblem, ibanProblem, maskIban } from "./iban.js"
 
 /** A calendar date, ISO "YYYY-MM-DD", that exists. */
@@ -14,12 +14,6 @@ export const IsoDate = Schema.String.pipe(
 )
 
 /** A billing period: one calendar month, "YYYY-MM". */
-// The month `months` after a YYYY-MM month, as YYYY-MM.
-const shiftMonth = (period: string, months: number) => {
-  const index = Number(period.slice(0, 4)) * 12 + Number(period.slice(5, 7)) - 1 + months
-  return `${String(Math.floor(index / 12)).padStart(4, "0")}-${String((index % 12) + 1).padStart(2, "0")}`
-}
-
 export const BillingPeriod = Schema.String.pipe(
   Schema.filter((value) => PERIOD_FORMAT.test(value) || `expected a month as YYYY-MM (e.g. 2025-03), got "${value}"`),
   Schema.annotations({ identifier: "BillingPeriod" })

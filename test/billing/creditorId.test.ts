@@ -7,9 +7,8 @@ import { Effect, Either, Schema } from "effect"
 import { NewOrganization } from "../../src/billing/domain.js"
 import { creditorIdProblem } from "../../src/billing/iban.js"
 import { billingDataChecks, billingMigrations } from "../../src/billing/index.js"
-import { Db, Migrator } from "../../src/index.js"
-import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
-import { billingKit, billingSetBefore } from "./support.js"
+import { Migrator } from "../../src/index.js"
+import { beforeBillingMigration, billingKit } from "./support.js"
 
 // The Bundesbank's published test id, and an Austrian one whose check digits are 98 - (01234567890AT00 mod 97) = 61.
 const VALID = ["DE98ZZZ09999999999", "AT61ZZZ01234567890"]
@@ -52,9 +51,7 @@ describe("SEPA creditor ids in the database", () => {
 describe("Organizations stored before billing migration 0014", () => {
   it.scoped("keep their creditor id, under a check left NOT VALID that the start-up warning names", () =>
     Effect.gen(function* () {
-      const before = yield* billingSetBefore(14)
-      const { url } = yield* acquireTestDatabase({ migrations: [Migrator.coreMigrations, before] })
-      yield* Effect.gen(function* () {
+      yield* beforeBillingMigration(14, Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         yield* insertOrganization("c0000000-0000-4000-8000-00000000ffff", "DE00ZZZ09999999999")
         expect(yield* Migrator.migrate([Migrator.coreMigrations, billingMigrations])).toContain("billing/0014_sepa_creditor_id_check_digits")
@@ -62,6 +59,6 @@ describe("Organizations stored before billing migration 0014", () => {
         const findings = (yield* Effect.all(billingDataChecks)).flat()
         expect(findings).toHaveLength(1)
         expect(findings[0]).toContain("organizations_sepa_creditor_id_valid is NOT VALID")
-      }).pipe(Effect.provide(Db.layer({ url })))
+      }))
     }), 60_000)
 })

@@ -10,9 +10,8 @@ import { Effect } from "effect"
 import { SkiplockTest } from "skiplock/testing"
 import { bbanPattern, ibanProblem, isValidIban, makeIban, sepaCountries } from "../../src/billing/iban.js"
 import { billingMigrations } from "../../src/billing/index.js"
-import { Db, Migrator } from "../../src/index.js"
-import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
-import { billingKit, billingSetBefore } from "./support.js"
+import { Migrator } from "../../src/index.js"
+import { beforeBillingMigration, billingKit } from "./support.js"
 
 const ORGANIZATION = "c0000000-0000-4000-8000-00000000aaaa"
 
@@ -178,9 +177,7 @@ describe("IBANs in the database", () => {
 describe("Customers stored before migration 0009", () => {
   it.scoped("keep their IBAN, under a constraint left NOT VALID that checks every new or updated row", () =>
     Effect.gen(function* () {
-      const before = yield* billingSetBefore(9)
-      const { url } = yield* acquireTestDatabase({ migrations: [Migrator.coreMigrations, before] })
-      yield* Effect.gen(function* () {
+      yield* beforeBillingMigration(9, Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         yield* sql`INSERT INTO organizations (id, name) VALUES (${ORGANIZATION}, 'IBAN Test GmbH')`
         // Check digits 99 passed the checks of 0002 and 0006.
@@ -209,6 +206,6 @@ describe("Customers stored before migration 0009", () => {
         yield* sql`UPDATE customers SET iban = 'DE02120300000000202051', name = 'Erika Meier' WHERE customer_number = 'K-1'`
         yield* sql`ALTER TABLE customers VALIDATE CONSTRAINT customers_iban_valid`
         expect(yield* constraintValidated).toEqual([{ validated: true }])
-      }).pipe(Effect.provide(Db.layer({ url })))
+      }))
     }), 60_000)
 })

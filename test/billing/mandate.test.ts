@@ -7,9 +7,8 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Schema } from "effect"
 import { MandateReference } from "../../src/billing/domain.js"
 import { billingDataChecks, billingMigrations } from "../../src/billing/index.js"
-import { Db, Migrator } from "../../src/index.js"
-import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
-import { billingKit, billingSetBefore } from "./support.js"
+import { Migrator } from "../../src/index.js"
+import { beforeBillingMigration, billingKit } from "./support.js"
 
 const ORGANIZATION = "c0000000-0000-4000-8000-00000000bbbb"
 
@@ -55,9 +54,7 @@ describe("mandate references in the database", () => {
 describe("Customers stored before billing migration 0013", () => {
   it.scoped("keep their references; the rules 0013 cannot enforce on them are left off with a warning, and new rows are still checked", () =>
     Effect.gen(function* () {
-      const before = yield* billingSetBefore(13)
-      const { url } = yield* acquireTestDatabase({ migrations: [Migrator.coreMigrations, before] })
-      yield* Effect.gen(function* () {
+      yield* beforeBillingMigration(13, Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         yield* sql`INSERT INTO organizations (id, name) VALUES (${ORGANIZATION}, 'Mandat Test GmbH')`
         yield* insertCustomer("K-1", "SWM-K-010001")
@@ -73,6 +70,6 @@ describe("Customers stored before billing migration 0013", () => {
         expect(findings).toHaveLength(2)
         expect(findings[0]).toContain("customers_mandate_reference_trimmed is NOT VALID")
         expect(findings[1]).toContain("customers_mandate_reference_unique_any_case was not built")
-      }).pipe(Effect.provide(Db.layer({ url })))
+      }))
     }), 60_000)
 })

@@ -3,6 +3,7 @@
 // workers, reading the results, and an expectation computed independently of
 // the production pricing code.
 import { SqlClient } from "@effect/sql"
+import type { PgClient } from "@effect/sql-pg"
 import { Deferred, Effect, Exit, Scope, TestServices } from "effect"
 import { copyFile, mkdir, mkdtemp, readdir, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -10,6 +11,8 @@ import { join } from "node:path"
 import { type Handler, type Outcome, Worker } from "skiplock"
 import { type DrainResult, SkiplockTest } from "skiplock/testing"
 import { billingMigrations, billingRunHandler } from "../../src/billing/index.js"
+import { Db, Migrator } from "../../src/index.js"
+import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
 
 /**
  * A fresh database with the core and billing migrations, on the TestClock, with
@@ -19,11 +22,9 @@ import { billingMigrations, billingRunHandler } from "../../src/billing/index.js
  */
 export const billingKit = SkiplockTest.layer({ handlers: [billingRunHandler], migrations: [billingMigrations] })
 
-/**
- * The billing migrations before number `first` (scoped), in a folder named like the real set, so that the
- * real set applies the rest later: a database as one deployed before that migration.
- */
-export const billingSetBefore = (first: number) =>
+// The billing migrations before number `first` (scoped), in a folder named like the real set, so that the
+// real set applies the rest later.
+const billingSetBefore = (first: number) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
       const folder = join(await mkdtemp(join(tmpdir(), "skiplock-billing-")), "billing")
@@ -35,6 +36,17 @@ export const billingSetBefore = (first: number) =>
     }),
     (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
   )
+
+/**
+ * Runs `effect` against a fresh database deployed before billing migration `first` (the core migrations
+ * and the billing ones before it), as a database of an earlier version: the effect applies the rest.
+ */
+export const beforeBillingMigration = <A, E>(first: number, effect: Effect.Effect<A, E, SqlClient.SqlClient | PgClient.PgClient>) =>
+  Effect.gen(function* () {
+    const before = yield* billingSetBefore(first)
+    const { url } = yield* acquireTestDatabase({ migrations: [Migrator.coreMigrations, before] })
+    return yield* Effect.provide(effect, Db.layer({ url }))
+  })
 
 /**
  * Each job the drain saw, by id, with the outcomes of the attempts it ran
