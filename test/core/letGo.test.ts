@@ -1,6 +1,7 @@
 // A job failed by hand while a worker holds it: the database tells that worker at once (NOTIFY, migration
 // 0036), and it runs a heartbeat, which stops the handler or drops the job claimed ahead before it starts,
 // instead of at its next heartbeat (up to heartbeatInterval later). Real clock: LISTEN is real.
+import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
 import { Deferred, Effect, Schema } from "effect"
 import { Handler, JobDefinition, JobQueue, Jobs, Worker } from "../../src/index.js"
@@ -12,6 +13,12 @@ const Report = JobDefinition.make("report_generation", Schema.Struct({ n: Schema
 
 const enqueue = (n: number) =>
   Effect.map(JobQueue.enqueueJob(Report, { n }, { organizationId: ORG, priority: n }).pipe(Effect.provide(JobQueue.layer([Report]))), (job) => job.id)
+
+// The worker's LISTEN has run (its connection's last statement): a notification sent before it would be lost.
+const listening = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name LIKE '%-listen' AND query LIKE 'LISTEN %' AND state = 'idle'`
+).pipe(Effect.map(([row]) => row!.n === 1))
 
 // Long heartbeats: without the notification, the worker would learn of the fail only 20 s later.
 const slowHeartbeat = { heartbeatInterval: "20 seconds", leaseDuration: "60 seconds", pollInterval: "1 hour", shutdownTimeout: "1 second" } as const
@@ -28,6 +35,7 @@ describe("a job failed by hand while a worker holds it", () => {
         const second = yield* enqueue(2)
         const worker = yield* Worker.make({ handlers: [handler], concurrency: 1, prefetch: 1, ...slowHeartbeat })
         yield* eventually(Effect.map(worker.status, (status) => status.running === 1 && status.prefetched === 1), "job 1 runs and job 2 waits")
+        yield* eventually(listening, "the worker listens")
         expect(yield* Jobs.fail(second, { actor: "cli:operator", reason: "must not run" })).toMatchObject({ status: "failed", previousStatus: "processing" })
         yield* eventually(Effect.map(worker.status, (status) => status.prefetched === 0), "the worker dropped job 2", "5 seconds")
         yield* Deferred.succeed(gate, undefined)
@@ -46,6 +54,7 @@ describe("a job failed by hand while a worker holds it", () => {
         const job = yield* enqueue(3)
         yield* Worker.make({ handlers: [handler], ...slowHeartbeat })
         yield* Deferred.await(running)
+        yield* eventually(listening, "the worker listens")
         yield* Jobs.fail(job, { actor: "cli:operator", reason: "stop it" })
         const failedAt = Date.now()
         yield* Deferred.await(stopped).pipe(Effect.timeout("5 seconds"))
