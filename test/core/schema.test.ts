@@ -203,26 +203,43 @@ describe("schema", () => {
         const { url } = yield* TestDatabase
         // A backlog large enough that the plan for unknown values looks dearer than one per call.
         yield* analyzedBacklog(20000)
-        const lastCall = yield* Effect.promise(() =>
-          withPlanLog(url, async (client, plans) => {
-            // PostgreSQL decides between planning per call and one plan after the fifth call.
-            let held: Array<{ id: string; attempts: number }> = []
-            for (let call = 1; call <= 8; call++) {
-              plans.length = 0
-              const { rows } = await client.query(
-                // As the worker calls it: skipping rows locked elsewhere (0018).
-                "SELECT id, attempts FROM complete_and_claim('w', $1::uuid[], $2::int[], ARRAY['report_generation'], 5, now(), interval '30 seconds', true)",
-                [held.map((job) => job.id), held.map((job) => job.attempts)]
-              )
-              held = rows.filter((row) => row.id !== null)
-            }
-            return [...plans]
-          })
-        )
-        const claim = lastCall.find((plan) => plan.includes("WITH claimed AS"))
-        const completion = lastCall.find((plan) => plan.includes("UPDATE job_queue j\n    SET status = 'completed'"))
+        // A worker of one job type, and one of several (0037 claims for them differently).
+        const lastCallFor = (types: ReadonlyArray<string>) =>
+          Effect.promise(() =>
+            withPlanLog(url, async (client, plans) => {
+              // PostgreSQL decides between planning per call and one plan after the fifth call.
+              let held: Array<{ id: string; attempts: number }> = []
+              for (let call = 1; call <= 8; call++) {
+                plans.length = 0
+                const { rows } = await client.query(
+                  // As the worker calls it: skipping rows locked elsewhere (0018).
+                  "SELECT id, attempts FROM complete_and_claim('w', $1::uuid[], $2::int[], $3::text[], 5, now(), interval '30 seconds', true)",
+                  [held.map((job) => job.id), held.map((job) => job.attempts), types]
+                )
+                held = rows.filter((row) => row.id !== null)
+              }
+              // What is still held goes back, for the next worker's calls.
+              await client.query("SELECT complete_jobs('w', $1::uuid[], $2::int[], now())", [
+                held.map((job) => job.id),
+                held.map((job) => job.attempts)
+              ])
+              return [...plans]
+            })
+          )
+        const oneType = yield* lastCallFor(["report_generation"])
+        const severalTypes = yield* lastCallFor(["report_generation", "dunning_run"])
+        const completion = oneType.find((plan) => plan.includes("UPDATE job_queue j\n    SET status = 'completed'"))
         // A plan made once shows the parameters; a plan made for one call shows that call's values.
-        expect(claim).toMatch(/Index Scan using job_queue_runnable_idx on job_queue p .*\n.*Index Cond: \(run_at <= \$\d+\)/)
+        // One type: that type's part of the runnable index, walked in the claim's order.
+        expect(oneType.find((plan) => plan.includes("v_ids := ARRAY("))).toMatch(
+          /Index Scan using job_queue_runnable_idx on job_queue p .*\n.*Index Cond: \(\(job_type = \(\$\d+\)\[1\]\) AND \(run_at <= \$\d+\)\)/
+        )
+        // Several: each type's part of it, then the candidates locked through the primary key.
+        const candidates = severalTypes.find((plan) => plan.includes("WITH candidates AS"))
+        expect(candidates).toMatch(
+          /Index (Only )?Scan using job_queue_runnable_idx on job_queue q .*\n.*Index Cond: \(\(job_type = t\.job_type\) AND \(run_at <= \$\d+\)\)/
+        )
+        expect(candidates).toMatch(/Index Scan using job_queue_pkey on job_queue p .*\n.*Index Cond: \(id = k\.id\)/)
         expect(completion).toMatch(/locked_by = \$\d+/)
       }))
 

@@ -1,0 +1,106 @@
+// A claim reads only the jobs of the types it takes (migration 0037), in one order across types,
+// and still takes as many jobs as are free when other claims hold the first ones.
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import pg from "pg"
+import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { ORG } from "../support/jobs.js"
+
+const ALL_TYPES = ["billing_run", "sepa_export", "settlement_calculation", "dunning_run", "report_generation", "bulk_invoice_upsert"]
+
+/** Pending jobs of one type, due since `minutesAgo`, named `${type}-${n}` in their claim order. */
+const pendingJobs = (type: string, count: number, minutesAgo: number, priority = 0) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql`INSERT INTO job_queue (organization_id, job_type, payload, priority, run_at, created_at)
+        SELECT ${ORG}, ${type}, jsonb_build_object('name', ${type} || '-' || n), ${priority},
+               now() - make_interval(mins => ${minutesAgo}) + n * interval '1 millisecond',
+               now() - make_interval(mins => ${minutesAgo})
+        FROM generate_series(1, ${count}) AS n`)
+
+const claimedNames = (rows: ReadonlyArray<{ payload: { name: string } }>) => rows.map((row) => row.payload.name)
+
+describe("claims by job type", () => {
+  it.layer(TestDatabase.layer())((it) => {
+    it.effect("a claim reads only the pending jobs of the types it takes, not a backlog of another type ahead of them", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        // Due earlier than every job the claims take: before 0037 every claim fetched all of them.
+        yield* pendingJobs("sepa_export", 5000, 60)
+        yield* pendingJobs("report_generation", 3, 1)
+        yield* pendingJobs("dunning_run", 3, 1)
+        const claimReading = (types: ReadonlyArray<string>) =>
+          sql.withTransaction(
+            Effect.gen(function* () {
+              const claimed = yield* sql<{ payload: { name: string } }>`
+                SELECT payload FROM claim_next_job('w', ${types}::text[], 5)`
+              // Index entries this transaction read from job_queue's indexes, counted by the backend itself.
+              const [read] = yield* sql<{ entries: number }>`
+                SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid))::int AS entries
+                FROM pg_index WHERE indrelid = 'job_queue'::regclass`
+              return { claimed: claimedNames(claimed), entries: read!.entries }
+            })
+          )
+        // A worker of one type, and one of several.
+        const one = yield* claimReading(["report_generation"])
+        const several = yield* claimReading(["dunning_run", "bulk_invoice_upsert"])
+        expect(one.claimed).toEqual(["report_generation-1", "report_generation-2", "report_generation-3"])
+        expect(several.claimed).toEqual(["dunning_run-1", "dunning_run-2", "dunning_run-3"])
+        // The three jobs, found, locked and updated: a few dozen entries at most, not the 5,000 ahead.
+        expect(one.entries).toBeLessThan(50)
+        expect(several.entries).toBeLessThan(50)
+      }))
+
+    it.effect("jobs of several types are claimed in one order: priority, then run_at, then age", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        yield* pendingJobs("report_generation", 3, 30)
+        yield* pendingJobs("dunning_run", 3, 20)
+        yield* pendingJobs("billing_run", 2, 10, -1)
+        yield* pendingJobs("sepa_export", 2, 40)
+        const claimed = yield* sql<{ payload: { name: string } }>`
+          SELECT payload FROM claim_next_job('w', ARRAY['report_generation', 'dunning_run', 'billing_run'], 7)`
+        expect(claimedNames(claimed)).toEqual([
+          "billing_run-1", "billing_run-2",
+          "report_generation-1", "report_generation-2", "report_generation-3",
+          "dunning_run-1", "dunning_run-2"
+        ])
+        // Without types (NULL), every registered type, in the same order: what is left.
+        const rest = yield* sql<{ payload: { name: string } }>`SELECT payload FROM claim_next_job('w', NULL, 10)`
+        expect(claimedNames(rest)).toEqual(["sepa_export-1", "sepa_export-2", "dunning_run-3"])
+        const registered = yield* sql<{ name: string }>`SELECT name FROM job_types ORDER BY name`
+        expect(registered.map((row) => row.name)).toEqual([...ALL_TYPES].sort())
+      }))
+
+    it.effect("a claim whose first candidates are locked elsewhere takes the next free jobs, as many as it asked for", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM job_queue`
+        yield* pendingJobs("report_generation", 20, 10)
+        yield* pendingJobs("dunning_run", 4, 5)
+        // Another session holds the first 12 report jobs, more than a claim of 5 looks at first (10):
+        // the claim must look further rather than come back short.
+        const holder = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(
+          Effect.promise(async () => {
+            await holder.connect()
+            await holder.query("BEGIN")
+            await holder.query(
+              `SELECT id FROM job_queue WHERE job_type = 'report_generation' ORDER BY run_at LIMIT 12 FOR UPDATE`
+            )
+          }),
+          () => Effect.promise(() => holder.query("ROLLBACK").then(() => holder.end()))
+        )
+        const claimed = yield* sql<{ payload: { name: string } }>`
+          SELECT payload FROM claim_next_job('w', ARRAY['report_generation', 'dunning_run'], 5)`
+        expect(claimedNames(claimed)).toEqual([13, 14, 15, 16, 17].map((n) => `report_generation-${n}`))
+        const next = yield* sql<{ payload: { name: string } }>`
+          SELECT payload FROM claim_next_job('w', ARRAY['report_generation', 'dunning_run'], 5)`
+        expect(claimedNames(next)).toEqual(["report_generation-18", "report_generation-19", "report_generation-20",
+          "dunning_run-1", "dunning_run-2"])
+      }).pipe(Effect.scoped))
+  })
+})
