@@ -1,15 +1,17 @@
 -- A claim reads only the jobs of the types it takes. Before, it walked the runnable index in the
 -- claim's order (priority, run_at, created_at, id) and fetched every pending row from the table to
--- look at its type: due jobs of a type no worker takes (a backlog of sepa_export while the SEPA
--- workers are stopped, a type no deployed worker handles yet) were read again by every claim of
--- every worker. 200,000 of them made a claim take 62-64 ms instead of 1 ms (psql \timing).
+-- look at its type: due jobs of a type no worker takes (bulk_invoice_upsert, which has no handler
+-- yet; a backlog of sepa_export while the SEPA workers are stopped) were read again by every claim
+-- of every worker. With 200,000 of them ahead a claim took 70-85 ms instead of about 1 ms
+-- (bench/probes/claimPastOtherTypes.ts).
 --
--- The runnable index now leads with the job type. A claim takes, per type it handles, the first due
--- jobs from that type's part of the index, merges them in the claim's order and locks the first of
--- them, skipping rows locked elsewhere. When other claims hold so many of those candidates that
--- fewer than wanted are locked, it looks at twice as many and tries again, so a claim still takes
--- as many jobs as are free to take, as the single walk did. Called without types (NULL), it takes
--- every type registered in job_types, which every job's type references.
+-- The runnable index now leads with the job type. A claim of one type walks that type's part of it
+-- in the claim's order, locking as it goes, as the single walk did. A claim of several types takes
+-- the first due jobs of each (twice the claim, unlocked), merges them in the claim's order and
+-- locks the first of them by id, skipping rows locked elsewhere; when other claims hold so many of
+-- those candidates that fewer than wanted are locked, it looks at twice as many and tries again, so
+-- a claim still takes as many jobs as are free to take. Called without types (NULL), it takes every
+-- type registered in job_types, which every job's type references.
 --
 -- Otherwise claim_next_job as in 0024: the same order, locks, job_runs row and job_started entry.
 

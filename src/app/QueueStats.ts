@@ -122,7 +122,7 @@ const ageAt = (at: Date, runAt: Date) => Math.max(0, (at.getTime() - runAt.getTi
 
 /**
  * The counts and the oldest runnable job. Finding that job sorts every runnable row (the runnable
- * index leads with priority), so only `skiplock stats` asks for it, not each scrape.
+ * index leads with the job type, then priority), so only `skiplock stats` asks for it, not each scrape.
  */
 export const collect = (handledTypes: ReadonlyArray<string>) =>
   Effect.gen(function* () {
