@@ -10,8 +10,8 @@
 -- the first due jobs of each (twice the claim, unlocked), merges them in the claim's order and
 -- locks the first of them by id, skipping rows locked elsewhere; when other claims hold so many of
 -- those candidates that fewer than wanted are locked, it looks at twice as many and tries again, so
--- a claim still takes as many jobs as are free to take. Called without types (NULL), it takes every
--- type registered in job_types, which every job's type references.
+-- a claim still takes as many jobs as are free to take. A type named twice counts once. Called
+-- without types (NULL), it takes every type registered in job_types, which every job's type references.
 --
 -- Otherwise claim_next_job as in 0024: the same order, locks, job_runs row and job_started entry.
 
@@ -43,7 +43,7 @@ DECLARE
   -- Candidates per look, per type and merged: twice the claim, so that a claim racing another
   -- still finds enough rows that are not locked.
   v_looked bigint := p_limit * 2::bigint;
-  v_seen integer;
+  v_candidates uuid[];
   -- The lock step compares the status with this variable, a parameter of its plan rather than a
   -- constant: so the planner cannot walk the runnable index (whose predicate is the constant) in
   -- place of finding the few candidates by id, as it did with no statistics on a new table.
@@ -52,12 +52,12 @@ BEGIN
   IF p_limit = 0 THEN
     RETURN;  -- complete_and_claim completing only, with no slot free
   END IF;
-  IF cardinality(v_types) = 1 THEN
+  IF cardinality(v_types) = 1 AND array_ndims(v_types) = 1 THEN
     -- One type: its part of the index in the claim's order, as the single walk did over all of it.
     v_ids := ARRAY(
       SELECT p.id
       FROM job_queue p
-      WHERE p.job_type = v_types[1] AND p.status = 'pending' AND p.run_at <= p_now
+      WHERE p.job_type = v_types[array_lower(v_types, 1)] AND p.status = 'pending' AND p.run_at <= p_now
       ORDER BY p.priority, p.run_at, p.created_at, p.id
       LIMIT p_limit
       FOR UPDATE SKIP LOCKED);
@@ -67,35 +67,31 @@ BEGIN
     END IF;
     -- Several types: the first due jobs of each, merged in the claim's order, then locked.
     LOOP
-      WITH candidates AS MATERIALIZED (
-        SELECT ARRAY(
-          SELECT c.id
-          FROM unnest(v_types) AS t(job_type)
-          CROSS JOIN LATERAL (
-            SELECT q.id, q.priority, q.run_at, q.created_at
-            FROM job_queue q
-            WHERE q.job_type = t.job_type AND q.status = 'pending' AND q.run_at <= p_now
-            ORDER BY q.priority, q.run_at, q.created_at, q.id
-            LIMIT v_looked
-          ) c
-          ORDER BY c.priority, c.run_at, c.created_at, c.id
-          LIMIT v_looked) AS ids
-      )
-      SELECT v_ids || ARRAY(
-               -- Each candidate found by its id, in the candidates' order; the status and run time
-               -- are looked at again on the row as it is now (a claim that committed meanwhile).
-               SELECT p.id
-               FROM candidates c
-               CROSS JOIN unnest(c.ids) WITH ORDINALITY AS k(id, ord)
-               JOIN job_queue p ON p.id = k.id
-               WHERE p.id <> ALL (v_ids) AND p.status = v_pending AND p.run_at <= p_now
-               ORDER BY k.ord
-               LIMIT p_limit - cardinality(v_ids)
-               FOR UPDATE OF p SKIP LOCKED),
-             (SELECT cardinality(c.ids) FROM candidates c)
-      INTO v_ids, v_seen;
+      v_candidates := ARRAY(
+        SELECT c.id
+        FROM (SELECT DISTINCT u.job_type FROM unnest(v_types) AS u(job_type)) AS t
+        CROSS JOIN LATERAL (
+          SELECT q.id, q.priority, q.run_at, q.created_at
+          FROM job_queue q
+          WHERE q.job_type = t.job_type AND q.status = 'pending' AND q.run_at <= p_now
+          ORDER BY q.priority, q.run_at, q.created_at, q.id
+          LIMIT v_looked
+        ) c
+        ORDER BY c.priority, c.run_at, c.created_at, c.id
+        LIMIT v_looked);
+      -- Each candidate found by its id, in the candidates' order (an array, not a joined row, so
+      -- the lock carries only the row it locks); its status, run time and type are looked at again
+      -- on the row as it is now (a claim, or an operator's change, that committed meanwhile).
+      v_ids := v_ids || ARRAY(
+        SELECT p.id
+        FROM unnest(v_candidates) WITH ORDINALITY AS k(id, ord)
+        JOIN job_queue p ON p.id = k.id
+        WHERE p.id <> ALL (v_ids) AND p.status = v_pending AND p.run_at <= p_now AND p.job_type = ANY (v_types)
+        ORDER BY k.ord
+        LIMIT p_limit - cardinality(v_ids)
+        FOR UPDATE OF p SKIP LOCKED);
       -- Enough locked, or no more candidates than those looked at; a NULL limit took all at once.
-      EXIT WHEN p_limit IS NULL OR cardinality(v_ids) >= p_limit OR v_seen < v_looked;
+      EXIT WHEN p_limit IS NULL OR cardinality(v_ids) >= p_limit OR cardinality(v_candidates) < v_looked;
       v_looked := v_looked * 2;
     END LOOP;
   END IF;

@@ -74,6 +74,54 @@ describe("claims by job type", () => {
         expect(registered.map((row) => row.name)).toEqual([...ALL_TYPES].sort())
       }))
 
+    it.effect("types named twice or in an array not counted from 1 are claimed as 0024 claimed them", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        yield* pendingJobs("report_generation", 8, 10)
+        // Each claim is rolled back (its transaction fails on purpose), so each sees the eight jobs.
+        const count = (types: string, limit: number) =>
+          Effect.gen(function* () {
+            let claimed = -1
+            yield* sql.withTransaction(
+              Effect.flatMap(
+                sql<{ n: number }>`SELECT count(*)::int AS n FROM claim_next_job('w', ${types}::text[], ${limit})`,
+                ([row]) => {
+                  claimed = row!.n
+                  return Effect.fail("roll back")
+                }
+              )
+            ).pipe(Effect.ignore)
+            return claimed
+          })
+        const claimed = yield* Effect.all([
+          count("{report_generation,report_generation}", 5),
+          count("{report_generation,report_generation,report_generation}", 6),
+          count("[0:0]={report_generation}", 5),
+          count("{{report_generation}}", 5)
+        ])
+        expect(claimed).toEqual([5, 6, 5, 5])
+      }))
+
+    it.effect("a large claim of several types needs memory in proportion to it, not to its square", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DELETE FROM job_queue`
+        yield* pendingJobs("report_generation", 2000, 10)
+        yield* pendingJobs("dunning_run", 2000, 10)
+        // A first version carried the whole candidate list on every row it locked: this claim sorted
+        // about 256 MB (16 bytes times 4,000 squared) and failed on the limit; now it sorts in memory.
+        const claimed = yield* sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`SET LOCAL temp_file_limit = '1MB'`
+            const [row] = yield* sql<{ n: number }>`
+              SELECT count(*)::int AS n FROM claim_next_job('w', ARRAY['report_generation', 'dunning_run'], 2000)`
+            return row!.n
+          })
+        )
+        expect(claimed).toBe(2000)
+      }))
+
     it.effect("a claim whose first candidates are locked elsewhere takes the next free jobs, as many as it asked for", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
