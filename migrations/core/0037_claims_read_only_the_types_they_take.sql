@@ -2,7 +2,7 @@
 -- claim's order (priority, run_at, created_at, id) and fetched every pending row from the table to
 -- look at its type: due jobs of a type no worker takes (bulk_invoice_upsert, which has no handler
 -- yet; a backlog of sepa_export while the SEPA workers are stopped) were read again by every claim
--- of every worker. With 200,000 of them ahead a claim took 70-85 ms instead of about 1 ms
+-- of every worker. With 200,000 of them ahead a claim took 70-105 ms instead of about 1 ms
 -- (bench/probes/claimPastOtherTypes.ts).
 --
 -- The runnable index now leads with the job type. A claim of one type walks that type's part of it
