@@ -36,10 +36,13 @@ export const Bic = Schema.String.pipe(
 )
 
 /** A SEPA mandate reference: up to 35 characters from SEPA's character set. */
-// Unique per organization whatever its case (billing migration 0013), which the database checks.
+// Unique per organization whatever its case (billing migration 0013), which the database checks; no
+// '/' at either end and no '//' (EPC's rule for identifiers, billing migration 0016).
 export const MandateReference = Schema.String.pipe(
-  Schema.pattern(/^[A-Za-z0-9+?/:().,'-](?:[A-Za-z0-9+?/:().,' -]{0,33}[A-Za-z0-9+?/:().,'-])?$/, {
-    message: () => "a mandate reference is 1 to 35 of A-Z a-z 0-9 + ? / : ( ) . , ' - and space, not beginning or ending with a space"
+  Schema.pattern(/^(?!.*\/\/)[A-Za-z0-9+?:().,'-](?:[A-Za-z0-9+?/:().,' -]{0,33}[A-Za-z0-9+?:().,'-])?$/, {
+    message: () =>
+      "a mandate reference is 1 to 35 of A-Z a-z 0-9 + ? / : ( ) . , ' - and space, not beginning or ending with a space or '/', " +
+      "and without '//'"
   })
 )
 

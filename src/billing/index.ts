@@ -55,7 +55,7 @@ const unlessIndexed = (index: string, constraint: string, finding: string) =>
 /**
  * What an operator must fix in the stored billing data that a migration could not: customers stored
  * before billing 0009 whose IBAN no bank issues leave its check NOT VALID, customers stored before 0013
- * whose mandate references break its rules, and organizations stored before 0014 whose creditor id's
+ * or 0016 whose mandate references break their rules, and organizations stored before 0014 whose creditor id's
  * check digits do not match (a migration's own warning is a PostgreSQL notice nobody prints). Catalog
  * lookups, not scans: cheap at every start.
  */
@@ -81,6 +81,14 @@ export const billingDataChecks = [
       "(customers_mandate_reference_unique_any_case was not built): list them with SELECT organization_id, upper(mandate_reference), " +
       "array_agg(customer_number) FROM customers GROUP BY 1, 2 HAVING count(*) > 1, give each its own, then CREATE UNIQUE INDEX " +
       "customers_mandate_reference_unique_any_case ON customers (organization_id, upper(mandate_reference))"
+  ),
+  // Billing 0016: references with a '/' at either end or a '//', which banks refuse.
+  whileNotValid(
+    "customers_mandate_reference_slashes",
+    "customers stored before billing 0016 may have a mandate reference that begins or ends with '/' or contains '//', which banks " +
+      "refuse (customers_mandate_reference_slashes is NOT VALID): list them with SELECT id, customer_number, mandate_reference FROM " +
+      "customers WHERE mandate_reference LIKE '/%' OR mandate_reference LIKE '%/' OR mandate_reference LIKE '%//%', correct them, then " +
+      "ALTER TABLE customers VALIDATE CONSTRAINT customers_mandate_reference_slashes"
   ),
   // Billing 0014: organizations stored with a creditor id whose check digits do not match.
   whileNotValid(

@@ -21,10 +21,12 @@ const refusal = (statement: Effect.Effect<unknown, unknown, SqlClient.SqlClient>
   statement.pipe(Effect.flip, Effect.map((error) => String((error as { cause?: { message?: string } }).cause?.message)))
 
 describe("mandate references in the domain", () => {
-  it("are 1 to 35 characters of the SEPA set, not beginning or ending with a space", () => {
+  it("are 1 to 35 characters of the SEPA set, not beginning or ending with a space or '/', without '//'", () => {
     const accepted = (reference: string) => Either.isRight(Schema.decodeUnknownEither(MandateReference)(reference))
-    expect(["M", "SWM-K-010001", "A B", "x".repeat(35), "(1)/2:3.4,'5'+?"].map(accepted)).toEqual([true, true, true, true, true])
-    expect([" ", "  ", " M-1", "M-1 ", "", "x".repeat(36), "M_1", "Müller"].map(accepted)).toEqual([false, false, false, false, false, false, false, false])
+    const good = ["M", "SWM-K-010001", "A B", "x".repeat(35), "(1)/2:3.4,'5'+?", "2025/K/0001"]
+    expect(good.map(accepted)).toEqual(good.map(() => true))
+    const bad = [" ", "  ", " M-1", "M-1 ", "", "x".repeat(36), "M_1", "Müller", "/", "/M-1", "M-1/", "M//1", "2025//K"]
+    expect(bad.map(accepted)).toEqual(bad.map(() => false))
   })
 })
 
@@ -39,6 +41,10 @@ describe("mandate references in the database", () => {
         expect(yield* refusal(insertCustomer("K-2", " "))).toContain(trimmed)
         expect(yield* refusal(insertCustomer("K-3", "SWM-K-010002 "))).toContain(trimmed)
         expect(yield* refusal(insertCustomer("K-4", "swm-k-010001"))).toContain(`"customers_mandate_reference_unique_any_case"`)
+        // SEPA's rule for identifiers (billing 0016): no '/' at either end, no '//'.
+        const slashes = `violates check constraint "customers_mandate_reference_slashes"`
+        for (const reference of ["/M-6", "M-7/", "M//8"]) expect(yield* refusal(insertCustomer("K-6", reference))).toContain(slashes)
+        yield* insertCustomer("K-7", "2025/K/0007")
         // Another reference, and the same one in another organization, are fine.
         yield* insertCustomer("K-5", "SWM-K-010005")
         const other = "c0000000-0000-4000-8000-00000000cccc"
@@ -70,6 +76,28 @@ describe("Customers stored before billing migration 0013", () => {
         expect(findings).toHaveLength(2)
         expect(findings[0]).toContain("customers_mandate_reference_trimmed is NOT VALID")
         expect(findings[1]).toContain("customers_mandate_reference_unique_any_case was not built")
+      }))
+    }), 60_000)
+})
+
+describe("Customers stored before billing migration 0016", () => {
+  it.scoped("keep a reference with a stray '/'; the rule is left off with a warning, and new rows are still checked", () =>
+    Effect.gen(function* () {
+      yield* beforeBillingMigration(16, Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO organizations (id, name) VALUES (${ORGANIZATION}, 'Mandat Test GmbH')`
+        yield* insertCustomer("K-1", "SWM//K-010001")
+        yield* insertCustomer("K-2", "SWM-K-010002")
+        expect(yield* Migrator.migrate([Migrator.coreMigrations, billingMigrations])).toContain("billing/0016_mandate_references_without_stray_slashes")
+        expect(yield* sql`SELECT convalidated AS validated FROM pg_constraint WHERE conname = 'customers_mandate_reference_slashes'`).toEqual([{ validated: false }])
+        expect(yield* sql`SELECT mandate_reference AS "reference" FROM customers ORDER BY customer_number`).toEqual([
+          { reference: "SWM//K-010001" },
+          { reference: "SWM-K-010002" }
+        ])
+        expect(yield* refusal(insertCustomer("K-3", "/M-3"))).toContain(`"customers_mandate_reference_slashes"`)
+        const findings = (yield* Effect.all(billingDataChecks)).flat()
+        expect(findings).toHaveLength(1)
+        expect(findings[0]).toContain("customers_mandate_reference_slashes is NOT VALID")
       }))
     }), 60_000)
 })
