@@ -14,6 +14,7 @@ import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import { processCpuOf, serverIsLocal } from "../cpu.js"
 import { connect, createFreshDatabase } from "../db.js"
+import { quantile } from "../stats.js"
 import { skiplock } from "../systems/skiplock.js"
 
 const { values } = parseArgs({ options: { backlog: { type: "string" }, claims: { type: "string" }, rounds: { type: "string" } } })
@@ -44,8 +45,6 @@ if (!serverIsLocal(serverUrl) || processCpuOf(process.pid) === undefined) {
   process.exit(2)
 }
 
-const quantile = (sorted: ReadonlyArray<number>, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
-
 const measure = async (url: string, types: ReadonlyArray<string>) => {
   const client = await connect(url)
   try {
@@ -65,7 +64,6 @@ const measure = async (url: string, types: ReadonlyArray<string>) => {
       times.push(performance.now() - t0)
     }
     const cpu1 = processCpuOf(backend!.pid)!
-    times.sort((a, b) => a - b)
     return { p50: quantile(times, 0.5), p95: quantile(times, 0.95), cpu: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / claims }
   } finally {
     await client.end()
