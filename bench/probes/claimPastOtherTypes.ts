@@ -1,13 +1,15 @@
 /**
  * What a claim costs when pending jobs of a type the worker does not take are due before its own
  * (a backlog of `sepa_export` while the SEPA workers are stopped), with the claim as migrated
- * (0037: the runnable index leads with the job type; a claim reads only its types' part of it)
- * next to the single walk of 0024 (the index in claim order; every pending row ahead fetched to
- * look at its type), alternating on one database. Each claim runs in a transaction that is rolled
- * back, so every claim sees the same queue; the backend's CPU time comes from /proc (the server
- * must run on this host). The table is analyzed first, as autovacuum would have done.
+ * (0037: the runnable index leads with the job type; a claim reads only its types' part of it;
+ * 0038: a claim of several types looks on from where its last look ended) next to the single walk
+ * of 0024 (the index in claim order; every pending row ahead fetched to look at its type), and
+ * optionally 0037 as it was, alternating on one database. Each claim runs in a transaction that is
+ * rolled back, so every claim sees the same queue; the backend's CPU time comes from /proc (the
+ * server must run on this host). The table is analyzed first, as autovacuum would have done.
  *
  *   npx tsx bench/probes/claimPastOtherTypes.ts [--backlog 200000] [--claims 200] [--rounds 2]
+ *     [--versions 0038,0024]   (any of 0038, 0037, 0024)
  */
 import { readFileSync } from "node:fs"
 import { performance } from "node:perf_hooks"
@@ -17,7 +19,9 @@ import { connect, createFreshDatabase } from "../db.js"
 import { quantile } from "../stats.js"
 import { skiplock } from "../systems/skiplock.js"
 
-const { values } = parseArgs({ options: { backlog: { type: "string" }, claims: { type: "string" }, rounds: { type: "string" } } })
+const { values } = parseArgs({
+  options: { backlog: { type: "string" }, claims: { type: "string" }, rounds: { type: "string" }, versions: { type: "string" } }
+})
 const backlog = Number(values.backlog ?? 200_000)
 const claims = Number(values.claims ?? 200)
 const rounds = Number(values.rounds ?? 2)
@@ -26,19 +30,33 @@ const WARMUP = 20
 const ORG = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
 const ALL_TYPES = ["billing_run", "sepa_export", "settlement_calculation", "dunning_run", "report_generation", "bulk_invoice_upsert"]
 
-// Each migration file sets up its claim whole: the runnable index and claim_next_job.
+// Each version sets up its claim whole: the runnable index and claim_next_job (0038 keeps 0037's
+// index and adds the type its candidates carry, made anew each time it is set up).
 const migration = (file: string) => readFileSync(new URL(`../../migrations/core/${file}`, import.meta.url), "utf8")
-const claimVersions = [
-  { name: "as migrated (0037)", sql: migration("0037_claims_read_only_the_types_they_take.sql") },
-  { name: "single walk (0024)", sql: migration("0024_claims_in_enqueue_order.sql") }
+const from0037 = migration("0037_claims_read_only_the_types_they_take.sql")
+const allVersions = [
+  {
+    key: "0038",
+    name: "as migrated (0038)",
+    sql: `DROP TYPE IF EXISTS job_claim_position; ${from0037}
+          ${migration("0038_a_claim_of_several_types_looks_on_from_where_it_ended.sql")}`
+  },
+  { key: "0037", name: "0037", sql: from0037 },
+  { key: "0024", name: "single walk (0024)", sql: migration("0024_claims_in_enqueue_order.sql") }
 ]
+const claimVersions = (values.versions ?? "0038,0024").split(",").map((key) => {
+  const version = allVersions.find((candidate) => candidate.key === key)
+  if (version === undefined) throw new Error(`--versions: unknown version ${key} (known: 0038, 0037, 0024)`)
+  return version
+})
 const behind = `behind ${backlog.toLocaleString("en")} sepa_export`
 const workers = [
   { name: `takes report_generation, ${behind}`, types: ["report_generation"] },
   { name: `takes the five other types, ${behind}`, types: ALL_TYPES.filter((type) => type !== "sepa_export") },
   { name: "takes sepa_export (its own backlog)", types: ["sepa_export"] },
   { name: "takes all six types", types: ALL_TYPES }
-]
+  // With no backlog (--backlog 0, the price of the claim with nothing ahead) sepa_export has no jobs.
+].filter((worker) => backlog > 0 || worker.types.some((type) => type !== "sepa_export"))
 
 if (!serverIsLocal(serverUrl) || processCpuOf(process.pid) === undefined) {
   console.error(`claimPastOtherTypes: the backend's CPU time is read from /proc, so the server must run on this host (${serverUrl} does not)`)

@@ -234,9 +234,10 @@ describe("schema", () => {
         expect(oneType.find((plan) => plan.includes("v_ids := ARRAY("))).toMatch(
           /Index Scan using job_queue_runnable_idx on job_queue p .*\n.*Index Cond: \(\(job_type = \(\$\d+\)\[array_lower\(\$\d+, 1\)\]\) AND \(run_at <= \$\d+\)\)/
         )
-        // Several: each type's part of it, then the candidates locked through the primary key.
+        // Several: each type's part of it from where the last look ended (0038), then the
+        // candidates locked through the primary key.
         expect(severalTypes.find((plan) => plan.includes("v_candidates := ARRAY("))).toMatch(
-          /Index (Only )?Scan using job_queue_runnable_idx on job_queue q .*\n.*Index Cond: \(\(job_type = u\.job_type\) AND \(run_at <= \$\d+\)\)/
+          /Index (Only )?Scan using job_queue_runnable_idx on job_queue q .*\n.*Index Cond: \(\(job_type = u\.job_type\) AND \(ROW\(priority, run_at, created_at, id\) >= ROW\(\$\d+, \$\d+, \$\d+, \$\d+\)\) AND \(run_at <= \$\d+\)\)/
         )
         expect(severalTypes.find((plan) => plan.includes("v_ids := v_ids || ARRAY("))).toMatch(
           /Index Scan using job_queue_pkey on job_queue p .*\n.*Index Cond: \(id = k\.id\)/
