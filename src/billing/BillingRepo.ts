@@ -22,6 +22,8 @@ export interface Candidate {
   readonly customerNumber: string
   readonly iban: string
   readonly mandateReference: string
+  /** ISO date; a direct debit due before it has no mandate to be collected under. */
+  readonly mandateSignedOn: string
   /** It already has a live (not cancelled) invoice for the period. */
   readonly alreadyInvoiced: boolean
 }
@@ -62,6 +64,8 @@ export interface ChunkProgress {
   readonly invoicesCreated: number
   readonly invoicesSkipped: number
   readonly customersNothingOwed: number
+  /** The customer numbers of the chunk's customers left out because their mandate is signed after the due date. */
+  readonly mandateNotYetValid: ReadonlyArray<string>
   readonly zeroLinesLeftOut: number
   readonly netCents: number
   readonly vatCents: number
@@ -88,6 +92,9 @@ export interface CancelledInvoices {
   /** Numbers between the first and the last that belong to other runs (their chunks took turns with this run's). */
   readonly otherRunsNumbersInRange: number
 }
+
+/** How many of the customer numbers left out for their mandate a run keeps: the first, in customer-number order. */
+const MANDATE_NOT_YET_VALID_NUMBERS_KEPT = 20
 
 interface RunRow extends Omit<BillingRun, "netTotalCents" | "vatTotalCents" | "grossTotalCents"> {
   readonly netTotalCents: string
@@ -124,6 +131,8 @@ export const make = Effect.gen(function* () {
     chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
     invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
     customers_nothing_owed AS "customersNothingOwed", zero_lines_left_out AS "zeroLinesLeftOut",
+    customers_mandate_not_yet_valid AS "customersMandateNotYetValid",
+    mandate_not_yet_valid_customer_numbers AS "mandateNotYetValidCustomerNumbers",
     net_total_cents::text AS "netTotalCents", vat_total_cents::text AS "vatTotalCents",
     gross_total_cents::text AS "grossTotalCents", rolled_back_at AS "rolledBackAt", rolled_back_by AS "rolledBackBy"`
 
@@ -190,7 +199,7 @@ export const make = Effect.gen(function* () {
     }) =>
       sql<Candidate>`
         SELECT c.id AS "customerId", c.customer_number AS "customerNumber", c.iban,
-               c.mandate_reference AS "mandateReference",
+               c.mandate_reference AS "mandateReference", to_char(c.mandate_signed_on, 'YYYY-MM-DD') AS "mandateSignedOn",
                EXISTS (SELECT 1 FROM invoices i
                        WHERE i.organization_id = c.organization_id AND i.customer_id = c.id
                          AND i.billing_period = ${query.billingPeriod} AND i.status <> 'cancelled') AS "alreadyInvoiced"
@@ -283,6 +292,9 @@ export const make = Effect.gen(function* () {
             invoices_skipped = invoices_skipped + ${chunk.invoicesSkipped},
             customers_nothing_owed = customers_nothing_owed + ${chunk.customersNothingOwed},
             zero_lines_left_out = zero_lines_left_out + ${chunk.zeroLinesLeftOut},
+            customers_mandate_not_yet_valid = customers_mandate_not_yet_valid + ${chunk.mandateNotYetValid.length},
+            mandate_not_yet_valid_customer_numbers =
+              (mandate_not_yet_valid_customer_numbers || ${chunk.mandateNotYetValid}::text[])[1:${MANDATE_NOT_YET_VALID_NUMBERS_KEPT}],
             net_total_cents = net_total_cents + ${chunk.netCents},
             vat_total_cents = vat_total_cents + ${chunk.vatCents},
             gross_total_cents = gross_total_cents + ${chunk.grossCents},

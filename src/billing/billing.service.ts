@@ -6,7 +6,10 @@
  * chunk's invoices, their lines, their numbers and the run's progress commit
  * together. A retry after a crash resumes after the last committed chunk.
  * No customer ever gets two live invoices for the same month: the run skips
- * customers that have one, and a unique index backs that up.
+ * customers that have one, and a unique index backs that up. A customer whose
+ * SEPA mandate is signed after the due date (when the direct debit is
+ * collected) is left out, counted and named in a warning: a later run for the
+ * month bills it once the mandate is valid.
  *
  * This module uses only skiplock's public API, as any user's handler would.
  */
@@ -68,11 +71,31 @@ const totals = (run: BillingRun) => ({
   invoicesSkipped: run.invoicesSkipped,
   customersNothingOwed: run.customersNothingOwed,
   zeroLinesLeftOut: run.zeroLinesLeftOut,
+  customersMandateNotYetValid: run.customersMandateNotYetValid,
+  mandateNotYetValidCustomerNumbers: run.mandateNotYetValidCustomerNumbers,
   netTotalCents: run.netTotalCents,
   vatTotalCents: run.vatTotalCents,
   grossTotalCents: run.grossTotalCents,
   chunks: run.chunksCommitted
 })
+
+/** Says which customers the run left out for want of a mandate, and what bills them. */
+const warnMandatesNotYetValid = (run: BillingRun, dueDate: string) => {
+  const named = run.mandateNotYetValidCustomerNumbers
+  const more = run.customersMandateNotYetValid - named.length
+  return Effect.logWarning(
+    `billing run ${run.id} for ${run.billingPeriod} left out ${run.customersMandateNotYetValid} customer(s) whose SEPA mandate is ` +
+      `signed after the due date ${dueDate}, the day the direct debit is collected, so no mandate covers it: ` +
+      `${named.join(", ")}${more > 0 ? ` and ${more} more` : ""}; check the dates on their mandates: once a mandate is valid, a run ` +
+      `for ${run.billingPeriod} with a later invoiceDate bills its customer`
+  ).pipe(
+    Effect.annotateLogs({
+      runId: run.id,
+      customersMandateNotYetValid: run.customersMandateNotYetValid,
+      customerNumbers: named.join(",")
+    })
+  )
+}
 
 /** Runs (or resumes) the billing run of one job. Returns the run as it ends. */
 export const runBilling = (payload: BillingRunPayload, job: JobContext, options: BillingRunOptions = {}) =>
@@ -129,7 +152,9 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
           if (organization === undefined) return yield* new UnknownOrganization({ organizationId: job.organizationId })
           const run = (yield* repo.lockRun(runId))!
           if (run.status === "rolled_back") return yield* new BillingRunRolledBack({ runId })
-          if (run.status === "completed") return { run, done: true }
+          // The direct debit's collection date.
+          const dueDate = addDays(run.invoiceDate, organization.paymentTermsDays)
+          if (run.status === "completed") return { run, done: true, dueDate }
           const at = yield* now
 
           const candidates = yield* repo.nextCandidates({
@@ -156,7 +181,10 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             return draft === undefined ? [] : [{ customer, draft }]
           })
           // Nothing owed (every line came to 0,00 €): no invoice, so it takes no number and asks no direct debit of 0,00 €.
-          const drafts = priced.filter(({ draft }) => draft.lines.length > 0)
+          const owed = priced.filter(({ draft }) => draft.lines.length > 0)
+          // A mandate signed after the collection date does not cover it: no invoice, no number, so a later run can bill them.
+          const drafts = owed.filter(({ customer }) => customer.mandateSignedOn <= dueDate)
+          const mandateNotYetValid = owed.filter(({ customer }) => customer.mandateSignedOn > dueDate)
           // Said here, by customer, instead of as the database's "out of range for type integer" on every attempt.
           const tooLarge = drafts.find(({ draft }) => draft.grossCents > MAX_INVOICE_CENTS)
           if (tooLarge !== undefined) {
@@ -189,7 +217,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
               billingPeriod: run.billingPeriod,
               year,
               invoiceDate: run.invoiceDate,
-              dueDate: addDays(run.invoiceDate, organization.paymentTermsDays),
+              dueDate,
               now: at
             }, invoices)
             yield* repo.insertInvoiceLines(
@@ -207,7 +235,8 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
               customersProcessed: candidates.length,
               invoicesCreated: drafts.length,
               invoicesSkipped: candidates.length - priced.length,
-              customersNothingOwed: priced.length - drafts.length,
+              customersNothingOwed: priced.length - owed.length,
+              mandateNotYetValid: mandateNotYetValid.map(({ customer }) => customer.customerNumber),
               zeroLinesLeftOut: priced.reduce((total, { draft }) => total + draft.zeroLinesLeftOut, 0),
               netCents: sum((d) => d.netCents),
               vatCents: sum((d) => d.vatCents),
@@ -218,7 +247,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             updated = yield* repo.completeRun(runId, at)
             yield* auditEntry("billing_run_completed", totals(updated))
           }
-          return { run: updated, done }
+          return { run: updated, done, dueDate }
         })
       ).pipe(Effect.withSpan("billing.chunk", { attributes: { runId } }))
 
@@ -228,6 +257,8 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
       const committed = yield* billChunk(run.id)
       run = committed.run
       done = committed.done
+      // After the commit, so that a chunk rolled back names no one.
+      if (done && run.customersMandateNotYetValid > 0) yield* warnMandatesNotYetValid(run, committed.dueDate)
       if (options.afterChunk !== undefined) yield* options.afterChunk({ run, chunk: run.chunksCommitted, done })
     }
     return run

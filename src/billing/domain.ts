@@ -147,6 +147,13 @@ export interface BillingRun {
   readonly customersNothingOwed: number
   /** Lines of 0,00 € left out, of those customers and of invoices with other lines. */
   readonly zeroLinesLeftOut: number
+  /**
+   * Customers whose SEPA mandate is signed after the run's due date (the direct debit's collection date):
+   * no invoice, no number; a later run for the period bills them once the mandate is valid.
+   */
+  readonly customersMandateNotYetValid: number
+  /** The first 20 of their customer numbers, in customer-number order. */
+  readonly mandateNotYetValidCustomerNumbers: ReadonlyArray<string>
   readonly netTotalCents: number
   readonly vatTotalCents: number
   readonly grossTotalCents: number

@@ -1,12 +1,13 @@
 // The billing_run job against a real database, tested with skiplock/testing as
 // a user's handler tests would be: the invoices it creates, its idempotency,
-// its recovery after a crash, and gapless invoice numbers with several
-// organizations billed at once. Jobs are enqueued through the kit's JobQueue
+// its recovery after a crash, gapless invoice numbers with several
+// organizations billed at once, and customers left out until their SEPA
+// mandate covers the due date. Jobs are enqueued through the kit's JobQueue
 // and run by `SkiplockTest.drain`; the tests that need jobs running at the same
 // time (or a worker shut down mid-run) start a Worker on the kit's database.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Clock, Deferred, Effect } from "effect"
+import { Cause, Clock, Deferred, Effect, HashMap, Logger } from "effect"
 import { JobQueue } from "skiplock"
 import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
 import { makeIban } from "../../src/billing/iban.js"
@@ -35,6 +36,8 @@ const ORG_FILTERED = "a0000000-0000-4000-8000-000000000008"
 const ORG_TOO_LARGE = "a0000000-0000-4000-8000-000000000009"
 const ORG_CENTS = "a0000000-0000-4000-8000-00000000000a"
 const ORG_STRICT = "a0000000-0000-4000-8000-00000000000b"
+const ORG_MANDATES = "a0000000-0000-4000-8000-00000000000c"
+const ORG_MANDATE_LATER = "a0000000-0000-4000-8000-00000000000d"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -50,6 +53,37 @@ const numberSequences = (organizationId: string) =>
   Effect.map(invoicesOf(organizationId), (invoices) => invoices.map((invoice) => invoice.numberSequence))
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1)
+
+/**
+ * An organization with 14 days' payment terms and customers K-1, K-2, … whose mandates are signed on the
+ * dates given, in that order, each with a contract of 10,00 € a month since January 2025 (11,90 € with VAT).
+ */
+const customersSignedOn = (organizationId: string, signedOn: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`INSERT INTO organizations (id, name, payment_terms_days) VALUES (${organizationId}, 'Mandat GmbH', 14)`
+    const ibans = signedOn.map((_, i) => makeIban("DE", `370400440532013${String(i + 1).padStart(3, "0")}`))
+    const customers = yield* sql<{ id: string; number: string }>`
+      INSERT INTO customers (organization_id, customer_number, name, iban, mandate_reference, mandate_signed_on)
+      SELECT ${organizationId}, 'K-' || n, 'Kunde ' || n, (${ibans}::text[])[n], 'M-' || n, (${signedOn}::date[])[n]
+      FROM generate_series(1, ${signedOn.length}) AS n
+      RETURNING id, customer_number AS number`
+    yield* sql`
+      INSERT INTO contracts (organization_id, customer_id, description, monthly_net_cents, vat_rate_bp, starts_on)
+      SELECT organization_id, id, 'Strom', 1000, 1900, '2025-01-01' FROM customers WHERE organization_id = ${organizationId}`
+    return customers
+  })
+
+/** Drains the kit, keeping the warnings logged meanwhile with their annotations. */
+const drainKeepingWarnings = Effect.gen(function* () {
+  const warnings: Array<{ message: string; annotations: Record<string, unknown> }> = []
+  const keep = Logger.make(({ annotations, logLevel, message }) => {
+    if (logLevel._tag !== "Warning") return
+    warnings.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+  })
+  const result = yield* SkiplockTest.drain().pipe(Effect.provide(Logger.add(keep)))
+  return { result, warnings }
+})
 
 // What must match between two runs over the same data: everything but ids.
 const comparable = (organizationId: string) =>
@@ -380,6 +414,69 @@ describe("billing_run", () => {
         expect(yield* refusedAtCommit(withLines(9999))).toContain("takes number 9999 of 2025")
       }))
 
+    it.effect("a customer whose mandate is signed after the due date is left out: no invoice, no number, counted and named", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_MANDATES
+        // Invoiced on 2025-04-01 with 14 days' terms: the direct debit is collected on 2025-04-15.
+        yield* customersSignedOn(org, ["2025-03-01", "2025-04-16", "2025-04-15", "2025-09-30", "2025-04-14"])
+        const jobId = yield* enqueue(org, MARCH)
+        const { result, warnings } = yield* drainKeepingWarnings
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
+
+        // Signed before or on the due date: invoiced, numbered without a gap where the others were left out.
+        const invoices = yield* invoicesOf(org)
+        expect(invoices.map(({ customerNumber, invoiceNumber, dueDate }) => [customerNumber, invoiceNumber, dueDate])).toEqual([
+          ["K-1", "RE-2025-00001", "2025-04-15"], ["K-3", "RE-2025-00002", "2025-04-15"], ["K-5", "RE-2025-00003", "2025-04-15"]
+        ])
+        const sql = yield* SqlClient.SqlClient
+        const [counter] = yield* sql<{ lastNumber: number }>`
+          SELECT last_number AS "lastNumber" FROM invoice_number_counters WHERE organization_id = ${org} AND year = 2025`
+        expect(counter!.lastNumber).toBe(3)
+
+        const run = yield* runOfJob(jobId)
+        expect(run).toMatchObject({
+          status: "completed", customersProcessed: 5, invoicesCreated: 3, invoicesSkipped: 0, customersNothingOwed: 0,
+          customersMandateNotYetValid: 2, mandateNotYetValidCustomerNumbers: ["K-2", "K-4"], grossTotalCents: 3 * 1190
+        })
+        expect((yield* auditOfJob(jobId)).find((entry) => entry.event === "billing_run_completed")!.details)
+          .toMatchObject({ invoicesCreated: 3, customersMandateNotYetValid: 2, mandateNotYetValidCustomerNumbers: ["K-2", "K-4"] })
+        const leftOut = warnings.filter((warning) => warning.message.includes("SEPA mandate"))
+        expect(leftOut).toHaveLength(1)
+        expect(leftOut[0]!.message).toBe(
+          `billing run ${run!.id} for 2025-03 left out 2 customer(s) whose SEPA mandate is signed after the due date 2025-04-15, the day ` +
+            "the direct debit is collected, so no mandate covers it: K-2, K-4; check the dates on their mandates: once a mandate is " +
+            "valid, a run for 2025-03 with a later invoiceDate bills its customer"
+        )
+        expect(leftOut[0]!.annotations).toMatchObject({ runId: run!.id, customersMandateNotYetValid: 2, customerNumbers: "K-2,K-4" })
+      }))
+
+    it.effect("a customer left out for its mandate is billed by a later run for the month once the due date reaches the signing date", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_MANDATE_LATER
+        const customers = yield* customersSignedOn(org, ["2025-03-01", "2025-04-20"])
+        const k2 = customers.find((customer) => customer.number === "K-2")!.id
+        const march = yield* enqueue(org, MARCH)
+        expect(outcomesByJob(yield* SkiplockTest.drain())).toEqual({ [march]: ["Completed"] })
+        expect(yield* runOfJob(march)).toMatchObject({ invoicesCreated: 1, customersMandateNotYetValid: 1, mandateNotYetValidCustomerNumbers: ["K-2"] })
+
+        // Dated 2025-04-05, due 2025-04-19: still a day before the mandate. Dated a day later, due on the day it was signed.
+        const tooEarly = yield* enqueue(org, { billingPeriod: "2025-03", invoiceDate: "2025-04-05", customerIds: [k2] })
+        const onTheDay = yield* enqueue(org, { billingPeriod: "2025-03", invoiceDate: "2025-04-06", customerIds: [k2] })
+        expect(outcomesByJob(yield* SkiplockTest.drain())).toEqual({ [tooEarly]: ["Completed"], [onTheDay]: ["Completed"] })
+        expect(yield* runOfJob(tooEarly)).toMatchObject({ invoicesCreated: 0, customersMandateNotYetValid: 1 })
+        expect(yield* runOfJob(onTheDay)).toMatchObject({
+          invoicesCreated: 1, customersMandateNotYetValid: 0, mandateNotYetValidCustomerNumbers: [], grossTotalCents: 1190
+        })
+        const invoices = yield* invoicesOf(org)
+        expect(invoices.map(({ customerNumber, invoiceNumber, invoiceDate, dueDate, runJobId }) => [customerNumber, invoiceNumber, invoiceDate, dueDate, runJobId]))
+          .toEqual([
+            ["K-1", "RE-2025-00001", "2025-04-01", "2025-04-15", march],
+            ["K-2", "RE-2025-00002", "2025-04-06", "2025-04-20", onTheDay]
+          ])
+      }))
+
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
       Effect.gen(function* () {
         yield* SkiplockTest.reset
@@ -422,6 +519,18 @@ describe("billing_run", () => {
         yield* seed(ORG_UNINTERRUPTED, 230, "2025-06")
         yield* seed(ORG_CRASHED, 230, "2025-06")
         const payload = { billingPeriod: "2025-06", invoiceDate: "2025-07-01" }
+        // Every seventh customer's mandate signed after the due date (2025-07-15), in the first chunk and after it:
+        // the resumed run counts each once, and keeps the same first numbers.
+        const sql = yield* SqlClient.SqlClient
+        const signedLate = yield* sql<{ number: string }>`
+          UPDATE customers c SET mandate_signed_on = '2025-07-16'
+          FROM (SELECT id, row_number() OVER (PARTITION BY organization_id ORDER BY customer_number) AS n FROM customers
+                WHERE organization_id IN (${ORG_UNINTERRUPTED}, ${ORG_CRASHED})) AS numbered
+          WHERE c.id = numbered.id AND numbered.n % 7 = 0
+          RETURNING c.customer_number AS number`
+        const owing = (yield* expectedInvoices(ORG_CRASHED, "2025-06")).map((invoice) => invoice.customerNumber)
+        const leftOut = owing.filter((number) => signedLate.some((late) => late.number === number))
+        expect(leftOut.length).toBeGreaterThan(20)
 
         const reference = yield* enqueue(ORG_UNINTERRUPTED, payload)
         const referenceDrain = yield* SkiplockTest.drain()
@@ -435,6 +544,8 @@ describe("billing_run", () => {
         const halfway = (yield* runOfJob(jobId))!
         expect(halfway).toMatchObject({ status: "running", chunksCommitted: 1, customersProcessed: 50 })
         expect(halfway.cursor).not.toBeNull()
+        expect(halfway.customersMandateNotYetValid).toBe(leftOut.filter((number) => number <= halfway.cursor!).length)
+        expect(halfway.customersMandateNotYetValid).toBeGreaterThan(0)
         const afterFirstChunk = yield* invoicesOf(ORG_CRASHED)
         expect(afterFirstChunk.length).toBe(halfway.invoicesCreated)
         expect(afterFirstChunk.length).toBeGreaterThan(40)
@@ -447,9 +558,11 @@ describe("billing_run", () => {
         const { id: _a, ...resumed } = (yield* runOfJob(jobId))!
         const { id: _b, ...uninterrupted } = (yield* runOfJob(reference))!
         expect(resumed).toEqual(uninterrupted)
+        expect(resumed).toMatchObject({ customersMandateNotYetValid: leftOut.length, mandateNotYetValidCustomerNumbers: leftOut.slice(0, 20) })
         // The invoices of the first chunk were kept, not made again.
         const final = yield* invoicesOf(ORG_CRASHED)
         expect(final.slice(0, afterFirstChunk.length)).toEqual(afterFirstChunk)
+        expect(final.map((invoice) => invoice.customerNumber)).toEqual(owing.filter((number) => !leftOut.includes(number)))
         expect((yield* auditOfJob(jobId)).map((entry) => entry.event)).toEqual([
           "job_started", "billing_run_started", "job_released",
           "job_started", "billing_run_resumed", "billing_run_completed", "job_completed"

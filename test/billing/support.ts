@@ -174,6 +174,8 @@ export interface RunRow {
   readonly invoicesSkipped: number
   readonly customersNothingOwed: number
   readonly zeroLinesLeftOut: number
+  readonly customersMandateNotYetValid: number
+  readonly mandateNotYetValidCustomerNumbers: ReadonlyArray<string>
   readonly netTotalCents: number
   readonly vatTotalCents: number
   readonly grossTotalCents: number
@@ -187,6 +189,8 @@ export const runOfJob = (jobId: string) =>
       SELECT id, status, cursor, chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
              invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
              customers_nothing_owed AS "customersNothingOwed", zero_lines_left_out AS "zeroLinesLeftOut",
+             customers_mandate_not_yet_valid AS "customersMandateNotYetValid",
+             mandate_not_yet_valid_customer_numbers AS "mandateNotYetValidCustomerNumbers",
              net_total_cents::int AS "netTotalCents", vat_total_cents::int AS "vatTotalCents",
              gross_total_cents::int AS "grossTotalCents", rolled_back_by AS "rolledBackBy", rollback_reason AS "rollbackReason"
       FROM billing_runs WHERE job_id = ${jobId}`
