@@ -11,13 +11,13 @@
  *   npx tsx bench/probes/claimPastOtherTypes.ts [--backlog 200000] [--claims 200] [--rounds 2]
  *     [--versions 0038,0024]   (any of 0038, 0037, 0024)
  */
-import { readFileSync } from "node:fs"
 import { performance } from "node:perf_hooks"
 import { parseArgs } from "node:util"
 import { processCpuOf, serverIsLocal } from "../cpu.js"
 import { connect, createFreshDatabase } from "../db.js"
 import { quantile } from "../stats.js"
 import { skiplock } from "../systems/skiplock.js"
+import { claimVersionsNamed } from "./claimVersions.js"
 
 const { values } = parseArgs({
   options: { backlog: { type: "string" }, claims: { type: "string" }, rounds: { type: "string" }, versions: { type: "string" } }
@@ -30,25 +30,7 @@ const WARMUP = 20
 const ORG = "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f"
 const ALL_TYPES = ["billing_run", "sepa_export", "settlement_calculation", "dunning_run", "report_generation", "bulk_invoice_upsert"]
 
-// Each version sets up its claim whole: the runnable index and claim_next_job (0038 keeps 0037's
-// index and adds the type its candidates carry, made anew each time it is set up).
-const migration = (file: string) => readFileSync(new URL(`../../migrations/core/${file}`, import.meta.url), "utf8")
-const from0037 = migration("0037_claims_read_only_the_types_they_take.sql")
-const allVersions = [
-  {
-    key: "0038",
-    name: "as migrated (0038)",
-    sql: `DROP TYPE IF EXISTS job_claim_position; ${from0037}
-          ${migration("0038_a_claim_of_several_types_looks_on_from_where_it_ended.sql")}`
-  },
-  { key: "0037", name: "0037", sql: from0037 },
-  { key: "0024", name: "single walk (0024)", sql: migration("0024_claims_in_enqueue_order.sql") }
-]
-const claimVersions = (values.versions ?? "0038,0024").split(",").map((key) => {
-  const version = allVersions.find((candidate) => candidate.key === key)
-  if (version === undefined) throw new Error(`--versions: unknown version ${key} (known: 0038, 0037, 0024)`)
-  return version
-})
+const claimVersions = claimVersionsNamed(values.versions ?? "0038,0024")
 const behind = `behind ${backlog.toLocaleString("en")} sepa_export`
 const workers = [
   { name: `takes report_generation, ${behind}`, types: ["report_generation"] },

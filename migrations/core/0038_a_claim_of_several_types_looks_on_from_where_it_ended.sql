@@ -2,10 +2,11 @@
 -- When other transactions hold many of the first due jobs (a claim of 0037 locks only the ones it
 -- takes, but an operator's long transaction, or many workers' claims at once, can hold thousands),
 -- 0037 looked at twice as many candidates each time, each look from the front of every type's part
--- of the runnable index: behind 16,000 rows held elsewhere a claim took 114 ms, against 20 ms for the
--- single walk of 0024. Now each look starts after the last candidate of the one before, by its place
--- in the claim's order (priority, run_at, created_at, id) as that look saw it, so the rows held
--- elsewhere are read once: the work is linear in them again.
+-- of the runnable index: behind 16,000 rows held elsewhere a claim took 143-212 ms, against 33 ms
+-- for the single walk of 0024. Now each look starts at the last candidate of the one before, by its
+-- place in the claim's order (priority, run_at, created_at, id) as that look saw it, so each row held
+-- elsewhere is read once as a candidate and once by its id: 99-100 ms
+-- (bench/probes/claimPastHeldRows.ts, 2026-12-07).
 --
 -- The candidates carry their place (job_claim_position) instead of only their id. The first look
 -- starts at the lowest place there is (the smallest smallint, -infinity twice, the nil uuid), with
