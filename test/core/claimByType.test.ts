@@ -38,6 +38,44 @@ const holdFirstReportJobs = (url: string, count: number) => {
 }
 
 /**
+ * A claim of several types that another session's commit reaches between the claim's look at its
+ * candidates and its locking of them: that session holds job_queue in EXCLUSIVE mode, which lets the
+ * claim read rows but not lock them, makes `change` while the claim waits for the lock, and commits.
+ * The claim is rolled back; its job names are returned.
+ */
+const claimAcrossCommit = async (url: string, types: ReadonlyArray<string>, change: (other: pg.Client) => Promise<void>) => {
+  const claimer = new pg.Client({ connectionString: url })
+  const other = new pg.Client({ connectionString: url })
+  await Promise.all([claimer.connect(), other.connect()])
+  try {
+    const { rows: [claimerBackend] } = await claimer.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")
+    await other.query("BEGIN")
+    await other.query("LOCK TABLE job_queue IN EXCLUSIVE MODE")
+    await claimer.query("BEGIN")
+    const claim = claimer.query<{ payload: { name: string } }>(
+      "SELECT payload FROM claim_next_job('w', $1::text[], 5)",
+      [types]
+    )
+    // The claim has looked at its candidates once it waits for the lock that locking rows needs.
+    for (;;) {
+      const { rows } = await other.query<{ wait: string | null }>(
+        "SELECT wait_event_type AS wait FROM pg_stat_activity WHERE pid = $1",
+        [claimerBackend!.pid]
+      )
+      if (rows[0]?.wait === "Lock") break
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await change(other)
+    await other.query("COMMIT")
+    const { rows } = await claim
+    await claimer.query("ROLLBACK")
+    return claimedNames(rows)
+  } finally {
+    await Promise.all([claimer.end(), other.end()])
+  }
+}
+
+/**
  * A claim's names and the index entries it read from job_queue's indexes, counted by the backend
  * itself. The counts are the transaction's and the session's not yet reported (PostgreSQL reports
  * them at most once a second), so the claim's share is the difference around it.
@@ -168,6 +206,28 @@ describe("claims by job type", () => {
         expect(claimedNames(next)).toEqual(["report_generation-18", "report_generation-19", "report_generation-20",
           "dunning_run-1", "dunning_run-2"])
       }).pipe(Effect.scoped))
+
+    it.effect("a job changed and committed between a claim's look and its lock is taken as it is then", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { url } = yield* TestDatabase
+        yield* sql`DELETE FROM job_queue`
+        yield* pendingJobs("report_generation", 8, 10)
+        const job = (n: number) => `payload->>'name' = 'report_generation-${n}'`
+        const claimed = yield* Effect.promise(() =>
+          claimAcrossCommit(url, ["report_generation", "dunning_run"], async (other) => {
+            // The first three candidates, changed after the claim looked at them: another type, not due
+            // yet, and claimed by another worker.
+            await other.query(`UPDATE job_queue SET job_type = 'sepa_export' WHERE ${job(1)}`)
+            await other.query(`UPDATE job_queue SET run_at = now() + interval '1 hour' WHERE ${job(2)}`)
+            await other.query("SELECT id FROM claim_next_job('other', ARRAY['report_generation'], 1)")
+          })
+        )
+        const takenByOther = yield* sql<{ name: string }>`
+          SELECT payload->>'name' AS name FROM job_queue WHERE locked_by = 'other'`
+        expect(takenByOther.map((row) => row.name)).toEqual(["report_generation-3"])
+        expect(claimed).toEqual([4, 5, 6, 7, 8].map((n) => `report_generation-${n}`))
+      }))
 
     it.effect("a claim behind thousands of rows held elsewhere reads each of them once", () =>
       Effect.gen(function* () {
