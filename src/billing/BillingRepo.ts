@@ -22,8 +22,8 @@ export interface Candidate {
   readonly customerNumber: string
   readonly iban: string
   readonly mandateReference: string
-  /** ISO date; a direct debit due before it has no mandate to be collected under. */
-  readonly mandateSignedOn: string
+  /** Its mandate is signed after the run's due date: a direct debit due then has no mandate to be collected under. */
+  readonly mandateSignedAfterDueDate: boolean
   /** It already has a live (not cancelled) invoice for the period. */
   readonly alreadyInvoiced: boolean
 }
@@ -193,13 +193,17 @@ export const make = Effect.gen(function* () {
       readonly billingPeriod: string
       readonly periodStart: string
       readonly periodEnd: string
+      /** The run's due date, the direct debit's collection date (ISO). */
+      readonly dueDate: string
       readonly cursor: string | null
       readonly customerFilter: ReadonlyArray<string> | null
       readonly limit: number
     }) =>
       sql<Candidate>`
         SELECT c.id AS "customerId", c.customer_number AS "customerNumber", c.iban,
-               c.mandate_reference AS "mandateReference", to_char(c.mandate_signed_on, 'YYYY-MM-DD') AS "mandateSignedOn",
+               c.mandate_reference AS "mandateReference",
+               -- Compared as dates here, not as text in the service: a year past 9999 sorts wrong as text.
+               c.mandate_signed_on > ${query.dueDate}::date AS "mandateSignedAfterDueDate",
                EXISTS (SELECT 1 FROM invoices i
                        WHERE i.organization_id = c.organization_id AND i.customer_id = c.id
                          AND i.billing_period = ${query.billingPeriod} AND i.status <> 'cancelled') AS "alreadyInvoiced"

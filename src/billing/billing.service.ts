@@ -162,6 +162,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             billingPeriod: run.billingPeriod,
             periodStart: period.start,
             periodEnd: period.end,
+            dueDate,
             cursor: run.cursor,
             customerFilter: run.customerFilter,
             limit: chunkSize
@@ -183,8 +184,8 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
           // Nothing owed (every line came to 0,00 €): no invoice, so it takes no number and asks no direct debit of 0,00 €.
           const owed = priced.filter(({ draft }) => draft.lines.length > 0)
           // A mandate signed after the collection date does not cover it: no invoice, no number, so a later run can bill them.
-          const drafts = owed.filter(({ customer }) => customer.mandateSignedOn <= dueDate)
-          const mandateNotYetValid = owed.filter(({ customer }) => customer.mandateSignedOn > dueDate)
+          const drafts = owed.filter(({ customer }) => !customer.mandateSignedAfterDueDate)
+          const mandateNotYetValid = owed.filter(({ customer }) => customer.mandateSignedAfterDueDate)
           // Said here, by customer, instead of as the database's "out of range for type integer" on every attempt.
           const tooLarge = drafts.find(({ draft }) => draft.grossCents > MAX_INVOICE_CENTS)
           if (tooLarge !== undefined) {

@@ -418,8 +418,9 @@ describe("billing_run", () => {
       Effect.gen(function* () {
         yield* SkiplockTest.reset
         const org = ORG_MANDATES
-        // Invoiced on 2025-04-01 with 14 days' terms: the direct debit is collected on 2025-04-15.
-        yield* customersSignedOn(org, ["2025-03-01", "2025-04-16", "2025-04-15", "2025-09-30", "2025-04-14"])
+        // Invoiced on 2025-04-01 with 14 days' terms: the direct debit is collected on 2025-04-15. The
+        // last is a year mistyped past 9999, which sorts before 2025 as text.
+        yield* customersSignedOn(org, ["2025-03-01", "2025-04-16", "2025-04-15", "2025-09-30", "2025-04-14", "10000-04-14"])
         const jobId = yield* enqueue(org, MARCH)
         const { result, warnings } = yield* drainKeepingWarnings
         expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
@@ -436,19 +437,19 @@ describe("billing_run", () => {
 
         const run = yield* runOfJob(jobId)
         expect(run).toMatchObject({
-          status: "completed", customersProcessed: 5, invoicesCreated: 3, invoicesSkipped: 0, customersNothingOwed: 0,
-          customersMandateNotYetValid: 2, mandateNotYetValidCustomerNumbers: ["K-2", "K-4"], grossTotalCents: 3 * 1190
+          status: "completed", customersProcessed: 6, invoicesCreated: 3, invoicesSkipped: 0, customersNothingOwed: 0,
+          customersMandateNotYetValid: 3, mandateNotYetValidCustomerNumbers: ["K-2", "K-4", "K-6"], grossTotalCents: 3 * 1190
         })
         expect((yield* auditOfJob(jobId)).find((entry) => entry.event === "billing_run_completed")!.details)
-          .toMatchObject({ invoicesCreated: 3, customersMandateNotYetValid: 2, mandateNotYetValidCustomerNumbers: ["K-2", "K-4"] })
+          .toMatchObject({ invoicesCreated: 3, customersMandateNotYetValid: 3, mandateNotYetValidCustomerNumbers: ["K-2", "K-4", "K-6"] })
         const leftOut = warnings.filter((warning) => warning.message.includes("SEPA mandate"))
         expect(leftOut).toHaveLength(1)
         expect(leftOut[0]!.message).toBe(
-          `billing run ${run!.id} for 2025-03 left out 2 customer(s) whose SEPA mandate is signed after the due date 2025-04-15, the day ` +
-            "the direct debit is collected, so no mandate covers it: K-2, K-4; check the dates on their mandates: once a mandate is " +
+          `billing run ${run!.id} for 2025-03 left out 3 customer(s) whose SEPA mandate is signed after the due date 2025-04-15, the day ` +
+            "the direct debit is collected, so no mandate covers it: K-2, K-4, K-6; check the dates on their mandates: once a mandate is " +
             "valid, a run for 2025-03 with a later invoiceDate bills its customer"
         )
-        expect(leftOut[0]!.annotations).toMatchObject({ runId: run!.id, customersMandateNotYetValid: 2, customerNumbers: "K-2,K-4" })
+        expect(leftOut[0]!.annotations).toMatchObject({ runId: run!.id, customersMandateNotYetValid: 3, customerNumbers: "K-2,K-4,K-6" })
       }))
 
     it.effect("a customer left out for its mandate is billed by a later run for the month once the due date reaches the signing date", () =>
