@@ -223,7 +223,9 @@ export const make = Effect.gen(function* () {
       sql<ContractRow>`
         SELECT id AS "contractId", customer_id AS "customerId", description, monthly_net_cents AS "monthlyNetCents",
                vat_rate_bp AS "vatRateBp", to_char(starts_on, 'YYYY-MM-DD') AS "startsOn",
-               to_char(ends_on, 'YYYY-MM-DD') AS "endsOn"
+               -- An end past 9999 (a mistyped year, which the column takes) would not be YYYY-MM-DD:
+               -- for any period it is the same as the last day of 9999. A start that late bills nothing.
+               to_char(LEAST(ends_on, DATE '9999-12-31'), 'YYYY-MM-DD') AS "endsOn"
         FROM contracts
         WHERE organization_id = ${organizationId} AND customer_id = ANY (${customerIds}::uuid[])
           AND starts_on <= ${periodEnd}::date AND (ends_on IS NULL OR ends_on >= ${periodStart}::date)`,

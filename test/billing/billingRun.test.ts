@@ -38,6 +38,7 @@ const ORG_CENTS = "a0000000-0000-4000-8000-00000000000a"
 const ORG_STRICT = "a0000000-0000-4000-8000-00000000000b"
 const ORG_MANDATES = "a0000000-0000-4000-8000-00000000000c"
 const ORG_MANDATE_LATER = "a0000000-0000-4000-8000-00000000000d"
+const ORG_FAR_END = "a0000000-0000-4000-8000-00000000000e"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -476,6 +477,19 @@ describe("billing_run", () => {
             ["K-1", "RE-2025-00001", "2025-04-01", "2025-04-15", march],
             ["K-2", "RE-2025-00002", "2025-04-06", "2025-04-20", onTheDay]
           ])
+      }))
+
+    it.effect("a contract whose end date is past the year 9999 (a mistyped year) is billed as running on", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_FAR_END
+        yield* customersSignedOn(org, ["2025-01-01"])
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`UPDATE contracts SET ends_on = '10000-01-31' WHERE organization_id = ${org}`
+        const jobId = yield* enqueue(org, MARCH)
+        const result = yield* SkiplockTest.drain()
+        expect(outcomesByJob(result), result.summary).toEqual({ [jobId]: ["Completed"] })
+        expect(yield* runOfJob(jobId)).toMatchObject({ invoicesCreated: 1, grossTotalCents: 1190 })
       }))
 
     it.effect("an unknown organization or an invalid period fails the job at once, without retries", () =>
