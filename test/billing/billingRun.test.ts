@@ -452,19 +452,24 @@ describe("billing_run", () => {
         )
         expect(leftOut[0]!.annotations).toMatchObject({ runId: run!.id, customersMandateNotYetValid: 3, customerNumbers: "K-2,K-4,K-6" })
 
-        // Nor does the database issue one, written by hand (or by a worker of the version before).
-        const k2 = yield* sql<{ id: string }>`SELECT id FROM customers WHERE organization_id = ${org} AND customer_number = 'K-2'`
+        // Nor does the database issue one, written by hand (or by a worker of the version before): here
+        // in one statement with an invoice for K-1, whose mandate covers it; neither is issued.
         const refused = yield* sql`
           INSERT INTO invoices (organization_id, billing_run_id, customer_id, billing_period, invoice_number, number_year,
                                 number_sequence, invoice_date, due_date, service_start, service_end, net_cents, vat_cents,
                                 gross_cents, iban, mandate_reference, created_at)
-          SELECT organization_id, billing_run_id, ${k2[0]!.id}, '2025-02', 'RE-2025-00004', number_year, 4, invoice_date, due_date,
-                 service_start, service_end, net_cents, vat_cents, gross_cents, iban, 'M-2', created_at
-          FROM invoices WHERE organization_id = ${org} AND invoice_number = 'RE-2025-00001'`.pipe(Effect.flip)
+          SELECT i.organization_id, i.billing_run_id, c.id, '2025-02', 'RE-2025-0000' || (3 + v.n), i.number_year, 3 + v.n,
+                 i.invoice_date, i.due_date, i.service_start, i.service_end, i.net_cents, i.vat_cents, i.gross_cents, c.iban,
+                 c.mandate_reference, i.created_at
+          FROM invoices i
+          CROSS JOIN (VALUES (1, 'K-1'), (2, 'K-2')) AS v(n, number)
+          JOIN customers c ON c.organization_id = i.organization_id AND c.customer_number = v.number
+          WHERE i.organization_id = ${org} AND i.invoice_number = 'RE-2025-00001'`.pipe(Effect.flip)
         expect(String((refused as { cause?: { message?: string } }).cause?.message)).toBe(
-          "invoice RE-2025-00004 is due on 2025-04-15 (the day its direct debit is collected), before customer K-2's SEPA mandate " +
+          "invoice RE-2025-00005 is due on 2025-04-15 (the day its direct debit is collected), before customer K-2's SEPA mandate " +
             "was signed (2025-04-16): no mandate covers it"
         )
+        expect(yield* sql`SELECT 1 FROM invoices WHERE organization_id = ${org} AND billing_period = '2025-02'`).toHaveLength(0)
       }))
 
     it.effect("a customer left out for its mandate is billed by a later run for the month once the due date reaches the signing date", () =>
