@@ -56,6 +56,8 @@ const claimAcrossCommit = async (url: string, types: ReadonlyArray<string>, chan
       "SELECT payload FROM claim_next_job('w', $1::text[], 5)",
       [types]
     )
+    let settled = false
+    claim.then(() => (settled = true), () => (settled = true))
     // The claim has looked at its candidates once it waits for the lock that locking rows needs.
     for (;;) {
       const { rows } = await other.query<{ wait: string | null }>(
@@ -63,6 +65,7 @@ const claimAcrossCommit = async (url: string, types: ReadonlyArray<string>, chan
         [claimerBackend!.pid]
       )
       if (rows[0]?.wait === "Lock") break
+      if (settled) throw new Error("the claim ended without waiting to lock rows: it no longer looks before it locks")
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
     await change(other)
