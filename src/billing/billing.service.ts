@@ -154,7 +154,8 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
           if (run.status === "rolled_back") return yield* new BillingRunRolledBack({ runId })
           // The direct debit's collection date.
           const dueDate = addDays(run.invoiceDate, organization.paymentTermsDays)
-          if (run.status === "completed") return { run, done: true, dueDate }
+          // Completed by another attempt since this one opened it (its lease was lost meanwhile): that one warned.
+          if (run.status === "completed") return { run, done: true, completedHere: false, dueDate }
           const at = yield* now
 
           const candidates = yield* repo.nextCandidates({
@@ -248,7 +249,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             updated = yield* repo.completeRun(runId, at)
             yield* auditEntry("billing_run_completed", totals(updated))
           }
-          return { run: updated, done, dueDate }
+          return { run: updated, done, completedHere: done, dueDate }
         })
       ).pipe(Effect.withSpan("billing.chunk", { attributes: { runId } }))
 
@@ -259,7 +260,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
       run = committed.run
       done = committed.done
       // After the commit, so that a chunk rolled back names no one.
-      if (done && run.customersMandateNotYetValid > 0) yield* warnMandatesNotYetValid(run, committed.dueDate)
+      if (committed.completedHere && run.customersMandateNotYetValid > 0) yield* warnMandatesNotYetValid(run, committed.dueDate)
       if (options.afterChunk !== undefined) yield* options.afterChunk({ run, chunk: run.chunksCommitted, done })
     }
     return run

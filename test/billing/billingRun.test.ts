@@ -8,10 +8,11 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Clock, Deferred, Effect, HashMap, Logger } from "effect"
-import { JobQueue } from "skiplock"
+import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
 import { makeIban } from "../../src/billing/iban.js"
-import { billingMigrations, billingRun, makeBillingRunHandler, seedDemo } from "../../src/billing/index.js"
+import type { JobContext } from "../../src/JobContext.js"
+import { billingMigrations, billingRun, makeBillingRunHandler, runBilling, seedDemo } from "../../src/billing/index.js"
 import {
   asExpected,
   auditOfJob,
@@ -39,6 +40,7 @@ const ORG_STRICT = "a0000000-0000-4000-8000-00000000000b"
 const ORG_MANDATES = "a0000000-0000-4000-8000-00000000000c"
 const ORG_MANDATE_LATER = "a0000000-0000-4000-8000-00000000000d"
 const ORG_FAR_END = "a0000000-0000-4000-8000-00000000000e"
+const ORG_MANDATE_RACE = "a0000000-0000-4000-8000-00000000000f"
 const ORG_UNKNOWN = "a0000000-0000-4000-8000-0000000000ff"
 
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -75,16 +77,20 @@ const customersSignedOn = (organizationId: string, signedOn: ReadonlyArray<strin
     return customers
   })
 
-/** Drains the kit, keeping the warnings logged meanwhile with their annotations. */
-const drainKeepingWarnings = Effect.gen(function* () {
-  const warnings: Array<{ message: string; annotations: Record<string, unknown> }> = []
-  const keep = Logger.make(({ annotations, logLevel, message }) => {
-    if (logLevel._tag !== "Warning") return
-    warnings.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+/** Runs `effect`, keeping the warnings it logs with their annotations. */
+const keepingWarnings = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function* () {
+    const warnings: Array<{ message: string; annotations: Record<string, unknown> }> = []
+    const keep = Logger.make(({ annotations, logLevel, message }) => {
+      if (logLevel._tag !== "Warning") return
+      warnings.push({ message: String(Array.isArray(message) ? message[0] : message), annotations: Object.fromEntries(HashMap.toEntries(annotations)) })
+    })
+    const result = yield* effect.pipe(Effect.provide(Logger.add(keep)))
+    return { result, warnings }
   })
-  const result = yield* SkiplockTest.drain().pipe(Effect.provide(Logger.add(keep)))
-  return { result, warnings }
-})
+
+/** Drains the kit, keeping the warnings logged meanwhile with their annotations. */
+const drainKeepingWarnings = keepingWarnings(SkiplockTest.drain())
 
 // What must match between two runs over the same data: everything but ids.
 const comparable = (organizationId: string) =>
@@ -470,6 +476,28 @@ describe("billing_run", () => {
             "was signed (2025-04-16): no mandate covers it"
         )
         expect(yield* sql`SELECT 1 FROM invoices WHERE organization_id = ${org} AND billing_period = '2025-02'`).toHaveLength(0)
+      }))
+
+    it.effect("a run another attempt completes while this one is between chunks is warned about once, by the attempt that completed it", () =>
+      Effect.gen(function* () {
+        yield* SkiplockTest.reset
+        const org = ORG_MANDATE_RACE
+        yield* customersSignedOn(org, ["2025-03-01", "2025-04-16", "2025-03-01", "2025-03-01", "2025-03-01"])
+        const jobId = yield* enqueue(org, MARCH)
+        const job: JobContext = {
+          jobId, jobType: billingRun.jobType, organizationId: org, attempt: 1, maxAttempts: 3, traceId: "0".repeat(32),
+          idempotencyKey: jobId, createdBy: null, workerId: TEST_WORKER_ID
+        }
+        // Attempt 1 lost its lease after its first chunk: attempt 2 resumes the run and completes it
+        // before attempt 1 looks at the run again (here: from attempt 1's hook after that chunk).
+        const services = yield* Effect.context<SqlClient.SqlClient | Audit.Audit>()
+        const secondAttempt = runBilling(MARCH, { ...job, attempt: 2 }, { chunkSize: 2 }).pipe(Effect.orDie, Effect.provide(services))
+        const { result: run, warnings } = yield* keepingWarnings(
+          runBilling(MARCH, job, { chunkSize: 2, afterChunk: ({ chunk }) => (chunk === 1 ? Effect.asVoid(secondAttempt) : Effect.void) })
+        )
+        expect(run).toMatchObject({ status: "completed", invoicesCreated: 4, customersMandateNotYetValid: 1 })
+        expect(warnings.filter((warning) => warning.message.includes("SEPA mandate")).map((warning) => warning.annotations["customerNumbers"]))
+          .toEqual(["K-2"])
       }))
 
     it.effect("a customer left out for its mandate is billed by a later run for the month once the due date reaches the signing date", () =>
