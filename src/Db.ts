@@ -10,8 +10,9 @@
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { SqlError } from "@effect/sql/SqlError"
-import { Duration, Effect, Redacted } from "effect"
+import { Duration, Effect, Layer, Redacted } from "effect"
 import pg from "pg"
+import { DbPool } from "./internal/directStatements.js"
 import { setLocalLockTimeout } from "./internal/lockTimeout.js"
 import { durationRange } from "./internal/workerOptions.js"
 import { ANSWER_TIMEOUT_RANGE, clientOptions, PreparingClient } from "./internal/preparedStatements.js"
@@ -106,12 +107,18 @@ const acquirePool = (options: DbOptions) =>
     return pool
   })
 
-/** A PgClient layer for the given database URL. */
-export const layer = (options: DbOptions) =>
-  PgClient.layerFromPool({
-    acquire: acquirePool(options),
-    applicationName: options.applicationName ?? "skiplock"
-  })
+/**
+ * A PgClient layer for the given database URL. It also hands skiplock its pool (DbPool), on which the
+ * worker's own statements run without @effect/sql's execution around them (internal/directStatements.ts).
+ */
+export const layer = (options: DbOptions): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError> =>
+  Layer.unwrapScoped(
+    Effect.map(acquirePool(options), (pool) =>
+      Layer.merge(
+        PgClient.layerFromPool({ acquire: Effect.succeed(pool), applicationName: options.applicationName ?? "skiplock" }),
+        Layer.succeed(DbPool, pool)
+      ))
+  )
 
 /**
  * Makes the statements of the current transaction wait at most `timeout` for a row or table lock,

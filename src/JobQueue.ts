@@ -11,6 +11,7 @@ import { Clock, Context, Effect, Either, Exit, Layer, Option, ParseResult, Schem
 import { InvalidJobOptions, InvalidPayload, UnknownJobType } from "./Errors.js"
 import type { JobDefinition } from "./JobDefinition.js"
 import { LocalWorkers, type Reservation } from "./LocalWorkers.js"
+import * as DirectStatements from "./internal/directStatements.js"
 import { type InsertedJob, make as makeJobStore } from "./internal/JobStore.js"
 import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
@@ -128,6 +129,8 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const store = yield* makeJobStore
+    // Outside a transaction, the insert goes straight to a connection of the pool (internal/directStatements.ts).
+    const run = yield* DirectStatements.make
     const localWorkers = Option.getOrUndefined(yield* Effect.serviceOption(LocalWorkers))
     const schemas = new Map(definitions.map((definition) => [definition.jobType, definition.payload]))
 
@@ -284,11 +287,11 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
           // A batch travels as one JSON document, which the server splits into rows: one JSON.stringify
           // instead of nine arrays escaped element by element.
           return rows.length === 1 && one !== undefined
-            ? sql<InsertedJob>`${into}
+            ? run(sql<InsertedJob>`${into}
             VALUES (${one.id}::uuid, ${one.organizationId}::uuid, ${one.jobType}, ${JSON.stringify(one.payload)}::jsonb, ${one.priority}, ${one.maxAttempts},
                     ${timestamptzText(one.runAt)}::timestamptz, ${one.idempotencyKey}::text, ${traceId}, ${spanId}, ${one.createdBy}::uuid, ${at}, ${at})
-            ${orReturnEarlier}`
-            : sql<InsertedJob>`${into}
+            ${orReturnEarlier}`)
+            : run(sql<InsertedJob>`${into}
             SELECT r.id, r.organization_id, r.job_type, r.payload, r.priority, r.max_attempts, r.run_at, r.idempotency_key,
                    ${traceId}, ${spanId}, r.created_by, ${at}, ${at}
             FROM ROWS FROM (jsonb_to_recordset(${JSON.stringify(rows.map(asRecord))}::jsonb)
@@ -296,7 +299,7 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
                                   max_attempts integer, run_at timestamptz, idempotency_key text, created_by uuid))
                  WITH ORDINALITY AS r(id, organization_id, job_type, payload, priority, max_attempts, run_at, idempotency_key, created_by, ord)
             ORDER BY r.ord
-            ${orReturnEarlier}`
+            ${orReturnEarlier}`)
         })
         const insert = insertRows(rows)
         // Outside a transaction, a local worker with free slots gets the jobs due now in the same statement.

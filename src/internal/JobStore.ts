@@ -6,6 +6,7 @@
  */
 import { SqlClient } from "@effect/sql"
 import { Duration, Effect } from "effect"
+import * as DirectStatements from "./directStatements.js"
 import { PREPARED, WATCHED } from "./preparedStatements.js"
 
 /** The reason of a release after a lost database connection, in its audit entry (job_released). */
@@ -51,6 +52,8 @@ export interface InsertedJob {
 
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
+  // Outside a transaction, straight to a connection of the pool (directStatements.ts).
+  const run = yield* DirectStatements.make
   // Every statement here is sent as a named prepared statement (preparedStatements.ts). The worker's own
   // bookkeeping is also watched: answered within the pool's answer timeout, or given up (answerWatch.ts).
   // Not the ones that run in a handler's or an enqueuer's transaction, nor the prune (a large delete may take long).
@@ -63,12 +66,12 @@ export const make = Effect.gen(function* () {
     created_at AS "createdAt", run_idempotency_status AS "runIdempotencyStatus"`)
   return {
     claim: (workerId: string, jobTypes: ReadonlyArray<string>, limit: number, now: Date, lease: Duration.Duration) =>
-      sql<ClaimedJob>`${watchedMark}
+      run(sql<ClaimedJob>`${watchedMark}
         SELECT ${claimedColumns}
-        FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`,
+        FROM claim_next_job(${workerId}, ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval)`),
 
     complete: (jobId: string, workerId: string, attempt: number, now: Date, details: Record<string, unknown> = {}) =>
-      sql<{ ok: boolean }>`${watchedMark} SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`.pipe(
+      run(sql<{ ok: boolean }>`${watchedMark} SELECT complete_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${JSON.stringify(details)}::jsonb) AS ok`).pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -78,7 +81,7 @@ export const make = Effect.gen(function* () {
      * False when the worker no longer holds the job (the transaction must roll back).
      */
     commitRun: (jobId: string, workerId: string, attempt: number, now: Date) =>
-      sql<{ ok: boolean }>`${preparedMark} SELECT commit_job_run(${jobId}, ${workerId}, ${attempt}, ${now}) AS ok`.pipe(
+      run(sql<{ ok: boolean }>`${preparedMark} SELECT commit_job_run(${jobId}, ${workerId}, ${attempt}, ${now}) AS ok`).pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -97,11 +100,11 @@ export const make = Effect.gen(function* () {
       now: Date,
       lease: Duration.Duration
     ) =>
-      sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`${watchedMark}
+      run(sql<ClaimedJob & { completedIds: ReadonlyArray<string> | null; busyIds: ReadonlyArray<string> | null }>`${watchedMark}
         SELECT CASE WHEN ordinality = 1 THEN completed_ids END AS "completedIds", CASE WHEN ordinality = 1 THEN busy_ids END AS "busyIds",
                ${claimedColumns}
         FROM complete_and_claim(${workerId}, ${jobs.map((job) => job.id)}::uuid[], ${jobs.map((job) => job.attempt)}::int[],
-                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval, true) WITH ORDINALITY`.pipe(
+                                ${jobTypes}::text[], ${limit}, ${now}, ${interval(lease)}::interval, true) WITH ORDINALITY`).pipe(
         Effect.map((rows) => {
           const first = rows.find((row) => row.completedIds !== null)
           return {
@@ -119,11 +122,11 @@ export const make = Effect.gen(function* () {
      * the insert waited longer than HAND_OFF_LOCK_TIMEOUT for a lock (0023).
      */
     enqueueAndClaim: (jobs: string, trace: { readonly traceId: string | null; readonly spanId: string | null }, now: Date, claim: ClaimFor) =>
-      sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`${preparedMark}
+      run(sql<ClaimedJob & { enqueued: ReadonlyArray<InsertedJob> }>`${preparedMark}
         SELECT enqueued, ${claimedColumns}
         FROM enqueue_and_claim(${jobs}::jsonb, ${trace.traceId}::text, ${trace.spanId}::text, ${now},
                                ${claim.workerId}, ${claim.jobTypes}::text[], ${claim.limit}, ${interval(claim.lease)}::interval,
-                               ${interval(HAND_OFF_LOCK_TIMEOUT)}::interval)`.pipe(
+                               ${interval(HAND_OFF_LOCK_TIMEOUT)}::interval)`).pipe(
         Effect.map((rows) => ({
           inserted: rows[0]?.enqueued ?? [],
           claimed: rows.flatMap(({ enqueued: _, ...job }) => (job.id === null ? [] : [job as ClaimedJob]))
@@ -135,15 +138,15 @@ export const make = Effect.gen(function* () {
      * committed (the failure came after the handler's transaction did) is completed instead (0021).
      */
     failAttempt: (jobId: string, workerId: string, attempt: number, error: string, retryable: boolean, now: Date, backoff: Duration.Duration) =>
-      sql<{ status: "pending" | "failed" | "completed"; runAt: Date }>`${watchedMark}
+      run(sql<{ status: "pending" | "failed" | "completed"; runAt: Date }>`${watchedMark}
         SELECT status, run_at AS "runAt"
-        FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`.pipe(
+        FROM fail_job_attempt(${jobId}, ${workerId}, ${attempt}, ${error}, ${retryable}, ${now}, ${interval(backoff)}::interval)`).pipe(
         Effect.map((rows) => rows[0])
       ),
 
     /** Back to pending without counting the attempt; with `retry`, not before its time and with its error recorded. */
     release: (jobId: string, workerId: string, attempt: number, now: Date, reason: string, retry?: { readonly runAt: Date; readonly error: string }) =>
-      sql<{ ok: boolean }>`${watchedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`.pipe(
+      run(sql<{ ok: boolean }>`${watchedMark} SELECT release_job(${jobId}, ${workerId}, ${attempt}, ${now}, ${reason}, ${retry?.runAt ?? null}::timestamptz, ${retry?.error ?? null}::text) AS ok`).pipe(
         Effect.map((rows) => rows[0]?.ok === true)
       ),
 
@@ -153,14 +156,14 @@ export const make = Effect.gen(function* () {
      * so no column is kept for it).
      */
     releasesForLostConnection: (jobId: string) =>
-      sql<{ n: number; first_at: Date | null }>`SELECT count(*)::int AS n, min(created_at) AS first_at FROM audit_logs
+      run(sql<{ n: number; first_at: Date | null }>`SELECT count(*)::int AS n, min(created_at) AS first_at FROM audit_logs
         WHERE job_id = ${jobId} AND event = 'job_released' AND details->>'reason' = ${LOST_CONNECTION_REASON}
-          AND id > coalesce((SELECT max(id) FROM audit_logs WHERE job_id = ${jobId} AND event = 'job_requeued'), 0)`.pipe(
+          AND id > coalesce((SELECT max(id) FROM audit_logs WHERE job_id = ${jobId} AND event = 'job_requeued'), 0)`).pipe(
         Effect.map((rows) => ({ count: rows[0]?.n ?? 0, firstAt: rows[0]?.first_at ?? undefined }))
       ),
 
     register: (worker: { workerId: string; host: string; pid: number; jobTypes: ReadonlyArray<string>; concurrency: number }, now: Date) =>
-      sql`${watchedMark} SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`.pipe(
+      run(sql`${watchedMark} SELECT register_worker(${worker.workerId}, ${worker.host}, ${worker.pid}, ${worker.jobTypes}::text[], ${worker.concurrency}, ${now})`).pipe(
         Effect.asVoid
       ),
 
@@ -169,28 +172,28 @@ export const make = Effect.gen(function* () {
      * whether the worker's row is there to renew (forget_dead_workers deletes it after a long outage).
      */
     heartbeat: (workerId: string, jobIds: ReadonlyArray<string>, now: Date, lease: Duration.Duration) =>
-      sql<{ held: ReadonlyArray<string>; registered: boolean }>`${watchedMark}
+      run(sql<{ held: ReadonlyArray<string>; registered: boolean }>`${watchedMark}
         SELECT ARRAY(SELECT worker_heartbeat FROM worker_heartbeat(${workerId}, ${jobIds}::uuid[], ${now}, ${interval(lease)}::interval)) AS held,
-               EXISTS (SELECT 1 FROM job_workers WHERE worker_id = ${workerId}) AS registered`.pipe(
+               EXISTS (SELECT 1 FROM job_workers WHERE worker_id = ${workerId}) AS registered`).pipe(
         Effect.map(([row]) => ({ held: new Set(row?.held ?? []), registered: row?.registered === true }))
       ),
 
-    unregister: (workerId: string) => sql`${watchedMark} SELECT unregister_worker(${workerId})`.pipe(Effect.asVoid),
+    unregister: (workerId: string) => run(sql`${watchedMark} SELECT unregister_worker(${workerId})`).pipe(Effect.asVoid),
 
     forgetDeadWorkers: (olderThan: Date) =>
-      sql<{ n: number }>`${watchedMark} SELECT forget_dead_workers(${olderThan}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+      run(sql<{ n: number }>`${watchedMark} SELECT forget_dead_workers(${olderThan}) AS n`).pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     pruneFinished: (olderThan: Date, limit: number) =>
-      sql<{ n: number }>`${preparedMark} SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`.pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
+      run(sql<{ n: number }>`${preparedMark} SELECT prune_finished_jobs(${olderThan}, ${limit}) AS n`).pipe(Effect.map((rows) => rows[0]?.n ?? 0)),
 
     rescueExpired: (workerId: string, now: Date, limit: number) =>
-      sql<{ id: string; status: string; deadWorker: string }>`${watchedMark}
-        SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`,
+      run(sql<{ id: string; status: string; deadWorker: string }>`${watchedMark}
+        SELECT id, status, dead_worker AS "deadWorker" FROM rescue_expired_jobs(${workerId}, ${now}, ${limit})`),
 
     /** The job types of the given jobs, for the metrics of the ones a rescue ended (rare). */
     jobTypesOf: (ids: ReadonlyArray<string>) =>
       Effect.map(
-        sql<{ id: string; jobType: string }>`SELECT id, job_type AS "jobType" FROM job_queue WHERE id = ANY (${ids}::uuid[])`,
+        run(sql<{ id: string; jobType: string }>`SELECT id, job_type AS "jobType" FROM job_queue WHERE id = ANY (${ids}::uuid[])`),
         (rows) => new Map(rows.map((row) => [row.id, row.jobType]))
       )
   }
