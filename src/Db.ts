@@ -112,13 +112,11 @@ const acquirePool = (options: DbOptions) =>
  * worker's own statements run without @effect/sql's execution around them (internal/directStatements.ts).
  */
 export const layer = (options: DbOptions): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError> =>
-  Layer.unwrapScoped(
-    Effect.map(acquirePool(options), (pool) =>
-      Layer.merge(
-        PgClient.layerFromPool({ acquire: Effect.succeed(pool), applicationName: options.applicationName ?? "skiplock" }),
-        Layer.succeed(DbPool, pool)
-      ))
-  )
+  Layer.unwrapScoped(Effect.map(acquirePool(options), (pool) => layerOnPool(pool, options.applicationName ?? "skiplock")))
+
+/** A PgClient layer on a pool its caller owns, handing skiplock that pool too (DbPool). */
+export const layerOnPool = (pool: pg.Pool, applicationName: string): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, SqlError> =>
+  Layer.merge(PgClient.layerFromPool({ acquire: Effect.succeed(pool), applicationName }), Layer.succeed(DbPool, pool))
 
 /**
  * Makes the statements of the current transaction wait at most `timeout` for a row or table lock,

@@ -17,10 +17,10 @@
  * their own maxAttempts get WORKER_MAX_ATTEMPTS (default 3).
  */
 import { SqlError } from "@effect/sql/SqlError"
-import { PgClient } from "@effect/sql-pg"
 import { Cause, ConfigError, Duration, Effect, Exit, Layer, ManagedRuntime, Redacted } from "effect"
 import pg from "pg"
 import * as AppJobs from "../app/jobs.js"
+import * as Db from "../Db.js"
 import { StartupError } from "../app/StartupError.js"
 import { databaseConfig, describeConfigError, effectiveDatabaseUrl, handlerModulesConfig, workerConfig } from "../config/ServiceConfig.js"
 import { type EnqueuedJob, type EnqueueError, type EnqueueInput, JobQueue, make as makeJobQueue } from "../JobQueue.js"
@@ -91,31 +91,34 @@ const sayingPoolExhausted = (open: OpenConnections) => <A>(enqueue: Effect.Effec
       : error
   )
 
-// A pool that lets a script's process end while idle, instead of holding it open.
+// A pool that lets a script's process end while idle, instead of holding it open. Db.layerOnPool also hands it to
+// JobQueue, whose inserts then run on it directly, as the worker's statements do (internal/directStatements.ts).
 const poolLayer = (url: Redacted.Redacted<string>, preparedStatements: boolean, open: OpenConnections) =>
-  PgClient.layerFromPool({
-    acquire: Effect.acquireRelease(
-      Effect.sync(() => {
-        const pool = new pg.Pool({
-          connectionString: Redacted.value(url),
-          max: POOL_SIZE,
-          allowExitOnIdle: true,
-          // As Db.layer's: an unreachable host fails the enqueue instead of leaving the caller waiting for ever.
-          connectionTimeoutMillis: CONNECT_TIMEOUT_MILLIS,
-          application_name: "skiplock-enqueue",
-          Client: PreparingClient,
-          ...clientOptions({ preparedStatements })
-        })
-        pool.on("error", () => undefined)
-        // "connect": a new connection reached the database; "remove": an open one was closed.
-        pool.on("connect", (client) => void open.add(client))
-        pool.on("remove", (client) => void open.delete(client))
-        return pool
-      }),
-      (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)))
-    ),
-    applicationName: "skiplock-enqueue"
-  })
+  Layer.unwrapScoped(
+    Effect.map(
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const pool = new pg.Pool({
+            connectionString: Redacted.value(url),
+            max: POOL_SIZE,
+            allowExitOnIdle: true,
+            // As Db.layer's: an unreachable host fails the enqueue instead of leaving the caller waiting for ever.
+            connectionTimeoutMillis: CONNECT_TIMEOUT_MILLIS,
+            application_name: "skiplock-enqueue",
+            Client: PreparingClient,
+            ...clientOptions({ preparedStatements })
+          })
+          pool.on("error", () => undefined)
+          // "connect": a new connection reached the database; "remove": an open one was closed.
+          pool.on("connect", (client) => void open.add(client))
+          pool.on("remove", (client) => void open.delete(client))
+          return pool
+        }),
+        (pool) => Effect.promise(() => pool.end()).pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)))
+      ),
+      (pool) => Db.layerOnPool(pool, "skiplock-enqueue")
+    )
+  )
 
 /** The JobQueue of the environment: DATABASE_URL (or the embedded default), the application's definitions, WORKER_MAX_ATTEMPTS. */
 export const layerFromEnv: Layer.Layer<JobQueue, StartupError | Error> = Layer.unwrapEffect(

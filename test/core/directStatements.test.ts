@@ -6,23 +6,16 @@
 // @effect/sql-pg's statements fail.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, TestServices, Tracer } from "effect"
+import { Context, Effect, TestServices } from "effect"
 import * as DirectStatements from "../../src/internal/directStatements.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
+import { notingTracer } from "../support/spanNames.js"
 
 /** Runs `effect` with a tracer that notes the name of every span started in it. */
 const spanNames = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function* () {
-    const base = yield* Effect.tracer
-    const names: Array<string> = []
-    const noting = Tracer.make({
-      span: (...args: Parameters<Tracer.Tracer["span"]>) => {
-        names.push(args[0])
-        return base.span(...args)
-      },
-      context: base.context
-    })
-    const result = yield* Effect.withTracer(effect, noting)
+    const { tracer, names } = yield* notingTracer
+    const result = yield* Effect.withTracer(effect, tracer)
     return { result, names }
   })
 

@@ -2,7 +2,7 @@
 // jobType, payload, createdBy })`, configured from the environment.
 import { SqlClient } from "@effect/sql"
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Layer } from "effect"
 import { createServer, type Socket } from "node:net"
 import pg from "pg"
 import { migrationSets } from "../../src/app/jobs.js"
@@ -10,6 +10,7 @@ import { InvalidPayload, UnknownJobType } from "../../src/Errors.js"
 import { jobQueueService, layerFromEnv, makeJobQueueService } from "../../src/services/jobQueueService.js"
 import { TestDatabase } from "../../src/testing/TestDatabase.js"
 import { eventually } from "../support/live.js"
+import { notingTracer } from "../support/spanNames.js"
 
 const ORG = "3f2c1e4a-9b7d-4c2e-8f1a-0d6b5e4c3a21"
 const USER = "8d0b6c1e-2f4a-4e5b-9c3d-7a1f0e2d4c6b"
@@ -110,6 +111,19 @@ describe("jobQueueService", () => {
         const rows = yield* sql<{ id: string; maxAttempts: number }>`
           SELECT id, max_attempts AS "maxAttempts" FROM job_queue WHERE id IN (${defaulted.id}, ${explicit.id})`
         expect(Object.fromEntries(rows.map((r) => [r.id, r.maxAttempts]))).toEqual({ [defaulted.id]: 5, [explicit.id]: 2 })
+      }))
+
+    it.scoped("its inserts run straight on its pool, as the worker's statements do (no sql.execute span)", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* withEnv({ DATABASE_URL: url })
+        const { tracer, names } = yield* notingTracer
+        const service = makeJobQueueService(Layer.merge(layerFromEnv, Layer.setTracer(tracer)))
+        yield* Effect.addFinalizer(() => Effect.promise(() => service.close()))
+        yield* Effect.promise(() => service.enqueue({ organizationId: ORG, jobType: "dunning_run", payload: {} }))
+        yield* Effect.promise(() => service.enqueueMany([{ organizationId: ORG, jobType: "dunning_run", payload: { n: 1 } }]))
+        expect(names.length).toBeGreaterThan(0) // the tracer is the one in use: the enqueues' own spans are noted
+        expect(names).not.toContain("sql.execute")
       }))
 
     it.scoped("close waits for the calls still running: a script's enqueues that it did not await are all inserted", () =>
