@@ -36,12 +36,27 @@ const uuid = (what: string) => (value: string) =>
 // JSON's numbers outside strings (a string's digits are its own): JSON.parse reads each as a double.
 const JSON_TOKENS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g
 
-/** The first number of the JSON text that JSON.parse would change: an integer past 2^53 rounded, or one too large for a double. */
+/** A decimal's value as sign, significant digits and power of ten ("-12.50e3" and "-12500" → "-125e2"; zero → "0"). */
+const decimalValue = (text: string): string => {
+  const [, sign = "", whole = "", fraction = "", exponent = "0"] = /^(-?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(text) ?? []
+  const digits = (whole + fraction).replace(/^0+/, "")
+  const significant = digits.replace(/0+$/, "")
+  if (significant === "") return "0"
+  return `${sign}${significant}e${Number(exponent) - fraction.length + digits.length - significant.length}`
+}
+
+/**
+ * The first number of the JSON text that JSON.parse would change, or that a handler could not count on:
+ * one whose double, written back as JavaScript writes it (what the job stores), has another value than
+ * the text (an integer past 2^53 however it is written, more digits than a double holds, beyond its
+ * range), and any integer written as digits alone past 2^53.
+ */
 const numberChangedByParse = (text: string): string | undefined => {
   for (const [token] of text.matchAll(JSON_TOKENS)) {
     if (token.startsWith('"')) continue
     const value = Number(token)
-    if (!Number.isFinite(value) || (/^-?\d+$/.test(token) && !Number.isSafeInteger(value))) return token
+    if (!Number.isFinite(value) || decimalValue(token) !== decimalValue(String(value))) return token
+    if (/^-?\d+$/.test(token) && !Number.isSafeInteger(value)) return token
   }
   return undefined
 }

@@ -103,18 +103,30 @@ describe("skiplock CLI", () => {
         expect(badJson.code).toBe(2)
         expect(badJson.stderr).toContain("--payload is not valid JSON")
 
-        // A number JSON.parse would change (rounded past 2^53, or beyond a double) is refused, not stored changed;
-        // the same digits in a string, and safe integers and decimals, pass.
-        for (const payload of ['{"amountCents":12345678901234567890}', '{"n":1e400}', '{"list":[1, -9007199254740993]}']) {
+        // A number JSON.parse would change (rounded past 2^53 however it is written, more digits than a double
+        // holds, beyond a double either way) is refused, not stored changed; the same digits in a string, and safe
+        // integers and decimals however they are written, pass.
+        const before = yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`)
+        for (const [payload, number] of [
+          ['{"amountCents":12345678901234567890}', "12345678901234567890"],
+          ['{"n":1e400}', "1e400"],
+          ['{"list":[1, -9007199254740993]}', "-9007199254740993"],
+          ['{"amountCents": 9007199254740993.0}', "9007199254740993.0"],
+          ['{"amountCents": 9007199254740993e0}', "9007199254740993e0"],
+          ['{"amount": 12345678901234567.89}', "12345678901234567.89"],
+          ['{"rate": 1e-400}', "1e-400"]
+        ] as const) {
           const changed = yield* run("enqueue", "--org", ORG, "--type", "report_generation", "--payload", payload)
           expect(changed.code).toBe(2)
-          expect(changed.stderr).toMatch(/--payload has the number -?[0-9e]+, which a JSON number \(a double\) cannot carry exactly/)
+          expect(changed.stderr).toContain(`--payload has the number ${number}, which a JSON number (a double) cannot carry exactly`)
         }
-        const exact = yield* run("enqueue", "--org", ORG, "--type", "report_generation", "--payload", '{"id":"12345678901234567890","n":9007199254740991,"rate":0.19}', "--json")
+        expect(yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*)::int AS n FROM job_queue`)).toEqual(before)
+        const exact = yield* run("enqueue", "--org", ORG, "--type", "report_generation", "--payload",
+          '{"id":"12345678901234567890","n":9007199254740991,"rate":0.19,"fee":2.50,"tiny":5e-324,"big":1.5E+21,"zero":-0.0}', "--json")
         expect(exact.code).toBe(0)
         const [stored] = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
           sql<{ payload: unknown }>`DELETE FROM job_queue WHERE id = ${JSON.parse(exact.stdout).id} RETURNING payload`)
-        expect(stored!.payload).toEqual({ id: "12345678901234567890", n: 9007199254740991, rate: 0.19 })
+        expect(stored!.payload).toEqual({ id: "12345678901234567890", n: 9007199254740991, rate: 0.19, fee: 2.5, tiny: 5e-324, big: 1.5e21, zero: 0 })
 
         // Without its zone a time would be read in the CLI machine's zone: refused, as is a date alone.
         for (const runAt of ["2030-01-02T03:04:05", "2030-01-02", "2030-02-30T03:04:05Z", "tomorrow"]) {
