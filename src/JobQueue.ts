@@ -17,7 +17,7 @@ import { PREPARED } from "./internal/preparedStatements.js"
 import { currentTraceParent } from "./internal/tracing.js"
 import { uuidv7 } from "./internal/uuidv7.js"
 import { invalidOptionsReason, isJsonObject, jsonProblem, textProblem, timestamptzText } from "./internal/validate.js"
-import { LOCK_NOT_AVAILABLE, sqlErrorCode, sqlErrorText } from "./internal/sqlErrorText.js"
+import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "./internal/sqlErrorText.js"
 
 export interface EnqueueOptions {
   readonly organizationId: string
@@ -142,7 +142,9 @@ export const make = (definitions: ReadonlyArray<JobDefinition>) =>
     // registered types come from the error's hint: inside the caller's transaction, which the failed
     // insert has aborted, no query could read them.
     const mapInsertError = (error: SqlError, rows: ReadonlyArray<PreparedJob>) => {
-      const unknown = /unknown job type "(.*)"/.exec(sqlErrorText(error))
+      // The database's own message, whole: a type may hold a line break or a quote.
+      const message = (error.cause as { message?: unknown } | undefined)?.message
+      const unknown = typeof message === "string" ? /^unknown job type "([\s\S]*)"$/.exec(message) : null
       if (unknown === null) return Effect.fail(error)
       const jobType = unknown[1]!
       // In a batch, the first input of that type.

@@ -110,6 +110,15 @@ describe("JobQueue.enqueue", () => {
           { organizationId: ORG, jobType: "sepa_exprot", payload: {} }
         ]).pipe(Effect.flip)
         expect(inBatch.message).toMatch(/^inputs\[1\]: unknown job type "sepa_exprot" \(registered: /)
+        // A line break (a type read from a file or a form) is named too, escaped, alone and in a batch.
+        const lineBreak = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "sepa_export\n", payload: {} }).pipe(Effect.flip)
+        expect(lineBreak).toMatchObject({ _tag: "UnknownJobType", jobType: "sepa_export\n" })
+        expect(lineBreak.message).toContain(`unknown job type "sepa_export\\n" (registered: `)
+        const lineBreakInBatch = yield* JobQueue.enqueueMany([
+          { organizationId: ORG, jobType: "dunning_run", payload: {} },
+          { organizationId: ORG, jobType: "dunning_run\r", payload: {} }
+        ]).pipe(Effect.flip)
+        expect(lineBreakInBatch.message).toMatch(/^inputs\[1\]: unknown job type "dunning_run\\r" \(registered: /)
         expect(yield* countJobs).toBe(0)
       }).pipe(Effect.provide(queue)))
 
