@@ -15,7 +15,7 @@ import * as Audit from "./Audit.js"
 import { InvalidJobOptions, InvalidJobState, JobNotFound, JobRowLocked, UnknownJobType } from "./Errors.js"
 import { setLocalLockTimeout } from "./internal/lockTimeout.js"
 import { LOCK_NOT_AVAILABLE, sqlErrorCode } from "./internal/sqlErrorText.js"
-import { isUuid } from "./internal/validate.js"
+import { isUuid, textProblem } from "./internal/validate.js"
 
 export const JOB_STATUSES = ["pending", "processing", "completed", "failed"] as const
 export type JobStatus = (typeof JOB_STATUSES)[number]
@@ -165,11 +165,16 @@ const ALLOWED = {
 const ROW_LOCK_TIMEOUT_MS = 5_000
 
 // The audit entry needs both (audit_logs refuses a blank actor or reason, 0027): said here, with the field's name.
+// Text the database cannot store (a NUL pasted into an admin screen) is named here too, with its field.
 const checkByHand = (byHand: ByHand, reasonRequired: boolean) => {
   if (typeof byHand.actor !== "string" || byHand.actor.trim() === "") return invalid("actor must not be blank: the audit entry names who did it")
   if (byHand.reason === undefined ? reasonRequired : typeof byHand.reason !== "string" || byHand.reason.trim() === "") {
     return invalid(`reason must not be ${reasonRequired ? "missing or " : ""}blank: it goes into the audit entry`)
   }
+  const actorProblem = textProblem(byHand.actor)
+  if (actorProblem !== undefined) return invalid(`actor ${actorProblem}`)
+  const reasonProblem = byHand.reason === undefined ? undefined : textProblem(byHand.reason)
+  if (reasonProblem !== undefined) return invalid(`reason ${reasonProblem}`)
   return undefined
 }
 

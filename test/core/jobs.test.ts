@@ -60,6 +60,16 @@ describe("Jobs", () => {
         expect(yield* refusal(Jobs.cancel(id, { actor: "  " }))).toBe(
           "InvalidJobOptions: invalid job options: actor must not be blank: the audit entry names who did it"
         )
+        // Text the database cannot store is named with its field (it came back as a bare SqlError).
+        expect(yield* refusal(Jobs.fail(id, { actor: "ops", reason: "bank rejects\u0000 the file" }))).toBe(
+          "InvalidJobOptions: invalid job options: reason contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        )
+        expect(yield* refusal(Jobs.cancel(id, { actor: "admin\u0000ui" }))).toBe(
+          "InvalidJobOptions: invalid job options: actor contains a NUL character (\\u0000), which PostgreSQL cannot store"
+        )
+        expect(yield* refusal(Jobs.cancel(id, { actor: "ops", reason: "half \ud800 a pair" }))).toBe(
+          "InvalidJobOptions: invalid job options: reason contains an unpaired UTF-16 surrogate, which is not Unicode text"
+        )
         expect((yield* jobRow(id)).status).toBe("pending")
         expect(yield* auditEvents(id)).toEqual([])
         yield* Jobs.fail(id, { actor: "ops", reason: "the bank rejected the file" })
