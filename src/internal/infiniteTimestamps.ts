@@ -11,8 +11,11 @@ const TIMESTAMP = 1114
 const TIMESTAMPTZ = 1184
 const LATEST = 8.64e15
 
+// So are the years PostgreSQL stores but a Date cannot hold (275761 to 294276), which pg reads as an
+// Invalid Date (toISOString throws): latest, or earliest for a year BC (none is out of reach yet).
 const finite = (parse: (text: string) => unknown) => (text: string) => {
   const value = parse(text)
+  if (value instanceof Date && Number.isNaN(value.getTime())) return new Date(text.endsWith(" BC") ? -LATEST : LATEST)
   return value === Infinity ? new Date(LATEST) : value === -Infinity ? new Date(-LATEST) : value
 }
 

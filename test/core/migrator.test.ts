@@ -24,6 +24,24 @@ const migrationSet = Effect.acquireRelease(
   (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
 )
 
+/** A fresh database migrated to just before `version`, as one deployed before it is: core's earlier files in a folder named core. */
+const migratedBefore = (version: string) =>
+  Effect.gen(function* () {
+    const parent = yield* Effect.acquireRelease(
+      Effect.promise(() => mkdtemp(join(tmpdir(), "skiplock-migrator-"))),
+      (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
+    )
+    const before = join(parent, "core")
+    yield* Effect.promise(async () => {
+      await mkdir(before)
+      for (const file of await readdir(Migrator.coreMigrations)) {
+        if (file < version) await copyFile(join(Migrator.coreMigrations, file), join(before, file))
+      }
+    })
+    const { url } = yield* acquireTestDatabase({ migrations: [before] })
+    return url
+  })
+
 describe("Migrator", () => {
   it.layer(TestDatabase.layer())((it) => {
     it.scoped("a migration that waits for a lock gives up after its lock timeout, applies nothing, and says what to do", () =>
@@ -76,19 +94,7 @@ describe("Migrator", () => {
 
     it.scoped("0034 fails a pending job whose attempts no claim could take (it stopped every claim), with its reason and audit entry", () =>
       Effect.gen(function* () {
-        // A database migrated to 0033, as one deployed before 0034 is: core's files up to 0033 in a folder named core.
-        const parent = yield* Effect.acquireRelease(
-          Effect.promise(() => mkdtemp(join(tmpdir(), "skiplock-migrator-"))),
-          (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
-        )
-        const before = join(parent, "core")
-        yield* Effect.promise(async () => {
-          await mkdir(before)
-          for (const file of await readdir(Migrator.coreMigrations)) {
-            if (file < "0034") await copyFile(join(Migrator.coreMigrations, file), join(before, file))
-          }
-        })
-        const { url } = yield* acquireTestDatabase({ migrations: [before] })
+        const url = yield* migratedBefore("0034")
         yield* Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           yield* sql`INSERT INTO job_types (name, description) VALUES ('poisoned', 'test') ON CONFLICT DO NOTHING`
@@ -106,6 +112,31 @@ describe("Migrator", () => {
           expect(yield* sql`SELECT actor, event FROM audit_logs WHERE job_id = ${poison!.id}`).toEqual([{ actor: "migration 0034", event: "job_failed" }])
           // The others are claimed again.
           expect((yield* sql<{ id: string }>`SELECT id FROM claim_next_job('w', NULL, 5)`).map((job) => job.id)).toEqual([fine!.id])
+        }).pipe(Effect.provide(Db.layer({ url })))
+      }))
+
+    it.scoped("0039 fails a processing row without a lease (set by hand: no rescue could return it), with its reason and audit entry; such rows are refused since", () =>
+      Effect.gen(function* () {
+        const url = yield* migratedBefore("0039")
+        yield* Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const [held] = yield* sql<{ id: string }>`
+            INSERT INTO job_queue (organization_id, job_type, status, locked_by) VALUES (${ORG}, 'dunning_run', 'processing', 'gone-worker') RETURNING id`
+          // Before 0039 no rescue ever returns it: it has no lease to run out.
+          expect(yield* sql`SELECT id FROM rescue_expired_jobs('rescuer', now() + interval '1 day')`).toEqual([])
+          expect((yield* Migrator.migrate([Migrator.coreMigrations]))[0]).toBe("core/0039_a_processing_job_has_a_lease")
+          const [row] = yield* sql<{ status: string; lockedBy: string | null; error: string }>`
+            SELECT status, locked_by AS "lockedBy", error FROM job_queue WHERE id = ${held!.id}`
+          expect(row).toEqual({
+            status: "failed",
+            lockedBy: null,
+            error: "processing without a lease (set by hand), so no worker held it and no rescue could return it; failed by migration 0039: retry it to run it"
+          })
+          expect(yield* sql`SELECT actor, event FROM audit_logs WHERE job_id = ${held!.id}`).toEqual([{ actor: "migration 0039", event: "job_failed" }])
+          expect((yield* sql<{ id: string }>`SELECT id FROM requeue_failed_job(${held!.id}, 'ops', 'set by hand by mistake')`).map((job) => job.id)).toEqual([held!.id])
+          const refused = yield* Effect.flip(sql`
+            INSERT INTO job_queue (organization_id, job_type, status, locked_by) VALUES (${ORG}, 'dunning_run', 'processing', 'gone-worker')`)
+          expect(String(refused.cause)).toContain(`violates check constraint "job_queue_processing_is_locked"`)
         }).pipe(Effect.provide(Db.layer({ url })))
       }))
 

@@ -161,18 +161,24 @@ describe("bad input", () => {
         // broke neither `stats`, `jobs list` nor the metrics, and -infinity runs at once.
         const minusInfinite = (yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
           VALUES (${ORG}, 'settlement_calculation', '{"contractId":"m","amountCents":1}', '-infinity') RETURNING id`)[0]!.id
+        // A year PostgreSQL stores but a Date cannot hold (pg read it as an Invalid Date: `jobs list` threw): the latest Date.
+        const farFuture = (yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'settlement_calculation', '{"contractId":"y","amountCents":1}', '280000-01-01T00:00:00Z') RETURNING id`)[0]!.id
         const stats = yield* QueueStats.collect([])
         expect(stats.oldestRunnable).toMatchObject({ jobId: minusInfinite, runAt: new Date(-8.64e15) })
         const listed = yield* Jobs.list({ status: "pending" })
         expect(listed.find((job) => job.id === infinite)?.runAt).toEqual(new Date(8.64e15))
+        expect(listed.find((job) => job.id === farFuture)?.runAt).toEqual(new Date(8.64e15))
+        expect((yield* Jobs.get(farFuture)).job?.runAt).toEqual(new Date(8.64e15))
         expect(jobsTable(listed)).toContain("+275760-09-13T00:00:00.000Z")
         expect(statsReport(stats)).toContain(minusInfinite)
         yield* Worker.make({ handlers: [Handler.make(Settlement, { run: () => Effect.void })], pollInterval: "100 millis" })
         yield* eventually(Effect.map(rows([past.id, minusInfinite]), (found) => found.get(past.id)?.status === "completed" && found.get(minusInfinite)?.status === "completed"), "the past jobs ran")
         yield* Effect.sleep("300 millis")
-        const found = yield* rows([future.id, infinite])
+        const found = yield* rows([future.id, infinite, farFuture])
         expect(found.get(future.id)).toMatchObject({ status: "pending", attempts: 0 })
         expect(found.get(infinite)).toMatchObject({ status: "pending", attempts: 0 })
+        expect(found.get(farFuture)).toMatchObject({ status: "pending", attempts: 0 })
       }).pipe(Effect.provide(JobQueue.layer([Settlement])), Effect.scoped), { timeout: 30_000 })
 
     it.effect("rows inserted by hand with a bad status, attempts, organization or type are refused by the database, naming the rule", () =>
@@ -183,6 +189,9 @@ describe("bad input", () => {
           return refused(sql`INSERT INTO job_queue ${sql.insert(row)}`)
         }
         expect(yield* insert({ status: "done" })).toContain(`violates check constraint "job_queue_status_valid"`)
+        // Processing without a worker, or without a lease (no rescue could return it, 0039).
+        expect(yield* insert({ status: "processing" })).toContain(`violates check constraint "job_queue_processing_is_locked"`)
+        expect(yield* insert({ status: "processing", locked_by: "gone-worker" })).toContain(`violates check constraint "job_queue_processing_is_locked"`)
         expect(yield* insert({ status: "" })).toContain("job_queue_status_valid")
         expect(yield* insert({ status: "PENDING" })).toContain("job_queue_status_valid")
         expect(yield* insert({ max_attempts: -1 })).toContain(`violates check constraint "job_queue_max_attempts_range"`)
