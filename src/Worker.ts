@@ -19,7 +19,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
-import { Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Runtime } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Runtime } from "effect"
 import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import type { Handler, Requirements } from "./Handler.js"
@@ -261,6 +261,16 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     let claimsOnTheirWay = 0
     const noClaimsOnTheirWay = untilNone(() => claimsOnTheirWay)
 
+    // The claim's jobs are this worker's whatever an instrumentation callback does: one that throws is logged,
+    // and the jobs run (thrown through, it lost them until their leases ran out, and a hand-off its slots).
+    const tellClaim = (jobs: ReadonlyArray<ClaimedJob>): Effect.Effect<void> | undefined => {
+      try {
+        options.onClaim?.(jobs)
+        return undefined
+      } catch (thrown) {
+        return Effect.logWarning("the worker's onClaim callback threw; the claimed jobs run as usual", Cause.die(thrown))
+      }
+    }
     // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
     // Their leases run from `claimedAt`, the time the claim was sent with, as in the database: counted from
     // the answer instead, a claim slow to answer would stretch them past the time the rescuer goes by.
@@ -268,7 +278,8 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       lastClaimAt = clock.unsafeCurrentTimeMillis()
       let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
       if (jobs.length === 0) return toLog
-      options.onClaim?.(jobs)
+      const told = tellClaim(jobs)
+      if (told !== undefined) toLog = toLog === undefined ? told : Effect.zipRight(toLog, told)
       // Counted here, not when the job starts: with prefetch, jobs claimed ahead and released on a stop count too.
       for (const job of jobs) Metrics.forJobType(Metrics.jobsClaimed, job.jobType).unsafeUpdate(1, [])
       // A claim that answered after the stop gave up waiting for it: nothing would renew these jobs' leases
@@ -321,8 +332,12 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         // The jobs start in fibers of the worker's (see jobSlots); what is left to log, if anything, too.
         handOff: (jobs, claimedAt) =>
           Effect.sync(() => {
-            const toLog = claimed(jobs, claimedAt)
-            end()
+            let toLog: Effect.Effect<void> | undefined
+            try {
+              toLog = claimed(jobs, claimedAt)
+            } finally {
+              end() // the reserved slots are given back however the hand-over went
+            }
             if (toLog !== undefined) runInWorker(toLog, { immediate: false })
           }),
         cancel: Effect.sync(end)
