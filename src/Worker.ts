@@ -274,7 +274,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
     // Takes the jobs of a claim that succeeded and starts what it can at once; returns what is left to log, if anything.
     // Their leases run from `claimedAt`, the time the claim was sent with, as in the database: counted from
     // the answer instead, a claim slow to answer would stretch them past the time the rescuer goes by.
-    const claimed = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date): Effect.Effect<void> | undefined => {
+    const claimed = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date, forSlots: number): Effect.Effect<void> | undefined => {
       lastClaimAt = clock.unsafeCurrentTimeMillis()
       let toLog = claimFailures.reported() ? claimFailures.succeeded : undefined
       if (jobs.length === 0) return toLog
@@ -292,16 +292,27 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         return toLog === undefined ? late : Effect.zipRight(toLog, late)
       }
       const leaseValidUntil = claimedAt.getTime() + Duration.toMillis(leaseDuration)
-      for (const job of jobs) prefetched.push({ job, leaseValidUntil })
-      const dropped = startPrefetched(true)
+      const entries = jobs.map((job) => ({ job, leaseValidUntil }))
+      let dropped: Effect.Effect<void> | undefined
+      if (stopping) {
+        // During a stop only this claim's own jobs start, in the handler slots it was made for: jobs claimed
+        // ahead, before the stop or by this claim, wait in `prefetched`, which the stop releases unstarted.
+        const starting = Math.min(forSlots, entries.length)
+        prefetched.unshift(...entries.slice(0, starting))
+        dropped = slots.startPrefetched(true, starting)
+        prefetched.push(...entries.slice(starting))
+      } else {
+        prefetched.push(...entries)
+        dropped = startPrefetched(true)
+      }
       if (dropped !== undefined) toLog = toLog === undefined ? dropped : Effect.zipRight(toLog, dropped)
       return toLog
     }
     // A claim of the loop's own that came back full, or was sent before the latest look, may have left jobs waiting.
     // (A claim made by an enqueue says nothing about that: the jobs it left pending were announced with NOTIFY.)
-    const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date, requested: number, looksWhenSent: number) =>
+    const claimedByLoop = (jobs: ReadonlyArray<ClaimedJob>, claimedAt: Date, requested: number, forSlots: number, looksWhenSent: number) =>
       Effect.suspend(() => {
-        const toLog = claimed(jobs, claimedAt)
+        const toLog = claimed(jobs, claimedAt, forSlots)
         moreLikely = jobs.length === requested || looks !== looksWhenSent
         return toLog ?? Effect.void
       })
@@ -334,7 +345,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           Effect.sync(() => {
             let toLog: Effect.Effect<void> | undefined
             try {
-              toLog = claimed(jobs, claimedAt)
+              toLog = claimed(jobs, claimedAt, limit) // reserved for jobs that can start at once
             } finally {
               end() // the reserved slots are given back however the hand-over went
             }
@@ -344,7 +355,9 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       }
     }
 
-    const send = (batch: ReadonlyArray<Finished>, reservedSlots: number) =>
+    // `reservedSlots` is what the claim asks for; `forSlots`, how many of those were free handler slots when
+    // it was decided (the rest is prefetch room).
+    const send = (batch: ReadonlyArray<Finished>, reservedSlots: number, forSlots: number) =>
       Effect.gen(function* () {
         // A stop that began since the loop decided: complete only.
         const requested = stopping ? 0 : reservedSlots
@@ -352,13 +365,13 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
         const looksWhenSent = looks
         if (batch.length === 0) {
           if (requested === 0) return
-          return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), at, requested, looksWhenSent)
+          return yield* claimedByLoop(yield* store.claim(workerId, jobTypes, requested, at, leaseDuration), at, requested, forSlots, looksWhenSent)
         }
         const result = yield* store.completeAndClaim(workerId, batch, jobTypes, requested, at, leaseDuration)
         for (const job of batch) {
           job.done(Effect.succeed(result.completed.has(job.id) ? "completed" : result.busy.has(job.id) ? "busy" : "lost"))
         }
-        if (requested > 0) yield* claimedByLoop(result.claimed, at, requested, looksWhenSent)
+        if (requested > 0) yield* claimedByLoop(result.claimed, at, requested, forSlots, looksWhenSent)
       }).pipe(
         Effect.catchAll((error) =>
           Effect.gen(function* () {
@@ -391,9 +404,11 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
           const free = claimable()
           const requested = !stopping && moreLikely && jobTypes.length > 0 ? Math.min(batchSize, Math.max(0, free)) : 0
           if (batch.length > 0 || requested > 0) {
+            // Counting the other claims' reservations as slots first: a stop starts no more than this.
+            const forSlots = Math.max(0, Math.min(requested, concurrency - slots.handlersRunning() - prefetched.length - reserved))
             reserved += requested
             if (requested > 0) claimsOnTheirWay++
-            const fiber = yield* Effect.forkDaemon(send(batch, requested))
+            const fiber = yield* Effect.forkDaemon(send(batch, requested, forSlots))
             inFlight.add(fiber)
             fiber.addObserver(() => inFlight.delete(fiber))
             continue

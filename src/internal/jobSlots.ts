@@ -130,15 +130,15 @@ export const make = (options: JobSlotsOptions) => {
     size: () => running.size + superseded.size,
     /**
      * Starts prefetched jobs in claim order while slots are free (and `allowed`: the worker decides
-     * whether a stop lets them start). A job whose lease ran out while it waited (the heartbeat could
+     * whether a stop lets them start), at most `atMost` of them. A job whose lease ran out while it waited (the heartbeat could
      * not renew it) may have been rescued and claimed elsewhere: it is dropped, not started. Returns
      * what is left to record of the jobs dropped, if any.
      */
-    startPrefetched: (allowed: boolean): Effect.Effect<void> | undefined => {
-      if (!canStart(allowed)) return undefined
+    startPrefetched: (allowed: boolean, atMost = Infinity): Effect.Effect<void> | undefined => {
+      if (!canStart(allowed) || atMost <= 0) return undefined
       const at = clock.unsafeCurrentTimeMillis()
       let dropped: Array<ClaimedJob> | undefined
-      while (canStart(allowed)) {
+      for (let taken = 0; taken < atMost && canStart(allowed); taken++) {
         const next = prefetched.shift()!
         if (at < next.leaseValidUntil) start(next, at)
         else (dropped ??= []).push(next.job)
