@@ -2,7 +2,8 @@
 // heartbeat after the fail that no longer reports the job held (0022, 0025). A heartbeat during the
 // fail's open transaction, or one stamped late by a clock that runs ahead, has not let go; nor has the
 // same process registering again, which reports no jobs and is no heartbeat (0031). Nor does an
-// operator's clock that runs ahead end a live worker's hold (0032).
+// operator's clock that runs ahead end a live worker's hold (0032). A heartbeat sent before the claim has
+// not let go whatever its stamp, and a worker is not taken for dead while the job's lease holds (0040).
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Layer, Schema, TestClock } from "effect"
@@ -77,6 +78,37 @@ describe("the retry guard", () => {
         expect(yield* retry(id, 12)).toBe("requeued")
       }))
 
+    it.effect("a heartbeat stamped after the fail by a clock that runs ahead, but sent before the claim, has not let go (0040)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* registeredWorker
+        // The worker's clock is 5 s ahead of the operator's. At real 0 s its heartbeat (stamped 5) reports nothing
+        // running; at real 1 s (stamped 6) it claims the job; at real 2 s the operator fails it.
+        expect(yield* heartbeat([], 5)).toEqual([])
+        const id = yield* claimedJob(6)
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'wrong batch', 'op', ${at(2)})`
+        expect(yield* retry(id, 3)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // Its next heartbeat (real 10 s, stamped 15) no longer reports the job: it has let go.
+        expect(yield* heartbeat([], 15)).toEqual([])
+        expect(yield* retry(id, 11)).toBe("requeued")
+      }))
+
+    it.effect("a worker with a lease longer than 30 s is not taken for dead before its first heartbeat, while the job's lease holds (0040)", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* registeredWorker
+        // A 5-minute lease (and so a heartbeat interval of a minute or more): no heartbeat yet at 40 s.
+        const [job] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{}', ${at(0)}) RETURNING id`
+        const id = job!.id
+        yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${at(1)}, '5 minutes'::interval)`
+        expect(yield* sql`SELECT * FROM rescue_expired_jobs('r', ${at(40)})`).toEqual([])
+        yield* sql`SELECT * FROM fail_job_manually(${id}, 'wrong batch', 'op', ${at(40)})`
+        expect(yield* retry(id, 41)).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
+        // A worker that never sends a heartbeat is taken for dead once the job's lease has run out, as the rescuer would.
+        expect(yield* retry(id, 302)).toBe("requeued")
+      }))
+
     it.effect("a heartbeat that still reports the job running has not let go, though the worker no longer holds it", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
@@ -112,9 +144,16 @@ describe("the retry guard", () => {
             Effect.map((result) => (result._tag === "Right" ? "requeued" : String((result.left.cause as { message?: string }).message)))
           )
         expect(yield* retryAt(near(121))).toBe(`cannot retry job ${id} yet: its handler may still run on worker w`)
-        // A worker whose hold ended by the database's time too is dead, whatever the operator's clock says.
-        yield* sql`UPDATE job_workers SET last_heartbeat_at = ${near(-600)}, jobs_in_hand_until = ${near(-570)} WHERE worker_id = 'w'`
-        expect(yield* retryAt(near(121))).toBe("requeued")
+        // A worker whose hold and whose job's lease ended by the database's time too is dead, whatever the operator's
+        // clock says: here one that last spoke ten minutes ago, when it claimed the job (lease 30 s).
+        yield* sql`DELETE FROM job_workers`
+        yield* sql`SELECT register_worker('w', 'host', 1, ARRAY['report_generation'], 5, ${near(-600)})`
+        const [old] = yield* sql<{ id: string }>`INSERT INTO job_queue (organization_id, job_type, payload, run_at)
+          VALUES (${ORG}, 'report_generation', '{}', ${near(-600)}) RETURNING id`
+        yield* sql`SELECT id FROM claim_next_job('w', ARRAY['report_generation'], 1, ${near(-600)})`
+        yield* sql`SELECT * FROM fail_job_manually(${old!.id}, 'stuck', 'op', ${near(120)})`
+        const oldRetry = yield* Effect.either(sql`SELECT * FROM requeue_failed_job(${old!.id}, 'op', NULL, ${near(121)})`)
+        expect(oldRetry._tag).toBe("Right")
       }))
 
     it.effect("the same process registering again is no heartbeat: it says nothing of the job, and has not let go", () =>
