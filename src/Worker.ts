@@ -122,7 +122,7 @@ const maxStatementsInFlight = (jobs: number, batchSize: number) => Math.max(2, M
 // that ignores its interruption, or a release the database holds up.
 const reportNotStopped = (left: ReadonlyArray<RunningJob>) =>
   Effect.gen(function* () {
-    const stillRunning = left.filter((entry) => entry.handlerActive && entry.fiber?.unsafePoll() === null)
+    const stillRunning = left.filter((entry) => !entry.handlerReturned && entry.fiber?.unsafePoll() === null)
     const notReleased = left.filter((entry) => !stillRunning.includes(entry) && entry.fiber?.unsafePoll() === null)
     const ids = (entries: ReadonlyArray<RunningJob>) => ({ jobIds: entries.map((entry) => entry.job.id).join(",") })
     if (stillRunning.length > 0) {
@@ -208,7 +208,7 @@ export const make = <const Hs extends ReadonlyArray<Handler>>(options: WorkerOpt
       onOutcome: options.onOutcome,
       complete: completions.complete,
       watchesTimeouts: true,
-      handlerDone: (job: ClaimedJob) => slots.handlerReturned(job)
+      handlerDone: (job: ClaimedJob, slotFree: boolean) => slots.handlerReturned(job, slotFree)
     }
 
     // The jobs running and claimed ahead. A job gets the worker's services and runs on when the fiber

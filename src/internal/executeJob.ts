@@ -60,8 +60,12 @@ export interface ExecuteEnv {
    * deadline watcher does; otherwise the handler is raced against its timeout here.
    */
   readonly watchesTimeouts?: boolean | undefined
-  /** Called once the handler has returned, before its outcome is recorded (not when it never ran). */
-  readonly handlerDone?: ((job: ClaimedJob) => void) | undefined
+  /**
+   * Called once the handler has returned, before its outcome is recorded (not when it never ran); `slotFree`
+   * when it succeeded: its completion then rides the loop's next statement. Any other outcome is written on a
+   * connection of its own, which counts as the slot's until it is written.
+   */
+  readonly handlerDone?: ((job: ClaimedJob, slotFree: boolean) => void) | undefined
   /** Called once the outcome is recorded, even when the job was interrupted. */
   readonly onOutcome?: ((job: ClaimedJob, outcome: Outcome) => void) | undefined
 }
@@ -317,7 +321,8 @@ export const executeJob = <R>(
 
       const started = clock.unsafeCurrentTimeMillis()
       const exit = yield* Effect.exit(restore(attemptEffect))
-      env.handlerDone?.(job)
+      // A failure's outcome may wait on a row locked elsewhere: its connection stays the slot's meanwhile.
+      env.handlerDone?.(job, Exit.isSuccess(exit))
       Metrics.forJobType(Metrics.handlerDuration, job.jobType).unsafeUpdate((clock.unsafeCurrentTimeMillis() - started) / 1000, [])
 
       if (Exit.isSuccess(exit)) {

@@ -15,8 +15,10 @@ import { untilNone } from "./untilNone.js"
 export interface RunningJob {
   readonly job: ClaimedJob
   readonly control: JobControl
-  /** Until the handler returns: it occupies one of the `concurrency` slots. */
+  /** It occupies one of the `concurrency` slots: until its handler succeeds, or else until its outcome is written. */
   handlerActive: boolean
+  /** Its handler has returned: what a stop that finds the job still there tells apart (a handler, or its outcome). */
+  handlerReturned: boolean
   fiber: Fiber.RuntimeFiber<Outcome> | undefined
   /** Clock time (ms) until which the lease is known to hold. */
   leaseValidUntil: number
@@ -77,6 +79,7 @@ export const make = (options: JobSlotsOptions) => {
       job,
       control: { stopReason: undefined },
       handlerActive: true,
+      handlerReturned: false,
       fiber: undefined,
       leaseValidUntil,
       deadline: startedAt + Duration.toMillis(handler.timeout)
@@ -119,10 +122,12 @@ export const make = (options: JobSlotsOptions) => {
     prefetched,
     noneRunning,
     entryOf,
-    /** The handler of the job's attempt returned: its slot is free. */
-    handlerReturned: (job: ClaimedJob) => {
+    /** The handler of the job's attempt returned; its slot is free if `slotFree` (else when the job's fiber ends). */
+    handlerReturned: (job: ClaimedJob, slotFree: boolean) => {
       const entry = entryOf(job)
-      if (entry !== undefined) handlerDone(entry)
+      if (entry === undefined) return
+      entry.handlerReturned = true
+      if (slotFree) handlerDone(entry)
     },
     /** Handlers running now (each holds a slot). */
     handlersRunning: () => handlersRunning,

@@ -82,8 +82,12 @@ describe("job slots", () => {
       // Each started job's handler deadline goes to the timeout watcher.
       expect(deadlines).toEqual([(yield* Clock.currentTimeMillis) + 10_000, (yield* Clock.currentTimeMillis) + 10_000])
 
-      // a's handler returns: its slot is free at once, though its fiber (recording the outcome) still runs.
-      slots.handlerReturned(a)
+      // b's handler fails: its slot stays taken while its fiber writes the failure on a connection of its own.
+      slots.handlerReturned(b, false)
+      expect(slots.handlersRunning()).toBe(2)
+      expect(slots.entryOf(b)?.handlerReturned).toBe(true)
+      // a's handler succeeds: its slot is free at once, though its fiber (waiting for its completion) still runs.
+      slots.handlerReturned(a, true)
       expect(slots.handlersRunning()).toBe(1)
       expect(slots.size()).toBe(2)
       slots.startPrefetched(true)
