@@ -43,8 +43,10 @@ export const TEST_ORGANIZATION_ID = "00000000-0000-4000-8000-00000000000a"
 /** The worker id the kit claims jobs as (in `locked_by`, `job_runs.worker_id` and audit entries). */
 export const TEST_WORKER_ID = "skiplock-test"
 
-// The kit runs one job at a time in the test's fiber and never leaves one half-done, so the lease never matters.
-const LEASE = Duration.minutes(5)
+// The kit runs one job at a time in the test's fiber and never leaves one half-done, but it renews no lease: a
+// Worker started in the same test would rescue a job whose lease ran out while its handler still ran (a 5-minute
+// lease did so to a handler waiting 10 minutes on the TestClock). So it claims for longer than any handler runs.
+const LEASE = Duration.days(365 * 100)
 
 // How long (real time) the layer's close waits for the jobs it stops to be released.
 const STOP_TIMEOUT = Duration.seconds(10)
