@@ -154,6 +154,9 @@ export const isValidIban = (iban: string): boolean => ibanProblem(iban) === unde
 export const creditorIdProblem = (id: string): string | undefined => {
   if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]{3}[A-Z0-9]{1,28}$/.test(id)) return "a SEPA creditor id is a country code, two check digits, a business code of three and the national identifier"
   if (id.startsWith("DE") && !/^DE[0-9]{2}[A-Z0-9]{3}[0-9]{11}$/.test(id)) return "a German SEPA creditor id has 18 characters: DE, two check digits, a business code of three (ZZZ) and 11 digits"
+  // ISO 7064 computes them as 98 - (mod 97), so 00, 01 and 99 are never issued, though they can pass mod 97 (billing 0019).
+  const check = id.slice(2, 4)
+  if (check < "02" || check > "98") return `the SEPA creditor id's check digits ${check} are not valid: only 02 to 98 are issued`
   if (mod97(id.slice(7) + id.slice(0, 4)) !== 1) return "the SEPA creditor id's check digits do not match (mod 97)"
   return undefined
 }

@@ -55,7 +55,7 @@ const unlessIndexed = (index: string, constraint: string, finding: string) =>
 /**
  * What an operator must fix in the stored billing data that a migration could not: customers stored
  * before billing 0009 whose IBAN no bank issues leave its check NOT VALID, customers stored before 0013
- * or 0016 whose mandate references break their rules, and organizations stored before 0014 whose creditor id's
+ * or 0016 whose mandate references break their rules, and organizations stored before 0014 or 0019 whose creditor id's
  * check digits do not match (a migration's own warning is a PostgreSQL notice nobody prints). Catalog
  * lookups, not scans: cheap at every start.
  */
@@ -90,10 +90,10 @@ export const billingDataChecks = [
       "customers WHERE mandate_reference LIKE '/%' OR mandate_reference LIKE '%/' OR mandate_reference LIKE '%//%', correct them, then " +
       "ALTER TABLE customers VALIDATE CONSTRAINT customers_mandate_reference_slashes"
   ),
-  // Billing 0014: organizations stored with a creditor id whose check digits do not match.
+  // Billing 0014, 0019: organizations stored with a creditor id whose check digits do not match.
   whileNotValid(
     "organizations_sepa_creditor_id_valid",
-    "organizations stored before billing 0014 may have a SEPA creditor id whose check digits do not match, which a bank refuses " +
+    "organizations stored before billing 0014 or 0019 may have a SEPA creditor id whose check digits do not match, which a bank refuses " +
       "(organizations_sepa_creditor_id_valid is NOT VALID): list them with SELECT id, name, sepa_creditor_id FROM organizations " +
       "WHERE NOT sepa_creditor_id_is_valid(sepa_creditor_id), correct them, then " +
       "ALTER TABLE organizations VALIDATE CONSTRAINT organizations_sepa_creditor_id_valid"
