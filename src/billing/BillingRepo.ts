@@ -127,7 +127,8 @@ export const make = Effect.gen(function* () {
 
   const runColumns = sql`
     id, organization_id AS "organizationId", job_id AS "jobId", billing_period AS "billingPeriod",
-    to_char(invoice_date, 'YYYY-MM-DD') AS "invoiceDate", customer_filter AS "customerFilter", status, cursor,
+    to_char(invoice_date, 'YYYY-MM-DD') AS "invoiceDate", to_char(due_date, 'YYYY-MM-DD') AS "dueDate",
+    customer_filter AS "customerFilter", status, cursor,
     chunks_committed AS "chunksCommitted", customers_processed AS "customersProcessed",
     invoices_created AS "invoicesCreated", invoices_skipped AS "invoicesSkipped",
     customers_nothing_owed AS "customersNothingOwed", zero_lines_left_out AS "zeroLinesLeftOut",
@@ -162,14 +163,15 @@ export const make = Effect.gen(function* () {
       readonly jobId: string
       readonly billingPeriod: string
       readonly invoiceDate: string
+      readonly dueDate: string
       readonly customerFilter: ReadonlyArray<string> | null
       readonly createdBy: string | null
       readonly now: Date
     }) =>
       sql<RunRow>`
-        INSERT INTO billing_runs (id, organization_id, job_id, billing_period, invoice_date, customer_filter,
+        INSERT INTO billing_runs (id, organization_id, job_id, billing_period, invoice_date, due_date, customer_filter,
                                   created_by, started_at, updated_at)
-        VALUES (${run.id}, ${run.organizationId}, ${run.jobId}, ${run.billingPeriod}, ${run.invoiceDate}::date,
+        VALUES (${run.id}, ${run.organizationId}, ${run.jobId}, ${run.billingPeriod}, ${run.invoiceDate}::date, ${run.dueDate}::date,
                 ${run.customerFilter}::uuid[], ${run.createdBy}, ${run.now}, ${run.now})
         ON CONFLICT (job_id) DO NOTHING
         RETURNING ${runColumns}`.pipe(Effect.map(oneRun)),
@@ -179,6 +181,10 @@ export const make = Effect.gen(function* () {
 
     findRun: (runId: string) =>
       sql<RunRow>`SELECT ${runColumns} FROM billing_runs WHERE id = ${runId}`.pipe(Effect.map(oneRun)),
+
+    /** Fixes the due date of a run started before billing 0020 (in its chunk's transaction, the run locked). */
+    fixDueDate: (runId: string, dueDate: string) =>
+      sql`UPDATE billing_runs SET due_date = ${dueDate}::date WHERE id = ${runId} AND due_date IS NULL`.pipe(Effect.asVoid),
 
     /** The run, locked until the transaction ends (a chunk and a rollback never overlap). */
     lockRun: (runId: string) =>

@@ -109,18 +109,21 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
     const auditEntry = (event: string, details: Record<string, unknown>) =>
       audit.record({ event, actor: job.workerId, organizationId: job.organizationId, jobId: job.jobId, traceId: job.traceId, details })
 
-    // Find this job's run, or start it. The invoice date is fixed here, so every retry uses the same one.
+    // Find this job's run, or start it. The invoice date and the due date are fixed here, so every chunk and
+    // every retry uses the same ones, whatever happens to the organization's payment terms meanwhile.
     const open = sql.withTransaction(
       Effect.gen(function* () {
         const organization = yield* repo.findOrganization(job.organizationId)
         if (organization === undefined) return yield* new UnknownOrganization({ organizationId: job.organizationId })
         const at = yield* now
+        const invoiceDate = payload.invoiceDate ?? germanDate(at.getTime())
         const started = yield* repo.insertRun({
           id: randomUUID(),
           organizationId: job.organizationId,
           jobId: job.jobId,
           billingPeriod: period.period,
-          invoiceDate: payload.invoiceDate ?? germanDate(at.getTime()),
+          invoiceDate,
+          dueDate: addDays(invoiceDate, organization.paymentTermsDays),
           customerFilter: payload.customerIds ?? null,
           createdBy: job.createdBy,
           now: at
@@ -130,6 +133,7 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
             runId: started.id,
             billingPeriod: started.billingPeriod,
             invoiceDate: started.invoiceDate,
+            dueDate: started.dueDate,
             customerFilter: started.customerFilter?.length ?? null,
             chunkSize
           })
@@ -152,10 +156,11 @@ export const runBilling = (payload: BillingRunPayload, job: JobContext, options:
           if (organization === undefined) return yield* new UnknownOrganization({ organizationId: job.organizationId })
           const run = (yield* repo.lockRun(runId))!
           if (run.status === "rolled_back") return yield* new BillingRunRolledBack({ runId })
-          // The direct debit's collection date.
-          const dueDate = addDays(run.invoiceDate, organization.paymentTermsDays)
+          // The direct debit's collection date, fixed with the run (a run started before billing 0020 fixes it now).
+          const dueDate = run.dueDate ?? addDays(run.invoiceDate, organization.paymentTermsDays)
           // Completed by another attempt since this one opened it (its lease was lost meanwhile): that one warned.
           if (run.status === "completed") return { run, done: true, completedHere: false, dueDate }
+          if (run.dueDate === null) yield* repo.fixDueDate(run.id, dueDate)
           const at = yield* now
 
           const candidates = yield* repo.nextCandidates({

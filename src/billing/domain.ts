@@ -134,6 +134,8 @@ export interface BillingRun {
   readonly jobId: string
   readonly billingPeriod: string
   readonly invoiceDate: string
+  /** The direct debit's collection date, fixed when the run starts (null for a run started before billing 0020, until its next chunk). */
+  readonly dueDate: string | null
   readonly customerFilter: ReadonlyArray<string> | null
   readonly status: "running" | "completed" | "rolled_back"
   /** The last customer number of the last committed chunk. */
