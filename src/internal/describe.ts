@@ -5,18 +5,34 @@
  * name, and the ones libpq also takes as parameters (?password=…, ?sslpassword=…).
  */
 export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    for (const key of [...parsed.searchParams.keys()]) {
-      if (/password/i.test(key)) parsed.searchParams.set(key, "***")
+  // Parsed only as what it should be: text that is not a postgres:// URL (no scheme, jdbc:postgresql://,
+  // postgres:/ with one slash) parses as a URL of another kind, with the password left in its path.
+  if (/^postgres(ql)?:\/\//i.test(url)) {
+    try {
+      const parsed = new URL(url)
+      if (parsed.password !== "") parsed.password = "***"
+      for (const key of [...parsed.searchParams.keys()]) {
+        if (/password/i.test(key)) parsed.searchParams.set(key, "***")
+      }
+      return parsed.toString()
+    } catch {
+      // Not a URL after all (a stray character, a bad port): masked as text below.
     }
-    return parsed.toString()
-  } catch {
-    // Not a URL after all (a stray character, a bad port): still never the password, and the rest to say what is wrong.
-    // Up to the last @: a password may hold / and @ itself (that is often why the URL does not parse).
-    return url.replace(/(\/\/[^:/@]*:).*@/, "$1***@").replace(/(password=)[^&]*/gi, "$1***")
   }
+  // Still never the password, and the rest to say what is wrong.
+  return maskUserPassword(url).replace(/(password=)[^&]*/gi, "$1***")
+}
+
+// The user info starts after the first "//" (or ":/"), else at the start; its password runs from the first ":"
+// to the last "@" (a password may hold / and @ itself, which is often why the text does not parse).
+const maskUserPassword = (text: string): string => {
+  const at = text.lastIndexOf("@")
+  if (at < 0) return text
+  const before = text.slice(0, at)
+  const slashes = before.indexOf("//")
+  const slash = slashes >= 0 ? slashes + 2 : before.indexOf(":/") >= 0 ? before.indexOf(":/") + 2 : 0
+  const colon = before.indexOf(":", slash)
+  return colon < 0 ? text : `${text.slice(0, colon + 1)}***${text.slice(at)}`
 }
 
 /** An error's text; pg reports refused dual-stack connects as an AggregateError with an empty message. */

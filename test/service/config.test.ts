@@ -149,6 +149,17 @@ describe("service configuration", () => {
       expect(generated).toBe(
         'DATABASE_URL="postgres://app:***@db.internal:5432/app" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database'
       )
+      // Text that parses as a URL of another kind, with the password in its path (it was quoted whole; a review found it).
+      for (const [url, quoted] of [
+        ["app:TopSecret99@db.internal:5432/billing", "app:***@db.internal:5432/billing"], // the scheme forgotten
+        ["jdbc:postgresql://app:TopSecret99@db.internal:5432/billing", "jdbc:postgresql://app:***@db.internal:5432/billing"], // a Java service's
+        ["postgres:/app:TopSecret99@db.internal:5432/billing", "postgres:/app:***@db.internal:5432/billing"] // one slash missing
+      ]) {
+        const [refused] = yield* errors({ DATABASE_URL: url! })
+        expect(refused).toBe(
+          `DATABASE_URL="${quoted}" is not valid: expected a postgres:// or postgresql:// connection URL, e.g. postgres://user:password@host:5432/database`
+        )
+      }
     }))
 
   it("names the variables that look like skiplock's and are none of its settings (misspelled ones)", () => {
