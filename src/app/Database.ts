@@ -130,6 +130,8 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
         const display = redactUrl(Redacted.value(url))
         yield* onWaiting(`connecting to the database ${display}`)
         yield* waitForDatabase(Redacted.value(url), onWaiting)
+        // Said at once: the last failed try's reason ("waiting for the database …: …") no longer holds.
+        yield* onWaiting(`the database ${display} answers; checking its migrations`)
         return Db.layer({ url, maxConnections, preparedStatements: options.config.preparedStatements, answerTimeout: options.config.answerTimeout }).pipe(
           Layer.tap((context) => requireMigrations(options.migrationSets, display).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
           Layer.merge(Layer.succeed(Database, { url, display, embedded: false }))
@@ -140,6 +142,7 @@ export const layer = <R = never>(options: DatabaseOptions<R>) =>
       yield* Effect.logInfo(
         `DATABASE_URL is not set: using the embedded PostgreSQL on 127.0.0.1:${server.port} (data in ${server.dataDirectory}); connect with: psql ${server.url}`
       )
+      yield* onWaiting("the embedded PostgreSQL runs; applying its migrations")
       return Db.layer({ url: server.url, maxConnections, preparedStatements: options.config.preparedStatements, answerTimeout: options.config.answerTimeout }).pipe(
         Layer.tap((context) => applyMigrations(options.migrationSets).pipe(Effect.zipRight(warnAbout(options.checkData)), Effect.provide(context))),
         Layer.merge(Layer.succeed(Database, { url: Redacted.make(server.url), display: server.url, embedded: true }))
