@@ -146,9 +146,18 @@ const migrate = Command.make("migrate", {}, () =>
   )
 ).pipe(Command.withDescription("Apply the database migrations (all sets, in order); safe to run again"))
 
+/**
+ * Set once `skiplock start` runs the service, whatever options came before the command: a stop by a signal
+ * is then the end the service should have, not a command cut short (main.ts exits 0 for it, not 130).
+ */
+export const serviceStarted = { value: false }
+
 const start = Command.make("start", {}, () =>
-  // runService has logged why it could not start (or printed the bad configuration).
-  runService.pipe(Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.fail(new AlreadyReported({ cause })))))
+  Effect.suspend(() => {
+    serviceStarted.value = true
+    // runService has logged why it could not start (or printed the bad configuration).
+    return runService.pipe(Effect.catchAllCause((cause) => (Cause.isInterruptedOnly(cause) ? Effect.interrupt : Effect.fail(new AlreadyReported({ cause })))))
+  })
 ).pipe(
   Command.withDescription("Run the service: HTTP server and worker (the same as `npm start`)")
 )

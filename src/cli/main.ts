@@ -7,10 +7,10 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { defaultTeardown } from "@effect/platform/Runtime"
 import { Cause, Effect, Exit } from "effect"
+import { serviceStarted } from "./commands.js"
 import { runCli } from "./run.js"
 
 const INTERRUPTED = 130
-const runsTheService = process.argv[2] === "start"
 
 // `skiplock jobs list | head`: once the reader has gone, the rest of the output has nowhere to go.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -26,7 +26,7 @@ NodeRuntime.runMain(
     disablePrettyLogger: true,
     // A script must not take a command it interrupted for one that was done.
     teardown: (exit, onExit) => {
-      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && !runsTheService) {
+      if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && !serviceStarted.value) {
         process.stderr.write("skiplock: interrupted before the command finished\n")
         return onExit(INTERRUPTED)
       }

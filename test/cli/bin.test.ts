@@ -53,6 +53,25 @@ describe("the skiplock executable", () => {
         expect(yield* waitForExit(service)).toEqual({ code: 0, signal: null })
       }), 90_000)
 
+    it.scoped("skiplock start with a global option before the command (--log-level info start) also exits 0 on SIGTERM, without saying it was interrupted", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const port = yield* freePort
+        // The command was told apart by argv[2]: with an option first, a graceful stop exited 130 (found by a review).
+        const service = yield* spawnScoped(process.execPath, ["bin/skiplock.js", "--log-level", "info", "start"], {
+          ...cleanEnv(),
+          DATABASE_URL: url,
+          PORT: String(port),
+          HOST: "127.0.0.1",
+          LOG_FORMAT: "json"
+        })
+        yield* waitForReady(service, port)
+        service.child.kill("SIGTERM")
+        const exited = yield* waitForExit(service)
+        expect(service.output()).not.toContain("interrupted before the command finished")
+        expect(exited).toEqual({ code: 0, signal: null })
+      }), 90_000)
+
     it.scoped("skiplock start warns about stored data a migration could not settle (customers whose IBAN no bank issues)", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
