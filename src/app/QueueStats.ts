@@ -56,11 +56,17 @@ export interface WorkerInfo {
   readonly startedAt: Date
   readonly lastHeartbeatAt: Date
   readonly heartbeatAgeSeconds: number
-  /** Its heartbeat is recent (within WORKER_ALIVE_SECONDS); a dead worker's jobs are rescued when their leases expire. */
+  /**
+   * Its last heartbeat is recent: within its lease (which outlasts its heartbeat interval), and at least
+   * WORKER_ALIVE_SECONDS; a dead worker's jobs are rescued when their leases expire.
+   */
   readonly alive: boolean
 }
 
-/** A worker whose last heartbeat is older than this (one lease, 30 s) is counted as gone. */
+/**
+ * A worker whose last heartbeat is older than this (one default lease, 30 s) and than its own lease is
+ * counted as gone. Its lease counts too: a worker with a 5-minute lease may beat once a minute.
+ */
 export const WORKER_ALIVE_SECONDS = 30
 
 const zeroCounts = (): Record<JobStatus, number> => ({ pending: 0, processing: 0, completed: 0, failed: 0 })
@@ -81,14 +87,17 @@ export const collectCounts = (handledTypes: ReadonlyArray<string>) =>
       sql<{ jobType: string; runnable: number; oldestRunAt: Date }>`
         SELECT job_type AS "jobType", count(*)::int AS runnable, min(run_at) AS "oldestRunAt"
         FROM job_queue WHERE status = 'pending' AND run_at <= ${at} GROUP BY job_type`,
-      sql<Omit<WorkerInfo, "heartbeatAgeSeconds" | "alive">>`
+      // jobs_in_hand_until: its last heartbeat plus its lease (none before its first heartbeat).
+      sql<Omit<WorkerInfo, "heartbeatAgeSeconds" | "alive"> & { readonly heldUntil: Date | null }>`
         SELECT worker_id AS "workerId", host, pid, job_types AS "jobTypes", concurrency,
-               cardinality(jobs_in_hand) AS "jobsInHand", started_at AS "startedAt", last_heartbeat_at AS "lastHeartbeatAt"
+               cardinality(jobs_in_hand) AS "jobsInHand", started_at AS "startedAt", last_heartbeat_at AS "lastHeartbeatAt",
+               jobs_in_hand_until AS "heldUntil"
         FROM job_workers ORDER BY last_heartbeat_at DESC, worker_id`
     ])
-    const workers = workerRows.map((worker): WorkerInfo => {
+    const workers = workerRows.map(({ heldUntil, ...worker }): WorkerInfo => {
       const heartbeatAgeSeconds = Math.max(0, (at.getTime() - worker.lastHeartbeatAt.getTime()) / 1000)
-      return { ...worker, heartbeatAgeSeconds, alive: heartbeatAgeSeconds <= WORKER_ALIVE_SECONDS }
+      const alive = heartbeatAgeSeconds <= WORKER_ALIVE_SECONDS || (heldUntil !== null && at.getTime() <= heldUntil.getTime())
+      return { ...worker, heartbeatAgeSeconds, alive }
     })
     // A type is handled when the caller handles it or any live worker does.
     const handled = new Set([...handledTypes, ...workers.filter((worker) => worker.alive).flatMap((worker) => worker.jobTypes)])

@@ -411,9 +411,15 @@ describe("skiplock CLI", () => {
         const [job] = yield* sql<{ id: string }>`SELECT id FROM claim_next_job('worker-a', ARRAY['sepa_export'])`
         yield* sql`SELECT worker_heartbeat('worker-a', ARRAY[${job!.id}]::uuid[])`
 
+        // A worker with a 5-minute lease, whose last heartbeat (once a minute, say) was 45 s ago: alive, not gone
+        // after 30 s (found by a review: its types were listed as waiting without a handler between heartbeats).
+        yield* sql`SELECT register_worker('worker-c', 'host-c', 4444, ARRAY['report_generation'], 5, now() - interval '50 seconds')`
+        yield* sql`SELECT worker_heartbeat('worker-c', ARRAY[]::uuid[], now() - interval '45 seconds', interval '5 minutes')`
+
         const stats = JSON.parse((yield* run("stats", "--json")).stdout)
         expect(stats.workers).toMatchObject([
           { workerId: "worker-a", host: "host-a", pid: 4242, jobTypes: ["sepa_export"], jobsInHand: 1, alive: true },
+          { workerId: "worker-c", alive: true },
           { workerId: "worker-b", alive: false }
         ])
         expect(stats.waitingWithoutHandler).toEqual([{ jobType: "dunning_run", waiting: 1 }])
