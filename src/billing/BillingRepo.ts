@@ -347,7 +347,8 @@ export const make = Effect.gen(function* () {
     checkRollback: (runId: string) =>
       sql<{ invoices: number; exported: number; paid: number; examples: ReadonlyArray<string> | null }>`
         SELECT count(*)::int AS invoices,
-               count(*) FILTER (WHERE status = 'exported' OR (exported_at IS NOT NULL AND status <> 'paid'))::int AS exported,
+               -- Each invoice counted once: one exported and already paid (paid_at booked, its status not moved on) is paid.
+               count(*) FILTER (WHERE (status = 'exported' OR exported_at IS NOT NULL) AND status <> 'paid' AND paid_at IS NULL)::int AS exported,
                count(*) FILTER (WHERE status = 'paid' OR paid_at IS NOT NULL)::int AS paid,
                (array_agg(invoice_number ORDER BY number_year, number_sequence)
                   FILTER (WHERE status IN ('exported', 'paid') OR exported_at IS NOT NULL OR paid_at IS NOT NULL))[1:5] AS examples

@@ -127,6 +127,9 @@ describe("rollbackBillingRun", () => {
                    WHERE organization_id = ${org} AND number_sequence IN (3, 4)`
         yield* sql`UPDATE invoices SET status = 'paid', exported_at = ${new Date(ROLLBACK_TIME)}, paid_at = ${new Date(ROLLBACK_TIME)}
                    WHERE organization_id = ${org} AND number_sequence = 7`
+        // Exported, and its payment booked without moving its status on: paid, counted once (it was counted as both).
+        yield* sql`UPDATE invoices SET status = 'exported', exported_at = ${new Date(ROLLBACK_TIME)}, paid_at = ${new Date(ROLLBACK_TIME)}
+                   WHERE organization_id = ${org} AND number_sequence = 8`
         const before = yield* invoicesOf(org)
 
         const refusal = yield* Effect.flip(rollbackBillingRun({ runId, reason: "Kunde hat widersprochen", actor: ACTOR }))
@@ -134,16 +137,16 @@ describe("rollbackBillingRun", () => {
           _tag: "RollbackForbidden",
           runId,
           exported: 2,
-          paid: 1,
-          examples: ["SWM-2025-00003", "SWM-2025-00004", "SWM-2025-00007"]
+          paid: 2,
+          examples: ["SWM-2025-00003", "SWM-2025-00004", "SWM-2025-00007", "SWM-2025-00008"]
         })
         expect(refusal.message).toBe(
-          `billing run ${runId} (2025-03) must not be rolled back: 2 of its invoices are exported to SEPA and 1 is paid ` +
-            "(SWM-2025-00003, SWM-2025-00004, SWM-2025-00007). Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md"
+          `billing run ${runId} (2025-03) must not be rolled back: 2 of its invoices are exported to SEPA and 2 are paid ` +
+            "(SWM-2025-00003, SWM-2025-00004, SWM-2025-00007, SWM-2025-00008). Nothing was changed. Correct those invoices with credit notes: see docs/ROLLBACK_PLAYBOOK.md"
         )
 
         expect(yield* invoicesOf(org)).toEqual(before)
-        expect(new Set(before.filter((invoice) => ![3, 4, 7].includes(invoice.numberSequence)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
+        expect(new Set(before.filter((invoice) => ![3, 4, 7, 8].includes(invoice.numberSequence)).map((invoice) => invoice.status))).toEqual(new Set(["open"]))
         expect(yield* runOfJob(jobId)).toMatchObject({ status: "completed", rolledBackBy: null })
         const trail = yield* trailOf(jobId)
         expect(trail.map((entry) => entry.event)).toEqual([
@@ -151,7 +154,7 @@ describe("rollbackBillingRun", () => {
         ])
         expect(trail.at(-1)).toMatchObject({
           actor: ACTOR,
-          details: { runId, reason: "Kunde hat widersprochen", refusal: "RollbackForbidden", exported: 2, paid: 1 }
+          details: { runId, reason: "Kunde hat widersprochen", refusal: "RollbackForbidden", exported: 2, paid: 2 }
         })
       }))
 
