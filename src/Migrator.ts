@@ -35,10 +35,14 @@ export const coreMigrations = join(migrationsRoot, "core")
 
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/
 
-/** Reads a migration set from a folder; file names are `NNNN_name.sql`. */
+// The text a checksum is taken of: a checkout that turned line endings into CRLF (or added a byte order mark)
+// holds the same statements, and must not count as a migration changed after it was applied.
+const canonicalText = (sql: string) => sql.replace(/^\uFEFF/, "").replace(/\r\n/g, "\n")
+
+/** Reads a migration set from a folder; file names are `NNNN_name.sql`, each number once. */
 export const readMigrationSet = (folder: string): ReadonlyArray<Migration> => {
   const set = basename(folder)
-  return readdirSync(folder)
+  const migrations = readdirSync(folder)
     .filter((file) => file.endsWith(".sql"))
     .sort()
     .map((file) => {
@@ -52,10 +56,20 @@ export const readMigrationSet = (folder: string): ReadonlyArray<Migration> => {
         version: Number(match[1]),
         name: match[2]!,
         sql,
-        checksum: createHash("sha256").update(sql).digest("hex")
+        checksum: createHash("sha256").update(canonicalText(sql)).digest("hex")
       }
     })
+  // Two branches that each added "the next" migration: the ledger knows a migration by its number alone.
+  for (let i = 1; i < migrations.length; i++) {
+    const [before, after] = [migrations[i - 1]!, migrations[i]!]
+    if (before.version === after.version) {
+      throw new Error(`migration files ${fileName(before)} and ${fileName(after)} of ${folder} share the number ${String(after.version).padStart(4, "0")}: renumber one after the set's last`)
+    }
+  }
+  return migrations
 }
+
+const fileName = (migration: Migration) => `${String(migration.version).padStart(4, "0")}_${migration.name}.sql`
 
 // A set is known by its folder's name in skiplock_migrations: two folders of one name would share versions.
 const sameNamedSets = (folders: ReadonlyArray<string>): string | undefined => {
@@ -121,7 +135,19 @@ export const migrate = (folders: ReadonlyArray<string>, options: MigrateOptions 
         yield* sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`
         yield* setLocalLockTimeout(sql, lockTimeout)
         yield* ensureLedger(sql)
-        const applied = new Map((yield* appliedVersions(sql)).map((row) => [key(row.setName, row.version), row]))
+        const ledger = yield* appliedVersions(sql)
+        const applied = new Map(ledger.map((row) => [key(row.setName, row.version), row]))
+        // A file numbered below one applied already (merged late) would run after it here, and before it on an empty
+        // database: the same files, two schemas. Refused, before anything is applied.
+        const highest = new Map<string, number>()
+        for (const row of ledger) highest.set(row.setName, Math.max(highest.get(row.setName) ?? 0, row.version))
+        const late = migrations.find((migration) => !applied.has(key(migration.set, migration.version)) && migration.version < (highest.get(migration.set) ?? 0))
+        if (late !== undefined) {
+          return yield* new MigrationError({
+            message: `migration ${named(late)} is numbered below ${key(late.set, highest.get(late.set)!)}, which is applied already: ` +
+              "it would run after it here and before it on an empty database; renumber it after the set's last migration"
+          })
+        }
         const done: Array<string> = []
         for (const migration of migrations) {
           const previous = applied.get(key(migration.set, migration.version))

@@ -24,6 +24,18 @@ const migrationSet = Effect.acquireRelease(
   (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
 )
 
+/** An empty migration set folder named `name`, removed with the scope. */
+const emptySet = (name: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const folder = join(await mkdtemp(join(tmpdir(), "skiplock-migrator-")), name)
+      await mkdir(folder)
+      return folder
+    }),
+    (folder) => Effect.promise(() => rm(join(folder, ".."), { recursive: true, force: true }))
+  )
+const write = (folder: string, file: string, text: string) => Effect.promise(() => writeFile(join(folder, file), text))
+
 /** A fresh database migrated to just before `version`, as one deployed before it is: core's earlier files in a folder named core. */
 const migratedBefore = (version: string) =>
   Effect.gen(function* () {
@@ -138,6 +150,50 @@ describe("Migrator", () => {
             INSERT INTO job_queue (organization_id, job_type, status, locked_by) VALUES (${ORG}, 'dunning_run', 'processing', 'gone-worker')`)
           expect(String(refused.cause)).toContain(`violates check constraint "job_queue_processing_is_locked"`)
         }).pipe(Effect.provide(Db.layer({ url })))
+      }))
+
+    // Found by a review: each of these applied, or was refused, wrongly.
+    it.scoped("two files of one number are refused, naming both; the same text with CRLF line endings is not a change", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const folder = yield* emptySet("shared_numbers")
+        yield* write(folder, "0001_a.sql", "CREATE TABLE shared_numbers_a (id int);\nCREATE INDEX ON shared_numbers_a (id);\n")
+        expect(yield* Migrator.migrate([folder])).toEqual(["shared_numbers/0001_a"])
+        // Checked out on Windows: the same statements (its checksum differed, and start-up refused the database).
+        yield* write(folder, "0001_a.sql", "\uFEFFCREATE TABLE shared_numbers_a (id int);\r\nCREATE INDEX ON shared_numbers_a (id);\r\n")
+        expect(yield* Migrator.changed([folder])).toEqual([])
+        expect(yield* Migrator.migrate([folder])).toEqual([])
+        // Another branch's 0001, merged after the first was applied: pending said the database was current,
+        // migrate that 0001_b was changed after it was applied (on an empty one, a bare primary key violation).
+        yield* write(folder, "0001_b.sql", "CREATE TABLE shared_numbers_b (id int);\n")
+        const expected = `migration files 0001_a.sql and 0001_b.sql of ${folder} share the number 0001: renumber one after the set's last`
+        for (const check of [Migrator.pending([folder]), Migrator.changed([folder]), Migrator.migrate([folder])]) {
+          expect((yield* Effect.flip(check)).message).toBe(`cannot read migrations: Error: ${expected}`)
+        }
+        const [table] = yield* sql<{ exists: boolean }>`SELECT to_regclass('shared_numbers_b') IS NOT NULL AS exists`
+        expect(table!.exists).toBe(false)
+        yield* sql`DROP TABLE shared_numbers_a`
+      }))
+
+    it.scoped("a file numbered below one applied already (merged late) is refused, nothing applied: it would run in another order than on an empty database", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const folder = yield* emptySet("late_notes")
+        yield* write(folder, "0001_notes.sql", "CREATE TABLE late_notes (a int);\n")
+        yield* write(folder, "0003_notes_view.sql", "CREATE VIEW late_notes_view AS SELECT * FROM late_notes;\n")
+        yield* write(folder, "0004_more.sql", "CREATE TABLE late_more (id int);\n")
+        expect(yield* Migrator.migrate([folder])).toEqual(["late_notes/0001_notes", "late_notes/0003_notes_view", "late_notes/0004_more"])
+        // On an empty database 0002 runs before the view is made (the view gets b); here it would run after.
+        yield* write(folder, "0002_notes_b.sql", "ALTER TABLE late_notes ADD COLUMN b int;\n")
+        yield* write(folder, "0005_other.sql", "CREATE TABLE late_other (id int);\n")
+        expect((yield* Effect.flip(Migrator.migrate([folder]))).message).toBe(
+          "migration late_notes/0002_notes_b is numbered below late_notes/0004, which is applied already: " +
+            "it would run after it here and before it on an empty database; renumber it after the set's last migration"
+        )
+        const [other] = yield* sql<{ exists: boolean }>`SELECT to_regclass('late_other') IS NOT NULL AS exists`
+        expect(other!.exists).toBe(false)
+        yield* sql`DROP VIEW late_notes_view`
+        yield* sql`DROP TABLE late_notes, late_more`
       }))
 
     it.scoped("two sets whose folders share a name are refused, naming both, before anything is applied", () =>
