@@ -7,7 +7,9 @@
 import { Cause, Option } from "effect"
 
 // SQLSTATE: class 08 (connection exception), 57P01-03 (admin/crash shutdown, cannot connect now), 53300 (too many connections).
-const CONNECTION_STATES = /^(08...|57P0[123]|53300)$/
+// Not 08P01 (protocol violation): a live server's answer to a statement built wrong (more than 65,535
+// parameters), which is the handler's failure, not an outage to wait out uncounted.
+const CONNECTION_STATES = /^(08(?!P01)...|57P0[123]|53300)$/
 const CONNECTION_CODES = new Set(["ECONNRESET", "ECONNREFUSED", "EPIPE", "ETIMEDOUT", "ENOTCONN", "EHOSTUNREACH"])
 const CONNECTION_MESSAGES = /Connection terminated|Failed to acquire connection|Client has encountered a connection error|timeout exceeded when trying to connect|Connection timed out/i
 
