@@ -5,13 +5,15 @@
  * such a statement, and with it the claim loop, until TCP gives up (~15 minutes).
  *
  * Past the timeout the statement is cancelled as psql's Ctrl-C does it, with a CancelRequest on a new
- * connection: a server that is there ends it at once (SQLSTATE 57014) and the connection stays usable.
+ * connection: a server that is there ends it at once (SQLSTATE 57014), and the connection is closed
+ * (retired from the pool) all the same: that 57014 may be another's (a statement_timeout, an operator's
+ * pg_cancel_backend) while this cancel is still on its way.
  * Without an answer within the grace after that either, the connection is closed: the statement
  * fails as a lost connection, and the pool opens a new one. Cancelling first keeps a statement the
  * server is still running from committing after its caller gave up on it (a claim whose jobs
- * nobody would start). An answer that comes after the cancel was sent, other than the cancel's own
- * error, retires the connection: the cancel may still be on its way, and would end whatever statement
- * the connection runs next (a handler's, say), as a Ctrl-C crossing the answer does in psql.
+ * nobody would start). Any answer that comes after the cancel was sent retires the connection: the
+ * cancel may still be on its way, and would end whatever statement the connection runs next (a
+ * handler's, say), as a Ctrl-C crossing the answer does in psql.
  *
  * Real time (Node timers), not the Effect Clock: how long a network stays silent is not the queue's
  * time. One timer a statement, started and cleared in node-postgres's callback, and no fiber.
@@ -38,22 +40,32 @@ const cancelRequest = (processID: number, secretKey: number) => {
   return message
 }
 
-// Sends the cancel on a connection of its own, which the server closes once read; a host that does not
-// answer gets the grace, then the socket is dropped. Failures are ignored: closing the connection follows.
-const sendCancel = (client: WatchedClient, graceMillis: number) => {
-  if (client.processID === null || client.secretKey === null) return
-  const message = cancelRequest(client.processID, client.secretKey)
-  const socket = client.host.startsWith("/")
-    ? createConnection(`${client.host}/.s.PGSQL.${client.port}`)
-    : createConnection({ host: client.host, port: client.port })
+/**
+ * Sends a CancelRequest for the statement `client` runs, on a connection of its own, which the server
+ * closes once read; a host that does not answer gets the grace, then the socket is dropped. Failures are
+ * ignored: closing the statement's connection follows. `settled` is called once, when the cancel's
+ * connection has closed (read, or refused) or its grace ran out.
+ */
+export const sendCancel = (client: pg.Client, graceMillis: number, settled?: () => void): void => {
+  const watched = client as unknown as WatchedClient
+  let done = false
+  const settle = () => {
+    if (done) return
+    done = true
+    settled?.()
+  }
+  if (watched.processID === null || watched.secretKey === null) return settle()
+  const message = cancelRequest(watched.processID, watched.secretKey)
+  const socket = watched.host.startsWith("/")
+    ? createConnection(`${watched.host}/.s.PGSQL.${watched.port}`)
+    : createConnection({ host: watched.host, port: watched.port })
   socket.on("error", () => socket.destroy())
   socket.on("connect", () => socket.end(message))
+  socket.on("end", () => socket.destroy())
+  socket.on("close", settle)
   socket.setTimeout(graceMillis, () => socket.destroy())
   socket.unref()
 }
-
-// SQLSTATE query_canceled: the cancel arrived, and is spent.
-const QUERY_CANCELED = "57014"
 
 /**
  * Watches one statement sent on `client`: returns the function to call with its error (or null) when its
@@ -64,15 +76,18 @@ export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMilli
   const watched = client as unknown as WatchedClient
   let grace: NodeJS.Timeout | undefined
   const timer = setTimeout(() => {
-    sendCancel(watched, graceMillis)
+    sendCancel(client, graceMillis)
     grace = setTimeout(() => watched.connection.stream.destroy(), graceMillis)
     grace.unref()
   }, timeoutMillis)
   timer.unref()
-  return (error) => {
+  return (_error) => {
     clearTimeout(timer)
     if (grace === undefined) return false
     clearTimeout(grace)
-    return (error as { code?: unknown } | null)?.code !== QUERY_CANCELED
+    // Whatever the answer: even a 57014 may be another's (a pg_cancel_backend, a statement_timeout) while this
+    // cancel is still on its way, and nothing here tells when it has landed (a proxy may close the cancel's
+    // socket before passing it on), so the connection is not used again.
+    return true
   }
 }

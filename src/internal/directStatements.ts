@@ -8,8 +8,11 @@
  *
  * Failures are @effect/sql-pg's: an SqlError with its messages ("Failed to
  * acquire connection", "Connection error", "Failed to execute statement"), so
- * connectionLoss.ts reads them alike; an interrupted statement is cancelled
- * (pg_cancel_backend) as @effect/sql-pg cancels it.
+ * connectionLoss.ts reads them alike. An interrupted statement is cancelled
+ * with a CancelRequest on a socket of its own, and its connection closed, not
+ * given back: a cancel sent through the pool (as @effect/sql-pg sends its
+ * pg_cancel_backend) waited behind busy connections, and landed late, on the
+ * next statement of a connection given back meanwhile (found by a review).
  *
  * Only for a pool that Db.layer built (it provides DbPool), and only outside a
  * transaction: a statement inside one must run on the transaction's
@@ -17,27 +20,28 @@
  */
 import { SqlClient, type Statement } from "@effect/sql"
 import { SqlError } from "@effect/sql/SqlError"
-import { Context, Duration, Effect, Option } from "effect"
+import { Context, Effect, Option } from "effect"
 import type pg from "pg"
+import { sendCancel } from "./answerWatch.js"
 
 /** The pg pool behind Db.layer's PgClient. */
 export class DbPool extends Context.Tag("skiplock/DbPool")<DbPool, pg.Pool>() {}
 
-// As @effect/sql-pg's cancel: best effort, bounded.
-const CANCEL_TIMEOUT = Duration.seconds(5)
+// How long an interrupted statement's cancel may take to be delivered: best effort, bounded.
+const CANCEL_GRACE_MILLIS = 5_000
 
-const cancel = (pool: pg.Pool, processId: number | undefined) =>
-  processId === undefined
-    ? Effect.void
-    : Effect.async<void>((resume) => {
-        if ((pool as unknown as { ending?: boolean }).ending === true) return resume(Effect.void)
-        pool.query(`SELECT pg_cancel_backend(${processId})`, () => resume(Effect.void))
-      }).pipe(Effect.interruptible, Effect.timeoutOption(CANCEL_TIMEOUT), Effect.asVoid)
+// Sends the cancel and waits until the server has read it (or it failed, or its grace passed).
+const cancel = (client: pg.PoolClient) =>
+  Effect.async<void>((resume) => void sendCancel(client, CANCEL_GRACE_MILLIS, () => resume(Effect.void)))
+
+// Given to pg-pool with the connection of an interrupted statement: it closes the connection instead of keeping it.
+const INTERRUPTED = new Error("its statement was interrupted and cancelled")
 
 /** Runs a compiled statement on a connection of the pool; the rows, as @effect/sql-pg returns them. */
 const runOnPool = <A>(pool: pg.Pool, text: string, params: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, SqlError> =>
   Effect.async<ReadonlyArray<A>, SqlError>((resume) => {
     let done = false
+    let cancelSent = false
     let client: pg.PoolClient | undefined
     const finish = (error?: Error) => {
       if (done) return
@@ -59,7 +63,7 @@ const runOnPool = <A>(pool: pg.Pool, text: string, params: ReadonlyArray<unknown
       client.once("error", onError)
       client.query(text, params as Array<unknown>, (error: Error | null, result: pg.QueryResult) => {
         if (done) return
-        finish()
+        finish(cancelSent ? INTERRUPTED : undefined)
         resume(error === null ? Effect.succeed(result.rows as Array<A>) : Effect.fail(new SqlError({ cause: error, message: "Failed to execute statement" })))
       })
     })
@@ -69,8 +73,10 @@ const runOnPool = <A>(pool: pg.Pool, text: string, params: ReadonlyArray<unknown
         done = true // the connection, once it comes, goes straight back
         return Effect.void
       }
-      const processId = (client as unknown as { processID?: number }).processID
-      return Effect.ensuring(cancel(pool, processId), Effect.sync(() => finish()))
+      // Closed rather than given back, whenever its answer comes: whether the cancel has landed by then is not
+      // known here (even a 57014 may be another's).
+      cancelSent = true
+      return Effect.ensuring(cancel(client), Effect.sync(() => finish(INTERRUPTED)))
     })
   })
 

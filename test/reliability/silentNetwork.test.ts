@@ -1,6 +1,6 @@
 // The worker's bookkeeping statements are answered within the pool's answer timeout, or given up
-// (src/internal/answerWatch.ts): on a live connection the server cancels the statement and the
-// connection stays; on one whose network fell silent the connection is closed. A worker whose claims
+// (src/internal/answerWatch.ts): on a live connection the server cancels the statement (the connection
+// stays only if the cancel was confirmed first); on one whose network fell silent the connection is closed. A worker whose claims
 // went into such connections claims again once the network heals, instead of waiting until TCP gives
 // up (~15 minutes). Real clock; the pool behind a proxy that goes silent and heals.
 import { SqlClient } from "@effect/sql"
@@ -25,17 +25,18 @@ const onePool = (url: string, answerTimeout: Duration.DurationInput) =>
 
 describe("a statement left unanswered", () => {
   layer(TestDatabase.layer(), { excludeTestServices: true })((it) => {
-    it.scoped("a watched statement past the answer timeout is cancelled by the server, and its connection stays", () =>
+    it.scoped("a watched statement past the answer timeout is cancelled by the server, and the pool goes on", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
         const sql = yield* onePool(url, "300 millis")
-        const pid = yield* backendPid(sql)
         const started = Date.now()
         const error = yield* Effect.flip(sql`${sql.literal(WATCHED)} SELECT pg_sleep(5)`)
         expect(sqlErrorCode(error)).toBe("57014")
         expect(Date.now() - started).toBeLessThan(3_000)
-        // The same connection, still usable.
-        expect(yield* backendPid(sql)).toBe(pid)
+        // The connection is kept only if the server had confirmed the cancel (closed its socket) before the 57014
+        // came, which is a race: a 57014 may be another's while this cancel is still on its way (a review found
+        // one ending the next statement). Either way the next statement runs, and is not cancelled.
+        expect(yield* sql<{ slept: number }>`SELECT 1 AS slept FROM pg_sleep(0.5)`).toEqual([{ slept: 1 }])
       }), 30_000)
 
     it.scoped("a watched statement answered just after its cancel was sent retires its connection: the cancel, still on its way, cannot end the next statement", () =>
