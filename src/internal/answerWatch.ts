@@ -46,33 +46,26 @@ const cancelRequest = (processID: number, secretKey: number) => {
  * ignored: closing the statement's connection follows. `settled` is called once, when the cancel's
  * connection has closed (read, or refused) or its grace ran out.
  */
-export const sendCancel = (client: pg.Client, graceMillis: number, settled?: () => void): void => {
+export const sendCancel = (client: pg.Client, graceMillis: number, settled: () => void = () => undefined): void => {
   const watched = client as unknown as WatchedClient
-  let done = false
-  const settle = () => {
-    if (done) return
-    done = true
-    settled?.()
-  }
-  if (watched.processID === null || watched.secretKey === null) return settle()
+  if (watched.processID === null || watched.secretKey === null) return settled()
   const message = cancelRequest(watched.processID, watched.secretKey)
   const socket = watched.host.startsWith("/")
     ? createConnection(`${watched.host}/.s.PGSQL.${watched.port}`)
     : createConnection({ host: watched.host, port: watched.port })
   socket.on("error", () => socket.destroy())
   socket.on("connect", () => socket.end(message))
-  socket.on("end", () => socket.destroy())
-  socket.on("close", settle)
+  socket.once("close", settled)
   socket.setTimeout(graceMillis, () => socket.destroy())
   socket.unref()
 }
 
 /**
- * Watches one statement sent on `client`: returns the function to call with its error (or null) when its
- * answer arrives, which says whether the connection must be retired. Unanswered after `timeoutMillis` it
- * is cancelled; after `graceMillis` more, the connection is closed.
+ * Watches one statement sent on `client`: returns the function to call when its answer arrives, which
+ * says whether the connection must be retired (a cancel was sent). Unanswered after `timeoutMillis` it is
+ * cancelled; after `graceMillis` more, the connection is closed.
  */
-export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMillis: number): ((error: unknown) => boolean) => {
+export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMillis: number): (() => boolean) => {
   const watched = client as unknown as WatchedClient
   let grace: NodeJS.Timeout | undefined
   const timer = setTimeout(() => {
@@ -81,7 +74,7 @@ export const watchAnswer = (client: pg.Client, timeoutMillis: number, graceMilli
     grace.unref()
   }, timeoutMillis)
   timer.unref()
-  return (_error) => {
+  return () => {
     clearTimeout(timer)
     if (grace === undefined) return false
     clearTimeout(grace)

@@ -96,7 +96,7 @@ export class PreparingClient extends pg.Client {
     const name = this.prepare ? nameFor(text) : undefined
     const answered = text.startsWith(WATCHED) ? watchAnswer(this, this.answerTimeoutMillis, Math.min(CANCEL_GRACE_MILLIS, this.answerTimeoutMillis)) : undefined
     const done: Callback = (error, result) => {
-      if (answered?.(error) === true) this.retire()
+      if (answered?.() === true) this.retire()
       ;(callback as Callback)(error, result)
     }
     if (name === undefined) return super.query(text, values, done)

@@ -11,13 +11,13 @@ import { Cause, Clock, Deferred, Effect, HashMap, Logger } from "effect"
 import { Audit, JobQueue } from "skiplock"
 import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
 import { makeIban } from "../../src/billing/iban.js"
-import type { JobContext } from "../../src/JobContext.js"
 import { billingMigrations, billingRun, makeBillingRunHandler, runBilling, seedDemo } from "../../src/billing/index.js"
 import {
   asExpected,
   auditOfJob,
   billingKit,
   expectedInvoices,
+  firstAttemptOf,
   invoicesOf,
   jobOf,
   outcomesByJob,
@@ -484,10 +484,7 @@ describe("billing_run", () => {
         const org = ORG_MANDATE_RACE
         yield* customersSignedOn(org, ["2025-03-01", "2025-04-16", "2025-03-01", "2025-03-01", "2025-03-01"])
         const jobId = yield* enqueue(org, MARCH)
-        const job: JobContext = {
-          jobId, jobType: billingRun.jobType, organizationId: org, attempt: 1, maxAttempts: 3, traceId: "0".repeat(32),
-          idempotencyKey: jobId, createdBy: null, workerId: TEST_WORKER_ID
-        }
+        const job = firstAttemptOf(jobId, org)
         // Attempt 1 lost its lease after its first chunk: attempt 2 resumes the run and completes it
         // before attempt 1 looks at the run again (here: from attempt 1's hook after that chunk).
         const services = yield* Effect.context<SqlClient.SqlClient | Audit.Audit>()

@@ -6,12 +6,11 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
+import { SkiplockTest } from "skiplock/testing"
 import { makeIban } from "../../src/billing/iban.js"
 import { billingRun, runBilling } from "../../src/billing/index.js"
-import type { JobContext } from "../../src/JobContext.js"
 import { JobQueue } from "skiplock"
-import { billingKit, invoicesOf } from "../billing/support.js"
+import { billingKit, firstAttemptOf, invoicesOf } from "./support.js"
 
 const ORG = "e0000000-0000-4000-8000-0000000000d1"
 const MARCH = { billingPeriod: "2025-03", invoiceDate: "2025-04-01" }
@@ -32,10 +31,7 @@ describe("billing_run due date", () => {
           INSERT INTO contracts (organization_id, customer_id, description, monthly_net_cents, vat_rate_bp, starts_on)
           SELECT organization_id, id, 'Strom', 1000, 1900, '2025-01-01' FROM customers WHERE organization_id = ${ORG}`
         const { id: jobId } = yield* JobQueue.enqueueJob(billingRun, MARCH, { organizationId: ORG })
-        const job: JobContext = {
-          jobId, jobType: billingRun.jobType, organizationId: ORG, attempt: 1, maxAttempts: 3, traceId: "0".repeat(32),
-          idempotencyKey: jobId, createdBy: null, workerId: TEST_WORKER_ID
-        }
+        const job = firstAttemptOf(jobId, ORG)
         // The organization's terms are changed to 30 days after the run's first chunk committed (an operator
         // editing master data while the run works; equally, between a crashed attempt and its retry).
         const run = yield* runBilling(MARCH, job, {
@@ -62,10 +58,7 @@ describe("billing_run due date", () => {
         yield* sql`UPDATE organizations SET payment_terms_days = 14 WHERE id = ${ORG}`
         const APRIL = { billingPeriod: "2025-04", invoiceDate: "2025-05-02" }
         const { id: jobId } = yield* JobQueue.enqueueJob(billingRun, APRIL, { organizationId: ORG })
-        const job: JobContext = {
-          jobId, jobType: billingRun.jobType, organizationId: ORG, attempt: 1, maxAttempts: 3, traceId: "0".repeat(32),
-          idempotencyKey: jobId, createdBy: null, workerId: TEST_WORKER_ID
-        }
+        const job = firstAttemptOf(jobId, ORG)
         // After its first chunk the run looks like one started before 0020 (no due date), and the terms change.
         const run = yield* runBilling(APRIL, job, {
           chunkSize: 2,

@@ -9,10 +9,17 @@ import { copyFile, mkdir, mkdtemp, readdir, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type Handler, type Outcome, Worker } from "skiplock"
-import { type DrainResult, SkiplockTest } from "skiplock/testing"
-import { billingMigrations, billingRunHandler } from "../../src/billing/index.js"
+import { type DrainResult, SkiplockTest, TEST_WORKER_ID } from "skiplock/testing"
+import { billingMigrations, billingRun, billingRunHandler } from "../../src/billing/index.js"
+import type { JobContext } from "../../src/JobContext.js"
 import { Db, Migrator } from "../../src/index.js"
 import { acquireTestDatabase } from "../../src/testing/TestDatabase.js"
+
+/** The JobContext of attempt 1 of a billing_run job run by the kit's worker id (runBilling called directly). */
+export const firstAttemptOf = (jobId: string, organizationId: string): JobContext => ({
+  jobId, jobType: billingRun.jobType, organizationId, attempt: 1, maxAttempts: 3, traceId: "0".repeat(32),
+  idempotencyKey: jobId, createdBy: null, workerId: TEST_WORKER_ID
+})
 
 /**
  * A fresh database with the core and billing migrations, on the TestClock, with

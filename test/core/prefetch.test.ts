@@ -212,6 +212,60 @@ describe("prefetch", () => {
         expect(jobs.attempts[2]).toEqual([2])
         expect(yield* jobRow(second.id)).toMatchObject({ status: "completed", attempts: 2 })
       }))
+
+    // Found by a review: the claim used to start the job waiting ahead in the slot the handler freed.
+    it.scoped("a job claimed ahead before a stop is released unstarted, also when a claim on its way answers after a handler returned", () =>
+      Effect.gen(function* () {
+        yield* reset
+        const sql = yield* SqlClient.SqlClient
+        const jobs = yield* gatedHandler
+        const [, second] = yield* enqueueReports(2)
+        const scope = yield* Scope.make()
+        const worker = yield* Worker.make({
+          handlers: [jobs.handler], workerId: "stopper", concurrency: 1, prefetch: 2, listen: false, pollInterval: "5 seconds"
+        }).pipe(Scope.extend(scope))
+        // Job 1 runs, job 2 waits ahead; the claim came back short.
+        yield* eventually(Effect.map(worker.status, (s) => s.running === 1 && s.prefetched === 1 && s.nextPollAt !== undefined), "job 1 runs, job 2 waits")
+        expect(jobs.started).toEqual([1])
+        const waitsForLock = (statement: string) =>
+          Effect.map(
+            sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity
+                               WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE ${`%FROM ${statement}(%`}`,
+            (rows) => rows[0]!.n === 1
+          )
+
+        // Another session holds audit_logs: the next claim (which writes job_started) waits for it.
+        const locked = yield* Deferred.make<void>()
+        const unlock = yield* Deferred.make<void>()
+        const holder = yield* sql
+          .withTransaction(sql`LOCK TABLE audit_logs IN SHARE MODE`.pipe(Effect.zipRight(Deferred.succeed(locked, undefined)), Effect.zipRight(Deferred.await(unlock))))
+          .pipe(Effect.fork)
+        yield* Deferred.await(locked)
+        yield* JobQueue.enqueueJob(Report, { n: 3 }, { organizationId: ORG, priority: 3 }).pipe(Effect.provide(JobQueue.layer([Report])))
+        yield* TestClock.adjust("5 seconds") // the poll: a claim for the one job of prefetch room left
+        yield* eventually(waitsForLock("claim_next_job"), "the claim waits for the lock")
+
+        // The stop begins while that claim is on its way; then job 1's handler returns (its slot is free), and
+        // its completion waits for the lock too.
+        const stopping = yield* Effect.fork(Scope.close(scope, Exit.void))
+        yield* eventually(Effect.map(worker.status, (s) => !s.claiming), "the stop began")
+        yield* jobs.open(1)
+        yield* eventually(waitsForLock("complete_and_claim"), "job 1's completion waits for the lock")
+        // The claim answers.
+        yield* Deferred.succeed(unlock, undefined)
+        yield* Fiber.join(holder)
+        yield* eventually(Effect.map(jobRow(second!.id), (row) => row.status !== "processing" || jobs.started.includes(2)), "job 2 was released or started")
+        yield* pauseLive("300 millis")
+        const startedDuringStop = [...jobs.started]
+        const secondRow = yield* jobRow(second!.id)
+        const secondAudit = yield* auditEvents(second!.id)
+        yield* jobs.open(1, 2, 3)
+        yield* Fiber.join(stopping)
+        // Job 2 was claimed ahead before the stop: it goes back to pending unstarted, its attempt not counted.
+        expect(startedDuringStop).toEqual([1])
+        expect(secondRow).toMatchObject({ status: "pending", attempts: 0 })
+        expect(secondAudit).toEqual(["job_started", "job_released"])
+      }))
   })
 
   // A lease lost: with the real clock, because this test waits for the worker's own statements (heartbeat)
