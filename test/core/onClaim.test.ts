@@ -34,7 +34,9 @@ describe("an onClaim callback that throws", () => {
         const first = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 1 } })
         expect(first.status).toBe("processing")
         yield* eventually(completed(first.id), "the first job completed")
-        // The slot is free again: the next enqueue hands its job off too.
+        // The statement that completed it also claimed for the freed slot: once it is back (the loop settled),
+        // the slot is free again, and the next enqueue hands its job off too.
+        yield* settled(worker)
         const second = yield* JobQueue.enqueue({ organizationId: ORG, jobType: "report_generation", payload: { n: 2 } })
         expect(second.status).toBe("processing")
         yield* eventually(completed(second.id), "the second job completed")
